@@ -1,0 +1,308 @@
+"""Virtual actors on trio: entity state owned by actor tasks, activated and retired on demand.
+
+Theory of operation
+-------------------
+Every entity -- a user's counters, a global counter, a ranked list -- has a key
+``(namespace, id)`` and one state object, a plain synchronous class from ``engine/``. All
+states rest in the router's *directory*. Each entity is owned by exactly one *actor*: a trio
+task with a bounded :class:`Mailbox`, and only that task reads or changes the states it owns.
+It applies each message synchronously, with no ``await`` between reading and writing state, so
+nothing interleaves, and it drains its whole mailbox per wake-up.
+
+Placement decides which actor owns an entity. A namespace is either
+
+* **dedicated**: one actor per entity (ranked lists: a list is big and busy, and its
+  operations are long enough that one task per list is the right unit), or
+* **partitioned** into ``partitions`` actors by a hash of the id (users, global counters).
+
+Why partition users: waking a trio task costs about 8 us on the reference machine
+(``bench/bench_actors.py``), and a batch of 1,000 events typically touches ~1,000 different
+users. With one task per user that is one wake-up per event, a ceiling of ~100k events/s
+before any counting is done; with 32 partition actors a batch costs at most 32 wake-ups. The
+per-entity guarantees are the same either way: one owner task per entity, messages to one
+entity applied in send order, bounded mailboxes, one message per entity per batch.
+
+Actors are *virtual* (Orleans' term): sending to an actor that is not running activates it (a
+task is started in the router's nursery with a fresh mailbox); after ``idle_seconds`` without
+messages the reaper closes its mailbox, the task finishes what is queued and exits, and the
+states stay in the directory for the next activation. Ten million users mean ten million small
+state objects, and no more tasks than there are busy actors.
+
+A message is ``(id, operation, completion)``: ``operation(state)`` returns a result or raises a
+``PointspaceError``, which travels back through ``completion``; one :class:`Completion`
+collects the replies for a whole batch or multi-user query, so the caller waits once. Any
+other exception is a bug in the engine: it propagates and stops the router (trio: exceptions
+always propagate).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from engine.errors import PointspaceError
+from engine.mailbox import DEFAULT_CAPACITY, Mailbox
+
+EntityKey = tuple[str, Hashable]
+Operation = Callable[[Any], Any]
+Message = tuple[Hashable, Operation, "Completion | None"]
+ActorKey = tuple[str, Hashable]
+
+#: Seconds without a message before an actor's task retires (its states stay in memory).
+#: Activation costs one task start (~10 us), so this only has to be long compared with the gaps
+#: between a busy actor's messages.
+DEFAULT_IDLE_SECONDS = 30.0
+
+#: Actors per partitioned namespace. More partitions mean more wake-ups per batch; fewer mean
+#: longer turns (one turn applies everything queued for the partition). 32 keeps a 1,000-event
+#: batch at <= 32 wake-ups; see bench/bench_actors.py before changing it.
+DEFAULT_PARTITIONS = 32
+
+
+class Completion:
+    """Collects one reply per entity from ``expected`` entities; the caller awaits all of them.
+
+    Replies are stored by entity id. The first ``PointspaceError`` is kept and re-raised by
+    :meth:`wait` after every entity has answered.
+    """
+
+    __slots__ = ("_pending", "_event", "results", "error")
+
+    def __init__(self, expected: int) -> None:
+        self._pending = expected
+        self._event = trio.Event()
+        self.results: dict[Hashable, Any] = {}
+        self.error: PointspaceError | None = None
+        if expected == 0:
+            self._event.set()
+
+    def done(self, ident: Hashable, result: Any) -> None:
+        self.results[ident] = result
+        self._pending -= 1
+        if self._pending == 0:
+            self._event.set()
+
+    def fail(self, ident: Hashable, error: PointspaceError) -> None:
+        if self.error is None:
+            self.error = error
+        self.done(ident, None)
+
+    async def wait(self) -> dict[Hashable, Any]:
+        """Wait for every reply; raise the first domain error if an actor reported one."""
+        await self._event.wait()
+        if self.error is not None:
+            raise self.error
+        return self.results
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """How entities of one kind are created and placed."""
+
+    name: str
+    factory: Callable[[], Any]
+    #: 0 = dedicated (one actor per entity); otherwise the number of partition actors.
+    partitions: int = DEFAULT_PARTITIONS
+
+
+@dataclass(frozen=True, slots=True)
+class RouterStatistics:
+    entities: int
+    live_actors: int
+    mailbox_depth: int
+    peak_mailbox_depth: int
+    messages_applied: int
+    activations: int
+    retirements: int
+
+
+class Router:
+    """Maps entity keys to their actors, starting and retiring actor tasks as needed.
+
+    Args:
+        nursery: where actor tasks (and the reaper) run; the engine owns it.
+        namespaces: the kinds of entity, with their factories and placement.
+        idle_seconds: how long an actor may sit idle before its task retires.
+        capacity: mailbox capacity per actor (the backpressure bound).
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        namespaces: list[Namespace],
+        *,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
+        capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
+        self._nursery = nursery
+        self._namespaces = {ns.name: ns for ns in namespaces}
+        self._idle_seconds = idle_seconds
+        self._capacity = capacity
+        #: namespace -> {id: state}; one dict per namespace so "every user" is one lookup.
+        self.directory: dict[str, dict[Hashable, Any]] = {ns.name: {} for ns in namespaces}
+        self._live: dict[ActorKey, Mailbox[Message]] = {}
+        self._last_active: dict[ActorKey, float] = {}
+        self._applied = 0
+        self._peak_depth = 0
+        self._activations = 0
+        self._retirements = 0
+
+    def _actor_key(self, namespace: str, ident: Hashable) -> ActorKey:
+        partitions = self._namespaces[namespace].partitions
+        return (namespace, ident if partitions == 0 else hash(ident) % partitions)
+
+    ########################################################################################
+    # Sending
+
+    def send_nowait(self, key: EntityKey, operation: Operation, completion: Completion | None) -> None:
+        """Queue a mutation for entity ``key``, creating its state and activating its actor.
+
+        Raises:
+            KeyError: unknown namespace (a bug in the caller).
+            trio.WouldBlock: the owning actor's mailbox is full; use :meth:`send`.
+        """
+        namespace, ident = key
+        states = self.directory[namespace]
+        if ident not in states:
+            states[ident] = self._namespaces[namespace].factory()
+        actor = self._actor_key(namespace, ident)
+        mailbox = self._live.get(actor)
+        if mailbox is None:
+            mailbox = self._activate(actor)
+        mailbox.put_nowait((ident, operation, completion))
+
+    async def send(self, key: EntityKey, operation: Operation, completion: Completion | None) -> None:
+        """Queue a mutation, waiting while the owning actor's mailbox is full."""
+        try:
+            self.send_nowait(key, operation, completion)
+        except trio.WouldBlock:
+            actor = self._actor_key(*key)
+            # A full mailbox is never retired, so it is still the live one when we get room.
+            await self._live[actor].put((key[1], operation, completion))
+
+    def ask_nowait(self, key: EntityKey, operation: Operation, completion: Completion) -> None:
+        """Queue a read. An entity that was never written answers at once from a fresh empty
+        state, without creating it or waking an actor. (A written entity's state is created
+        when the write is *sent*, so a read sent after a write always queues behind it.)"""
+        namespace, ident = key
+        if ident not in self.directory[namespace]:
+            try:
+                completion.done(ident, operation(self._namespaces[namespace].factory()))
+            except PointspaceError as exc:
+                completion.fail(ident, exc)
+            return
+        actor = self._actor_key(namespace, ident)
+        mailbox = self._live.get(actor)
+        if mailbox is None:
+            mailbox = self._activate(actor)
+        mailbox.put_nowait((ident, operation, completion))
+
+    async def ask(self, key: EntityKey, operation: Operation, completion: Completion) -> None:
+        try:
+            self.ask_nowait(key, operation, completion)
+        except trio.WouldBlock:
+            await self._live[self._actor_key(*key)].put((key[1], operation, completion))
+
+    ########################################################################################
+    # Actors
+
+    def _activate(self, actor: ActorKey) -> Mailbox[Message]:
+        mailbox: Mailbox[Message] = Mailbox(self._capacity)
+        self._live[actor] = mailbox
+        self._last_active[actor] = trio.current_time()
+        self._activations += 1
+        self._nursery.start_soon(self._run_actor, actor, self.directory[actor[0]], mailbox)
+        return mailbox
+
+    async def _run_actor(
+        self, actor: ActorKey, states: dict[Hashable, Any], mailbox: Mailbox[Message]
+    ) -> None:
+        """The actor: drain the mailbox, apply each message to its entity's state, reply."""
+        last_active = self._last_active
+        while True:
+            batch = await mailbox.take_all()
+            if not batch:
+                return  # closed by the reaper (or shutdown) and drained
+            depth = len(batch)
+            if depth > self._peak_depth:
+                self._peak_depth = depth
+            for ident, operation, completion in batch:
+                try:
+                    result = operation(states[ident])
+                except PointspaceError as exc:
+                    if completion is not None:
+                        completion.fail(ident, exc)
+                else:
+                    if completion is not None:
+                        completion.done(ident, result)
+            self._applied += depth
+            if actor in last_active:
+                last_active[actor] = trio.current_time()
+
+    async def run_reaper(self) -> None:
+        """Retire actors idle for ``idle_seconds``; runs until cancelled."""
+        if math.isinf(self._idle_seconds):
+            return
+        while True:
+            await trio.sleep(self._idle_seconds / 2)
+            self.retire_idle(trio.current_time() - self._idle_seconds)
+
+    def retire_idle(self, cutoff: float) -> int:
+        """Close the mailboxes of empty actors last active before ``cutoff``; return how many."""
+        retired = [
+            actor
+            for actor, mailbox in self._live.items()
+            if not len(mailbox) and self._last_active.get(actor, 0.0) < cutoff
+        ]
+        for actor in retired:
+            self._live.pop(actor).close()
+            del self._last_active[actor]
+        self._retirements += len(retired)
+        return len(retired)
+
+    def retire_all(self) -> None:
+        """Close every mailbox: actors finish what is queued and exit (engine shutdown)."""
+        for mailbox in self._live.values():
+            mailbox.close()
+        self._retirements += len(self._live)
+        self._live.clear()
+        self._last_active.clear()
+
+    ########################################################################################
+    # State directory (snapshots, recovery)
+
+    def install(self, key: EntityKey, state: Any) -> None:
+        """Put a recovered state in the directory (recovery runs before any write)."""
+        self.directory[key[0]][key[1]] = state
+
+    def remove(self, key: EntityKey) -> None:
+        """Forget an entity's state (e.g. a deleted ranked list); its actor must be idle."""
+        self.directory[key[0]].pop(key[1], None)
+
+    def iter_states(self) -> Iterator[tuple[EntityKey, Any]]:
+        """Every (key, state), over a copy of each key list so writes may continue between
+        items; a state read between actor turns is always consistent (turns are synchronous)."""
+        for namespace, states in self.directory.items():
+            for ident in list(states):
+                state = states.get(ident)
+                if state is not None:
+                    yield (namespace, ident), state
+
+    def ids(self, namespace: str) -> list[Hashable]:
+        """The ids of every entity of a namespace that has state."""
+        return list(self.directory[namespace])
+
+    def statistics(self) -> RouterStatistics:
+        return RouterStatistics(
+            entities=sum(len(states) for states in self.directory.values()),
+            live_actors=len(self._live),
+            mailbox_depth=sum(len(m) for m in self._live.values()),
+            peak_mailbox_depth=self._peak_depth,
+            messages_applied=self._applied,
+            activations=self._activations,
+            retirements=self._retirements,
+        )

@@ -1,0 +1,365 @@
+"""The engine: the one API that the HTTP layer, the CLI and embedding programs all use.
+
+Theory of operation
+-------------------
+``async with Engine.open(data_dir) as engine:`` starts a nursery that owns every actor task
+(``engine/actors.py``), recovers state from ``data_dir`` when one is given (the newest snapshot,
+then the log after it; see ``snapshots/``), and on exit stops the actors and, with a data
+directory, writes a final snapshot.
+
+The path of a write::
+
+    engine.ingest(events)                    validate the whole batch (engine/events.py)
+      -> IngestBatch                         a frozen command (engine/commands.py)
+      -> journal.append(encoded command)     the log record, numbered seq    } one synchronous
+      -> router.send_nowait(user, share)     each user's events, one message } step, in order
+      -> actors apply their shares           UserCounters.apply (engine/counters.py)
+      -> completion.wait()                   every touched actor has applied its share
+      -> journal.wait_durable(seq)           fsynced under the ``always`` policy
+      -> return                              acknowledged
+
+Reads go through the same actors (``Router.ask``), so a read sent after a write to the same
+user sees it. A read of an entity that was never written answers from an empty state without
+creating anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from engine.actors import DEFAULT_IDLE_SECONDS, Completion, Namespace, Router, RouterStatistics
+from engine.commands import (
+    COUNTER,
+    USER,
+    Command,
+    CountBatch,
+    IngestBatch,
+    decode_command,
+    encode_command,
+)
+from engine.counters import GlobalCounter, UserCounters
+from engine.errors import EngineClosed, InvalidInput
+from engine.events import (
+    User,
+    UserEvent,
+    check_ts,
+    validate_count_events,
+    validate_counter_events,
+)
+from engine.journal import Journal, MemoryJournal
+from engine.periods import load_zone, period_bounds
+
+#: The kinds of entity, their empty states and their placement (engine/actors.py). Later
+#: namespaces (ranked lists, statshub dimensions, Density spaces) register here.
+NAMESPACES: list[Namespace] = [
+    Namespace(USER, UserCounters),
+    Namespace(COUNTER, GlobalCounter),
+]
+
+#: Namespace -> how a snapshot's plain form becomes a state again.
+STATE_LOADERS: dict[str, Callable[[Any], Any]] = {
+    USER: UserCounters.from_plain,
+    COUNTER: GlobalCounter.from_plain,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UserResult:
+    """One user's answer to a range query."""
+
+    sums: dict[str, int]
+    #: PSD's ``_atids`` (one activity type per contributing activity), when asked for.
+    atids: list[int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    """A per-period series: ``bounds`` has one more entry than each series."""
+
+    bounds: list[int]
+    series: dict[str, list[int]]
+
+    @property
+    def periods(self) -> list[tuple[int, int]]:
+        """Inclusive (first second, last second) of each period."""
+        b = self.bounds
+        return [(b[i], b[i + 1] - 1) for i in range(len(b) - 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatistics:
+    router: RouterStatistics
+    commands: int
+    events: int
+    last_seq: int
+
+
+class Engine:
+    """Counters and ranked lists, each entity owned by an actor. Create with :meth:`open`."""
+
+    def __init__(self, router: Router, journal: Journal) -> None:
+        self._router = router
+        self._journal = journal
+        # Held while a command is appended and dispatched, so that log order is apply order
+        # even when a full mailbox makes dispatch wait.
+        self._dispatch_lock = trio.StrictFIFOLock()
+        self._closed = False
+        self._commands = 0
+        self._events = 0
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        data_dir: str | Path | None = None,
+        *,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
+        **durability: Any,
+    ) -> AsyncIterator[Engine]:
+        """Start an engine; with ``data_dir``, recover from and persist to that directory.
+
+        Args:
+            data_dir: ``None`` keeps everything in memory (tests, embedding).
+            idle_seconds: how long an idle actor's task lives (its state always stays).
+            durability: options for ``snapshots.store.open_store`` (``fsync``, intervals).
+        """
+        async with trio.open_nursery() as nursery:
+            router = Router(nursery, NAMESPACES, idle_seconds=idle_seconds)
+            nursery.start_soon(router.run_reaper)
+            if data_dir is None:
+                engine = cls(router, MemoryJournal())
+                try:
+                    yield engine
+                finally:
+                    engine._closed = True
+                    router.retire_all()
+                    nursery.cancel_scope.cancel()
+                return
+            # The one place the core reaches its persistence edge (engine/ otherwise never
+            # imports snapshots/): recovery and the log need the engine, and vice versa.
+            from snapshots.store import open_store
+
+            async with open_store(Path(data_dir), **durability) as store:
+                engine = cls(router, store.journal)
+                await store.recover(engine)
+                store.attach(engine)
+                try:
+                    yield engine
+                finally:
+                    engine._closed = True
+                    await store.close_engine(engine)
+                    router.retire_all()
+            nursery.cancel_scope.cancel()
+
+    ########################################################################################
+    # Writing
+
+    async def ingest(self, events: Any) -> int:
+        """Validate and apply a batch of counter events; returns how many were applied.
+
+        Each event is a mapping: ``metric``, ``user``, ``value``, ``ts`` and optionally
+        ``atid``, ``aid``, ``ts1``, ``mode`` (see ``engine/events.py``). The whole batch is
+        validated first; an ``InvalidInput`` naming the field means none of it was applied.
+        """
+        return await self.ingest_validated(validate_counter_events(events))
+
+    async def ingest_validated(self, events: list[UserEvent]) -> int:
+        """Apply events already checked by ``validate_counter_events``."""
+        if events:
+            await self.submit(IngestBatch(events=events))
+        return len(events)
+
+    async def count(self, counts: Any) -> int:
+        """Validate and add global-counter increments ``{"name", "value", "ts"}``."""
+        validated = validate_count_events(counts)
+        if validated:
+            await self.submit(CountBatch(counts=validated))
+        return len(validated)
+
+    async def submit(self, command: Command) -> int:
+        """Log and apply a validated command; returns its sequence number once acknowledged."""
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        record = encode_command(command)
+        async with self._dispatch_lock:
+            seq = self._journal.append(record)
+            completion = await self._dispatch(command, seq)
+        await completion.wait()
+        await self._journal.wait_durable(seq)
+        self._commands += 1
+        self._events += command.size()
+        return seq
+
+    async def _dispatch(self, command: Command, seq: int) -> Completion:
+        routes = command.route(seq)
+        completion = Completion(len(routes))
+        router = self._router
+        for key, operation in routes.items():
+            try:
+                router.send_nowait(key, operation, completion)
+            except trio.WouldBlock:
+                await router.send(key, operation, completion)
+        return completion
+
+    async def replay(self, seq: int, record: bytes) -> None:
+        """Apply one log record during recovery (entities skip what a snapshot already has)."""
+        completion = await self._dispatch(decode_command(record), seq)
+        await completion.wait()
+
+    ########################################################################################
+    # Reading
+
+    async def _ask_users(
+        self, users: Sequence[User], make_op: Callable[[User], Callable[[Any], Any]]
+    ) -> dict[User, Any]:
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        distinct = list(dict.fromkeys(users))
+        completion = Completion(len(distinct))
+        router = self._router
+        for user in distinct:
+            await router.ask((USER, user), make_op(user), completion)
+        results = await completion.wait()
+        return {user: results[user] for user in distinct}
+
+    async def query(
+        self,
+        users: Sequence[User],
+        metrics: Sequence[str],
+        t1: int,
+        t2: int,
+        *,
+        atid: int | None = None,
+        aid: int | None = None,
+        offsets: Sequence[int] | None = None,
+        with_atids: bool = False,
+    ) -> dict[User, UserResult]:
+        """Sums of each metric over [t1, t2] (inclusive) for each user.
+
+        Args:
+            atid, aid: only this activity type / activity (``None``: all).
+            offsets: one per user, added to both t1 and t2 for that user (PSD v2).
+            with_atids: also return PSD's ``_atids`` per user (de-duplicated by activity
+                across the metrics).
+
+        Runtime complexity: one message per distinct user; per user and metric two prefix
+        walks per activity type (see ``engine/counters.py``).
+        """
+        metrics = list(metrics)
+        shifts: dict[User, int] = {}
+        if offsets is not None:
+            if len(offsets) != len(users):
+                raise InvalidInput("offsets must have one entry per user", "offsets")
+            shifts = dict(zip(users, offsets, strict=True))
+
+        def make_op(user: User) -> Callable[[UserCounters], UserResult]:
+            shift = shifts.get(user, 0)
+            a, b = t1 + shift, t2 + shift
+
+            def op(state: UserCounters) -> UserResult:
+                sums = {m: state.range_sum(m, a, b, atid, aid) for m in metrics}
+                return UserResult(sums, state.atids(metrics, a, b, atid) if with_atids else None)
+
+            return op
+
+        return await self._ask_users(users, make_op)
+
+    async def breakdown(
+        self,
+        users: Sequence[User],
+        metrics: Sequence[str],
+        t1: int,
+        t2: int,
+        step: str | int,
+        *,
+        tz: str | None = None,
+        offset: int = 0,
+        atid: int | None = None,
+    ) -> dict[User, Breakdown]:
+        """Per-period sums of each metric over [t1, t2] for each user.
+
+        ``step`` is a calendar unit (``"year"`` .. ``"second"``) or a number of seconds;
+        calendar periods follow the wall clock of ``tz`` (an IANA name) or of UTC + ``offset``.
+        """
+        bounds = period_bounds(t1, t2, step, zone=load_zone(tz), offset=offset)
+        metrics = list(metrics)
+
+        def make_op(user: User) -> Callable[[UserCounters], Breakdown]:
+            def op(state: UserCounters) -> Breakdown:
+                return Breakdown(bounds, {m: state.breakdown(m, bounds, atid) for m in metrics})
+
+            return op
+
+        return await self._ask_users(users, make_op)
+
+    async def read_counts(self, names: Sequence[str], t1: int, t2: int) -> dict[str, int]:
+        """Sums of global counters over [t1, t2] (PSD ``readcount``)."""
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        distinct = list(dict.fromkeys(names))
+        completion = Completion(len(distinct))
+
+        def op(state: GlobalCounter) -> int:
+            return state.range_sum(t1, t2)
+
+        for name in distinct:
+            await self._router.ask((COUNTER, name), op, completion)
+        results = await completion.wait()
+        return {name: results[name] for name in distinct}
+
+    async def users(self) -> list[Hashable]:
+        """Every user id that has counters (unordered)."""
+        return self._router.ids(USER)
+
+    ########################################################################################
+    # Snapshots and statistics
+
+    def iter_snapshot_items(self) -> Iterator[tuple[str, Any, int, Any]]:
+        """``(namespace, id, applied_seq, plain state)`` for every entity, one at a time.
+
+        Each item is built synchronously from a consistent state; callers may await between
+        items (writes continue; each item carries the log position it reflects).
+        """
+        for (namespace, ident), state in self._router.iter_states():
+            yield namespace, ident, state.applied_seq, state.to_plain()
+
+    def load_snapshot_item(self, namespace: str, ident: Any, applied_seq: int, plain: Any) -> None:
+        """Install one entity from a snapshot (recovery, before any actor for it runs)."""
+        try:
+            loader = STATE_LOADERS[namespace]
+        except KeyError:
+            raise ValueError(f"snapshot holds unknown namespace {namespace!r}") from None
+        state = loader(plain)
+        state.applied_seq = applied_seq
+        if isinstance(ident, list):  # msgpack turns tuples into lists
+            ident = tuple(ident)
+        self._router.install((namespace, ident), state)
+
+    @property
+    def last_seq(self) -> int:
+        return self._journal.last_seq
+
+    def statistics(self) -> EngineStatistics:
+        return EngineStatistics(
+            router=self._router.statistics(),
+            commands=self._commands,
+            events=self._events,
+            last_seq=self._journal.last_seq,
+        )
+
+
+def check_range(t1: Any, t2: Any) -> tuple[int, int]:
+    """Validate an inclusive [t1, t2] query range (both Unix seconds, t1 <= t2)."""
+    a, b = check_ts(t1, "t1"), check_ts(t2, "t2")
+    if a > b:
+        raise InvalidInput(f"t1 must be <= t2, got t1={a!r} t2={b!r}", "t1")
+    return a, b
+
+
+__all__ = ["Breakdown", "Engine", "UserResult", "check_range", "Mapping"]

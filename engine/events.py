@@ -1,0 +1,222 @@
+"""Validation of incoming events: a whole batch is checked before any of it is applied.
+
+Theory of operation
+-------------------
+Events arrive as decoded JSON or msgpack mappings (``{"metric", "user", "value", "ts", ...}``).
+:func:`validate_counter_events` turns a whole batch into plain tuples or raises one
+``InvalidInput`` naming the first bad field (``events[17].ts``); nothing is applied unless
+every event passes. After this point nothing can reject an event, so a batch is appended to
+the log and applied as a unit.
+
+Tuples rather than one frozen dataclass per event: a batch of thousands would spend more
+time constructing objects than counting (the batch itself, ``IngestBatch``, is the frozen,
+validated command that goes to the log).
+
+User ids may be integers or strings. A string that is the canonical decimal form of an
+integer (``"42"``, not ``"042"``) names the same user as the integer, because PSD's form
+endpoints carry uids as text while JSON clients send numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from engine.counters import ADD, DIFF, MODE_NAMES
+from engine.errors import InvalidInput, PayloadTooLarge
+from engine.timebuckets import MAX_TS, MIN_TS
+
+User = int | str
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+#: Upper bound on events in one batch; larger batches get 413 (the HTTP layer also bounds
+#: body size). 100k events is ~5 MB of JSON, a few hundred ms of work for one request.
+MAX_BATCH_EVENTS = 100_000
+MAX_NAME_LENGTH = 200
+
+#: A validated counter event: (user, metric, atid, aid, ts, value, ts1, mode).
+UserEvent = tuple[User, str, int, "int | None", int, int, int, int]
+
+_EVENT_FIELDS = frozenset({"metric", "user", "value", "ts", "atid", "aid", "ts1", "mode"})
+
+
+def check_int(value: Any, field: str, low: int = INT64_MIN, high: int = INT64_MAX) -> int:
+    """``value`` if it is an integer (not a bool) in [low, high], else ``InvalidInput``."""
+    if type(value) is not int:
+        if isinstance(value, float) and value.is_integer() and not isinstance(value, bool):
+            value = int(value)
+        else:
+            raise InvalidInput(f"{field} must be an integer, got {value!r}", field)
+    if not low <= value <= high:
+        raise InvalidInput(f"{field} must be between {low} and {high}, got {value!r}", field)
+    return value
+
+
+def check_ts(value: Any, field: str) -> int:
+    """A Unix timestamp in seconds within 1970-01-01 .. 9999-12-31."""
+    if type(value) is int and MIN_TS <= value <= MAX_TS:
+        return value
+    return check_int(value, field, MIN_TS, MAX_TS)
+
+
+def check_name(value: Any, field: str) -> str:
+    """A metric or counter name: a non-empty string of at most 200 characters."""
+    if type(value) is not str or not 0 < len(value) <= MAX_NAME_LENGTH:
+        raise InvalidInput(
+            f"{field} must be a non-empty string of at most {MAX_NAME_LENGTH} characters, "
+            f"got {value!r}",
+            field,
+        )
+    return value
+
+
+def normalize_user(value: Any, field: str = "user") -> User:
+    """A user id: an integer, or a non-empty string (canonical decimal strings become ints).
+
+    >>> normalize_user("42"), normalize_user("042"), normalize_user(7)
+    (42, '042', 7)
+    """
+    if type(value) is int:
+        if INT64_MIN <= value <= INT64_MAX:
+            return value
+    elif type(value) is str and 0 < len(value) <= MAX_NAME_LENGTH:
+        if value.isdigit() and value.isascii() and (value == "0" or value[0] != "0"):
+            number = int(value)
+            if number <= INT64_MAX:
+                return number
+        elif value[:1] == "-" and value[1:].isdigit() and value[1:2] != "0" and value.isascii():
+            number = int(value)
+            if number >= INT64_MIN:
+                return number
+        return value
+    raise InvalidInput(
+        f"{field} must be an integer or a non-empty string of at most {MAX_NAME_LENGTH} "
+        f"characters, got {value!r}",
+        field,
+    )
+
+
+def validate_counter_events(events: Any, field: str = "events") -> list[UserEvent]:
+    """Validate a whole batch of counter events; raise on the first bad one.
+
+    Each event: ``metric`` (str), ``user`` (int or str), ``value`` (int), ``ts`` (Unix
+    seconds), optional ``atid`` (int, default 0), ``aid`` (int), ``ts1`` (Unix seconds <= ts,
+    default ts) and ``mode`` (``"add"``, the default, or ``"diff"``, which needs ``aid``).
+
+    >>> validate_counter_events([{"metric": "steps", "user": 1, "value": 10, "ts": 1496539747}])
+    [(1, 'steps', 0, None, 1496539747, 10, 1496539747, 0)]
+
+    Runtime complexity: O(n).
+    """
+    if not isinstance(events, list):
+        raise InvalidInput(f"{field} must be a list of event objects", field)
+    if len(events) > MAX_BATCH_EVENTS:
+        raise PayloadTooLarge(
+            f"{field} holds {len(events)} events; at most {MAX_BATCH_EVENTS} per batch", field
+        )
+    out: list[UserEvent] = []
+    append = out.append
+    for i, event in enumerate(events):
+        if not isinstance(event, Mapping):
+            raise InvalidInput(f"{field}[{i}] must be an object, got {event!r}", f"{field}[{i}]")
+        try:
+            metric = event["metric"]
+            user = event["user"]
+            value = event["value"]
+            ts = event["ts"]
+        except KeyError as exc:
+            name = exc.args[0]
+            raise InvalidInput(f"{field}[{i}].{name} is required", f"{field}[{i}].{name}") from None
+        if type(metric) is not str or not 0 < len(metric) <= MAX_NAME_LENGTH:
+            check_name(metric, f"{field}[{i}].metric")
+        if type(user) is not int or not INT64_MIN <= user <= INT64_MAX:
+            user = normalize_user(user, f"{field}[{i}].user")
+        if type(value) is not int or not INT64_MIN <= value <= INT64_MAX:
+            value = check_int(value, f"{field}[{i}].value")
+        if type(ts) is not int or not MIN_TS <= ts <= MAX_TS:
+            ts = check_ts(ts, f"{field}[{i}].ts")
+        if len(event) == 4:  # the common, minimal add event
+            append((user, metric, 0, None, ts, value, ts, ADD))
+            continue
+        if not _EVENT_FIELDS.issuperset(event):
+            unknown = sorted(str(k) for k in event if k not in _EVENT_FIELDS)
+            raise InvalidInput(
+                f"{field}[{i}] has unknown fields {unknown!r}; allowed: {sorted(_EVENT_FIELDS)}",
+                f"{field}[{i}].{unknown[0]}",
+            )
+        atid = event.get("atid", 0)
+        if type(atid) is not int:
+            atid = check_int(atid, f"{field}[{i}].atid")
+        aid = event.get("aid")
+        if aid is not None:
+            aid = check_int(aid, f"{field}[{i}].aid")
+        ts1 = event.get("ts1")
+        ts1 = ts if ts1 is None else check_ts(ts1, f"{field}[{i}].ts1")
+        if ts1 > ts:
+            raise InvalidInput(
+                f"{field}[{i}].ts1 must be <= ts, got ts1={ts1!r} ts={ts!r}", f"{field}[{i}].ts1"
+            )
+        mode_name = event.get("mode", "add")
+        mode = MODE_NAMES.get(mode_name) if isinstance(mode_name, str) else None
+        if mode is None:
+            raise InvalidInput(
+                f"{field}[{i}].mode must be 'add' or 'diff', got {mode_name!r}", f"{field}[{i}].mode"
+            )
+        if mode == DIFF and aid is None:
+            raise InvalidInput(
+                f"{field}[{i}].aid is required when mode is 'diff' (the activity's running "
+                "total is tracked per aid)",
+                f"{field}[{i}].aid",
+            )
+        append((user, metric, atid, aid, ts, value, ts1, mode))
+    return out
+
+
+def validate_count_events(events: Any, field: str = "counts") -> list[tuple[str, int, int]]:
+    """Validate global-counter increments ``{"name", "value", "ts"}`` -> (name, ts, value)."""
+    if not isinstance(events, list):
+        raise InvalidInput(f"{field} must be a list of objects", field)
+    if len(events) > MAX_BATCH_EVENTS:
+        raise PayloadTooLarge(f"{field} holds {len(events)} items; at most {MAX_BATCH_EVENTS}", field)
+    out = []
+    for i, event in enumerate(events):
+        if not isinstance(event, Mapping):
+            raise InvalidInput(f"{field}[{i}] must be an object, got {event!r}", f"{field}[{i}]")
+        for name in ("name", "value", "ts"):
+            if name not in event:
+                raise InvalidInput(f"{field}[{i}].{name} is required", f"{field}[{i}].{name}")
+        out.append(
+            (
+                check_name(event["name"], f"{field}[{i}].name"),
+                check_ts(event["ts"], f"{field}[{i}].ts"),
+                check_int(event["value"], f"{field}[{i}].value"),
+            )
+        )
+    return out
+
+
+def check_users(users: Any, field: str = "users") -> list[User]:
+    """A non-empty list of user ids."""
+    if not isinstance(users, list) or not users:
+        raise InvalidInput(f"{field} must be a non-empty list of user ids", field)
+    return [normalize_user(u, f"{field}[{i}]") for i, u in enumerate(users)]
+
+
+def check_names(names: Any, field: str) -> list[str]:
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not names:
+        raise InvalidInput(f"{field} must be a non-empty list of names", field)
+    return [check_name(n, f"{field}[{i}]") for i, n in enumerate(names)]
+
+
+def group_by_user(events: Iterable[UserEvent]) -> dict[User, list[tuple[Any, ...]]]:
+    """Split a batch into one list per user, keeping each user's events in batch order."""
+    groups: dict[User, list[tuple[Any, ...]]] = {}
+    for user, metric, atid, aid, ts, value, ts1, mode in events:
+        group = groups.get(user)
+        if group is None:
+            group = groups[user] = []
+        group.append((metric, atid, aid, ts, value, ts1, mode))
+    return groups
