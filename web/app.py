@@ -1,0 +1,69 @@
+"""The Quart-Trio application: routes are thin clients of one :class:`engine.Engine`.
+
+Errors become responses in one place (like hypercorn's ``_send_error_response``): a
+``PointspaceError`` carries its HTTP status and the field at fault, an HTTP error from the
+framework (unknown route, wrong method, body too large) becomes the same JSON shape, and
+anything else is a bug -- logged, and answered with a JSON 500. Seed-compatible routes that
+had their own error statuses map them in their own modules (``web/routes_psd.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from engine.engine import Engine
+from engine.errors import PointspaceError
+from web.bodies import respond
+from web.settings import Settings
+
+log = logging.getLogger("pointspace.web")
+
+
+def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
+    """Build the app for a running engine. The caller owns the engine's lifetime."""
+    settings = settings or Settings()
+    app = QuartTrio("pointspace")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["BODY_TIMEOUT"] = settings.body_timeout_s
+    app.config["RESPONSE_TIMEOUT"] = settings.response_timeout_s
+    app.config["JSON_SORT_KEYS"] = False
+    app.extensions["pointspace.engine"] = engine
+    app.extensions["pointspace.settings"] = settings
+
+    from web.routes_native import native
+    from web.routes_psd import psd
+
+    app.register_blueprint(native)
+    app.register_blueprint(psd)
+
+    @app.errorhandler(PointspaceError)
+    async def domain_error(exc: PointspaceError) -> Response:
+        return respond(exc.to_json(), request, exc.http_status)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        message = (exc.description or exc.name or "error").rstrip(".")
+        body: dict[str, object] = {"error": message[:1].lower() + message[1:]}
+        if status == 413:
+            body["field"] = "body"
+        return respond(body, request, status)
+
+    @app.errorhandler(Exception)
+    async def unexpected_error(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return respond({"error": "internal error; the server log has the details"}, request, 500)
+
+    return app
+
+
+def engine_of(app: QuartTrio) -> Engine:
+    return app.extensions["pointspace.engine"]
+
+
+def settings_of(app: QuartTrio) -> Settings:
+    return app.extensions["pointspace.settings"]

@@ -1,0 +1,36 @@
+"""Server settings: one frozen record that the CLI fills and every layer reads.
+
+Defaults are what ``pointspace serve`` uses with no flags. Limits carry their precedents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+#: PSD's own default bind address was 127.0.0.1:1155; PSD clients keep working unchanged.
+DEFAULT_PORT = 1155
+DEFAULT_DATA_DIR = Path("pointspace-data")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    #: ``None`` keeps everything in memory (nothing survives a restart).
+    data_dir: Path | None = DEFAULT_DATA_DIR
+    #: Write-ahead log fsync policy, as Redis's appendfsync: always, everysec or no.
+    fsync: str = "everysec"
+    #: Request body limit. 32 MiB holds a batch of 100k events in JSON with room to spare
+    #: (nginx defaults to 1 MiB, Quart to 16 MiB; batch ingest is our main lever, so higher).
+    max_body_bytes: int = 32 * 1024 * 1024
+    #: Seconds to receive a whole body / produce a whole response (Quart's defaults: 60).
+    body_timeout_s: float = 60.0
+    response_timeout_s: float = 60.0
+    #: Events per group in NDJSON streaming ingest: each group is validated whole and applied
+    #: as one command; a bad line stops the stream after the groups before it.
+    stream_group_events: int = 5000
+    #: A stream may be far longer than one body: 1 GiB before it is cut off.
+    max_stream_bytes: int = 1024 * 1024 * 1024
+    access_log: bool = False
