@@ -140,13 +140,11 @@ class CounterSeries:
         first_year = month_of_day(self.first_ts // 86400) // 12
         last_year = month_of_day(self.last_ts // 86400) // 12
         if year - first_year <= last_year - year + 1:
-            acc = 0
-            for y in range(first_year, year):
-                acc += get(y * 8 + YEAR, 0)
+            acc = sum(filter(None, map(get, range(first_year * 8 + YEAR, year * 8 + YEAR, 8))))
         else:
-            acc = self.total
-            for y in range(year, last_year + 1):
-                acc -= get(y * 8 + YEAR, 0)
+            acc = self.total - sum(
+                filter(None, map(get, range(year * 8 + YEAR, (last_year + 1) * 8 + YEAR, 8)))
+            )
         # Then, level by level, the children of the bucket containing t that come before it.
         acc += _children_before(get, YEAR, year, month)
         acc += _children_before(get, MONTH, month, day)
@@ -180,6 +178,24 @@ class CounterSeries:
         series.first_ts, series.last_ts, series.total = plain[0], plain[1], plain[2]
         series.cells = defaultdict(int, plain[3])
         return series
+
+    @classmethod
+    def merged(cls, parts: Iterable[CounterSeries]) -> CounterSeries:
+        """A new series holding the cell-wise sum of ``parts``.
+
+        Runtime complexity: O(total cells).
+        """
+        out = cls()
+        cells = out.cells
+        for part in parts:
+            for key, value in part.cells.items():
+                cells[key] += value
+            out.total += part.total
+            if part.first_ts >= 0:
+                if out.first_ts < 0 or part.first_ts < out.first_ts:
+                    out.first_ts = part.first_ts
+                out.last_ts = max(out.last_ts, part.last_ts)
+        return out
 
     def _check(self) -> None:
         """Assert that every cell equals the sum of its children and years sum to total."""
@@ -217,7 +233,12 @@ def _parent_of(level: int, bucket: int) -> int:
 
 
 def _children_before(get: Any, parent_level: int, parent: int, child: int) -> int:
-    """Sum of the children of ``parent`` that come before ``child``, touching the fewer cells."""
+    """Sum of the children of ``parent`` that come before ``child``, touching the fewer cells.
+
+    Keys of one level are ``bucket * 8 + level``, so a run of buckets is ``range(.., .., 8)``
+    and ``sum(filter(None, map(get, keys)))`` walks it in C: ~10x faster than a Python loop
+    (bench/bench_counters.py).
+    """
     level = parent_level - 1
     if parent_level == MONTH:
         first = month_start_day(parent)
@@ -225,14 +246,10 @@ def _children_before(get: Any, parent_level: int, parent: int, child: int) -> in
     else:
         first, last = children_range(parent_level, parent)
     if child - first <= last - child + 1:
-        acc = 0
-        for bucket in range(first, child):
-            acc += get(bucket * 8 + level, 0)
-        return acc
-    acc = get(parent * 8 + parent_level, 0)
-    for bucket in range(child, last + 1):
-        acc -= get(bucket * 8 + level, 0)
-    return acc
+        return sum(filter(None, map(get, range(first * 8 + level, child * 8 + level, 8))))
+    return get(parent * 8 + parent_level, 0) - sum(
+        filter(None, map(get, range(child * 8 + level, (last + 1) * 8 + level, 8)))
+    )
 
 
 ############################################################################################
@@ -259,18 +276,36 @@ class Activity:
 class MetricCounters:
     """Everything one user has for one metric: a series per activity type, and activities."""
 
-    __slots__ = ("by_atid", "activities", "aid_months")
+    __slots__ = ("by_atid", "all_types", "activities", "aid_months")
 
     def __init__(self) -> None:
         self.by_atid: dict[int, CounterSeries] = {}
+        #: The sum over every activity type, kept only once a second type appears (until then
+        #: the one series is the total): an unfiltered read walks one series, not one per type.
+        self.all_types: CounterSeries | None = None
         self.activities: dict[int, Activity] = {}
         self.aid_months: dict[int, dict[int, int]] = {}  # month -> {aid: atid}, first-seen order
+
+    def new_series(self, atid: int) -> CounterSeries:
+        """Create the series of a new activity type (and the all-types total at the second)."""
+        if len(self.by_atid) == 1:
+            self.all_types = CounterSeries.merged(self.by_atid.values())
+        series = self.by_atid[atid] = CounterSeries()
+        return series
+
+    def unfiltered(self) -> CounterSeries:
+        """The series summing every activity type (the only one, or the kept total)."""
+        if self.all_types is not None:
+            return self.all_types
+        return next(iter(self.by_atid.values()))
 
     def add(self, atid: int, aid: int | None, ts: int, delta: int) -> None:
         series = self.by_atid.get(atid)
         if series is None:
-            series = self.by_atid[atid] = CounterSeries()
+            series = self.new_series(atid)
         series.add(ts, delta)
+        if self.all_types is not None:
+            self.all_types.add(ts, delta)
         if aid is not None:
             activity = self.activities.get(aid)
             if activity is None:
@@ -293,14 +328,14 @@ class MetricCounters:
         if atid is not None:
             series = self.by_atid.get(atid)
             return 0 if series is None else series.range_sum(t1, t2)
-        return sum(series.range_sum(t1, t2) for series in self.by_atid.values())
+        return self.unfiltered().range_sum(t1, t2)
 
     def boundaries_sums(self, bounds: Sequence[int], atid: int | None = None) -> list[int]:
         """Sums over consecutive periods [bounds[i], bounds[i+1]) -- one ``before`` per bound."""
         if atid is not None:
             selected = [self.by_atid[atid]] if atid in self.by_atid else []
         else:
-            selected = list(self.by_atid.values())
+            selected = [self.unfiltered()] if self.by_atid else []
         out = [0] * (len(bounds) - 1)
         for series in selected:
             prev = series.before(bounds[0])
@@ -390,7 +425,9 @@ class UserCounters:
                     activity = state.activities[aid] = Activity(atid)
             series = state.by_atid.get(atid)
             if series is None:
-                series = state.by_atid[atid] = CounterSeries()
+                series = state.new_series(atid)
+            if state.all_types is not None:
+                state.all_types.add(ts, value)
             # CounterSeries.add, inlined.
             cells = series.cells
             day = ts // 86400
@@ -474,6 +511,8 @@ class UserCounters:
             state = user.metrics[name] = MetricCounters()
             for atid, s in series:
                 state.by_atid[atid] = CounterSeries.from_plain(s)
+            if len(state.by_atid) > 1:
+                state.all_types = CounterSeries.merged(state.by_atid.values())
             for aid, atid, points in activities:
                 activity = state.activities[aid] = Activity(atid)
                 activity.points = {ts: v for ts, v in points}
@@ -486,6 +525,10 @@ class UserCounters:
         for state in self.metrics.values():
             for series in state.by_atid.values():
                 series._check()
+            if state.all_types is not None:
+                state.all_types._check()
+                merged = CounterSeries.merged(state.by_atid.values())
+                assert dict(merged.cells) == {k: v for k, v in state.all_types.cells.items()}
             for aid, activity in state.activities.items():
                 for ts in activity.points:
                     assert aid in state.aid_months[month_of_day(ts // 86400)]
