@@ -112,6 +112,10 @@ class Engine:
         self._closed = False
         self._commands = 0
         self._events = 0
+        #: Sequence numbers appended but not yet applied by every actor they touch.
+        self._inflight: set[int] = set()
+        #: The data directory's store when opened with one (``snapshots/store.py``).
+        self.store: Any = None
 
     @classmethod
     @asynccontextmanager
@@ -145,17 +149,21 @@ class Engine:
             # imports snapshots/): recovery and the log need the engine, and vice versa.
             from snapshots.store import open_store
 
-            async with open_store(Path(data_dir), **durability) as store:
-                engine = cls(router, store.journal)
-                await store.recover(engine)
-                store.attach(engine)
-                try:
-                    yield engine
-                finally:
-                    engine._closed = True
-                    await store.close_engine(engine)
-                    router.retire_all()
-            nursery.cancel_scope.cancel()
+            engine = cls(router, MemoryJournal())
+            try:
+                async with open_store(Path(data_dir), engine=engine, **durability) as store:
+                    engine._journal = store.journal
+                    await store.recover(engine)
+                    store.attach(engine)
+                    try:
+                        yield engine
+                    finally:
+                        await store.close_engine(engine)
+                        engine._closed = True
+            finally:
+                engine._closed = True
+                router.retire_all()
+                nursery.cancel_scope.cancel()
 
     ########################################################################################
     # Writing
@@ -189,8 +197,16 @@ class Engine:
         record = encode_command(command)
         async with self._dispatch_lock:
             seq = self._journal.append(record)
-            completion = await self._dispatch(command, seq)
-        await completion.wait()
+            self._inflight.add(seq)
+            try:
+                completion = await self._dispatch(command, seq)
+            except BaseException:
+                self._inflight.discard(seq)
+                raise
+        try:
+            await completion.wait()
+        finally:
+            self._inflight.discard(seq)
         await self._journal.wait_durable(seq)
         self._commands += 1
         self._events += command.size()
@@ -344,6 +360,25 @@ class Engine:
     @property
     def last_seq(self) -> int:
         return self._journal.last_seq
+
+    def stable_seq(self) -> int:
+        """The oldest log position some entity may not have applied yet.
+
+        Every record before it has been applied by every entity it touches, so a snapshot
+        started now is consistent with a replay from here (entities skip, by ``applied_seq``,
+        what they already hold).
+        """
+        return min(self._inflight, default=self._journal.last_seq + 1)
+
+    async def snapshot_now(self) -> Any:
+        """Write a snapshot now; returns its ``SnapshotRecord``.
+
+        Raises:
+            InvalidInput: the engine runs without a data directory.
+        """
+        if self.store is None:
+            raise InvalidInput("this server keeps no data directory, so it has no snapshots")
+        return await self.store.snapshot(self)
 
     def statistics(self) -> EngineStatistics:
         return EngineStatistics(

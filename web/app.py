@@ -34,10 +34,12 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
     app.extensions["pointspace.engine"] = engine
     app.extensions["pointspace.settings"] = settings
 
+    from web.routes_admin import admin
     from web.routes_native import native
     from web.routes_psd import psd
 
     app.register_blueprint(native)
+    app.register_blueprint(admin)
     app.register_blueprint(psd)
 
     @app.errorhandler(PointspaceError)

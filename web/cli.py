@@ -48,5 +48,94 @@ def serve(host: str, port: int, data_dir: str, fsync: str, access_log: bool) -> 
     trio.run(run_server, settings)
 
 
+@main.group()
+def snapshot() -> None:
+    """Export a server's state to one file, or import one into a data directory."""
+
+
+@snapshot.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Export from this data directory (read only; the server may be stopped).")
+@click.option("--url", default=None, help="Export from a running server, e.g. http://127.0.0.1:1155.")
+def snapshot_export(file: Path, data_dir: Path | None, url: str | None) -> None:
+    """Write a snapshot of all state to FILE (from --data-dir, or a running server's --url)."""
+    if (data_dir is None) == (url is None):
+        raise click.UsageError("give exactly one of --data-dir or --url")
+    if url is not None:
+        _export_over_http(url, file)
+        return
+    from snapshots.transfer import export_data_dir
+
+    with click.progressbar(length=0, label="exporting", show_pos=True) as bar:
+        info = trio.run(export_data_dir, data_dir, file, bar.update)
+    click.echo(f"exported {info.items:,} entities (log position {info.start_seq:,}) to {file}")
+
+
+def _export_over_http(url: str, file: Path) -> None:
+    import httpx
+
+    tmp = file.with_name(file.name + ".tmp")
+    with httpx.stream("GET", url.rstrip("/") + "/api/admin/snapshot/export", timeout=None) as response:
+        if response.status_code != 200:
+            raise click.ClickException(f"server answered {response.status_code}: {response.read()[:500]!r}")
+        with open(tmp, "wb") as out, click.progressbar(length=0, label="downloading", show_pos=True) as bar:
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+                bar.update(len(chunk))
+    from snapshots.codec import validate_snapshot
+
+    with open(tmp, "rb") as f:
+        info = validate_snapshot(f)
+    tmp.replace(file)
+    click.echo(f"exported {info.items:,} entities (log position {info.start_seq:,}) to {file}")
+
+
+@snapshot.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA_DIR,
+              show_default=True, help="The (stopped) server's data directory.")
+@click.option("--force", is_flag=True, help="Replace a data directory that already holds data.")
+def snapshot_import(file: Path, data_dir: Path, force: bool) -> None:
+    """Validate FILE whole, then make it the state of --data-dir."""
+    from engine.errors import PointspaceError
+    from snapshots.transfer import import_snapshot
+
+    with click.progressbar(length=1, label="validating and importing") as bar:
+        try:
+            info = import_snapshot(file, data_dir, replace=force)
+        except PointspaceError as exc:
+            raise click.ClickException(str(exc)) from None
+        bar.update(1)
+    click.echo(f"imported {info.items:,} entities (log position {info.start_seq:,}) into {data_dir}")
+
+
+@main.group("log")
+def log_group() -> None:
+    """Check or repair a data directory's write-ahead log (with the server stopped)."""
+
+
+@log_group.command("check")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA_DIR, show_default=True)
+def log_check(data_dir: Path) -> None:
+    """Read every record; exit 1 if the log is damaged (naming file and offset)."""
+    from snapshots.logscan import check_log
+
+    report = check_log(data_dir)
+    click.echo(report.describe())
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@log_group.command("repair")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA_DIR, show_default=True)
+@click.confirmation_option(prompt="Cut the log at its first damage, dropping every record after it?")
+def log_repair(data_dir: Path) -> None:
+    """Cut the log at its first damage (records after it are lost) so the server can start."""
+    from snapshots.logscan import repair_log
+
+    click.echo(repair_log(data_dir).describe())
+
+
 if __name__ == "__main__":
     main()

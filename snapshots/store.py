@@ -1,0 +1,280 @@
+"""A data directory for an Engine: recovery at start, periodic snapshots, a final one at exit.
+
+Theory of operation
+-------------------
+A data directory holds ``wal/`` (the write-ahead log, ``wal.py``) and ``snapshots/``
+(``writer.py``). :func:`open_store` opens both around an engine's life:
+
+1. **Recover.** Load the newest snapshot that validates (falling back to an older one), item
+   by item into the engine's directory; then open the log (a torn tail is cut and reported;
+   damage in the middle refuses to start, naming file and offset) and replay every record
+   from the snapshot's position through the engine's ordinary dispatch. Each entity skips the
+   records its snapshotted state already holds (``applied_seq``, see ``engine/commands.py``),
+   so a snapshot taken while writes continued is still exact. Progress goes to stderr.
+2. **Snapshot periodically**: every ``snapshot_interval_s`` when something was written, and as
+   soon as ``snapshot_log_bytes`` of log have accumulated since the last one; on demand
+   (``Engine.snapshot_now``); and at a clean shutdown. A snapshot streams entity by entity while
+   writes go on. Its position is the oldest record some entity may not have applied yet
+   (``Engine.stable_seq``); once it is on disk, log segments wholly before it are deleted.
+
+Nothing here knows what a counter is: items are ``(namespace, id, applied_seq, plain state)``
+from ``Engine.iter_snapshot_items`` and go back through ``Engine.load_snapshot_item``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from engine.errors import StorageFailure
+from snapshots.codec import iter_snapshot_items, read_snapshot_header
+from snapshots.files import REAL_FS, FileSystem
+from snapshots.logscan import read_log
+from snapshots.wal import WriteAheadLog, open_wal
+from snapshots.writer import find_latest_snapshot, write_snapshot
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+
+log = logging.getLogger("pointspace.store")
+
+#: Snapshot at least this often while writes happen (Redis's default ``save 300 100`` is close).
+DEFAULT_SNAPSHOT_INTERVAL_S = 300.0
+#: ... and as soon as this much log has been written since the last snapshot, so that replay
+#: at start stays short (recovery replays ~1 GB of log in well under a minute; 256 MiB keeps
+#: it to seconds).
+DEFAULT_SNAPSHOT_LOG_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    """The last snapshot written (or loaded at start)."""
+
+    path: str
+    start_seq: int
+    items: int
+    bytes: int
+    seconds: float
+    created: float
+
+
+@dataclass(slots=True)
+class RecoveryReport:
+    snapshot: str | None = None
+    snapshot_items: int = 0
+    replayed_records: int = 0
+    first_replayed: int = 0
+    last_replayed: int = 0
+    seconds: float = 0.0
+    log_actions: list[str] = field(default_factory=list)
+
+
+def _progress(message: str) -> None:
+    print(f"pointspace: {message}", file=sys.stderr, flush=True)
+
+
+def load_latest_snapshot(
+    data_dir: Path, engine: Engine, report: RecoveryReport, fs: FileSystem
+) -> tuple[int, SnapshotRecord | None]:
+    """Load the newest valid snapshot into ``engine``: (its start_seq or 1, its record)."""
+    path = find_latest_snapshot(data_dir, fs=fs)
+    if path is None:
+        return 1, None
+    t0 = time.perf_counter()
+    items = 0
+    with fs.open_read(path) as stream:
+        start_seq = read_snapshot_header(stream).start_seq
+    with fs.open_read(path) as stream:
+        for kind, key, applied_seq, state in iter_snapshot_items(stream):
+            engine.load_snapshot_item(kind, key, applied_seq, state)
+            items += 1
+            if items % 200_000 == 0:
+                _progress(f"recovery: {items:,} entities loaded from {path.name}")
+    seconds = time.perf_counter() - t0
+    _progress(f"recovery: loaded {items:,} entities from {path} in {seconds:.2f} s")
+    report.snapshot = str(path)
+    report.snapshot_items = items
+    record = SnapshotRecord(str(path), start_seq, items, fs.size(path), seconds, path.stat().st_mtime)
+    return start_seq, record
+
+
+class DurableStore:
+    """The log and snapshots of one data directory, attached to one engine."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        wal: WriteAheadLog,
+        nursery: trio.Nursery,
+        *,
+        snapshot_interval_s: float,
+        snapshot_log_bytes: int,
+        fs: FileSystem,
+    ) -> None:
+        self.data_dir = data_dir
+        self.journal = wal
+        self._nursery = nursery
+        self._interval = snapshot_interval_s
+        self._log_bytes = snapshot_log_bytes
+        self._fs = fs
+        self._lock = trio.Lock()  # one snapshot at a time
+        self.last_snapshot: SnapshotRecord | None = None
+        self.recovery = RecoveryReport()
+        self._bytes_at_last_snapshot = 0
+        self._seq_at_last_snapshot = 0
+        self._timer_scope = trio.CancelScope()
+        self._start_seq = 1
+        self._t0 = time.perf_counter()
+
+    ########################################################################################
+    # Recovery
+
+    async def replay(self, engine: Engine, from_seq: int) -> None:
+        """Apply every log record from ``from_seq`` on through the engine."""
+        t0 = time.perf_counter()
+        count = 0
+        for seq, payload in read_log(self.data_dir, from_seq, fs=self._fs):
+            await engine.replay(seq, payload)
+            count += 1
+            if count == 1:
+                self.recovery.first_replayed = seq
+            self.recovery.last_replayed = seq
+            if count % 10_000 == 0:
+                _progress(f"recovery: replayed {count:,} log records (at seq {seq:,})")
+        self.recovery.replayed_records = count
+        if count:
+            _progress(
+                f"recovery: replayed {count:,} log records (seq {self.recovery.first_replayed:,}"
+                f"..{self.recovery.last_replayed:,}) in {time.perf_counter() - t0:.2f} s"
+            )
+
+    ########################################################################################
+    # Snapshots
+
+    async def snapshot(self, engine: Engine) -> SnapshotRecord:
+        """Write a snapshot of ``engine`` now (one at a time), then drop the log it covers.
+
+        Raises:
+            StorageFailure: the snapshot could not be written; the previous ones are intact.
+        """
+        async with self._lock:
+            t0 = time.perf_counter()
+            start_seq = engine.stable_seq()
+            info = await write_snapshot(
+                self.data_dir, start_seq, engine.iter_snapshot_items(), fs=self._fs
+            )
+            seconds = time.perf_counter() - t0
+            from snapshots.writer import snapshot_path
+
+            path = snapshot_path(self.data_dir, info.start_seq)
+            record = SnapshotRecord(
+                str(path), info.start_seq, info.items, self._fs.size(path), seconds, info.created
+            )
+            self.last_snapshot = record
+            self._bytes_at_last_snapshot = self.journal.statistics().bytes_written
+            self._seq_at_last_snapshot = engine.last_seq
+            removed = await self.journal.remove_segments_covered_by(info.start_seq)
+            log.info(
+                "snapshot %s: %d entities, %d bytes in %.2f s; removed %d log segments",
+                path.name, info.items, record.bytes, seconds, len(removed),
+            )
+            return record
+
+    async def run_snapshot_timer(self, engine: Engine) -> None:
+        """Snapshot by interval (when there were writes) and by log size; runs until cancelled."""
+        with self._timer_scope:
+            await self._snapshot_timer(engine)
+
+    async def _snapshot_timer(self, engine: Engine) -> None:
+        last = trio.current_time()
+        while True:
+            await trio.sleep(1.0)
+            written = self.journal.statistics().bytes_written - self._bytes_at_last_snapshot
+            due_by_time = trio.current_time() - last >= self._interval
+            if written >= self._log_bytes or (due_by_time and engine.last_seq != self._seq_at_last_snapshot):
+                try:
+                    await self.snapshot(engine)
+                except StorageFailure as exc:
+                    log.error("periodic snapshot failed, will retry: %s", exc)
+                last = trio.current_time()
+
+    ########################################################################################
+    # Engine life
+
+    async def recover(self, engine: Engine) -> None:
+        """(Called by ``Engine.open``.) Replay the log after the snapshot loaded at open."""
+        await self.replay(engine, self._start_seq)
+        self.recovery.seconds = time.perf_counter() - self._t0
+
+    def attach(self, engine: Engine) -> None:
+        """(Called by ``Engine.open``.) Start the snapshot timer and expose snapshots."""
+        engine.store = self
+        self._nursery.start_soon(self.run_snapshot_timer, engine)
+
+    async def close_engine(self, engine: Engine) -> None:
+        """(Called by ``Engine.open`` at exit.) The final snapshot of a clean shutdown."""
+        self._timer_scope.cancel()
+        if engine.last_seq != self._seq_at_last_snapshot or self.last_snapshot is None:
+            try:
+                await self.snapshot(engine)
+            except StorageFailure as exc:
+                log.error("final snapshot failed; the log still has every write: %s", exc)
+
+
+@asynccontextmanager
+async def open_store(
+    data_dir: Path,
+    *,
+    engine: Engine,
+    fsync: str = "everysec",
+    snapshot_interval_s: float = DEFAULT_SNAPSHOT_INTERVAL_S,
+    snapshot_log_bytes: int = DEFAULT_SNAPSHOT_LOG_BYTES,
+    fs: FileSystem | None = None,
+    **wal_options: Any,
+) -> AsyncIterator[DurableStore]:
+    """Open ``data_dir`` for ``engine``: load its snapshot, open the log, and yield the store.
+
+    The caller (``Engine.open``) then calls ``recover`` (replay), ``attach`` and, at exit,
+    ``close_engine``.
+
+    Raises:
+        LogCorrupted: damage in the middle of the log (``pointspace log check`` / ``repair``).
+        StorageFailure: the directory cannot be read or written.
+    """
+    fs = fs or REAL_FS
+    t0 = time.perf_counter()
+    try:
+        fs.makedirs(data_dir)
+    except OSError as exc:
+        raise StorageFailure(f"cannot create data directory {str(data_dir)!r}: {exc}") from exc
+    _progress(f"recovery: opening {data_dir}")
+    report = RecoveryReport()
+    start_seq, record = load_latest_snapshot(data_dir, engine, report, fs)
+    async with trio.open_nursery() as nursery:
+        try:
+            async with open_wal(data_dir, policy=fsync, start_seq=start_seq, fs=fs, **wal_options) as wal:  # type: ignore[arg-type]
+                store = DurableStore(
+                    data_dir, wal, nursery,
+                    snapshot_interval_s=snapshot_interval_s,
+                    snapshot_log_bytes=snapshot_log_bytes,
+                    fs=fs,
+                )
+                store.recovery = report
+                store.last_snapshot = record
+                report.log_actions = list(wal.recovery.actions)
+                for action in wal.recovery.actions:
+                    _progress(f"recovery: {action}")
+                store._start_seq = start_seq
+                store._t0 = t0
+                store._seq_at_last_snapshot = start_seq - 1
+                yield store
+        finally:
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,47 @@
+"""Operator endpoints under ``/api/admin``: snapshots on demand, the last one, a live export."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from quart import Blueprint, Response, current_app, request
+
+from snapshots.transfer import stream_engine_snapshot
+from web.app import engine_of
+from web.bodies import respond
+
+admin = Blueprint("admin", __name__, url_prefix="/api/admin")
+
+
+@admin.post("/snapshot")
+async def take_snapshot() -> Response:
+    """Write a snapshot now; answers what was written (400 for an in-memory server)."""
+    record = await engine_of(current_app).snapshot_now()
+    return respond(asdict(record), request)
+
+
+@admin.get("/snapshot")
+async def last_snapshot() -> Response:
+    """The last snapshot written or loaded (``null`` before the first), and recovery figures."""
+    store = engine_of(current_app).store
+    if store is None:
+        return respond({"last": None, "recovery": None, "data_dir": None}, request)
+    last = store.last_snapshot
+    return respond(
+        {
+            "data_dir": str(store.data_dir),
+            "last": asdict(last) if last is not None else None,
+            "recovery": asdict(store.recovery),
+            "log": asdict(store.journal.statistics()),
+        },
+        request,
+    )
+
+
+@admin.get("/snapshot/export")
+async def export_snapshot() -> Response:
+    """A snapshot of the live state, streamed (``pointspace snapshot export --url``)."""
+    response = Response(stream_engine_snapshot(engine_of(current_app)), content_type="application/octet-stream")
+    response.headers["Content-Disposition"] = 'attachment; filename="pointspace.pssnap"'
+    response.timeout = None
+    return response
