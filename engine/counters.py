@@ -257,6 +257,10 @@ def _children_before(get: Any, parent_level: int, parent: int, child: int) -> in
 ############################################################################################
 
 
+#: What an unfiltered read of a metric with no series yet sees (never written to).
+_EMPTY_SERIES = CounterSeries()
+
+
 class Activity:
     """One activity instance: its type and the deltas written for it, by second."""
 
@@ -297,7 +301,9 @@ class MetricCounters:
         """The series summing every activity type (the only one, or the kept total)."""
         if self.all_types is not None:
             return self.all_types
-        return next(iter(self.by_atid.values()))
+        for series in self.by_atid.values():
+            return series
+        return _EMPTY_SERIES
 
     def add(self, atid: int, aid: int | None, ts: int, delta: int) -> None:
         series = self.by_atid.get(atid)
@@ -412,17 +418,18 @@ class UserCounters:
         months = _MONTHS
         for metric, atid, aid, ts, value, ts1, mode in events:
             state = metrics.get(metric)
-            if state is None:
-                state = metrics[metric] = MetricCounters()
             activity = None
             if aid is not None:
-                activity = state.activities.get(aid)
+                if state is not None:
+                    activity = state.activities.get(aid)
                 if mode == DIFF:
                     value -= 0 if activity is None else activity.range_sum(ts1, ts)
                     if value == 0:
-                        continue
-                if activity is None:
-                    activity = state.activities[aid] = Activity(atid)
+                        continue  # a replayed report: nothing new (and nothing created)
+            if state is None:
+                state = metrics[metric] = MetricCounters()
+            if aid is not None and activity is None:
+                activity = state.activities[aid] = Activity(atid)
             series = state.by_atid.get(atid)
             if series is None:
                 series = state.new_series(atid)
@@ -500,6 +507,7 @@ class UserCounters:
                     name,
                     [[atid, s.to_plain()] for atid, s in state.by_atid.items()],
                     [[aid, a.atid, list(a.points.items())] for aid, a in state.activities.items()],
+                    [[month, list(index.items())] for month, index in state.aid_months.items()],
                 ]
             )
         return out
@@ -507,7 +515,7 @@ class UserCounters:
     @classmethod
     def from_plain(cls, plain: Sequence[Any]) -> UserCounters:
         user = cls()
-        for name, series, activities in plain:
+        for name, series, activities, aid_months in plain:
             state = user.metrics[name] = MetricCounters()
             for atid, s in series:
                 state.by_atid[atid] = CounterSeries.from_plain(s)
@@ -516,9 +524,7 @@ class UserCounters:
             for aid, atid, points in activities:
                 activity = state.activities[aid] = Activity(atid)
                 activity.points = {ts: v for ts, v in points}
-                for ts in sorted(activity.points):
-                    index = state.aid_months.setdefault(month_of_day(ts // 86400), {})
-                    index.setdefault(aid, atid)
+            state.aid_months = {month: dict(index) for month, index in aid_months}
         return user
 
     def _check(self) -> None:

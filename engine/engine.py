@@ -49,6 +49,7 @@ from engine.events import (
     User,
     UserEvent,
     check_ts,
+    normalize_user,
     validate_count_events,
     validate_counter_events,
 )
@@ -227,6 +228,8 @@ class Engine:
         """Apply one log record during recovery (entities skip what a snapshot already has)."""
         completion = await self._dispatch(decode_command(record), seq)
         await completion.wait()
+        if isinstance(self._journal, MemoryJournal):
+            self._journal.advance_to(seq)
 
     ########################################################################################
     # Reading
@@ -236,7 +239,7 @@ class Engine:
     ) -> dict[User, Any]:
         if self._closed:
             raise EngineClosed("the engine is closed")
-        distinct = list(dict.fromkeys(users))
+        distinct = list(dict.fromkeys(normalize_user(u) for u in users))
         completion = Completion(len(distinct))
         router = self._router
         for user in distinct:
@@ -272,7 +275,7 @@ class Engine:
         if offsets is not None:
             if len(offsets) != len(users):
                 raise InvalidInput("offsets must have one entry per user", "offsets")
-            shifts = dict(zip(users, offsets, strict=True))
+            shifts = dict(zip((normalize_user(u) for u in users), offsets, strict=True))
 
         def make_op(user: User) -> Callable[[UserCounters], UserResult]:
             shift = shifts.get(user, 0)
@@ -353,6 +356,8 @@ class Engine:
             raise ValueError(f"snapshot holds unknown namespace {namespace!r}") from None
         state = loader(plain)
         state.applied_seq = applied_seq
+        if isinstance(self._journal, MemoryJournal):
+            self._journal.advance_to(applied_seq)
         if isinstance(ident, list):  # msgpack turns tuples into lists
             ident = tuple(ident)
         self._router.install((namespace, ident), state)

@@ -146,7 +146,7 @@ def validate_counter_events(events: Any, field: str = "events") -> list[UserEven
                 f"{field}[{i}].{unknown[0]}",
             )
         atid = event.get("atid", 0)
-        if type(atid) is not int:
+        if type(atid) is not int or not INT64_MIN <= atid <= INT64_MAX:
             atid = check_int(atid, f"{field}[{i}].atid")
         aid = event.get("aid")
         if aid is not None:

@@ -59,3 +59,7 @@ class MemoryJournal:
     @property
     def last_seq(self) -> int:
         return self._last_seq
+
+    def advance_to(self, seq: int) -> None:
+        """Continue numbering after ``seq`` (state loaded from elsewhere already holds it)."""
+        self._last_seq = max(self._last_seq, seq)

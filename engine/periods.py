@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from engine.errors import InvalidInput
-from engine.timebuckets import LEVEL_BY_NAME, MONTH, YEAR, bucket_of, bucket_start
+from engine.timebuckets import LEVEL_BY_NAME, MAX_TS, MONTH, YEAR, bucket_of, bucket_start
 
 #: Most periods one breakdown may produce: each costs one prefix walk per series (~10 us).
 MAX_PERIODS = 10_000
@@ -64,18 +64,20 @@ def period_bounds(
     if isinstance(step, int) and not isinstance(step, bool):
         if step <= 0:
             raise InvalidInput(f"step must be a positive number of seconds, got {step!r}", "step")
-        _check_count((t2 - t1) // step + 1, step)
         cursor = ((t1 + offset) // step + 1) * step - offset
-        bounds.extend(range(cursor, t2 + 1, step))
-    elif step in _FIXED and (zone is None or step in ("second", "minute")):
+        interior = range(cursor, t2 + 1, step)
+        _check_count(len(interior) + 1, step)
+        bounds.extend(interior)
+    elif step == "second" or (step in _FIXED and zone is None):
         size = _FIXED[step]
-        _check_count((t2 - t1) // size + 1, step)
         cursor = ((t1 + offset) // size + 1) * size - offset
-        bounds.extend(range(cursor, t2 + 1, size))
+        interior = range(cursor, t2 + 1, size)
+        _check_count(len(interior) + 1, step)
+        bounds.extend(interior)
     elif step in LEVEL_BY_NAME:
         if zone is None:
             level = LEVEL_BY_NAME[step]
-            bucket = bucket_of(level, t1 + offset) + 1
+            bucket = bucket_of(level, min(t1 + offset, MAX_TS)) + 1
             while (start := bucket_start(level, bucket) - offset) <= t2:
                 bounds.append(start)
                 bucket += 1
@@ -93,34 +95,43 @@ def period_bounds(
 
 
 def _zone_bounds(t1: int, t2: int, step: str, zone: ZoneInfo) -> list[int]:
-    """Starts of local hours, days, months or years after t1 up to t2, in a DST-aware zone."""
+    """Starts of local minutes, hours, days, months or years after t1 up to t2 in a zone.
+
+    Python's datetime ends at 9999-12-31 local; a boundary past that is past ``MAX_TS`` too in
+    every zone east of UTC and at most a day short of it west of UTC, so the walk stops there.
+    """
     out: list[int] = []
-    local = datetime.fromtimestamp(t1, UTC).astimezone(zone)
-    if step == "hour":
-        # Hours: UTC instants where the local wall clock reads hh:00 (offsets may be :30/:45).
-        cursor = t1
+    try:
+        if step in ("hour", "minute"):
+            # UTC instants where the local wall clock reads hh:00 (or mm:00); offsets may be
+            # :30, :45 or even whole seconds, and change at DST transitions.
+            size = _FIXED[step]
+            cursor = t1
+            while True:
+                offset = datetime.fromtimestamp(cursor, zone).utcoffset()
+                off = int(offset.total_seconds()) if offset is not None else 0
+                cursor = ((cursor + off) // size + 1) * size - off
+                if cursor > t2:
+                    return out
+                out.append(cursor)
+                _check_count(len(out) + 1, step)
+        wall = datetime.fromtimestamp(t1, UTC).astimezone(zone).replace(tzinfo=None)
+        if step == "day":
+            start = wall.replace(hour=0, minute=0, second=0, microsecond=0)
+        elif step == "month":
+            start = wall.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        else:
+            start = wall.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
         while True:
-            off = int(zone.utcoffset(datetime.fromtimestamp(cursor, UTC).replace(tzinfo=None)).total_seconds())
-            cursor = ((cursor + off) // 3600 + 1) * 3600 - off
-            if cursor > t2:
+            start = _advance(start, step)
+            instant = int(start.replace(tzinfo=zone).timestamp())
+            if instant > t2:
                 return out
-            out.append(cursor)
-            _check_count(len(out), step)
-    wall = local.replace(tzinfo=None)
-    if step == "day":
-        start = wall.replace(hour=0, minute=0, second=0, microsecond=0)
-    elif step == "month":
-        start = wall.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    else:
-        start = wall.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
-    while True:
-        start = _advance(start, step)
-        instant = int(start.replace(tzinfo=zone).timestamp())
-        if instant > t2:
-            return out
-        if instant > t1:
-            out.append(instant)
-            _check_count(len(out), step)
+            if instant > t1:
+                out.append(instant)
+                _check_count(len(out) + 1, step)
+    except (OverflowError, ValueError):
+        return out  # the local calendar ran past year 9999
 
 
 def _advance(wall: datetime, step: str) -> datetime:

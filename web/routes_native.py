@@ -205,16 +205,17 @@ async def breakdown() -> Response:
 
 
 @native.get("/users/<user>/sums/<metric>")
-async def user_sum() -> Response:
+async def user_sum(user: str, metric: str) -> Response:
     """One user's sum of one metric: ``?t1=&t2=&atid=&aid=``."""
     args = request.args
-    user = normalize_user(request.view_args["user"])
-    metric = check_name(request.view_args["metric"], "metric")
+    user_id = normalize_user(user)
+    metric = check_name(metric, "metric")
     t1, t2 = check_range(_arg_int(args, "t1"), _arg_int(args, "t2"))
     atid = _arg_int(args, "atid") if "atid" in args else None
     aid = _arg_int(args, "aid") if "aid" in args else None
-    result = await engine_of(current_app).query([user], [metric], t1, t2, atid=atid, aid=aid)
-    return respond({"user": user, "metric": metric, "t1": t1, "t2": t2, "sum": result[user].sums[metric]}, request)
+    result = await engine_of(current_app).query([user_id], [metric], t1, t2, atid=atid, aid=aid)
+    body = {"user": user_id, "metric": metric, "t1": t1, "t2": t2, "sum": result[user_id].sums[metric]}
+    return respond(body, request)
 
 
 @native.post("/counters")
@@ -227,9 +228,9 @@ async def add_counts() -> Response:
 
 
 @native.get("/counters/<name>")
-async def read_counter() -> Response:
+async def read_counter(name: str) -> Response:
     """A global counter's sum over [t1, t2]: ``?t1=&t2=``."""
-    name = check_name(request.view_args["name"], "name")
+    name = check_name(name, "name")
     t1, t2 = check_range(_arg_int(request.args, "t1"), _arg_int(request.args, "t2"))
     sums = await engine_of(current_app).read_counts([name], t1, t2)
     return respond({"name": name, "t1": t1, "t2": t2, "sum": sums[name]}, request)

@@ -1,0 +1,1838 @@
+"""Ranked lists: tens of millions of (id, score) elements in RankDB order, in packed numpy blocks.
+
+Theory of operation
+===================
+
+A ranked list answers "what rank is element X", "who is at rank R", rank ranges, percentiles and
+neighbours, while taking single and bulk updates. It is the state behind one RankDB list
+(``shared/compat/rankdb.md``): every element has ``id`` (u64), ``score`` (u64), ``tie_breaker``
+(u32), ``updated_at`` (u32 unix seconds, set from the caller's ``now`` on every write) and an
+optional JSON ``payload``. "a above b" means:
+
+1. higher ``score`` first, then
+2. higher ``tie_breaker``, then
+3. *earlier* ``updated_at``, then
+4. *lower* ``id``.
+
+Rank ``from_top`` 0 is the highest element and ``from_bottom = n - 1 - from_top``. This class is
+pure and synchronous: no trio, no clock (time comes in as ``now``), no I/O. An actor owns one
+instance and is its only caller.
+
+The sort key
+------------
+Each element is stored as one 24-byte row, three big-endian uint64 words::
+
+    k1 = 2**64 - 1 - score                              higher score       -> smaller k1
+    k2 = (2**32 - 1 - tie_breaker) << 32 | updated_at   higher tie, earlier -> smaller k2
+    k3 = id                                             lower id           -> smaller k3
+
+Big-endian words make byte order (memcmp) equal to the numeric order of ``(k1, k2, k3)``, so rank
+order is plain ascending byte order. numpy searches a block viewed as a ``'V24'`` array
+(``searchsorted`` compares void items with memcmp), and Python bisects a list of ``bytes``. The row
+*is* the element: score, tie-breaker, time and id all decode back out of it, so nothing is stored
+twice, and no Python object exists per element.
+
+The structure
+-------------
+* **Blocks** (the sortedcontainers "list of lists", with packed rows instead of Python objects).
+  Rows live in sorted blocks, each a ``(capacity, 3)`` ``'>u8'`` array holding ``n`` rows. A block
+  splits in halves above ``2 * load`` rows and merges with a neighbour at ``load // 2`` rows or
+  fewer, so an insert or delete moves at most ``2 * load`` rows with one memmove. ``_maxes[i]`` is
+  the last key of block ``i`` (``bytes``), and bisecting it finds the block for any key.
+* **Rank index.** A Fenwick tree over block sizes gives "rows before block i" and "block holding
+  rank r" in ``O(log(n / load))``. A split or merge shifts block positions, so it drops the tree;
+  the next rank query rebuilds it in ``O(n / load)`` with numpy (about 0.3 ms at 10M elements),
+  which amortises over the >= ``load // 2`` writes between two splits of one block.
+* **Id index.** id -> block *handle* lives in an open-addressing hash table made of two numpy
+  arrays (u64 id, u32 handle): 12 bytes a slot where a ``dict`` costs over 100 bytes per entry
+  (entry, hash slot and two int objects). It uses linear probing *without* wrap-around: the table
+  has ``HASH_PAD`` spare slots past its nominal capacity and its last slot is always empty, so a
+  probe always ends. Home slots come from Fibonacci hashing of the mixed id, and deletion shifts
+  entries back instead of leaving tombstones. Handles stay stable across splits; a split or merge
+  re-points only the rows it moves (vectorised). To find a row inside its block we scan the id
+  column (at most ``2 * load`` compares in one numpy call, 2-3 us at the default load on the
+  2-core dev machine), then bisect ``_maxes`` with the row's key to get the block's position.
+* **Payloads**: a plain ``dict`` from id to payload, only for elements that have one. Payload
+  objects are stored by reference and must be treated as immutable.
+
+Why this and not a tree, a skip list or a sorted array?
+-------------------------------------------------------
+A balanced tree or skip list costs a Python object per element: 100+ bytes, and tens of millions
+of objects for the garbage collector to walk. One big sorted array makes inserts ``O(n)``. Blocks of
+about a thousand packed rows keep inserts to a small memmove and keep memory to the payload-free
+row itself. This is RankDB's own "segments" design, without its storage round trips.
+
+Memory without payloads, 10M elements at ``DEFAULT_LOAD``: 24 B per row, plus up to 6% growth
+slack in blocks that have been written to since the bulk load, plus 12 B / hash load (0.65 after a
+build, at most 0.8: 15 to 18.5 B), plus about 0.6 B of per-block Python objects. That is about
+43 B per element; a Redis sorted set costs about 86. ``statistics().bytes_estimate`` reports it,
+and ``bench/bench_ranked.py`` measures it.
+
+Costs and worst cases
+---------------------
+``n`` elements, ``L = load``. Per single-element operation ``O(log n)`` Python steps plus an
+``O(L)`` memmove or vectorised scan inside one block (constant in ``n``; a few us at the default
+load). Worst cases, all rare, none silent:
+
+* Growing or shrinking the id index rebuilds it: ``O(n)`` (about 1.5 s at 10M) inside the one
+  insert that crosses ``HASH_MAX_LOAD``. ``bulk_load`` sizes the table at ``HASH_BUILD_LOAD``, so
+  that happens after roughly ``0.23 n`` further inserts. This is the p99.99 hazard of the class.
+* Ids built to collide in the top 32 bits of the mixed hash degrade lookups towards ``O(n)``
+  probes. Sequential, random and strided ids all spread well (see the stress tests).
+* A split or merge copies ``O(L)`` rows and re-points them in the hash, then the next rank query
+  rebuilds the Fenwick tree in ``O(n / L)``.
+* ``bulk_upsert`` / ``bulk_delete`` of ``k >= n / BULK_REBUILD_DIVISOR`` elements rebuild the whole
+  list: a merge in ``O(n + k log k)`` plus an ``O(n log n)`` id index rebuild.
+
+Invariants (``_check()`` asserts all of them and dumps the internals when one fails)
+-----------------------------------------------------------------------------------
+1. ``len(_blocks) == len(_maxes)``; the list is empty iff there are no blocks.
+2. Every block has ``1 <= n <= capacity`` and ``n <= 2 * load``. (Not an invariant, but kept:
+   a delete merges a block left with ``load // 2`` rows or fewer, and loads spread rows evenly,
+   so blocks hold about ``load / 2`` to ``2 * load`` rows.)
+3. Rows are strictly ascending within every block and across block boundaries.
+4. ``_maxes[i]`` and ``_blocks[i].maxkey`` equal the key of the last row of block ``i``.
+5. ``_len`` is the sum of block sizes, and the Fenwick tree (when built) matches the sizes.
+6. ``_by_handle[b.handle] is b`` for every block, and unused handles are ``None`` and free.
+7. The hash holds exactly the ids of the rows, each pointing at the handle of its block; every
+   entry sits at or after its home slot with no empty slot in between; empty slots have key 0;
+   the last slot is empty.
+8. Ids are unique, and every payload belongs to a present id.
+
+Example
+-------
+>>> rl = RankedList()
+>>> rl.bulk_load([(1, 50, 0, None), (2, 70, 0, {"name": "ada"}), (3, 50, 1, None)], 1_700_000_000)
+>>> [e.id for e in rl.range_from_top(0, 10)]
+[2, 3, 1]
+>>> rl.rank_of(1)
+2
+>>> previous = rl.upsert(1, 99, 0, None, 1_700_000_060)
+>>> previous.from_top, rl.get(1).from_top, rl.get(1).from_bottom
+(2, 0, 2)
+>>> rl.percentile(50.0).id
+2
+>>> above, below = rl.neighbours(2, 1)
+>>> [e.id for e in above], [e.id for e in below]
+([1], [3])
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import sys
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from engine.errors import Conflict, InvalidInput, NotFound
+
+__all__ = [
+    "BULK_REBUILD_DIVISOR",
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_LOAD",
+    "ElementIn",
+    "HASH_BUILD_LOAD",
+    "HASH_MAX_LOAD",
+    "RECORDS_VERSION",
+    "RankedChunk",
+    "RankedElement",
+    "RankedList",
+    "RankedListCorrupt",
+    "RankedListStatistics",
+]
+
+
+###################################################################################################
+# Tuning constants
+###################################################################################################
+
+#: Target rows per block. Blocks split above ``2 * load`` and merge at ``load // 2`` or fewer.
+#: Precedents: sortedcontainers' ``DEFAULT_LOAD_FACTOR = 1000``; RankDB splits at 2000 and merges
+#: at 500 rows. A smaller load makes each memmove and id scan cheaper but adds blocks, so the
+#: Fenwick tree is rebuilt more often; a bigger load does the opposite. Single updates are fastest
+#: between 512 and 2048 (see bench/bench_ranked.py). It's best to leave the load at the default
+#: until you start benchmarking.
+DEFAULT_LOAD = 1024
+
+#: The smallest load accepted. Tests use 4 to 8 so that splits and merges happen all the time.
+MIN_LOAD = 4
+
+#: Rows of spare capacity a block gets when it is full: ``max(GROW_MIN_ROWS, n >> GROW_SHIFT)``.
+#: At most about 6% slack per written block; bulk-loaded blocks start with none.
+GROW_MIN_ROWS = 16
+GROW_SHIFT = 4
+
+#: Id index load after a (re)build, and the load at which an insert grows it. Linear probing at
+#: 0.8 takes about 3 probes for a hit and 13 for a miss; 12 bytes / 0.65 is 18.5 B per element.
+HASH_BUILD_LOAD = 0.65
+HASH_MAX_LOAD = 0.8
+#: Below this load a delete shrinks the id index (rebuild), so a drained list gives memory back.
+HASH_MIN_LOAD = 0.2
+#: Spare slots past the nominal capacity, so that probing needs no wrap-around.
+HASH_PAD = 64
+HASH_MIN_CAPACITY = 16
+
+#: Bulk writes of ``k >= n / BULK_REBUILD_DIVISOR`` elements (and at least ``BULK_REBUILD_MIN``)
+#: rebuild the whole list instead of applying ``k`` single writes: a single write costs about
+#: 10 us, and a rebuild about 0.3 to 0.7 us per element of the *whole* list, so the rebuild wins
+#: once a batch is around 1/16 to 1/8 of the list.
+BULK_REBUILD_DIVISOR = 8
+BULK_REBUILD_MIN = 256
+
+#: Rows per chunk for ``iter_chunks`` / ``to_records``: 64Ki rows are about 1.5 MB of arrays.
+DEFAULT_CHUNK_SIZE = 65536
+
+#: Version of the plain-data chunks made by ``to_records`` and read by ``from_records``.
+RECORDS_VERSION = 1
+
+
+###################################################################################################
+# Values in and out
+###################################################################################################
+
+Payload = dict[str, Any] | None
+
+_M64 = (1 << 64) - 1
+_M32 = (1 << 32) - 1
+_EMPTY = _M32  # hash value of an empty slot; block handles are always smaller
+_MULT = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, the Fibonacci-hashing multiplier
+_KEY = struct.Struct(">QQQ")
+_U64 = np.dtype(np.uint64)
+_ROW = np.dtype(">u8")
+_VKEY = np.dtype("V24")
+_SHIFT32 = np.uint64(32)
+_NP_M32 = np.uint64(_M32)
+
+# Per-block cost of the Python objects around the rows, measured with tracemalloc: the _Block,
+# the array and its two views, the memoryview, the maxes bytes object and the list slots.
+_BLOCK_OVERHEAD_BYTES = 960
+
+
+class ElementIn(NamedTuple):
+    """One element to write, as taken by ``bulk_upsert`` / ``bulk_load``; plain tuples work too."""
+
+    id: int
+    score: int
+    tie_breaker: int = 0
+    payload: Payload = None
+
+
+class RankedElement(NamedTuple):
+    """An element with its rank, as read. A NamedTuple because ranges build hundreds of them."""
+
+    id: int
+    score: int
+    tie_breaker: int
+    updated_at: int
+    payload: Payload
+    from_top: int
+    from_bottom: int
+
+
+class RankedChunk(NamedTuple):
+    """Consecutive elements in rank order, as numpy arrays (copies), for snapshots."""
+
+    from_top: int
+    ids: np.ndarray  # uint64
+    scores: np.ndarray  # uint64
+    tie_breakers: np.ndarray  # uint32
+    updated_at: np.ndarray  # uint32
+    payloads: dict[int, dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class RankedListStatistics:
+    """What ``RankedList.statistics()`` reports; payload memory is not included."""
+
+    elements: int
+    blocks: int
+    load: int
+    smallest_block: int
+    largest_block: int
+    hash_slots: int
+    hash_load: float
+    payloads: int
+    bytes_estimate: int
+    bytes_per_element: float
+
+
+class RankedListCorrupt(RuntimeError):
+    """The internal structures contradict each other: a bug or memory corruption, never bad input.
+
+    Not a PointspaceError on purpose: it becomes a logged 500. ``repair()`` rebuilds the list.
+    """
+
+
+###################################################################################################
+# Validation
+###################################################################################################
+
+
+def _int_in(value: object, field: str, hi: int) -> int:
+    """Check that ``value`` is an int (not a bool) in ``0..hi`` and return it as a Python int."""
+    if type(value) is int and 0 <= value <= hi:
+        return value
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        v = int(value)
+        if 0 <= v <= hi:
+            return v
+    raise InvalidInput(f"{field} must be an integer in 0..{hi}, got {value!r}", field=field)
+
+
+def _int_at_least(value: object, field: str, lo: int) -> int:
+    if isinstance(value, int | np.integer) and not isinstance(value, bool) and int(value) >= lo:
+        return int(value)
+    raise InvalidInput(f"{field} must be an integer >= {lo}, got {value!r}", field=field)
+
+
+def _payload(value: object) -> Payload:
+    if value is None or type(value) is dict:
+        return value  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return value
+    raise InvalidInput(
+        f"payload must be a JSON object (dict) or None, got {type(value).__name__!r}",
+        field="payload",
+    )
+
+
+def _element_in(item: object, index: int) -> tuple[int, int, int, Payload]:
+    """Validate one element of a bulk call; the field names the element by its index."""
+    if not isinstance(item, tuple | list) or not 2 <= len(item) <= 4:
+        raise InvalidInput(
+            f"elements[{index}] must be a (id, score, tie_breaker, payload) tuple, got {item!r}",
+            field=f"elements[{index}]",
+        )
+    try:
+        element_id = _int_in(item[0], "id", _M64)
+        score = _int_in(item[1], "score", _M64)
+        tie = _int_in(item[2], "tie_breaker", _M32) if len(item) > 2 else 0
+        payload = _payload(item[3]) if len(item) > 3 else None
+    except InvalidInput as exc:
+        raise InvalidInput(
+            f"elements[{index}]: {exc.message}", field=f"elements[{index}].{exc.field}"
+        ) from None
+    return element_id, score, tie, payload
+
+
+def _uint_array(values: object, field: str, hi: int) -> np.ndarray:
+    """Convert ``values`` to a uint64 array, checking every value is an integer in ``0..hi``."""
+    try:
+        arr = np.asarray(values)
+    except (OverflowError, TypeError, ValueError):
+        arr = np.asarray(values, dtype=object)
+    if arr.dtype == object:
+        try:
+            arr = np.array(values, dtype=np.uint64)
+        except (OverflowError, TypeError, ValueError):
+            raise InvalidInput(
+                f"{field} must be integers in 0..{hi}, got values that are not", field=field
+            ) from None
+    if arr.ndim != 1:
+        raise InvalidInput(f"{field} must be one-dimensional, got shape {arr.shape!r}", field=field)
+    if not arr.size:
+        return np.empty(0, dtype=np.uint64)  # [] is float64 to numpy
+    if arr.dtype.kind not in "ui":
+        raise InvalidInput(
+            f"{field} must be integers in 0..{hi}, got dtype {str(arr.dtype)!r}", field=field
+        )
+    if arr.size:
+        if arr.dtype.kind == "i" and int(arr.min()) < 0:
+            raise InvalidInput(
+                f"{field} must be integers in 0..{hi}, got {int(arr.min())!r}", field=field
+            )
+        if hi < _M64 and int(arr.max()) > hi:
+            raise InvalidInput(
+                f"{field} must be integers in 0..{hi}, got {int(arr.max())!r}", field=field
+            )
+    return arr.astype(np.uint64, copy=False)
+
+
+###################################################################################################
+# Keys, hashing and sorting
+###################################################################################################
+
+
+def _pack(score: int, tie: int, updated: int, element_id: int) -> bytes:
+    return _KEY.pack(_M64 - score, ((_M32 - tie) << 32) | updated, element_id)
+
+
+def _swapped(value: int) -> int:
+    """``value`` as the signed native int64 that its big-endian bytes read as."""
+    return int.from_bytes(value.to_bytes(8, "big"), "little", signed=True)
+
+
+def _home(element_id: int, cap: int) -> int:
+    """Home slot of ``element_id`` in a table of nominal capacity ``cap`` (see ``_homes``)."""
+    x = ((element_id ^ (element_id >> 32)) * _MULT) & _M64
+    return ((x >> 32) * cap) >> 32
+
+
+def _homes(ids: np.ndarray, cap: int) -> np.ndarray:
+    """Vectorised ``_home``: mix, multiply (wrapping), then map the top 32 bits onto ``0..cap``."""
+    x = ids ^ (ids >> _SHIFT32)
+    x *= np.uint64(_MULT)
+    x >>= _SHIFT32
+    x *= np.uint64(cap)
+    x >>= _SHIFT32
+    return x
+
+
+def _ascending(k1: np.ndarray, k2: np.ndarray, k3: np.ndarray) -> np.ndarray:
+    """For each adjacent pair of rows, whether ``(k1, k2, k3)[i] < (k1, k2, k3)[i + 1]``."""
+    a1, b1 = k1[:-1], k1[1:]
+    a2, b2 = k2[:-1], k2[1:]
+    lower = (a2 < b2) | ((a2 == b2) & (k3[:-1] < k3[1:]))
+    return (a1 < b1) | ((a1 == b1) & lower)
+
+
+def _rank_order(k1: np.ndarray, k2: np.ndarray, ids: np.ndarray, by_id: np.ndarray) -> np.ndarray:
+    """Indices that sort rows by ``(k1, k2, id)``, given ``by_id``: indices of unique ids, id-sorted.
+
+    A chain of stable argsorts, least significant key first, like ``np.lexsort`` but about 30%
+    faster here (quicksort on the unique ids, and the ``k2`` pass is skipped when all ``k2`` are
+    equal, as they are in a bulk load without tie-breakers).
+    """
+    order = by_id
+    sub2 = k2[order]
+    if sub2.size and sub2.min() != sub2.max():
+        order = order[np.argsort(sub2, kind="stable")]
+    del sub2
+    return order[np.argsort(k1[order], kind="stable")]
+
+
+def _rows_from(k1: np.ndarray, k2: np.ndarray, ids: np.ndarray, order: np.ndarray) -> np.ndarray:
+    rows = np.empty((len(order), 3), dtype=_ROW)
+    rows[:, 0] = k1[order]
+    rows[:, 1] = k2[order]
+    rows[:, 2] = ids[order]
+    return rows
+
+
+def _k2_of(ties: np.ndarray, updated: np.ndarray | int) -> np.ndarray:
+    return ((_NP_M32 - ties) << _SHIFT32) | np.asarray(updated, dtype=np.uint64)
+
+
+def _last_of_each_id(ids: np.ndarray) -> np.ndarray:
+    """Indices of unique ids in id order, keeping the *last* occurrence of a duplicated id."""
+    order = np.argsort(ids)  # quicksort: fastest, fine when ids are unique
+    sorted_ids = ids[order]
+    dup = sorted_ids[1:] == sorted_ids[:-1]
+    if not dup.any():
+        return order
+    order = np.argsort(ids, kind="stable")  # equal ids keep input order: the last one is last
+    dup = ids[order][1:] == ids[order][:-1]
+    keep = np.ones(len(order), dtype=bool)
+    keep[:-1] = ~dup
+    return order[keep]
+
+
+###################################################################################################
+# Blocks
+###################################################################################################
+
+
+def _spare(n: int) -> int:
+    return max(GROW_MIN_ROWS, n >> GROW_SHIFT)
+
+
+class _Block:
+    """``n`` sorted rows at the front of ``arr``, plus three views of the same memory.
+
+    ``keys`` views the rows as ``'V24'`` items for memcmp searches; ``idcol`` is the id column as
+    native int64 words (so it holds byte-swapped ids) for the vectorised id scan; ``mv`` is a
+    flat byte memoryview, because CPython's memoryview slice assignment is a plain memmove: shifting rows
+    through it costs a third of numpy's overlap-checked copy, and reading or writing one key
+    through it a quarter (see bench/bench_ranked.py::update).
+    """
+
+    __slots__ = ("arr", "keys", "idcol", "mv", "n", "handle", "maxkey")
+
+    def __init__(self, arr: np.ndarray, n: int, handle: int, maxkey: bytes) -> None:
+        self.handle = handle
+        self.maxkey = maxkey
+        self.set_rows(arr, n)
+
+    def set_rows(self, arr: np.ndarray, n: int) -> None:
+        self.arr = arr
+        self.keys = arr.view(_VKEY).reshape(-1)
+        self.idcol = arr.view(np.int64)[:, 2]
+        self.mv = memoryview(arr).cast("B")
+        self.n = n
+
+    def key(self, i: int) -> bytes:
+        return self.mv[24 * i : 24 * i + 24].tobytes()
+
+    def ids(self) -> np.ndarray:
+        """The ids of the rows, as native uint64."""
+        return self.arr[: self.n, 2].astype(np.uint64)
+
+
+def _alloc_rows(rows: np.ndarray, spare: int) -> np.ndarray:
+    """A fresh ``(len(rows) + spare, 3)`` array starting with a copy of ``rows``."""
+    arr = np.empty((len(rows) + spare, 3), dtype=_ROW)
+    arr[: len(rows)] = rows
+    return arr
+
+
+###################################################################################################
+# Ranked list
+###################################################################################################
+
+
+class RankedList:
+    """Elements ordered by score (RankDB order), with O(log n) rank queries and updates.
+
+    Methods for writing: ``upsert``, ``insert``, ``bulk_upsert``, ``delete``, ``bulk_delete``,
+    ``bulk_load``, ``load_arrays``, ``clear``.
+
+    Methods for reading: ``len()``, ``in``, ``get``, ``rank_of``, ``find``, ``at_rank``,
+    ``range_from_top``, ``range_from_bottom``, ``percentile``, ``neighbours``,
+    ``neighbours_of_rank``, iteration.
+
+    Methods for snapshots: ``iter_chunks``, ``to_records``, ``from_records``, ``clone``.
+
+    Methods for miscellany: ``statistics``, ``verify``, ``repair``, ``reindex``, ``_check``,
+    ``_reset``.
+
+    Args:
+        load: target rows per block; see ``DEFAULT_LOAD`` before changing it.
+
+    Raises:
+        InvalidInput: ``load`` is not an integer >= ``MIN_LOAD``.
+    """
+
+    def __init__(self, load: int = DEFAULT_LOAD) -> None:
+        self._load = _int_at_least(load, "load", MIN_LOAD)
+        self._bulk_rebuild_min = BULK_REBUILD_MIN
+        self._version = 0
+        self._payloads: dict[int, dict[str, Any]] = {}
+        self._init_probe()
+        self._set_rows(np.empty((0, 3), dtype=_ROW))
+
+    def _init_probe(self) -> None:
+        # A one-key array reused for every in-block search: filling it through a memoryview
+        # is several times cheaper than building an np.void scalar per search.
+        self._probe = np.zeros(1, dtype=_VKEY)
+        self._probe_mv = memoryview(self._probe.view(np.uint8))
+
+    def __repr__(self) -> str:
+        return f"RankedList(len={self._len}, load={self._load})"
+
+    #####  Loading ##############################################################################
+
+    def bulk_load(self, elements: Iterable[ElementIn | tuple[Any, ...]], now: int) -> None:
+        """Replace the whole contents with ``elements``, all stamped ``updated_at = now``.
+
+        The way to create or populate a list (RankDB ``POST /lists`` with ``populate``). Input
+        may be in any order; duplicate ids keep the last one. For millions of elements that are
+        already in arrays, ``load_arrays`` skips the per-element Python validation.
+
+        Args:
+            elements: ``(id, score[, tie_breaker[, payload]])`` tuples or ``ElementIn``.
+            now: unix seconds, u32.
+
+        Raises:
+            InvalidInput: an element or ``now`` is out of range; the list is left unchanged.
+
+        Runtime complexity: ``O(n log n)``, vectorised (10M elements in a few seconds).
+        """
+        now = _int_in(now, "now", _M32)
+        ids: list[int] = []
+        scores: list[int] = []
+        ties: list[int] = []
+        payloads: dict[int, dict[str, Any]] = {}
+        for index, item in enumerate(elements):
+            element_id, score, tie, payload = _element_in(item, index)
+            ids.append(element_id)
+            scores.append(score)
+            ties.append(tie)
+            if payload is not None:
+                payloads[element_id] = payload
+            else:
+                payloads.pop(element_id, None)
+        self._load_columns(
+            np.array(ids, dtype=np.uint64),
+            np.array(scores, dtype=np.uint64),
+            np.array(ties, dtype=np.uint64),
+            now,
+            payloads,
+        )
+
+    def load_arrays(
+        self,
+        ids: object,
+        scores: object,
+        tie_breakers: object | None,
+        now: int,
+        payloads: Mapping[int, dict[str, Any]] | None = None,
+    ) -> None:
+        """Replace the whole contents from parallel arrays: the fast path of ``bulk_load``.
+
+        Args:
+            ids: u64 values (any integer array or sequence).
+            scores: u64 values, same length.
+            tie_breakers: u32 values, same length, or None for all zero.
+            now: unix seconds (u32) stamped on every element.
+            payloads: id -> payload for the elements that have one; other ids are ignored.
+
+        Raises:
+            InvalidInput: a value is out of range or the lengths differ; the list is unchanged.
+
+        Runtime complexity: ``O(n log n)``, vectorised. See bench/bench_ranked.py::bulk_load.
+        """
+        now = _int_in(now, "now", _M32)
+        id_arr = _uint_array(ids, "ids", _M64)
+        score_arr = _uint_array(scores, "scores", _M64)
+        if tie_breakers is None:
+            tie_arr = np.zeros(len(id_arr), dtype=np.uint64)
+        else:
+            tie_arr = _uint_array(tie_breakers, "tie_breakers", _M32)
+        if not len(id_arr) == len(score_arr) == len(tie_arr):
+            raise InvalidInput(
+                f"ids, scores and tie_breakers must have the same length, got "
+                f"{len(id_arr)!r}, {len(score_arr)!r} and {len(tie_arr)!r}",
+                field="scores",
+            )
+        kept: dict[int, dict[str, Any]] = {}
+        for key, value in (payloads or {}).items():
+            if value is not None:
+                kept[_int_in(key, "id", _M64)] = _payload(value)  # type: ignore[assignment]
+        self._load_columns(id_arr, score_arr, tie_arr, now, kept)
+
+    def _load_columns(
+        self,
+        ids: np.ndarray,
+        scores: np.ndarray,
+        ties: np.ndarray,
+        updated: np.ndarray | int,
+        payloads: dict[int, dict[str, Any]],
+    ) -> None:
+        by_id = _last_of_each_id(ids)
+        k1 = ~scores
+        k2 = _k2_of(ties, updated)
+        order = _rank_order(k1, k2, ids, by_id)
+        del by_id
+        rows = _rows_from(k1, k2, ids, order)
+        del k1, k2, order
+        self._set_rows(rows)
+        self._payloads = self._present_payloads(payloads)
+
+    def _present_payloads(self, payloads: Mapping[int, Any]) -> dict[int, dict[str, Any]]:
+        """The payloads whose ids are in the list (after a rebuild from rows)."""
+        return {i: p for i, p in payloads.items() if p is not None and self._hfind(i) >= 0}
+
+    def _set_rows(self, rows: np.ndarray) -> None:
+        """Rebuild every structure from ``rows``: ``(n, 3)`` words, sorted, unique ids."""
+        # numpy's concatenate and insert return native byte order: convert back to big-endian.
+        rows = rows.astype(_ROW, copy=False)
+        n = len(rows)
+        load = self._load
+        self._version += 1
+        self._blocks: list[_Block] = []
+        self._maxes: list[bytes] = []
+        self._by_handle: list[_Block | None] = []
+        self._free: list[int] = []
+        self._tree: list[int] | None = None
+        self._tree_top = 0
+        self._len = n
+        if n:
+            nblocks = -(-n // load)
+            bounds = ((np.arange(nblocks + 1, dtype=np.int64) * n) // nblocks).tolist()
+            lasts = np.ascontiguousarray(rows[np.asarray(bounds[1:]) - 1]).tobytes()
+            for h in range(nblocks):
+                lo, hi = bounds[h], bounds[h + 1]
+                block = _Block(rows[lo:hi].copy(), hi - lo, h, lasts[24 * h : 24 * h + 24])
+                self._blocks.append(block)
+                self._maxes.append(block.maxkey)
+                self._by_handle.append(block)
+            sizes = np.diff(np.asarray(bounds))
+            handles = np.repeat(np.arange(nblocks, dtype=np.uint32), sizes)
+            self._hash_build(rows[:, 2].astype(np.uint64), handles)
+        else:
+            self._hash_build(np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint32))
+
+    def clear(self) -> None:
+        """Remove every element. Runtime complexity: ``O(1)`` (memory is released)."""
+        self._payloads = {}
+        self._set_rows(np.empty((0, 3), dtype=_ROW))
+
+    def _reset(self, load: int) -> None:
+        """Change the load and re-chunk the rows (tests shrink it to force splits and merges).
+
+        Runtime complexity: ``O(n log n)`` for the id index rebuild.
+        """
+        self._load = _int_at_least(load, "load", MIN_LOAD)
+        self._set_rows(self._all_rows())
+
+    #####  Reads ################################################################################
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __contains__(self, element_id: object) -> bool:
+        try:
+            return self._hfind(_int_in(element_id, "id", _M64)) >= 0
+        except InvalidInput:
+            return False
+
+    def __iter__(self) -> Iterator[RankedElement]:
+        """Every element in rank order. Runtime complexity: ``O(n)``, in 64Ki-row chunks."""
+        n = self._len
+        for chunk in self.iter_chunks():
+            rank = chunk.from_top
+            payloads = chunk.payloads
+            for element_id, score, tie, updated in zip(
+                chunk.ids.tolist(),
+                chunk.scores.tolist(),
+                chunk.tie_breakers.tolist(),
+                chunk.updated_at.tolist(),
+                strict=True,
+            ):
+                yield RankedElement(
+                    element_id, score, tie, updated, payloads.get(element_id), rank, n - 1 - rank
+                )
+                rank += 1
+
+    def get(self, id: int) -> RankedElement:
+        """The element with this id, with its rank.
+
+        Raises:
+            InvalidInput: ``id`` is not a u64.
+            NotFound: no such element.
+
+        Runtime complexity: ``O(log n)`` plus an ``O(load)`` vectorised scan of one block.
+        """
+        element_id = _int_in(id, "id", _M64)
+        slot = self._hfind(element_id)
+        if slot < 0:
+            raise NotFound(f"no element {element_id!r} in this list")
+        block = self._by_handle[self._hv[slot]]
+        assert block is not None
+        i = self._index_in_block(block, element_id)
+        k1, k2, _ = _KEY.unpack_from(block.mv, 24 * i)
+        rank = self._prefix(bisect_left(self._maxes, block.maxkey)) + i
+        return RankedElement(
+            element_id,
+            _M64 - k1,
+            _M32 - (k2 >> 32),
+            k2 & _M32,
+            self._payloads.get(element_id),
+            rank,
+            self._len - 1 - rank,
+        )
+
+    def rank_of(self, id: int) -> int:
+        """Rank from the top (0 = best) of the element with this id.
+
+        Raises:
+            InvalidInput: ``id`` is not a u64.
+            NotFound: no such element.
+
+        Runtime complexity: ``O(log n)`` plus an ``O(load)`` vectorised scan of one block.
+        """
+        element_id = _int_in(id, "id", _M64)
+        slot = self._hfind(element_id)
+        if slot < 0:
+            raise NotFound(f"no element {element_id!r} in this list")
+        block = self._by_handle[self._hv[slot]]
+        assert block is not None
+        i = self._index_in_block(block, element_id)
+        return self._prefix(bisect_left(self._maxes, block.maxkey)) + i
+
+    def find(self, ids: Iterable[int]) -> tuple[list[RankedElement], list[int]]:
+        """Look up many ids at once (RankDB ``POST .../elements/find``).
+
+        Returns:
+            ``(found, not_found)``: found elements sorted by rank, and the missing ids ascending.
+            Duplicate ids are looked up once.
+
+        Raises:
+            InvalidInput: an id is not a u64.
+
+        Runtime complexity: ``O(k log n)`` for ``k`` ids.
+        """
+        wanted = {_int_in(i, "id", _M64) for i in ids}
+        found: list[RankedElement] = []
+        missing: list[int] = []
+        for element_id in wanted:
+            if self._hfind(element_id) >= 0:
+                found.append(self.get(element_id))
+            else:
+                missing.append(element_id)
+        found.sort(key=lambda e: e.from_top)
+        missing.sort()
+        return found, missing
+
+    def at_rank(self, from_top: int) -> RankedElement:
+        """The element at rank ``from_top`` (0 = best).
+
+        Raises:
+            InvalidInput: ``from_top`` is negative or not an integer.
+            NotFound: ``from_top >= len(self)``.
+
+        Runtime complexity: ``O(log n)``.
+        """
+        start = self._offset(from_top, "from_top")
+        return self._slice(start, start + 1)[0]
+
+    def range_from_top(self, start: int, limit: int) -> list[RankedElement]:
+        """Up to ``limit`` elements from rank ``start`` downwards (RankDB ``range?from_top=``).
+
+        Raises:
+            InvalidInput: ``start < 0`` or ``limit < 1``.
+            NotFound: ``start >= len(self)`` ("offset out of list bounds"), also on an empty list.
+
+        Runtime complexity: ``O(log n + limit)``.
+        """
+        first = self._offset(start, "from_top")
+        count = _int_at_least(limit, "limit", 1)
+        return self._slice(first, min(self._len, first + count))
+
+    def range_from_bottom(self, start: int, limit: int) -> list[RankedElement]:
+        """Up to ``limit`` elements from ``from_bottom = start`` *downwards*, as RankDB does.
+
+        RankDB's ``range?from_bottom=k`` starts at the element whose ``from_bottom`` is ``k`` and
+        walks towards the bottom, in top-down order, so it returns at most ``k + 1`` elements:
+        ``from_bottom=0`` gives only the last element (``shared/compat/rankdb.md`` 1.3 and 2.2).
+        For "the last ``m`` elements" use ``range_from_bottom(m - 1, m)``.
+
+        Raises:
+            InvalidInput: ``start < 0`` or ``limit < 1``.
+            NotFound: ``start >= len(self)``, also on an empty list.
+
+        Runtime complexity: ``O(log n + limit)``.
+        """
+        from_bottom = self._offset(start, "from_bottom")
+        count = _int_at_least(limit, "limit", 1)
+        first = self._len - 1 - from_bottom
+        return self._slice(first, min(self._len, first + count))
+
+    def percentile(self, pct: float) -> RankedElement:
+        """The element at percentile ``pct`` from the top: rank ``floor(n * pct / 100)``.
+
+        The index is clamped to ``n - 1``, so 0 gives the top element and 100 the bottom one.
+        The product is exact (integer arithmetic on the float's ratio), as RankDB's big.Float is.
+
+        Raises:
+            InvalidInput: ``pct`` is not a finite number in 0..100.
+            NotFound: the list is empty.
+
+        Runtime complexity: ``O(log n)``.
+        """
+        if (
+            not isinstance(pct, int | float | np.integer | np.floating)
+            or isinstance(pct, bool)
+            or not math.isfinite(pct)
+            or not 0 <= pct <= 100
+        ):
+            raise InvalidInput(f"pct must be a number in 0..100, got {pct!r}", field="pct")
+        n = self._len
+        if not n:
+            raise NotFound("the list is empty; a percentile needs at least one element")
+        num, den = float(pct).as_integer_ratio()
+        index = min(n - 1, (n * num) // (den * 100))
+        return self._slice(index, index + 1)[0]
+
+    def neighbours(
+        self,
+        id: int,
+        r: int,
+    ) -> tuple[list[RankedElement], list[RankedElement]]:
+        """Up to ``r`` elements directly above and below the element with this id.
+
+        Returns:
+            ``(above, below)``, both top-down: ``above`` *ends* with the element directly above,
+            ``below`` *starts* with the element directly below (RankDB's documented contract,
+            not its mislabelled ``above`` quirk; ``shared/compat/rankdb.md`` 2.5). Both are cut
+            at the ends of the list and cross block boundaries.
+
+        Raises:
+            InvalidInput: ``id`` is not a u64 or ``r`` is negative.
+            NotFound: no such element.
+
+        Runtime complexity: ``O(log n + r)``.
+        """
+        return self.neighbours_of_rank(self.rank_of(id), r)
+
+    def neighbours_of_rank(
+        self, from_top: int, r: int
+    ) -> tuple[list[RankedElement], list[RankedElement]]:
+        """``neighbours`` for the element at a rank (percentile answers use this).
+
+        Raises:
+            InvalidInput: ``from_top`` or ``r`` is negative.
+            NotFound: ``from_top >= len(self)``.
+
+        Runtime complexity: ``O(log n + r)``.
+        """
+        rank = self._offset(from_top, "from_top")
+        radius = _int_at_least(r, "range", 0)
+        above = self._slice(max(0, rank - radius), rank)
+        below = self._slice(rank + 1, min(self._len, rank + 1 + radius))
+        return above, below
+
+    def _offset(self, value: int, field: str) -> int:
+        start = _int_at_least(value, field, 0)
+        if start >= self._len:
+            raise NotFound(
+                f"offset out of list bounds: {field}={start!r} but the list has "
+                f"{self._len!r} elements",
+                field=field,
+            )
+        return start
+
+    def _slice(self, start: int, stop: int) -> list[RankedElement]:
+        """Elements with ranks ``start <= rank < stop``, walking blocks from ``start``."""
+        out: list[RankedElement] = []
+        if start >= stop:
+            return out
+        pos, off = self._locate_rank(start)
+        blocks = self._blocks
+        payloads = self._payloads
+        last = self._len - 1
+        rank = start
+        remaining = stop - start
+        while remaining > 0:
+            block = blocks[pos]
+            take = min(block.n - off, remaining)
+            for k1, k2, element_id in block.arr[off : off + take].tolist():
+                out.append(
+                    RankedElement(
+                        element_id,
+                        _M64 - k1,
+                        _M32 - (k2 >> 32),
+                        k2 & _M32,
+                        payloads.get(element_id),
+                        rank,
+                        last - rank,
+                    )
+                )
+                rank += 1
+            remaining -= take
+            pos += 1
+            off = 0
+        return out
+
+    #####  Writes ###############################################################################
+
+    def upsert(
+        self,
+        id: int,
+        score: int,
+        tie_breaker: int,
+        payload: Payload,
+        now: int,
+    ) -> RankedElement | None:
+        """Create or replace one element; ``updated_at`` becomes ``now``.
+
+        The whole element is replaced, payload included: ``payload=None`` removes a stored
+        payload (what RankDB's code does, whatever its design doc says).
+
+        Returns:
+            The element as it was before, with its old rank (RankDB's ``previous_rank``), or
+            None if it was created.
+
+        Raises:
+            InvalidInput: a value is out of range; nothing was changed.
+
+        Runtime complexity: ``O(log n)`` plus ``O(load)`` memmoves; amortised ``O(1)`` extra
+        for splits, merges and id index growth. See bench/bench_ranked.py::update.
+        """
+        # Fast path: four plain in-range ints (checked inline: a call per field costs ~10%).
+        if (
+            type(id) is int
+            and type(score) is int
+            and type(tie_breaker) is int
+            and type(now) is int
+            and 0 <= id <= _M64
+            and 0 <= score <= _M64
+            and 0 <= tie_breaker <= _M32
+            and 0 <= now <= _M32
+        ):
+            element_id = id
+            key = _KEY.pack(_M64 - score, ((_M32 - tie_breaker) << 32) | now, id)
+        else:
+            element_id = _int_in(id, "id", _M64)
+            key = _pack(
+                _int_in(score, "score", _M64),
+                _int_in(tie_breaker, "tie_breaker", _M32),
+                _int_in(now, "now", _M32),
+                element_id,
+            )
+        return self._write(element_id, key, _payload(payload), True)
+
+    def _write(
+        self, element_id: int, key: bytes, payload: Payload, want_previous: bool
+    ) -> RankedElement | None:
+        """Upsert a validated element; the previous state is built only if asked for."""
+        self._version += 1
+        slot = self._hfind(element_id)
+        if slot < 0:
+            self._insert_new(element_id, key, ~slot)
+            previous = None
+        else:
+            previous = self._move(slot, element_id, key, want_previous)
+        if payload is None:
+            if self._payloads:
+                self._payloads.pop(element_id, None)
+        else:
+            self._payloads[element_id] = payload
+        return previous
+
+    def insert(
+        self,
+        id: int,
+        score: int,
+        tie_breaker: int,
+        payload: Payload,
+        now: int,
+    ) -> None:
+        """Create one element that must not exist yet (RankDB ``POST .../elements``).
+
+        Raises:
+            InvalidInput: a value is out of range.
+            Conflict: the id is already in the list; nothing was changed.
+
+        Runtime complexity: as ``upsert``.
+        """
+        element_id = _int_in(id, "id", _M64)
+        if self._hfind(element_id) >= 0:
+            raise Conflict(
+                f"element {element_id!r} already exists; use upsert to replace it", field="id"
+            )
+        self.upsert(element_id, score, tie_breaker, payload, now)
+
+    def delete(self, id: int) -> bool:
+        """Remove one element if present (RankDB answers 204 either way).
+
+        Returns:
+            Whether the element existed.
+
+        Raises:
+            InvalidInput: ``id`` is not a u64.
+
+        Runtime complexity: ``O(log n)`` plus an ``O(load)`` memmove; amortised ``O(1)`` extra
+        for merges and id index shrinking.
+        """
+        element_id = _int_in(id, "id", _M64)
+        slot = self._hfind(element_id)
+        if slot < 0:
+            return False
+        self._version += 1
+        block = self._by_handle[self._hv[slot]]
+        assert block is not None
+        i = self._index_in_block(block, element_id)
+        self._hdelete(slot)
+        self._payloads.pop(element_id, None)
+        self._remove_at(bisect_left(self._maxes, block.maxkey), block, i)
+        if self._hcap > HASH_MIN_CAPACITY and self._hcount < self._hcap * HASH_MIN_LOAD:
+            self._hash_rebuild()
+        return True
+
+    def bulk_upsert(self, elements: Iterable[ElementIn | tuple[Any, ...]], now: int) -> int:
+        """Create or replace many elements, all with ``updated_at = now`` (RankDB bulk PUT).
+
+        Duplicate ids in ``elements`` are de-duplicated first and the last one wins. The batch
+        is validated whole before anything changes.
+
+        Returns:
+            How many elements were created (the rest replaced existing ones).
+
+        Raises:
+            InvalidInput: an element or ``now`` is out of range; nothing was changed.
+
+        Runtime complexity: ``O(k log n)`` for ``k`` elements; batches of ``k >= n / 8``
+        rebuild the list instead, in ``O(n + k log k)`` plus the id index rebuild.
+        """
+        now = _int_in(now, "now", _M32)
+        batch: dict[int, tuple[int, int, Payload]] = {}
+        for index, item in enumerate(elements):
+            element_id, score, tie, payload = _element_in(item, index)
+            batch.pop(element_id, None)  # last wins, and takes the last position too
+            batch[element_id] = (score, tie, payload)
+        if not batch:
+            return 0
+        if self._rebuild_pays(len(batch)):
+            return self._bulk_upsert_rebuild(batch, now)
+        before = self._len
+        for element_id, (score, tie, payload) in batch.items():
+            self._write(element_id, _pack(score, tie, now, element_id), payload, False)
+        return self._len - before
+
+    def bulk_delete(self, ids: Iterable[int]) -> int:
+        """Remove many elements; missing ids are ignored (RankDB bulk DELETE).
+
+        Returns:
+            How many elements were removed.
+
+        Raises:
+            InvalidInput: an id is not a u64; nothing was changed.
+
+        Runtime complexity: ``O(k log n)`` for ``k`` ids; batches of ``k >= n / 8`` rebuild
+        the list in ``O(n)`` plus the id index rebuild.
+        """
+        wanted = {_int_in(i, "id", _M64) for i in ids}
+        if not wanted:
+            return 0
+        if self._rebuild_pays(len(wanted)):
+            rows = self._all_rows()
+            drop = np.isin(rows[:, 2].astype(np.uint64), np.fromiter(wanted, np.uint64))
+            removed = int(drop.sum())
+            if removed:
+                for element_id in wanted:
+                    self._payloads.pop(element_id, None)
+                self._set_rows(rows[~drop])
+            return removed
+        return sum(self.delete(element_id) for element_id in wanted)
+
+    def _rebuild_pays(self, k: int) -> bool:
+        return k >= self._bulk_rebuild_min and k * BULK_REBUILD_DIVISOR >= self._len
+
+    def _bulk_upsert_rebuild(self, batch: dict[int, tuple[int, int, Payload]], now: int) -> int:
+        """Merge a large sorted batch into the sorted rows, then rebuild everything."""
+        ids = np.fromiter(batch, dtype=np.uint64, count=len(batch))
+        values = list(batch.values())
+        scores = np.array([v[0] for v in values], dtype=np.uint64)
+        ties = np.array([v[1] for v in values], dtype=np.uint64)
+        k1 = ~scores
+        k2 = _k2_of(ties, now)
+        new_rows = _rows_from(k1, k2, ids, _rank_order(k1, k2, ids, np.argsort(ids)))
+        rows = self._all_rows()
+        replaced = np.isin(rows[:, 2].astype(np.uint64), ids)
+        created = len(batch) - int(replaced.sum())
+        rows = rows[~replaced]
+        at = rows.view(_VKEY).reshape(-1).searchsorted(new_rows.view(_VKEY).reshape(-1))
+        merged = np.insert(rows, at, new_rows, axis=0)
+        for element_id, (_, _, payload) in batch.items():
+            if payload is None:
+                self._payloads.pop(element_id, None)
+            else:
+                self._payloads[element_id] = payload
+        self._set_rows(merged)
+        return created
+
+    #####  Snapshots ############################################################################
+
+    def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[RankedChunk]:
+        """The elements in rank order, ``chunk_size`` rows at a time, as fresh numpy arrays.
+
+        For snapshots and backups: only one chunk is copied at a time, never the whole list.
+        The list must not change while the iterator is in use: apply no command between two
+        chunks (or iterate over a ``clone()``). A change is detected and raises RuntimeError.
+
+        Raises:
+            InvalidInput: ``chunk_size < 1``.
+            RuntimeError: the list changed during iteration.
+
+        Runtime complexity: ``O(n)`` in total, ``O(chunk_size + log n)`` per chunk.
+        """
+        size = _int_at_least(chunk_size, "chunk_size", 1)
+        return self._chunks(size)
+
+    def _chunks(self, size: int) -> Iterator[RankedChunk]:
+        version = self._version
+        blocks = self._blocks
+        pos = off = rank = 0
+        while pos < len(blocks):
+            parts = []
+            need = size
+            while need and pos < len(blocks):
+                block = blocks[pos]
+                take = min(block.n - off, need)
+                parts.append(block.arr[off : off + take])
+                need -= take
+                off += take
+                if off == block.n:
+                    pos += 1
+                    off = 0
+            native = np.concatenate(parts).astype(np.uint64)
+            chunk = self._decode_chunk(rank, native)
+            rank += len(native)
+            yield chunk
+            if self._version != version:
+                raise RuntimeError(
+                    "ranked list changed during iteration; finish the snapshot before applying "
+                    "commands, or iterate over a clone()"
+                )
+
+    def _decode_chunk(self, rank: int, native: np.ndarray) -> RankedChunk:
+        ids = native[:, 2].copy()
+        k2 = native[:, 1]
+        payloads: dict[int, dict[str, Any]] = {}
+        if self._payloads:
+            source = self._payloads
+            payloads = {i: source[i] for i in ids.tolist() if i in source}
+        return RankedChunk(
+            rank,
+            ids,
+            ~native[:, 0],
+            (_NP_M32 - (k2 >> _SHIFT32)).astype(np.uint32),
+            (k2 & _NP_M32).astype(np.uint32),
+            payloads,
+        )
+
+    def to_records(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[dict[str, Any]]:
+        """The elements as plain-data chunks (ints, bytes, dicts) for the snapshot codec.
+
+        Each record is ``{"v": RECORDS_VERSION, "count": k, "ids": bytes, "scores": bytes,
+        "tie_breakers": bytes, "updated_at": bytes, "payloads": {id: payload}}``, where the bytes
+        are little-endian u64 (ids, scores) and u32 (tie_breakers, updated_at) arrays in rank
+        order. Same rules as ``iter_chunks``.
+
+        Runtime complexity: ``O(n)`` in total.
+        """
+        for chunk in self.iter_chunks(chunk_size):
+            yield {
+                "v": RECORDS_VERSION,
+                "count": len(chunk.ids),
+                "ids": chunk.ids.astype("<u8").tobytes(),
+                "scores": chunk.scores.astype("<u8").tobytes(),
+                "tie_breakers": chunk.tie_breakers.astype("<u4").tobytes(),
+                "updated_at": chunk.updated_at.astype("<u4").tobytes(),
+                "payloads": chunk.payloads,
+            }
+
+    @classmethod
+    def from_records(
+        cls, records: Iterable[Mapping[str, Any]], load: int = DEFAULT_LOAD
+    ) -> RankedList:
+        """Build a list from ``to_records`` chunks, keeping each element's ``updated_at``.
+
+        Rows that arrive in rank order (as ``to_records`` writes them) are not sorted again.
+        Duplicate ids keep the last one, as everywhere else.
+
+        Raises:
+            InvalidInput: a record has the wrong version, keys or sizes (``field="records"``).
+
+        Runtime complexity: ``O(n)`` for sorted input, ``O(n log n)`` otherwise.
+        """
+        id_parts: list[np.ndarray] = []
+        score_parts: list[np.ndarray] = []
+        tie_parts: list[np.ndarray] = []
+        updated_parts: list[np.ndarray] = []
+        payloads: dict[int, dict[str, Any]] = {}
+        for index, record in enumerate(records):
+            try:
+                version = record["v"]
+                count = record["count"]
+                arrays = (
+                    np.frombuffer(record["ids"], dtype="<u8"),
+                    np.frombuffer(record["scores"], dtype="<u8"),
+                    np.frombuffer(record["tie_breakers"], dtype="<u4"),
+                    np.frombuffer(record["updated_at"], dtype="<u4"),
+                )
+                chunk_payloads = record.get("payloads") or {}
+            except (KeyError, TypeError, ValueError) as exc:
+                raise InvalidInput(
+                    f"records[{index}] is not a ranked list record: {exc!r}", field="records"
+                ) from None
+            if version != RECORDS_VERSION:
+                raise InvalidInput(
+                    f"records[{index}] has version {version!r}; this build reads version "
+                    f"{RECORDS_VERSION!r}",
+                    field="records",
+                )
+            if any(len(a) != count for a in arrays):
+                raise InvalidInput(
+                    f"records[{index}] arrays must all hold count={count!r} values, got "
+                    f"{[len(a) for a in arrays]!r}",
+                    field="records",
+                )
+            id_parts.append(arrays[0])
+            score_parts.append(arrays[1])
+            tie_parts.append(arrays[2])
+            updated_parts.append(arrays[3])
+            for key, value in chunk_payloads.items():
+                payloads[_int_in(key, "id", _M64)] = _payload(value)  # type: ignore[assignment]
+        out = cls(load)
+
+        def joined(parts: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(parts).astype(np.uint64) if parts else np.empty(0, np.uint64)
+
+        ids = joined(id_parts)
+        k1 = ~joined(score_parts)
+        k2 = _k2_of(joined(tie_parts), joined(updated_parts))
+        if len(ids) < 2 or _ascending(k1, k2, ids).all():
+            order = np.arange(len(ids))  # already in rank order, as to_records writes it
+        else:
+            order = _rank_order(k1, k2, ids, _last_of_each_id(ids))
+        out._set_rows(_rows_from(k1, k2, ids, order))
+        out._payloads = out._present_payloads(payloads)
+        return out
+
+    def clone(self) -> RankedList:
+        """An independent copy (RankDB ``PUT /lists/{id}/clone``). Payload objects are shared.
+
+        Runtime complexity: ``O(n)`` memcpy.
+        """
+        out = RankedList.__new__(RankedList)
+        out._load = self._load
+        out._bulk_rebuild_min = self._bulk_rebuild_min
+        out._version = 0
+        out._init_probe()
+        out._payloads = dict(self._payloads)
+        out._blocks = []
+        out._by_handle = [None] * len(self._by_handle)
+        for block in self._blocks:
+            copy = _Block(block.arr.copy(), block.n, block.handle, block.maxkey)
+            out._blocks.append(copy)
+            out._by_handle[block.handle] = copy
+        out._maxes = list(self._maxes)
+        out._free = list(self._free)
+        out._tree = None if self._tree is None else list(self._tree)
+        out._tree_top = self._tree_top
+        out._len = self._len
+        out._set_hash(self._hkeys.copy(), self._hvals.copy(), self._hcap, self._hcount)
+        return out
+
+    #####  Maintenance ##########################################################################
+
+    def statistics(self) -> RankedListStatistics:
+        """Sizes and memory, for ``/metrics`` and list info. Runtime complexity: ``O(n / load)``."""
+        sizes = [b.n for b in self._blocks]
+        data = sum(b.arr.nbytes for b in self._blocks)
+        overhead = len(self._blocks) * _BLOCK_OVERHEAD_BYTES + 8 * len(self._by_handle)
+        total = data + overhead + self._hkeys.nbytes + self._hvals.nbytes
+        n = self._len
+        return RankedListStatistics(
+            elements=n,
+            blocks=len(self._blocks),
+            load=self._load,
+            smallest_block=min(sizes, default=0),
+            largest_block=max(sizes, default=0),
+            hash_slots=len(self._hkeys),
+            hash_load=self._hcount / self._hcap,
+            payloads=len(self._payloads),
+            bytes_estimate=total,
+            bytes_per_element=total / n if n else 0.0,
+        )
+
+    def verify(self) -> list[str]:
+        """Check every invariant; return what is broken (empty when the list is healthy).
+
+        For RankDB's ``verify`` endpoint: a non-empty answer means ``repair()`` is due.
+
+        Runtime complexity: ``O(n log n)``, vectorised.
+        """
+        try:
+            self._check_invariants()
+        except AssertionError as exc:
+            # The first line is our message (pytest's assert rewriting appends an explanation).
+            return [str(exc).split("\n", 1)[0] or "assertion failed"]
+        except Exception as exc:  # internals too broken to even check (e.g. a bad row count)
+            return [f"{type(exc).__name__}: {exc}"]
+        return []
+
+    def _check(self) -> None:
+        """Assert every invariant (see the module docstring); print the internals on failure."""
+        try:
+            self._check_invariants()
+        except AssertionError:
+            self._dump()
+            raise
+
+    def _check_invariants(self) -> None:
+        blocks = self._blocks
+        load = self._load
+        assert len(blocks) == len(self._maxes), "block and maxes counts differ"
+        assert (self._len == 0) == (not blocks), "empty list must have no blocks"
+        total = 0
+        handles = set()
+        for pos, block in enumerate(blocks):
+            n = block.n
+            assert 1 <= n <= len(block.arr), f"block {pos} holds {n} rows of {len(block.arr)}"
+            assert n <= 2 * load, f"block {pos} holds {n} rows, more than 2 * load"
+            assert block.arr.dtype == _ROW, f"block {pos} rows are not big-endian"
+            assert np.shares_memory(block.keys, block.arr), f"block {pos} keys view is stale"
+            assert np.shares_memory(block.idcol, block.arr), f"block {pos} id view is stale"
+            assert block.mv.obj is block.arr, f"block {pos} memoryview is stale"
+            # See test_ranked_repair_after_swapped_rows for a test that exercises this assert:
+            if n > 1:
+                native = block.arr[:n].astype(np.uint64)
+                assert _ascending(native[:, 0], native[:, 1], native[:, 2]).all(), (
+                    f"rows of block {pos} are not strictly ascending"
+                )
+            last = block.key(n - 1)
+            assert self._maxes[pos] == last, f"maxes[{pos}] is not the last key of its block"
+            assert block.maxkey == last, f"block {pos} maxkey is not its last key"
+            if pos:
+                assert blocks[pos - 1].maxkey < block.key(0), (
+                    f"block {pos - 1} overlaps block {pos}"
+                )
+            assert self._by_handle[block.handle] is block, f"handle of block {pos} is stale"
+            handles.add(block.handle)
+            total += n
+        assert total == self._len, f"len {self._len} but blocks hold {total} rows"
+        assert len(handles) == len(blocks), "two blocks share a handle"
+        for h, block in enumerate(self._by_handle):
+            assert (block is None) == (h in self._free), f"handle {h} is both used and free"
+        if self._tree is not None:
+            assert self._tree == self._tree_of_sizes(), (
+                "Fenwick tree does not match the block sizes"
+            )
+            top = 1 << (len(blocks).bit_length() - 1) if blocks else 0
+            assert self._tree_top == top, "Fenwick tree top step does not match the block count"
+        self._check_hash()
+
+    def _check_hash(self) -> None:
+        keys, vals = self._hkeys, self._hvals
+        occupied = vals != _EMPTY
+        assert not occupied[-1], "last hash slot is not empty"
+        assert not keys[~occupied].any(), "an empty hash slot has a non-zero key"
+        assert self._hcount == int(occupied.sum()) == self._len, (
+            f"hash holds {int(occupied.sum())} ids ({self._hcount} counted) for {self._len} rows"
+        )
+        slots = np.flatnonzero(occupied)
+        homes = _homes(keys[slots], self._hcap).astype(np.int64)
+        assert (homes <= slots).all(), "a hash entry sits before its home slot"
+        filled = np.concatenate(([0], np.cumsum(occupied)))
+        assert (filled[slots + 1] - filled[homes] == slots - homes + 1).all(), (
+            "an empty slot separates a hash entry from its home slot"
+        )
+        if not self._blocks:
+            assert not self._payloads, "payloads stored for an empty list"
+            return
+        ids = np.concatenate([b.ids() for b in self._blocks])
+        owner = np.repeat(
+            np.array([b.handle for b in self._blocks], dtype=np.uint32),
+            [b.n for b in self._blocks],
+        )
+        assert len(np.unique(ids)) == len(ids), "an id appears in two rows"
+        found = self._hslots(ids)
+        assert (found >= 0).all(), "a row's id is missing from the hash"
+        assert (vals[found] == owner).all(), "a hash entry points at the wrong block"
+        if self._payloads:
+            extra = np.fromiter(self._payloads, dtype=np.uint64, count=len(self._payloads))
+            assert np.isin(extra, ids).all(), "a payload belongs to no element"
+
+    def _dump(self) -> None:
+        print("RankedList internals:", repr(self), file=sys.stderr)
+        print("  load", self._load, "len", self._len, "version", self._version, file=sys.stderr)
+        for pos, block in enumerate(self._blocks[:50]):
+            rows = block.arr[: block.n].astype(np.uint64).tolist()
+            print(
+                f"  block {pos} handle={block.handle} n={block.n} cap={len(block.arr)}"
+                f" first={rows[:3]} last={rows[-3:]}",
+                file=sys.stderr,
+            )
+        print("  maxes", [m.hex() for m in self._maxes[:50]], file=sys.stderr)
+        print("  tree", self._tree if self._tree is None else self._tree[:50], file=sys.stderr)
+        print("  free handles", self._free[:50], file=sys.stderr)
+        print(
+            f"  hash cap={self._hcap} slots={len(self._hkeys)} count={self._hcount}",
+            file=sys.stderr,
+        )
+        print("  payload ids", sorted(self._payloads)[:50], file=sys.stderr)
+
+    def reindex(self) -> None:
+        """Rebuild the id index, block maxima, handles and rank index from the rows.
+
+        RankDB's ``reindex``: cheaper than ``repair`` and enough when only the indexes are
+        damaged. It trusts the rows; if ``verify()`` still reports a problem, use ``repair()``.
+
+        Runtime complexity: ``O(n log n)`` for the id index build.
+        """
+        self._version += 1
+        blocks = [b for b in self._blocks if 0 < b.n <= len(b.arr)]
+        self._blocks = blocks
+        self._by_handle = list(blocks)
+        self._free = []
+        self._maxes = []
+        for h, block in enumerate(blocks):
+            block.handle = h
+            block.maxkey = block.key(block.n - 1)
+            self._maxes.append(block.maxkey)
+        self._len = sum(b.n for b in blocks)
+        self._tree = None
+        self._hash_rebuild()
+
+    def repair(self) -> int:
+        """Rebuild everything from the rows alone: re-sort, de-duplicate, re-chunk, re-index.
+
+        RankDB's ``repair``. Duplicate ids keep the row with the latest ``updated_at`` (then the
+        higher-ranked one); payloads of ids that are gone are dropped.
+
+        Returns:
+            How many duplicate rows were dropped.
+
+        Runtime complexity: ``O(n log n)``, vectorised.
+        """
+        parts = [b.arr[: min(b.n, len(b.arr))] for b in self._blocks if b.n > 0]
+        rows = np.concatenate(parts) if parts else np.empty((0, 3), dtype=_ROW)
+        native = rows.astype(np.uint64)
+        k1, k2, ids = native[:, 0].copy(), native[:, 1].copy(), native[:, 2].copy()
+        n = len(ids)
+        # Order rows by (id, updated_at, rank position) and keep the last of each id.
+        position = np.arange(n, dtype=np.uint64)
+        order = np.lexsort((~position, k2 & _NP_M32, ids)) if n else position.astype(np.int64)
+        sorted_ids = ids[order]
+        keep = np.ones(n, dtype=bool)
+        keep[:-1] = sorted_ids[1:] != sorted_ids[:-1]
+        by_id = order[keep]
+        dropped = n - len(by_id)
+        rows = _rows_from(k1, k2, ids, _rank_order(k1, k2, ids, by_id))
+        self._set_rows(rows)
+        self._payloads = self._present_payloads(self._payloads)
+        return dropped
+
+    #####  Internals: elements in blocks #########################################################
+
+    def _all_rows(self) -> np.ndarray:
+        parts = [b.arr[: b.n] for b in self._blocks]
+        return np.concatenate(parts, dtype=_ROW) if parts else np.empty((0, 3), dtype=_ROW)
+
+    def _index_in_block(self, block: _Block, element_id: int) -> int:
+        """Row index of ``element_id`` in ``block``: a vectorised scan of the id column.
+
+        The scan compares the raw int64 words with the id's byte-swapped value, which skips
+        converting the big-endian column (comparing with a Python int that fits int64 is numpy's
+        fast path).
+        """
+        swapped = _swapped(element_id)
+        # The whole capacity is compared (no slice to build): spare rows past n may hold stale
+        # copies of ids, but live rows come first and are unique, so the first match is live.
+        i = (block.idcol == swapped).argmax().item()
+        if i >= block.n or block.idcol.item(i) != swapped:
+            # See test_ranked_verify_reports_wrong_hash_entry for a test that reaches this.
+            raise RankedListCorrupt(
+                f"id index points element {element_id!r} at block handle {block.handle!r}, "
+                "which does not hold it; run repair()"
+            )
+        return i
+
+    def _search(self, block: _Block, key: bytes) -> int:
+        """Index of the first row of ``block`` whose key is >= ``key`` (memcmp binary search)."""
+        self._probe_mv[:] = key
+        return block.keys[: block.n].searchsorted(self._probe).item()
+
+    def _insert_new(self, element_id: int, key: bytes, slot: int) -> None:
+        """Insert a row for an id known to be absent; ``slot`` is where its probe ended."""
+        if self._hcount + 1 > self._hcap * HASH_MAX_LOAD:
+            self._hash_rebuild(self._hcount + 1)
+            slot = ~self._hfind(element_id)
+        while slot >= len(self._hkeys) - 1:  # never fill the last slot: probes must end
+            self._hash_rebuild(self._hcount + 1)
+            slot = ~self._hfind(element_id)
+        self._hk[slot] = element_id
+        self._hcount += 1
+        if not self._blocks:
+            block = _Block(np.empty((_spare(1) + 1, 3), dtype=_ROW), 1, self._new_handle(), key)
+            block.mv[:24] = key
+            self._by_handle[block.handle] = block
+            self._blocks.append(block)
+            self._maxes.append(key)
+            self._hv[slot] = block.handle
+            self._len = 1
+            self._tree = None
+            return
+        self._insert_key(key, slot)
+
+    def _insert_key(self, key: bytes, slot: int) -> None:
+        """Insert the row ``key`` into its block and point hash ``slot`` at that block."""
+        maxes = self._maxes
+        pos = bisect_left(maxes, key)
+        if pos == len(maxes):
+            pos -= 1
+        block = self._blocks[pos]
+        n = block.n
+        if key > block.maxkey:
+            j = n  # fast path: appending to the last block, as sequential inserts do
+            block.maxkey = maxes[pos] = key
+        else:
+            j = self._search(block, key)
+        if n == len(block.arr):
+            block.set_rows(_alloc_rows(block.arr[:n], _spare(n)), n)
+        mv = block.mv
+        if j < n:
+            mv[24 * j + 24 : 24 * n + 24] = mv[24 * j : 24 * n]
+        mv[24 * j : 24 * j + 24] = key
+        block.n = n + 1
+        self._len += 1
+        self._tree_add(pos, 1)
+        self._hv[slot] = block.handle
+        if n >= 2 * self._load:
+            self._split(pos)
+
+    def _move(
+        self, slot: int, element_id: int, key: bytes, want_previous: bool
+    ) -> RankedElement | None:
+        """Give an existing element a new key; return its previous state if asked for."""
+        block = self._by_handle[self._hv[slot]]
+        assert block is not None
+        i = self._index_in_block(block, element_id)
+        maxes = self._maxes
+        old_pos = bisect_left(maxes, block.maxkey)
+        previous = None
+        if want_previous:
+            k1, k2, _ = _KEY.unpack_from(block.mv, 24 * i)
+            rank = self._prefix(old_pos) + i
+            previous = RankedElement(
+                element_id,
+                _M64 - k1,
+                _M32 - (k2 >> 32),
+                k2 & _M32,
+                self._payloads.get(element_id),
+                rank,
+                self._len - 1 - rank,
+            )
+        pos = bisect_left(maxes, key)
+        if pos == len(maxes):
+            pos -= 1
+        if pos != old_pos:
+            self._remove_at(old_pos, block, i)
+            self._insert_key(key, slot)
+            return previous
+        # Same block: one memmove shifts the rows between the old and the new place.
+        n = block.n
+        mv = block.mv
+        j = self._search(block, key)
+        if j > i:
+            j -= 1
+            mv[24 * i : 24 * j] = mv[24 * i + 24 : 24 * j + 24]
+        elif j < i:
+            mv[24 * j + 24 : 24 * i + 24] = mv[24 * j : 24 * i]
+        mv[24 * j : 24 * j + 24] = key
+        if j == n - 1:
+            block.maxkey = maxes[pos] = key
+        elif i == n - 1:
+            block.maxkey = maxes[pos] = block.key(n - 1)
+        return previous
+
+    def _remove_at(self, pos: int, block: _Block, i: int) -> None:
+        """Remove row ``i`` of ``block`` (at position ``pos``); merge or drop the block if small."""
+        n = block.n - 1
+        if i < n:
+            mv = block.mv
+            mv[24 * i : 24 * n] = mv[24 * i + 24 : 24 * n + 24]
+        block.n = n
+        self._len -= 1
+        self._tree_add(pos, -1)
+        if n == 0:
+            del self._blocks[pos]
+            del self._maxes[pos]
+            self._drop_handle(block.handle)
+            self._tree = None
+            return
+        if i == n:
+            block.maxkey = self._maxes[pos] = block.key(n - 1)
+        if n <= self._load // 2 and len(self._blocks) > 1:
+            self._merge(pos)
+        elif 4 * n < len(block.arr) and len(block.arr) > 2 * GROW_MIN_ROWS:
+            block.set_rows(_alloc_rows(block.arr[:n], _spare(n)), n)
+
+    def _split(self, pos: int) -> None:
+        """Split block ``pos`` in halves; the upper half gets a new handle."""
+        block = self._blocks[pos]
+        n = block.n
+        half = n >> 1
+        arr = block.arr
+        upper = _Block(_alloc_rows(arr[half:n], _spare(n - half)), n - half, 0, block.maxkey)
+        upper.handle = self._new_handle()
+        self._by_handle[upper.handle] = upper
+        block.set_rows(_alloc_rows(arr[:half], _spare(half)), half)
+        block.maxkey = block.key(half - 1)
+        self._maxes[pos] = block.maxkey
+        self._blocks.insert(pos + 1, upper)
+        self._maxes.insert(pos + 1, upper.maxkey)
+        self._repoint(upper)
+        self._tree = None
+
+    def _merge(self, pos: int) -> None:
+        """Merge the small block ``pos`` with a neighbour, keeping the bigger one's handle."""
+        blocks = self._blocks
+        lo = pos if pos + 1 < len(blocks) else pos - 1
+        left, right = blocks[lo], blocks[lo + 1]
+        split_at = left.n
+        n = split_at + right.n
+        arr = np.empty((n + _spare(n), 3), dtype=_ROW)
+        arr[:split_at] = left.arr[:split_at]
+        arr[split_at:n] = right.arr[: right.n]
+        keep, gone = (left, right) if left.n >= right.n else (right, left)
+        keep.set_rows(arr, n)
+        keep.maxkey = right.maxkey
+        blocks[lo] = keep
+        del blocks[lo + 1]
+        self._maxes[lo] = keep.maxkey
+        del self._maxes[lo + 1]
+        self._drop_handle(gone.handle)
+        self._tree = None
+        # Re-point the rows that came from the other block; they sit on its side of the merge.
+        moved = arr[:split_at] if gone is left else arr[split_at:n]
+        self._repoint_ids(moved[:, 2].astype(np.uint64), keep.handle)
+        if n > 2 * self._load:
+            self._split(lo)
+
+    def _new_handle(self) -> int:
+        if self._free:
+            return self._free.pop()
+        self._by_handle.append(None)
+        return len(self._by_handle) - 1
+
+    def _drop_handle(self, handle: int) -> None:
+        self._by_handle[handle] = None
+        self._free.append(handle)
+
+    #####  Internals: rank index (Fenwick tree over block sizes) ################################
+
+    def _tree_build(self) -> list[int]:
+        tree = self._tree = self._tree_of_sizes()
+        nblocks = len(self._blocks)
+        self._tree_top = 1 << (nblocks.bit_length() - 1) if nblocks else 0
+        return tree
+
+    def _tree_of_sizes(self) -> list[int]:
+        """The Fenwick tree of the block sizes: node ``i`` sums blocks ``(i - lowbit(i), i]``."""
+        nblocks = len(self._blocks)
+        sizes = np.fromiter((b.n for b in self._blocks), dtype=np.int64, count=nblocks)
+        cum = np.zeros(nblocks + 1, dtype=np.int64)
+        np.cumsum(sizes, out=cum[1:])
+        idx = np.arange(1, nblocks + 1, dtype=np.int64)
+        return [0, *(cum[idx] - cum[idx - (idx & -idx)]).tolist()]
+
+    def _tree_add(self, pos: int, delta: int) -> None:
+        tree = self._tree
+        if tree is None:
+            return
+        i = pos + 1
+        size = len(tree)
+        while i < size:
+            tree[i] += delta
+            i += i & -i
+
+    def _prefix(self, pos: int) -> int:
+        """Rows in blocks ``0..pos-1``."""
+        tree = self._tree
+        if tree is None:
+            tree = self._tree_build()
+        total = 0
+        while pos:
+            total += tree[pos]
+            pos &= pos - 1
+        return total
+
+    def _locate_rank(self, rank: int) -> tuple[int, int]:
+        """``(block position, row in block)`` of rank ``0 <= rank < len``."""
+        tree = self._tree
+        if tree is None:
+            tree = self._tree_build()
+        pos = 0
+        step = self._tree_top
+        size = len(tree)
+        while step:
+            nxt = pos + step
+            if nxt < size and tree[nxt] <= rank:
+                pos = nxt
+                rank -= tree[nxt]
+            step >>= 1
+        return pos, rank
+
+    #####  Internals: id index (open addressing, linear probing, no wrap-around) ################
+
+    def _set_hash(self, keys: np.ndarray, vals: np.ndarray, cap: int, count: int) -> None:
+        self._hkeys = keys
+        self._hvals = vals
+        self._hk = memoryview(keys)  # memoryview item access is about twice numpy's .item()
+        self._hv = memoryview(vals)
+        self._hcap = cap
+        self._hcount = count
+
+    def _hash_build(self, ids: np.ndarray, handles: np.ndarray, count: int | None = None) -> None:
+        """Build the table from scratch, sized for ``count`` ids (default ``len(ids)``).
+
+        Sorting the entries by home slot lets numpy place them all at once: in that order linear
+        probing puts entry ``i`` at ``max(home[i], slot[i-1] + 1)``, which is
+        ``i + cummax(home - i)``.
+        """
+        n = len(ids)
+        cap = max(HASH_MIN_CAPACITY, math.ceil(max(n, count or 0) / HASH_BUILD_LOAD))
+        length = cap + HASH_PAD
+        slots = order = None
+        if n:
+            homes = _homes(ids, cap).astype(np.int64)
+            order = np.argsort(homes, kind="stable")
+            ramp = np.arange(n, dtype=np.int64)
+            slots = np.maximum.accumulate(homes[order] - ramp) + ramp
+            del homes, ramp
+            length = max(cap, int(slots[-1]) + 1) + HASH_PAD
+        keys = np.zeros(length, dtype=np.uint64)
+        vals = np.full(length, _EMPTY, dtype=np.uint32)
+        if slots is not None:
+            keys[slots] = ids[order]
+            vals[slots] = handles[order]
+        self._set_hash(keys, vals, cap, n)
+
+    def _hash_rebuild(self, count: int | None = None) -> None:
+        blocks = self._blocks
+        if not blocks:
+            self._hash_build(np.empty(0, np.uint64), np.empty(0, np.uint32), count)
+            return
+        ids = np.concatenate([b.ids() for b in blocks])
+        handles = np.repeat(
+            np.array([b.handle for b in blocks], dtype=np.uint32), [b.n for b in blocks]
+        )
+        self._hash_build(ids, handles, count)
+
+    def _hfind(self, element_id: int) -> int:
+        """Slot holding ``element_id``, or ``~slot`` of the empty slot that ended the probe."""
+        keys = self._hk
+        vals = self._hv
+        x = ((element_id ^ (element_id >> 32)) * _MULT) & _M64
+        s = ((x >> 32) * self._hcap) >> 32
+        while True:
+            if vals[s] == _EMPTY:
+                return ~s
+            if keys[s] == element_id:
+                return s
+            s += 1
+
+    def _hdelete(self, slot: int) -> None:
+        """Empty ``slot`` and shift later entries of its run back (no tombstones)."""
+        keys = self._hk
+        vals = self._hv
+        cap = self._hcap
+        i = slot
+        j = slot + 1
+        while True:
+            v = vals[j]
+            if v == _EMPTY:
+                break
+            k = keys[j]
+            x = ((k ^ (k >> 32)) * _MULT) & _M64
+            if ((x >> 32) * cap) >> 32 <= i:
+                keys[i] = k
+                vals[i] = v
+                i = j
+            j += 1
+        keys[i] = 0
+        vals[i] = _EMPTY
+        self._hcount -= 1
+
+    def _hslots(self, ids: np.ndarray) -> np.ndarray:
+        """Vectorised ``_hfind`` for many ids: the slot of each, or -1 where absent."""
+        keys, vals = self._hkeys, self._hvals
+        slot = _homes(ids, self._hcap).astype(np.int64)
+        out = np.full(len(ids), -1, dtype=np.int64)
+        todo = np.arange(len(ids))
+        while todo.size:
+            s = slot[todo]
+            empty = vals[s] == _EMPTY
+            hit = ~empty & (keys[s] == ids[todo])
+            out[todo[hit]] = s[hit]
+            todo = todo[~(empty | hit)]
+            slot[todo] += 1
+        return out
+
+    def _repoint(self, block: _Block) -> None:
+        self._repoint_ids(block.ids(), block.handle)
+
+    def _repoint_ids(self, ids: np.ndarray, handle: int) -> None:
+        slots = self._hslots(ids)
+        # See test_stress_ranked_small_load for a test that exercises this assert:
+        assert (slots >= 0).all(), "moved rows have ids missing from the id index"
+        self._hvals[slots] = handle

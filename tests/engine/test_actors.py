@@ -1,0 +1,479 @@
+"""Tests for engine/mailbox.py and engine/actors.py, in virtual time where time matters."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from engine.actors import Completion, Namespace, Router
+from engine.errors import InvalidInput, NotFound
+from engine.mailbox import Mailbox, MailboxStatistics
+
+############################################################################################
+# Mailbox
+
+
+def test_mailbox_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=r"^capacity must be >= 1$"):
+        Mailbox(0)
+
+
+async def test_mailbox_put_nowait_raises_wouldblock_when_full() -> None:
+    box: Mailbox[int] = Mailbox(3)
+    for i in range(3):
+        box.put_nowait(i)
+    with pytest.raises(trio.WouldBlock):
+        box.put_nowait(3)
+    assert len(box) == 3
+    assert await box.take_all() == [0, 1, 2]
+    box.put_nowait(3)  # room again
+    assert len(box) == 1
+
+
+async def test_mailbox_take_all_drains_everything_in_one_wakeup() -> None:
+    box: Mailbox[int] = Mailbox(100)
+    batches: list[list[int]] = []
+
+    async def receiver() -> None:
+        while batch := await box.take_all():
+            batches.append(batch)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receiver)
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(5):  # no checkpoint between puts: one burst
+            box.put_nowait(i)
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(5, 8):
+            box.put_nowait(i)
+        await trio.testing.wait_all_tasks_blocked()
+        box.close()
+    assert batches == [[0, 1, 2, 3, 4], [5, 6, 7]]
+
+
+async def test_mailbox_take_all_returns_queued_items_at_once() -> None:
+    box: Mailbox[str] = Mailbox()
+    box.put_nowait("a")
+    box.put_nowait("b")
+    assert await box.take_all() == ["a", "b"]
+    assert len(box) == 0
+
+
+async def test_mailbox_put_waits_for_room() -> None:
+    box: Mailbox[int] = Mailbox(1)
+    box.put_nowait(1)
+    done = trio.Event()
+
+    async def sender() -> None:
+        await box.put(2)
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set()  # parked: the mailbox is full
+        assert await box.take_all() == [1]
+        await done.wait()
+    assert await box.take_all() == [2]
+
+
+async def test_mailbox_put_returns_at_once_with_room() -> None:
+    box: Mailbox[int] = Mailbox(2)
+    await box.put(1)
+    await box.put(2)
+    assert len(box) == 2
+
+
+async def test_mailbox_close_refuses_new_messages() -> None:
+    box: Mailbox[int] = Mailbox()
+    box.close()
+    assert box.closed
+    with pytest.raises(trio.ClosedResourceError, match=r"^mailbox is closed$"):
+        box.put_nowait(1)
+    with pytest.raises(trio.ClosedResourceError, match=r"^mailbox is closed$"):
+        await box.put(1)
+
+
+async def test_mailbox_close_drains_queued_then_empty() -> None:
+    box: Mailbox[int] = Mailbox()
+    box.put_nowait(1)
+    box.put_nowait(2)
+    box.close()
+    assert await box.take_all() == [1, 2]
+    assert await box.take_all() == []
+    assert await box.take_all() == []
+
+
+async def test_mailbox_close_wakes_a_parked_receiver() -> None:
+    box: Mailbox[int] = Mailbox()
+    got: list[list[int]] = []
+
+    async def receiver() -> None:
+        got.append(await box.take_all())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receiver)
+        await trio.testing.wait_all_tasks_blocked()
+        box.close()
+    assert got == [[]]
+
+
+async def test_mailbox_close_wakes_a_parked_sender_with_an_error() -> None:
+    box: Mailbox[int] = Mailbox(1)
+    box.put_nowait(1)
+    errors: list[BaseException] = []
+
+    async def sender() -> None:
+        try:
+            await box.put(2)
+        except trio.ClosedResourceError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        await trio.testing.wait_all_tasks_blocked()
+        box.close()
+    assert len(errors) == 1
+    assert await box.take_all() == [1]
+
+
+async def test_mailbox_take_all_can_be_cancelled(autojump_clock: trio.abc.Clock) -> None:
+    box: Mailbox[int] = Mailbox()
+    with trio.move_on_after(5) as scope:
+        await box.take_all()
+    assert scope.cancelled_caught
+    box.put_nowait(1)
+    assert await box.take_all() == [1]
+
+
+async def test_mailbox_cancelled_put_does_not_queue(autojump_clock: trio.abc.Clock) -> None:
+    box: Mailbox[int] = Mailbox(1)
+    box.put_nowait(1)
+    with trio.move_on_after(5) as scope:
+        await box.put(2)
+    assert scope.cancelled_caught
+    assert await box.take_all() == [1]
+    assert len(box) == 0
+
+
+async def test_mailbox_statistics() -> None:
+    box: Mailbox[int] = Mailbox(10)
+    assert box.statistics() == MailboxStatistics(depth=0, peak_depth=0, capacity=10, closed=False)
+    for i in range(4):
+        box.put_nowait(i)
+    await box.take_all()
+    box.put_nowait(9)
+    box.close()
+    assert box.statistics() == MailboxStatistics(depth=1, peak_depth=4, capacity=10, closed=True)
+
+
+############################################################################################
+# Completion
+
+
+async def test_completion_with_nothing_expected_is_done() -> None:
+    assert await Completion(0).wait() == {}
+
+
+async def test_completion_collects_results_and_keeps_the_first_error() -> None:
+    completion = Completion(3)
+    completion.done("a", 1)
+    first = InvalidInput("first")
+    completion.fail("b", first)
+    completion.fail("c", NotFound("second"))
+    with pytest.raises(InvalidInput) as info:
+        await completion.wait()
+    assert info.value is first
+    assert completion.results == {"a": 1, "b": None, "c": None}
+
+
+############################################################################################
+# Router
+
+
+def append(item: Any) -> Callable[[list[Any]], int]:
+    def op(state: list[Any]) -> int:
+        state.append(item)
+        return len(state)
+
+    return op
+
+
+def read(state: list[Any]) -> list[Any]:
+    return list(state)
+
+
+def fail(state: list[Any]) -> None:
+    raise InvalidInput("no such thing, got 'x'", "thing")
+
+
+NAMESPACES = [Namespace("solo", list, partitions=0), Namespace("part", list, partitions=3)]
+
+
+def make_router(nursery: trio.Nursery, **kwargs: Any) -> Router:
+    kwargs.setdefault("idle_seconds", math.inf)
+    return Router(nursery, NAMESPACES, **kwargs)
+
+
+async def send(router: Router, key: tuple[str, Any], op: Callable[[Any], Any]) -> Any:
+    completion = Completion(1)
+    await router.send(key, op, completion)
+    return (await completion.wait())[key[1]]
+
+
+async def ask(router: Router, key: tuple[str, Any], op: Callable[[Any], Any]) -> Any:
+    completion = Completion(1)
+    await router.ask(key, op, completion)
+    return (await completion.wait())[key[1]]
+
+
+async def test_router_activates_an_actor_on_first_message() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        stats = router.statistics()
+        assert (stats.entities, stats.live_actors, stats.activations) == (0, 0, 0)
+        assert await send(router, ("solo", "a"), append(1)) == 1
+        stats = router.statistics()
+        assert (stats.entities, stats.live_actors, stats.activations) == (1, 1, 1)
+        assert await send(router, ("solo", "a"), append(2)) == 2
+        assert router.statistics().activations == 1
+        assert router.statistics().messages_applied == 2
+        router.retire_all()
+    assert router.directory["solo"]["a"] == [1, 2]
+
+
+async def test_router_dedicated_and_partitioned_placement() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        for i in range(10):
+            await send(router, ("solo", i), append(i))
+            await send(router, ("part", i), append(-i))
+        stats = router.statistics()
+        assert stats.live_actors == 10 + 3  # one per solo entity, three partitions
+        assert stats.entities == 20
+        for i in range(10):
+            assert await ask(router, ("part", i), read) == [-i]
+        router.retire_all()
+
+
+@pytest.mark.parametrize("namespace, capacity", [("solo", 4), ("part", 4), ("part", 4096)])
+async def test_router_per_entity_fifo_under_concurrent_senders(
+    namespace: str, capacity: int
+) -> None:
+    rng = random.Random(7)
+    senders, per_sender, entities = 6, 60, 4
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery, capacity=capacity)
+
+        async def sender(s: int) -> None:
+            for i in range(per_sender):
+                entity = (s + i) % entities
+                await router.send((namespace, entity), append((s, i)), None)
+                if rng.random() < 0.3:
+                    await trio.sleep(0)
+
+        async with trio.open_nursery() as senders_nursery:
+            for s in range(senders):
+                senders_nursery.start_soon(sender, s)
+        # A read queued behind every write sees all of them.
+        states = {e: await ask(router, (namespace, e), read) for e in range(entities)}
+        router.retire_all()
+    assert sum(len(s) for s in states.values()) == senders * per_sender
+    for entity, state in states.items():
+        for s in range(senders):
+            seq = [i for (who, i) in state if who == s]
+            assert seq == sorted(seq)
+            assert seq == [i for i in range(per_sender) if (s + i) % entities == entity]
+
+
+async def test_router_retire_idle_keeps_state(autojump_clock: trio.abc.Clock) -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery, idle_seconds=10)
+        nursery.start_soon(router.run_reaper)
+        assert await send(router, ("solo", "a"), append(1)) == 1
+        await send(router, ("part", "b"), append(1))
+        await trio.sleep(30)
+        stats = router.statistics()
+        assert stats.live_actors == 0
+        assert stats.retirements == 2
+        assert router.directory["solo"]["a"] == [1]  # state survives its actor
+        assert await send(router, ("solo", "a"), append(2)) == 2
+        assert router.statistics().activations == 3
+        assert router.statistics().live_actors == 1
+        nursery.cancel_scope.cancel()
+    assert router.directory["solo"]["a"] == [1, 2]
+
+
+async def test_router_busy_actor_is_not_retired(autojump_clock: trio.abc.Clock) -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery, idle_seconds=10)
+        nursery.start_soon(router.run_reaper)
+        for i in range(20):
+            await send(router, ("solo", "a"), append(i))
+            await trio.sleep(3)
+        stats = router.statistics()
+        assert (stats.activations, stats.retirements, stats.live_actors) == (1, 0, 1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_router_retire_idle_skips_actors_with_queued_messages() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        completion = Completion(2)
+        router.send_nowait(("solo", "a"), append(1), completion)
+        router.send_nowait(("solo", "a"), append(2), completion)
+        assert router.retire_idle(math.inf) == 0  # two messages queued, the actor has not run
+        await completion.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert router.retire_idle(math.inf) == 1
+        assert router.retire_idle(math.inf) == 0
+        assert router.statistics().live_actors == 0
+    assert router.directory["solo"]["a"] == [1, 2]
+
+
+async def test_router_ask_of_a_never_written_entity_creates_nothing() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        assert await ask(router, ("solo", "ghost"), read) == []
+        assert await ask(router, ("part", "ghost"), read) == []
+        stats = router.statistics()
+        assert (stats.entities, stats.live_actors, stats.activations) == (0, 0, 0)
+        assert router.ids("solo") == []
+        router.retire_all()
+
+
+async def test_router_read_sent_after_a_write_sees_it() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        router.send_nowait(("solo", "a"), append(1), None)  # not yet applied
+        completion = Completion(1)
+        router.ask_nowait(("solo", "a"), read, completion)
+        assert (await completion.wait())["a"] == [1]
+        router.retire_all()
+
+
+async def test_router_domain_error_reaches_caller_and_actor_survives() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        await send(router, ("solo", "a"), append(1))
+        with pytest.raises(InvalidInput, match=r"^no such thing, got 'x'$") as info:
+            await send(router, ("solo", "a"), fail)
+        assert info.value.field == "thing"
+        assert await send(router, ("solo", "a"), append(2)) == 2
+        assert router.statistics().activations == 1
+        # The same through ask, for a written and a never-written entity.
+        with pytest.raises(InvalidInput):
+            await ask(router, ("solo", "a"), fail)
+        with pytest.raises(InvalidInput):
+            await ask(router, ("solo", "nobody"), fail)
+        assert await ask(router, ("solo", "a"), read) == [1, 2]
+        router.retire_all()
+
+
+async def test_router_domain_error_in_a_shared_completion() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        completion = Completion(3)
+        router.send_nowait(("part", 1), append(1), completion)
+        router.send_nowait(("part", 2), fail, completion)
+        router.send_nowait(("part", 3), append(3), completion)
+        with pytest.raises(InvalidInput):
+            await completion.wait()
+        # The other entities' shares were applied.
+        assert completion.results == {1: 1, 2: None, 3: 1}
+        router.retire_all()
+
+
+async def test_router_other_exceptions_propagate() -> None:
+    def crash(state: list[Any]) -> None:
+        raise ZeroDivisionError("engine bug")
+
+    with pytest.RaisesGroup(ZeroDivisionError, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            router = make_router(nursery)
+            await send(router, ("solo", "a"), crash)
+
+
+async def test_router_backpressure_send_waits_until_the_actor_drains() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery, capacity=2)
+        router.send_nowait(("solo", "a"), append(1), None)
+        router.send_nowait(("solo", "a"), append(2), None)
+        with pytest.raises(trio.WouldBlock):
+            router.send_nowait(("solo", "a"), append(3), None)
+        assert router.directory["solo"]["a"] == []  # nothing applied yet
+        await router.send(("solo", "a"), append(3), None)
+        # send could only return after the actor took the first two messages.
+        assert router.directory["solo"]["a"][:2] == [1, 2]
+        assert router.statistics().peak_mailbox_depth == 2
+        assert await ask(router, ("solo", "a"), read) == [1, 2, 3]
+        router.retire_all()
+
+
+async def test_router_backpressure_ask_waits_too() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery, capacity=1)
+        router.send_nowait(("solo", "a"), append(1), None)
+        completion = Completion(1)
+        with pytest.raises(trio.WouldBlock):
+            router.ask_nowait(("solo", "a"), read, completion)
+        await router.ask(("solo", "a"), read, completion)
+        assert (await completion.wait())["a"] == [1]
+        router.retire_all()
+
+
+async def test_router_backpressure_sender_blocks_while_mailbox_full() -> None:
+    # With many senders and a tiny mailbox, no message is lost and depth never exceeds it.
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery, capacity=2)
+        async with trio.open_nursery() as senders:
+            for s in range(5):
+                senders.start_soon(lambda s=s: _send_many(router, s, 40))
+        assert router.statistics().peak_mailbox_depth <= 2
+        state = await ask(router, ("solo", "x"), read)
+        router.retire_all()
+    assert sorted(state) == sorted((s, i) for s in range(5) for i in range(40))
+
+
+async def _send_many(router: Router, s: int, n: int) -> None:
+    for i in range(n):
+        await router.send(("solo", "x"), append((s, i)), None)
+
+
+async def test_router_retire_all_lets_the_nursery_finish() -> None:
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            router = make_router(nursery)
+            for i in range(5):
+                router.send_nowait(("solo", i), append(i), None)
+            router.retire_all()  # actors apply what is queued, then exit
+    assert all(router.directory["solo"][i] == [i] for i in range(5))
+    assert router.statistics().live_actors == 0
+
+
+async def test_router_install_remove_and_iter_states() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        router.install(("solo", "a"), [1])
+        router.install(("part", 7), [2])
+        assert sorted(router.iter_states(), key=repr) == [(("part", 7), [2]), (("solo", "a"), [1])]
+        assert await send(router, ("solo", "a"), append(3)) == 2
+        router.remove(("part", 7))
+        router.remove(("part", 8))  # absent: no error
+        assert router.ids("part") == []
+        assert await ask(router, ("part", 7), read) == []
+        router.retire_all()
+
+
+async def test_router_unknown_namespace_is_a_caller_bug() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        with pytest.raises(KeyError):
+            router.send_nowait(("nope", 1), append(1), None)
+        router.retire_all()
