@@ -37,6 +37,7 @@ always propagate).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -44,8 +45,10 @@ from typing import Any
 
 import trio
 
-from engine.errors import PointspaceError
+from engine.errors import InternalError, PointspaceError
 from engine.mailbox import DEFAULT_CAPACITY, Mailbox
+
+log = logging.getLogger("pointspace.actors")
 
 EntityKey = tuple[str, Hashable]
 Operation = Callable[[Any], Any]
@@ -118,6 +121,7 @@ class RouterStatistics:
     messages_applied: int
     activations: int
     retirements: int
+    failures: int
 
 
 class Router:
@@ -150,6 +154,7 @@ class Router:
         self._peak_depth = 0
         self._activations = 0
         self._retirements = 0
+        self._failures = 0
 
     def _actor_key(self, namespace: str, ident: Hashable) -> ActorKey:
         partitions = self._namespaces[namespace].partitions
@@ -236,6 +241,13 @@ class Router:
                 except PointspaceError as exc:
                     if completion is not None:
                         completion.fail(ident, exc)
+                except Exception:
+                    # A bug in an operation. Failing this one message keeps every other
+                    # entity of this actor (and the process) serving; the traceback is logged.
+                    log.exception("operation on %r failed", (actor[0], ident))
+                    self._failures += 1
+                    if completion is not None:
+                        completion.fail(ident, InternalError(f"internal error on {actor[0]} {ident!r}"))
                 else:
                     if completion is not None:
                         completion.done(ident, result)
@@ -305,4 +317,5 @@ class Router:
             messages_applied=self._applied,
             activations=self._activations,
             retirements=self._retirements,
+            failures=self._failures,
         )

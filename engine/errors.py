@@ -70,6 +70,16 @@ class EngineClosed(PointspaceError):
     http_status = 503
 
 
+class InternalError(PointspaceError):
+    """A bug: an operation raised something that is not a ``PointspaceError``.
+
+    The actor that ran it logs the traceback and answers this instead of dying, so one bad
+    request cannot take every user's state down with the process.
+    """
+
+    http_status = 500
+
+
 class StorageFailure(PointspaceError):
     """The disk refused a write (full, read-only, permissions): the mutation was not accepted.
 

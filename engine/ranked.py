@@ -41,7 +41,7 @@ The structure
   the last key of block ``i`` (``bytes``), and bisecting it finds the block for any key.
 * **Rank index.** A Fenwick tree over block sizes gives "rows before block i" and "block holding
   rank r" in ``O(log(n / load))``. A split or merge shifts block positions, so it drops the tree;
-  the next rank query rebuilds it in ``O(n / load)`` with numpy (about 0.3 ms at 10M elements),
+  the next rank query rebuilds it in ``O(n / load)`` with numpy (about 1 ms at 10M elements),
   which amortises over the >= ``load // 2`` writes between two splits of one block.
 * **Id index.** id -> block *handle* lives in an open-addressing hash table made of two numpy
   arrays (u64 id, u32 handle): 12 bytes a slot where a ``dict`` costs over 100 bytes per entry
@@ -64,9 +64,10 @@ row itself. This is RankDB's own "segments" design, without its storage round tr
 
 Memory without payloads, 10M elements at ``DEFAULT_LOAD``: 24 B per row, plus up to 6% growth
 slack in blocks that have been written to since the bulk load, plus 12 B / hash load (0.65 after a
-build, at most 0.8: 15 to 18.5 B), plus about 0.6 B of per-block Python objects. That is about
-43 B per element; a Redis sorted set costs about 86. ``statistics().bytes_estimate`` reports it,
-and ``bench/bench_ranked.py`` measures it.
+build, at most 0.8: 15 to 18.5 B), plus about 1 KB of Python objects per block (0.9 B per
+element). ``bench/bench_ranked.py`` measured 43.7 B per element retained after a 10M bulk load
+(tracemalloc; ``statistics().bytes_estimate`` says 43.1), where Redis 7.0 grew ``used_memory`` by
+126 to 138 B per element for the same sorted set.
 
 Costs and worst cases
 ---------------------
@@ -74,8 +75,8 @@ Costs and worst cases
 ``O(L)`` memmove or vectorised scan inside one block (constant in ``n``; a few us at the default
 load). Worst cases, all rare, none silent:
 
-* Growing or shrinking the id index rebuilds it: ``O(n)`` (about 1.5 s at 10M) inside the one
-  insert that crosses ``HASH_MAX_LOAD``. ``bulk_load`` sizes the table at ``HASH_BUILD_LOAD``, so
+* Growing or shrinking the id index rebuilds it: ``O(n log n)`` (about 2.5 s at 10M) inside the
+  one insert that crosses ``HASH_MAX_LOAD``. ``bulk_load`` sizes the table at ``HASH_BUILD_LOAD``, so
   that happens after roughly ``0.23 n`` further inserts. This is the p99.99 hazard of the class.
 * Ids built to collide in the top 32 bits of the mixed hash degrade lookups towards ``O(n)``
   probes. Sequential, random and strided ids all spread well (see the stress tests).
@@ -153,10 +154,11 @@ __all__ = [
 
 #: Target rows per block. Blocks split above ``2 * load`` and merge at ``load // 2`` or fewer.
 #: Precedents: sortedcontainers' ``DEFAULT_LOAD_FACTOR = 1000``; RankDB splits at 2000 and merges
-#: at 500 rows. A smaller load makes each memmove and id scan cheaper but adds blocks, so the
-#: Fenwick tree is rebuilt more often; a bigger load does the opposite. Single updates are fastest
-#: between 512 and 2048 (see bench/bench_ranked.py). It's best to leave the load at the default
-#: until you start benchmarking.
+#: at 500 rows. A smaller load makes each memmove and id scan cheaper but adds blocks (about 1 KB
+#: of Python objects each) and splits more often; a bigger load does the opposite. Loads from 256
+#: to 2048 measured within noise of each other for single operations at 1M elements (bench
+#: ``--load``), because per-call Python and numpy overhead dominates. It's best to leave the load
+#: at the default until you start benchmarking.
 DEFAULT_LOAD = 1024
 
 #: The smallest load accepted. Tests use 4 to 8 so that splits and merges happen all the time.
@@ -178,9 +180,9 @@ HASH_PAD = 64
 HASH_MIN_CAPACITY = 16
 
 #: Bulk writes of ``k >= n / BULK_REBUILD_DIVISOR`` elements (and at least ``BULK_REBUILD_MIN``)
-#: rebuild the whole list instead of applying ``k`` single writes: a single write costs about
-#: 10 us, and a rebuild about 0.3 to 0.7 us per element of the *whole* list, so the rebuild wins
-#: once a batch is around 1/16 to 1/8 of the list.
+#: rebuild the whole list instead of applying ``k`` single writes: a single write costs 15 to
+#: 35 us here, and a rebuild about 1 us per element of the *whole* list, so the rebuild wins once
+#: a batch is around 1/20 of the list; 1/8 leaves a margin for slower rebuilds.
 BULK_REBUILD_DIVISOR = 8
 BULK_REBUILD_MIN = 256
 
@@ -202,7 +204,6 @@ _M32 = (1 << 32) - 1
 _EMPTY = _M32  # hash value of an empty slot; block handles are always smaller
 _MULT = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, the Fibonacci-hashing multiplier
 _KEY = struct.Struct(">QQQ")
-_U64 = np.dtype(np.uint64)
 _ROW = np.dtype(">u8")
 _VKEY = np.dtype("V24")
 _SHIFT32 = np.uint64(32)
@@ -996,17 +997,24 @@ class RankedList:
         """Create one element that must not exist yet (RankDB ``POST .../elements``).
 
         Raises:
-            InvalidInput: a value is out of range.
+            InvalidInput: a value is out of range (checked first).
             Conflict: the id is already in the list; nothing was changed.
 
         Runtime complexity: as ``upsert``.
         """
         element_id = _int_in(id, "id", _M64)
+        key = _pack(
+            _int_in(score, "score", _M64),
+            _int_in(tie_breaker, "tie_breaker", _M32),
+            _int_in(now, "now", _M32),
+            element_id,
+        )
+        payload = _payload(payload)
         if self._hfind(element_id) >= 0:
             raise Conflict(
                 f"element {element_id!r} already exists; use upsert to replace it", field="id"
             )
-        self.upsert(element_id, score, tie_breaker, payload, now)
+        self._write(element_id, key, payload, False)
 
     def delete(self, id: int) -> bool:
         """Remove one element if present (RankDB answers 204 either way).
@@ -1352,26 +1360,30 @@ class RankedList:
             assert np.shares_memory(block.keys, block.arr), f"block {pos} keys view is stale"
             assert np.shares_memory(block.idcol, block.arr), f"block {pos} id view is stale"
             assert block.mv.obj is block.arr, f"block {pos} memoryview is stale"
-            # See test_ranked_repair_after_swapped_rows for a test that exercises this assert:
-            if n > 1:
-                native = block.arr[:n].astype(np.uint64)
-                assert _ascending(native[:, 0], native[:, 1], native[:, 2]).all(), (
-                    f"rows of block {pos} are not strictly ascending"
-                )
             last = block.key(n - 1)
             assert self._maxes[pos] == last, f"maxes[{pos}] is not the last key of its block"
             assert block.maxkey == last, f"block {pos} maxkey is not its last key"
-            if pos:
-                assert blocks[pos - 1].maxkey < block.key(0), (
-                    f"block {pos - 1} overlaps block {pos}"
-                )
             assert self._by_handle[block.handle] is block, f"handle of block {pos} is stale"
             handles.add(block.handle)
             total += n
         assert total == self._len, f"len {self._len} but blocks hold {total} rows"
         assert len(handles) == len(blocks), "two blocks share a handle"
+        free = set(self._free)
+        assert len(free) == len(self._free), "a handle is free twice"
         for h, block in enumerate(self._by_handle):
-            assert (block is None) == (h in self._free), f"handle {h} is both used and free"
+            assert (block is None) == (h in free), f"handle {h} is both used and free"
+        if self._len > 1:
+            # Order of all rows at once, within and across blocks (one vectorised pass).
+            native = self._all_rows().astype(np.uint64)
+            ok = _ascending(native[:, 0], native[:, 1], native[:, 2])
+            if not ok.all():
+                # See test_ranked_repair_after_swapped_rows for a test that reaches this.
+                bad = int(np.argmin(ok))  # rows bad and bad + 1 are out of order
+                ends = np.cumsum([b.n for b in blocks])
+                pos = int(np.searchsorted(ends, bad, side="right"))
+                if bad + 1 < ends[pos]:
+                    raise AssertionError(f"rows of block {pos} are not strictly ascending")
+                raise AssertionError(f"block {pos} overlaps block {pos + 1}")
         if self._tree is not None:
             assert self._tree == self._tree_of_sizes(), (
                 "Fenwick tree does not match the block sizes"
@@ -1403,13 +1415,17 @@ class RankedList:
             np.array([b.handle for b in self._blocks], dtype=np.uint32),
             [b.n for b in self._blocks],
         )
-        assert len(np.unique(ids)) == len(ids), "an id appears in two rows"
         found = self._hslots(ids)
         assert (found >= 0).all(), "a row's id is missing from the hash"
+        # A slot holds one id, so distinct slots mean distinct ids (no sort: np.unique of 10M
+        # ids takes over ten seconds with numpy 2's hash-based unique).
+        seen = np.zeros(len(keys), dtype=bool)
+        seen[found] = True
+        assert int(seen.sum()) == len(ids), "an id appears in two rows"
         assert (vals[found] == owner).all(), "a hash entry points at the wrong block"
         if self._payloads:
             extra = np.fromiter(self._payloads, dtype=np.uint64, count=len(self._payloads))
-            assert np.isin(extra, ids).all(), "a payload belongs to no element"
+            assert (self._hslots(extra) >= 0).all(), "a payload belongs to no element"
 
     def _dump(self) -> None:
         print("RankedList internals:", repr(self), file=sys.stderr)
@@ -1782,7 +1798,7 @@ class RankedList:
         """Slot holding ``element_id``, or ``~slot`` of the empty slot that ended the probe."""
         keys = self._hk
         vals = self._hv
-        x = ((element_id ^ (element_id >> 32)) * _MULT) & _M64
+        x = ((element_id ^ (element_id >> 32)) * _MULT) & _M64  # _home(), inlined: hot path
         s = ((x >> 32) * self._hcap) >> 32
         while True:
             if vals[s] == _EMPTY:

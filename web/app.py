@@ -44,7 +44,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
 
     @app.errorhandler(PointspaceError)
     async def domain_error(exc: PointspaceError) -> Response:
-        return respond(exc.to_json(), request, exc.http_status)
+        return closing_on_error(respond(exc.to_json(), request, exc.http_status))
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -53,14 +53,27 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
         body: dict[str, object] = {"error": message[:1].lower() + message[1:]}
         if status == 413:
             body["field"] = "body"
-        return respond(body, request, status)
+        return closing_on_error(respond(body, request, status))
 
     @app.errorhandler(Exception)
     async def unexpected_error(exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return respond({"error": "internal error; the server log has the details"}, request, 500)
+        body = {"error": "internal error; the server log has the details"}
+        return closing_on_error(respond(body, request, 500))
 
     return app
+
+
+def closing_on_error(response: Response) -> Response:
+    """Close the connection after an error to a request that carried a body.
+
+    The error may have been raised before the body was read (a bad path parameter, an
+    oversize Content-Length); the unread rest would then be taken for the next request on a
+    keep-alive connection. Closing costs the client one reconnect, only on errors.
+    """
+    if request.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in request.headers:
+        response.headers["Connection"] = "close"
+    return response
 
 
 def engine_of(app: QuartTrio) -> Engine:

@@ -80,7 +80,8 @@ async def ingest_stream() -> Response:
         *lines, pending = pending.split(b"\n")
         for line in lines:
             await stream.feed(line)
-    await stream.feed(pending)
+    if pending:
+        await stream.feed(pending)  # a last line without a newline
     await stream.flush()
     return respond({"applied": stream.applied, "lines": stream.line_no}, request)
 
@@ -97,11 +98,10 @@ class _LineGroups:
         self.applied = 0
 
     async def feed(self, line: bytes) -> None:
-        if not line.strip():
-            if line:
-                self.line_no += 1
-            return
+        """Take one line (without its newline); blank lines count but carry no event."""
         self.line_no += 1
+        if not line.strip():
+            return
         try:
             self.events.append(orjson.loads(line))
         except orjson.JSONDecodeError as exc:

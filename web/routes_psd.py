@@ -33,12 +33,17 @@ from engine.events import (
     check_ts,
     normalize_user,
 )
-from web.app import engine_of, settings_of
+from web.app import closing_on_error, engine_of, settings_of
 from web.bodies import decode_body, json_text, read_body, respond, text
 
 psd = Blueprint("psd", __name__)
 
 Handler = Callable[..., Awaitable[Response]]
+
+
+
+class InvalidPathParameter(InvalidInput):
+    """A malformed URL path parameter: a plain 400 on every route, whatever its PSD status."""
 
 
 def psd_status(status: int) -> Callable[[Handler], Handler]:
@@ -50,7 +55,9 @@ def psd_status(status: int) -> Callable[[Handler], Handler]:
             try:
                 return await handler(*args, **kwargs)
             except InvalidInput as exc:
-                return respond(exc.to_json(), request, status)
+                if isinstance(exc, InvalidPathParameter):
+                    raise
+                return closing_on_error(respond(exc.to_json(), request, status))
 
         return wrapper
 
@@ -65,11 +72,15 @@ def _path_int(raw: str, field: str) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise InvalidInput(f"{field} must be an integer, got {raw!r}", field) from None
+        raise InvalidPathParameter(f"{field} must be an integer, got {raw!r}", field) from None
 
 
 def _path_ts(raw: str, field: str) -> int:
-    return check_ts(_path_int(raw, field), field)
+    value = _path_int(raw, field)
+    try:
+        return check_ts(value, field)
+    except InvalidInput as exc:
+        raise InvalidPathParameter(exc.message, field) from None
 
 
 def _path_atid(raw: str) -> int | None:
@@ -83,9 +94,10 @@ async def _form_list(name: str) -> list[str]:
     raw = form.get(name)
     if raw is None:
         raw = request.args.get(name)
-    if raw is None or not raw.strip():
+    parts = [part.strip() for part in (raw or "").split(",") if part.strip()]
+    if not parts:
         raise InvalidInput(f"form field {name} is required (comma-separated)", name)
-    return [part.strip() for part in raw.split(",") if part.strip()]
+    return parts
 
 
 async def _form_users() -> list[tuple[str, Any]]:
@@ -233,7 +245,10 @@ async def _mumt(atid: str, start_ts: str, end_ts: str, with_offsets: bool) -> Re
         raw_offsets = await _form_list("offsets")
         if len(raw_offsets) != len(ids):
             raise InvalidInput("len(uids) != len(offsets)", "offsets")
-        offsets = [_path_int(o, "offsets") for o in raw_offsets]
+        try:
+            offsets = [int(o) for o in raw_offsets]
+        except ValueError:
+            raise InvalidInput(f"offsets must be integers, got {raw_offsets!r}", "offsets") from None
     users = [u for _, u in ids]
     results = await _engine().query(
         users, things, t1, t2, atid=_path_atid(atid), offsets=offsets, with_atids=True
