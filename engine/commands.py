@@ -47,8 +47,12 @@ class Command:
     def from_plain(cls, plain: Any) -> Command:
         raise NotImplementedError
 
-    def route(self, seq: int) -> dict[EntityKey, Operation]:
-        """Each touched entity and the operation that applies this command's share to it."""
+    def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
+        """Each touched entity and the operation that applies this command's share to it.
+
+        ``router`` is for the rare command that creates an entity from another's turn (a list
+        clone); others ignore it.
+        """
         raise NotImplementedError
 
     def size(self) -> int:
@@ -98,7 +102,7 @@ class IngestBatch(Command):
     def from_plain(cls, plain: Any) -> IngestBatch:
         return cls(events=[tuple(e) for e in plain])  # type: ignore[misc]
 
-    def route(self, seq: int) -> dict[EntityKey, Operation]:
+    def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
         return {
             (USER, user): _apply_at(seq, events)
             for user, events in group_by_user(self.events).items()
@@ -123,7 +127,7 @@ class CountBatch(Command):
     def from_plain(cls, plain: Any) -> CountBatch:
         return cls(counts=[tuple(c) for c in plain])  # type: ignore[misc]
 
-    def route(self, seq: int) -> dict[EntityKey, Operation]:
+    def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
         groups: dict[str, list[tuple[int, int]]] = {}
         for name, ts, value in self.counts:
             groups.setdefault(name, []).append((ts, value))

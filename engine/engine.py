@@ -54,6 +54,7 @@ from engine.events import (
     validate_counter_events,
 )
 from engine.journal import Journal, MemoryJournal
+from engine.lists import LIST, ListState
 from engine.periods import load_zone, period_bounds
 
 #: The kinds of entity, their empty states and their placement (engine/actors.py). Later
@@ -61,12 +62,14 @@ from engine.periods import load_zone, period_bounds
 NAMESPACES: list[Namespace] = [
     Namespace(USER, UserCounters),
     Namespace(COUNTER, GlobalCounter),
+    Namespace(LIST, ListState, partitions=0),  # a dedicated actor per ranked list
 ]
 
 #: Namespace -> how a snapshot's plain form becomes a state again.
 STATE_LOADERS: dict[str, Callable[[Any], Any]] = {
     USER: UserCounters.from_plain,
     COUNTER: GlobalCounter.from_plain,
+    LIST: ListState.from_plain,
 }
 
 
@@ -191,8 +194,9 @@ class Engine:
             await self.submit(CountBatch(counts=validated))
         return len(validated)
 
-    async def submit(self, command: Command) -> int:
-        """Log and apply a validated command; returns its sequence number once acknowledged."""
+    async def submit(self, command: Command) -> dict[Hashable, Any]:
+        """Log and apply a validated command; once acknowledged, return each touched entity's
+        result by id (a ``PointspaceError`` from one of them is raised instead)."""
         if self._closed:
             raise EngineClosed("the engine is closed")
         record = encode_command(command)
@@ -205,16 +209,19 @@ class Engine:
                 self._inflight.discard(seq)
                 raise
         try:
-            await completion.wait()
+            results = await completion.wait()
+        except BaseException:
+            await self._journal.wait_durable(seq)
+            raise
         finally:
             self._inflight.discard(seq)
         await self._journal.wait_durable(seq)
         self._commands += 1
         self._events += command.size()
-        return seq
+        return results
 
     async def _dispatch(self, command: Command, seq: int) -> Completion:
-        routes = command.route(seq)
+        routes = command.route(seq, self._router)
         completion = Completion(len(routes))
         router = self._router
         for key, operation in routes.items():
@@ -317,6 +324,27 @@ class Engine:
 
         return await self._ask_users(users, make_op)
 
+    async def ask(self, namespace: str, ident: Hashable, operation: Callable[[Any], Any]) -> Any:
+        """Run a read-only ``operation(state)`` in the entity's actor and return its result.
+
+        An entity that was never written answers from an empty state (ranked lists then raise
+        ``NotFound``).
+        """
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        completion = Completion(1)
+        await self._router.ask((namespace, ident), operation, completion)
+        return (await completion.wait())[ident]
+
+    def list_catalog(self) -> list[tuple[str, Any]]:
+        """``(list id, ListSettings)`` of every existing ranked list, sorted by id.
+
+        Reads the directory between actor turns: settings change only inside a turn, so each
+        entry is consistent (a list created or deleted meanwhile may or may not show).
+        """
+        lists = self._router.directory[LIST]
+        return sorted((i, s.settings) for i, s in list(lists.items()) if s.settings is not None)
+
     async def read_counts(self, names: Sequence[str], t1: int, t2: int) -> dict[str, int]:
         """Sums of global counters over [t1, t2] (PSD ``readcount``)."""
         if self._closed:
@@ -346,7 +374,9 @@ class Engine:
         items (writes continue; each item carries the log position it reflects).
         """
         for (namespace, ident), state in self._router.iter_states():
-            yield namespace, ident, state.applied_seq, state.to_plain()
+            plain = state.to_plain()
+            if plain is not None:  # None: nothing to keep (a deleted list)
+                yield namespace, ident, state.applied_seq, plain
 
     def load_snapshot_item(self, namespace: str, ident: Any, applied_seq: int, plain: Any) -> None:
         """Install one entity from a snapshot (recovery, before any actor for it runs)."""
