@@ -34,13 +34,19 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
     app.extensions["pointspace.engine"] = engine
     app.extensions["pointspace.settings"] = settings
 
+    from web.auth import install as install_auth
     from web.routes_admin import admin
+    from web.routes_backup import backup
     from web.routes_native import native
     from web.routes_psd import psd
+    from web.routes_rankdb import rankdb
 
     app.register_blueprint(native)
     app.register_blueprint(admin)
     app.register_blueprint(psd)
+    app.register_blueprint(rankdb)
+    app.register_blueprint(backup)
+    install_auth(app, settings)
 
     @app.errorhandler(PointspaceError)
     async def domain_error(exc: PointspaceError) -> Response:

@@ -33,7 +33,9 @@ def main() -> None:
     help="Log fsync policy, as Redis's appendfsync.",
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
-def serve(host: str, port: int, data_dir: str, fsync: str, access_log: bool) -> None:
+@click.option("--jwt-key-dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Require JWTs signed by the *.pub RSA keys in this directory (off by default).")
+def serve(host: str, port: int, data_dir: str, fsync: str, access_log: bool, jwt_key_dir: Path | None) -> None:
     """Start the HTTP server."""
     from web.server import run_server
 
@@ -44,6 +46,7 @@ def serve(host: str, port: int, data_dir: str, fsync: str, access_log: bool) -> 
         data_dir=Path(data_dir) if data_dir else None,
         fsync=fsync,
         access_log=access_log,
+        jwt_key_dir=jwt_key_dir,
     )
     trio.run(run_server, settings)
 

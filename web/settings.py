@@ -34,3 +34,6 @@ class Settings:
     #: A stream may be far longer than one body: 1 GiB before it is cut off.
     max_stream_bytes: int = 1024 * 1024 * 1024
     access_log: bool = False
+    #: A directory of ``*.pub`` RSA public keys: when set, every route but health and metrics
+    #: needs a JWT signed by one of them (RankDB's scheme; ``web/auth.py``).
+    jwt_key_dir: Path | None = None

@@ -1,0 +1,7 @@
+"""RankDB backup and restore routes (being written)."""
+
+from __future__ import annotations
+
+from quart import Blueprint
+
+backup = Blueprint("backup", __name__)
