@@ -83,6 +83,10 @@ class Completion:
         if expected == 0:
             self._event.set()
 
+    def expect(self, more: int = 1) -> None:
+        """Wait for ``more`` replies than announced (a forwarded message joins this batch)."""
+        self._pending += more
+
     def done(self, ident: Hashable, result: Any) -> None:
         self.results[ident] = result
         self._pending -= 1
@@ -155,6 +159,10 @@ class Router:
         self._activations = 0
         self._retirements = 0
         self._failures = 0
+        #: The completion of the message being applied (for ``forward``).
+        self._turn_completion: Completion | None = None
+        #: Engine-level registries that operations consult (live leaderboards: boards.py).
+        self.hooks: dict[str, Any] = {}
 
     def _actor_key(self, namespace: str, ident: Hashable) -> ActorKey:
         partitions = self._namespaces[namespace].partitions
@@ -212,6 +220,27 @@ class Router:
         except trio.WouldBlock:
             await self._live[self._actor_key(*key)].put((key[1], operation, completion))
 
+    def forward(self, key: EntityKey, operation: Operation) -> None:
+        """From inside an actor's turn: send ``operation`` to another entity's actor.
+
+        The message joins the completion of the message being applied, so the original caller
+        also waits for it (a counter write returns after the leaderboards it feeds moved).
+        Never waits: forwarded messages may exceed the mailbox capacity (``put_forwarded``).
+        Messages forwarded from one actor to another arrive in the order they were sent.
+        """
+        namespace, ident = key
+        states = self.directory[namespace]
+        if ident not in states:
+            states[ident] = self._namespaces[namespace].factory()
+        actor = self._actor_key(namespace, ident)
+        mailbox = self._live.get(actor)
+        if mailbox is None:
+            mailbox = self._activate(actor)
+        completion = self._turn_completion
+        if completion is not None:
+            completion.expect()
+        mailbox.put_forwarded((ident, operation, completion))
+
     ########################################################################################
     # Actors
 
@@ -236,6 +265,7 @@ class Router:
             if depth > self._peak_depth:
                 self._peak_depth = depth
             for ident, operation, completion in batch:
+                self._turn_completion = completion
                 try:
                     result = operation(states[ident])
                 except PointspaceError as exc:

@@ -103,9 +103,13 @@ class IngestBatch(Command):
         return cls(events=[tuple(e) for e in plain])  # type: ignore[misc]
 
     def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
+        groups = group_by_user(self.events)
+        boards = router.hooks.get("boards") if router is not None else None
+        if boards is None or not boards.by_metric:
+            return {(USER, user): _apply_at(seq, events) for user, events in groups.items()}
         return {
-            (USER, user): _apply_at(seq, events)
-            for user, events in group_by_user(self.events).items()
+            (USER, user): _apply_then_feed_boards(seq, events, user, boards, router)
+            for user, events in groups.items()
         }
 
     def size(self) -> int:
@@ -135,6 +139,20 @@ class CountBatch(Command):
 
     def size(self) -> int:
         return len(self.counts)
+
+
+def _apply_then_feed_boards(seq: int, events: list[Any], user: Any, boards: Any, router: Any) -> Operation:
+    """As ``_apply_at``, then forward the user's new scores to live leaderboards
+    (``engine/boards.py``) -- also for a record the state already held, so that boards restored
+    from a snapshot converge."""
+
+    def operation(state: UserCounters) -> None:
+        if state.applied_seq < seq:
+            state.apply(events)
+            state.applied_seq = seq
+        boards.after_write(router, user, state, events)
+
+    return operation
 
 
 def _apply_at(seq: int, items: list[Any]) -> Operation:

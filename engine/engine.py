@@ -25,6 +25,7 @@ creating anything.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,6 +35,15 @@ from typing import Any
 import trio
 
 from engine.actors import DEFAULT_IDLE_SECONDS, Completion, Namespace, Router, RouterStatistics
+from engine.boards import (
+    CreateBoard,
+    Standing,
+    check_board,
+    due_rolls,
+    element_id_of,
+    rank_sums,
+    registry_of,
+)
 from engine.commands import (
     COUNTER,
     USER,
@@ -139,9 +149,11 @@ class Engine:
         """
         async with trio.open_nursery() as nursery:
             router = Router(nursery, NAMESPACES, idle_seconds=idle_seconds)
+            registry_of(router)
             nursery.start_soon(router.run_reaper)
             if data_dir is None:
                 engine = cls(router, MemoryJournal())
+                nursery.start_soon(engine._run_board_clock)
                 try:
                     yield engine
                 finally:
@@ -159,6 +171,7 @@ class Engine:
                     engine._journal = store.journal
                     await store.recover(engine)
                     store.attach(engine)
+                    nursery.start_soon(engine._run_board_clock)
                     try:
                         yield engine
                     finally:
@@ -360,6 +373,72 @@ class Engine:
         results = await completion.wait()
         return {name: results[name] for name in distinct}
 
+    ########################################################################################
+    # Leaderboards (engine/boards.py)
+
+    async def rank_users(
+        self,
+        metric: str,
+        t1: int,
+        t2: int,
+        *,
+        atid: int | None = None,
+        users: Sequence[User] | None = None,
+    ) -> list[Standing]:
+        """Rank users by their sum of ``metric`` over [t1, t2]: a leaderboard as it stood at t2.
+
+        ``users=None`` ranks every user who has ever written ``metric`` (those with no write in
+        the window rank with 0).
+
+        Runtime complexity: one message per user, then O(u log u).
+        """
+        if users is None:
+            directory = self._router.directory[USER]
+            users = [u for u, state in list(directory.items()) if metric in state.metrics]
+        results = await self.query(users, [metric], t1, t2, atid=atid)
+        return rank_sums({user: result.sums[metric] for user, result in results.items()})
+
+    async def create_board(self, body: Any) -> dict[str, Any]:
+        """Create a live leaderboard from ``{id, metric, atid?, members?, window}``."""
+        board_id, definition = check_board(body, int(time.time()))
+        await self.submit(CreateBoard(board_id=board_id, definition=definition))
+        return {"id": board_id, **definition.public()}
+
+    async def board(
+        self, board_id: str, *, top: int = 10, user: User | None = None, radius: int = 5
+    ) -> dict[str, Any]:
+        """A live board's top ``top`` and, for ``user``, their standing and neighbours."""
+        element = None if user is None else element_id_of(normalize_user(user))
+
+        def read(state: ListState) -> dict[str, Any]:
+            ranked = state.require(board_id)
+            if state.board is None:
+                raise InvalidInput(f"list {board_id!r} is a ranked list, not a leaderboard", "id")
+            out: dict[str, Any] = {
+                "id": board_id,
+                **state.board.public(),
+                "size": len(ranked),
+                "top": ranked.range_from_top(0, top) if len(ranked) else [],
+            }
+            if element is not None:
+                if element in ranked:
+                    above, below = ranked.neighbours(element, radius)
+                    out["user"] = {"element": ranked.get(element), "above": above, "below": below}
+                else:
+                    out["user"] = None
+            return out
+
+        return await self.ask(LIST, board_id, read)
+
+    async def _run_board_clock(self) -> None:
+        """Roll rolling leaderboards when their period ends (checked every second)."""
+        registry = registry_of(self._router)
+        while True:
+            await trio.sleep(1.0)
+            for roll in due_rolls(registry, int(time.time())):
+                if not self._closed:
+                    await self.submit(roll)
+
     async def users(self) -> list[Hashable]:
         """Every user id that has counters (unordered)."""
         return self._router.ids(USER)
@@ -391,6 +470,8 @@ class Engine:
         if isinstance(ident, list):  # msgpack turns tuples into lists
             ident = tuple(ident)
         self._router.install((namespace, ident), state)
+        if namespace == LIST and state.board is not None:
+            registry_of(self._router).add(ident, state.board)
 
     @property
     def last_seq(self) -> int:

@@ -241,6 +241,12 @@ def element_result(ranked: RankedList, element_id: int, radius: int) -> ElementR
 ############################################################################################
 
 
+def _forget_board(router: Any, list_id: str, state: ListState) -> None:
+    """A list that was a live leaderboard stops being fed when deleted or replaced."""
+    if state.board is not None and router is not None and "boards" in router.hooks:
+        router.hooks["boards"].remove(list_id)
+
+
 def _guard(seq: int, fn: Any) -> Operation:
     """Apply ``fn(state)`` unless the list already applied record ``seq`` (replay)."""
 
@@ -279,6 +285,7 @@ class CreateList(Command):
                 raise Conflict(f"list {self.list_id!r} already exists", "id")
             ranked = RankedList()
             ranked.bulk_load(_dedupe(self.populate), self.now)
+            _forget_board(router, self.list_id, state)
             state.settings, state.ranked, state.board = self.settings, ranked, None
             return list_info(self.list_id, state)
 
@@ -303,6 +310,7 @@ class DeleteList(Command):
 
     def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
         def apply(state: ListState) -> None:
+            _forget_board(router, self.list_id, state)
             state.settings, state.ranked, state.board = None, RankedList(), None
 
         return {(LIST, self.list_id): _guard(seq, apply)}
@@ -440,6 +448,7 @@ class RestoreList(Command):
         def apply(state: ListState) -> str:
             if state.exists and self.keep:
                 return "skipped"
+            _forget_board(router, self.list_id, state)
             state.settings, state.ranked, state.board = self.settings, ranked.clone(), None
             return "restored"
 

@@ -81,6 +81,22 @@ class Mailbox(Generic[T]):
         if self._not_empty:
             self._not_empty.unpark()
 
+    def put_forwarded(self, item: T) -> None:
+        """Queue ``item`` even past capacity: for messages one actor sends another during its
+        turn, which cannot wait. They are bounded by the ingress that caused them (each
+        ingress message forwards at most a few), and backpressure applies at ingress.
+
+        Raises:
+            trio.ClosedResourceError: the mailbox was closed.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("mailbox is closed")
+        self._items.append(item)
+        if len(self._items) > self._peak:
+            self._peak = len(self._items)
+        if self._not_empty:
+            self._not_empty.unpark()
+
     async def put(self, item: T) -> None:
         """Queue ``item``, waiting for room if the mailbox is full."""
         while True:

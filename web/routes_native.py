@@ -259,3 +259,87 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = ["native", "check_ts"]
+
+
+############################################################################################
+# Leaderboards
+
+
+def _standing(element: Any) -> dict[str, Any]:
+    payload = element.payload or {}
+    return {"user": payload.get("user", element.id), "score": element.score,
+            "rank": element.from_top, "updated_at": element.updated_at}
+
+
+def _bounded_int(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    if name not in args:
+        return default
+    value = _arg_int(args, name)
+    if not low <= value <= high:
+        raise InvalidInput(f"{name} must be between {low} and {high}, got {value}", name)
+    return value
+
+
+@native.post("/leaderboards")
+async def create_leaderboard() -> Response:
+    """A live leaderboard fed by every counter write: ``{"id", "metric", "atid"?, "members"?,
+    "window": {"t1", "t2"} | {"rolling": "day"|"week"|"month", "tz"?}}``. It is also a ranked
+    list, readable through the RankDB element endpoints (``/lists/<id>/...``)."""
+    created = await engine_of(current_app).create_board(await _body())
+    return respond(created, request, 201)
+
+
+@native.get("/leaderboards/<board_id>")
+async def read_leaderboard(board_id: str) -> Response:
+    """Top ``?top=`` (default 10) and, with ``?user=``, that user's rank and ``?range=``
+    neighbours."""
+    args = request.args
+    top = _bounded_int(args, "top", 10, 0, 1000)
+    radius = _bounded_int(args, "range", 5, 0, 100)
+    user = normalize_user(args["user"]) if "user" in args else None
+    board = await engine_of(current_app).board(board_id, top=top, user=user, radius=radius)
+    body: dict[str, Any] = {k: v for k, v in board.items() if k not in ("top", "user")}
+    body["top"] = [_standing(e) for e in board["top"]]
+    if user is not None:
+        mine = board["user"]
+        body["user"] = None if mine is None else {
+            **_standing(mine["element"]),
+            "above": [_standing(e) for e in mine["above"]],
+            "below": [_standing(e) for e in mine["below"]],
+        }
+    return respond(body, request)
+
+
+@native.delete("/leaderboards/<board_id>")
+async def delete_leaderboard(board_id: str) -> Response:
+    from engine.lists import DeleteList, check_list_id
+
+    await engine_of(current_app).submit(DeleteList(list_id=check_list_id(board_id, "id")))
+    return Response(status=204)
+
+
+@native.post("/leaderboards/rank")
+async def rank_users() -> Response:
+    """Ad-hoc: rank users by a metric's sum over any past window -- the leaderboard as it
+    stood at t2. ``{"metric", "t1", "t2", "atid"?, "users"? (default: every user with the
+    metric), "top"? (10), "user"?, "range"? (5)}``."""
+    body = _object(await _body())
+    metric = check_name(body.get("metric"), "metric")
+    t1, t2 = check_range(body.get("t1"), body.get("t2"))
+    users = check_users(body["users"]) if body.get("users") is not None else None
+    top = check_int(body.get("top", 10), "top", 0, 100_000)
+    radius = check_int(body.get("range", 5), "range", 0, 1000)
+    standings = await engine_of(current_app).rank_users(
+        metric, t1, t2, atid=_optional_int(body, "atid"), users=users
+    )
+    plain = [{"user": s.user, "score": s.score, "rank": s.rank} for s in standings]
+    out: dict[str, Any] = {"metric": metric, "t1": t1, "t2": t2, "total": len(plain), "top": plain[:top]}
+    if body.get("user") is not None:
+        who = normalize_user(body["user"], "user")
+        index = next((i for i, s in enumerate(standings) if s.user == who), None)
+        out["user"] = None if index is None else {
+            **plain[index],
+            "above": plain[max(0, index - radius) : index],
+            "below": plain[index + 1 : index + 1 + radius],
+        }
+    return respond(out, request)

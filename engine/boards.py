@@ -1,0 +1,343 @@
+"""Leaderboards fed by counters: ad-hoc rankings of any past window, and live ranked lists.
+
+Theory of operation
+-------------------
+*Ad-hoc* (``rank_users``): "rank these users (or every user with the metric) by their sum of
+metric M over [t1, t2]" -- the leaderboard as it stood at any past moment is the same question
+with an earlier t2 (PSD's way). One range-sum message per user, then a sort.
+
+*Live* boards: a board is a ranked list (namespace ``"list"``, so every RankDB element endpoint
+reads it) whose definition -- metric, activity-type filter, members (or every user), and a
+window, fixed ``[t1, t2]`` or rolling (today / this week / this month in a time zone) -- is kept
+on the list's state and in a registry on the router. After a user's actor applies a write it
+consults the registry, and for every board of that metric it sums the user's window and
+*forwards* the new score to the board's actor (``Router.forward``): the write returns once
+the boards moved, top-N and rank-of-user stay O(log n) reads, and per user the scores arrive
+in write order (forwards from one actor to another keep their order).
+
+Element ids: a user id that is a u64 integer is the element id; other ids (strings, negative
+numbers) map to the first 8 bytes of their BLAKE2b hash, and every element's payload carries
+``{"user": <id>}``. Scores are sums clamped to RankDB's u64 range (negative sums rank as 0);
+boards over every user hold only users with a positive sum, boards over a member set hold
+every member. ``updated_at`` is the time of the write that set the score, so among equal
+scores whoever got there first ranks higher.
+
+Rolling windows move when the engine's clock task sees a new period begin: a logged
+``RollBoard`` clears the board (members start again at 0) and new writes fill it. A forward
+computed for the old window that arrives after the roll is dropped.
+
+Replay: forwards are derived, not logged. A user actor forwards after every ingest record it
+sees, even one its snapshotted state already holds, so a board restored from a snapshot item
+taken at another moment than its users' items converges to the same scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from engine.commands import USER, Command, EntityKey, Operation, register
+from engine.counters import UserCounters
+from engine.errors import Conflict, InvalidInput
+from engine.lists import LIST, U64, ListSettings, ListState, check_list_id
+from engine.periods import load_zone
+from engine.ranked import RankedList
+
+ROLLING_UNITS = ("day", "week", "month")
+BOARD_SET = "leaderboards"
+
+
+def element_id_of(user: Hashable) -> int:
+    """The ranked-list element id of a user (see the module docstring)."""
+    if type(user) is int and 0 <= user <= U64:
+        return user
+    return int.from_bytes(hashlib.blake2b(repr(user).encode(), digest_size=8).digest(), "big")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BoardDefinition:
+    """What a live board ranks, and the window it currently covers."""
+
+    metric: str
+    atid: int | None = None
+    members: tuple[Hashable, ...] | None = None
+    #: ``"fixed"`` or one of ``ROLLING_UNITS``.
+    window_kind: str = "fixed"
+    tz: str | None = None
+    #: The current window, inclusive.
+    t1: int = 0
+    t2: int = 0
+
+    def to_plain(self) -> list[Any]:
+        return [self.metric, self.atid, None if self.members is None else list(self.members),
+                self.window_kind, self.tz, self.t1, self.t2]
+
+    @classmethod
+    def from_plain(cls, plain: Sequence[Any]) -> BoardDefinition:
+        members = None if plain[2] is None else tuple(plain[2])
+        return cls(metric=plain[0], atid=plain[1], members=members, window_kind=plain[3],
+                   tz=plain[4], t1=plain[5], t2=plain[6])
+
+    def public(self) -> dict[str, Any]:
+        return {"metric": self.metric, "atid": self.atid,
+                "members": None if self.members is None else list(self.members),
+                "window": {"kind": self.window_kind, "tz": self.tz, "t1": self.t1, "t2": self.t2}}
+
+
+def rolling_window(unit: str, tz: str | None, now: int) -> tuple[int, int]:
+    """The local day / ISO week / month containing ``now``, as inclusive UTC seconds."""
+    zone = load_zone(tz)
+    local = datetime.fromtimestamp(now, zone or UTC).replace(tzinfo=None)
+    start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if unit == "day":
+        end = start + timedelta(days=1)
+    elif unit == "week":
+        start -= timedelta(days=start.weekday())
+        end = start + timedelta(days=7)
+    else:
+        start = start.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+    tzinfo = zone or UTC
+    return int(start.replace(tzinfo=tzinfo).timestamp()), int(end.replace(tzinfo=tzinfo).timestamp()) - 1
+
+
+class BoardRegistry:
+    """Live boards by metric, consulted by user actors after each write (``router.hooks``)."""
+
+    def __init__(self) -> None:
+        self.boards: dict[str, BoardDefinition] = {}
+        self.by_metric: dict[str, set[str]] = {}
+
+    def add(self, board_id: str, definition: BoardDefinition) -> None:
+        self.remove(board_id)
+        self.boards[board_id] = definition
+        self.by_metric.setdefault(definition.metric, set()).add(board_id)
+
+    def remove(self, board_id: str) -> None:
+        old = self.boards.pop(board_id, None)
+        if old is not None:
+            self.by_metric.get(old.metric, set()).discard(board_id)
+
+    def after_write(self, router: Any, user: Hashable, state: UserCounters, events: Iterable[Any]) -> None:
+        """(In the user's turn.) Forward this user's new scores to the boards of the metrics
+        its events touched."""
+        touched: dict[str, int] = {}
+        for event in events:
+            metric, ts = event[0], event[3]
+            if metric in self.by_metric and ts > touched.get(metric, -1):
+                touched[metric] = ts
+        for metric, now in touched.items():
+            for board_id in sorted(self.by_metric[metric]):
+                self.forward_score(router, board_id, user, state, now)
+
+    def forward_score(self, router: Any, board_id: str, user: Hashable, state: UserCounters, now: int) -> None:
+        board = self.boards.get(board_id)
+        if board is None or (board.members is not None and user not in board.members):
+            return
+        score = state.range_sum(board.metric, board.t1, board.t2, board.atid)
+        router.forward((LIST, board_id), _set_score(board, user, score, now))
+
+
+def _set_score(board: BoardDefinition, user: Hashable, score: int, now: int) -> Operation:
+    element = element_id_of(user)
+    clamped = min(max(score, 0), U64)
+    keep_zero = board.members is not None
+    window = (board.t1, board.t2)
+
+    def operation(state: ListState) -> None:
+        current = state.board
+        if current is None or (current.t1, current.t2) != window:
+            return  # the board was deleted or rolled since this score was computed
+        ranked = state.ranked
+        if clamped == 0 and not keep_zero:
+            ranked.delete(element)
+            return
+        if element in ranked and ranked.get(element).score == clamped:
+            return  # unchanged: keep its place among equal scores
+        ranked.upsert(element, clamped, 0, {"user": user}, min(now, 2**32 - 1))
+
+    return operation
+
+
+def registry_of(router: Any) -> BoardRegistry:
+    registry = router.hooks.get("boards")
+    if registry is None:
+        registry = router.hooks["boards"] = BoardRegistry()
+    return registry
+
+
+############################################################################################
+# Commands
+############################################################################################
+
+
+def check_board(body: Any, now: int) -> tuple[str, BoardDefinition]:
+    """Validate a board definition ``{id, metric, atid?, members?, window}``."""
+    if not isinstance(body, dict):
+        raise InvalidInput("request body must be a leaderboard object", "body")
+    board_id = check_list_id(body.get("id"), "id")
+    metric = body.get("metric")
+    if not isinstance(metric, str) or not 0 < len(metric) <= 200:
+        raise InvalidInput(f"metric must be a non-empty string, got {metric!r}", "metric")
+    atid = body.get("atid")
+    if atid is not None and (type(atid) is not int or not -(2**63) <= atid < 2**63):
+        raise InvalidInput(f"atid must be an integer, got {atid!r}", "atid")
+    members = body.get("members")
+    if members is not None:
+        from engine.events import normalize_user
+
+        if not isinstance(members, list) or not members:
+            raise InvalidInput("members must be a non-empty list of user ids, or omitted for every user", "members")
+        members = tuple(dict.fromkeys(normalize_user(m, f"members[{i}]") for i, m in enumerate(members)))
+    window = body.get("window")
+    if not isinstance(window, dict):
+        raise InvalidInput('window must be {"t1": .., "t2": ..} or {"rolling": "day"|"week"|"month", "tz": ..}', "window")
+    if "rolling" in window:
+        unit = window["rolling"]
+        if unit not in ROLLING_UNITS:
+            raise InvalidInput(f"window.rolling must be one of {list(ROLLING_UNITS)}, got {unit!r}", "window.rolling")
+        tz = window.get("tz")
+        load_zone(tz, "window.tz")
+        t1, t2 = rolling_window(unit, tz, now)
+        return board_id, BoardDefinition(metric=metric, atid=atid, members=members, window_kind=unit, tz=tz, t1=t1, t2=t2)
+    from engine.events import check_ts
+
+    t1, t2 = check_ts(window.get("t1"), "window.t1"), check_ts(window.get("t2"), "window.t2")
+    if t1 > t2:
+        raise InvalidInput(f"window.t1 must be <= window.t2, got {t1} > {t2}", "window.t1")
+    return board_id, BoardDefinition(metric=metric, atid=atid, members=members, t1=t1, t2=t2)
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateBoard(Command):
+    """Create a live board (a ranked list with a definition) and fill it from every user."""
+
+    op: ClassVar[str] = "board.create"
+    board_id: str
+    definition: BoardDefinition
+
+    def to_plain(self) -> Any:
+        return [self.board_id, self.definition.to_plain()]
+
+    @classmethod
+    def from_plain(cls, plain: Any) -> CreateBoard:
+        return cls(board_id=plain[0], definition=BoardDefinition.from_plain(plain[1]))
+
+    def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
+        registry = registry_of(router)
+        routes: dict[EntityKey, Operation] = {}
+
+        def create(state: ListState) -> None:
+            if state.applied_seq >= seq:
+                return
+            if state.exists:
+                raise Conflict(f"list {self.board_id!r} already exists", "id")
+            state.settings = ListSettings(set=BOARD_SET, metadata={"leaderboard": self.definition.metric})
+            state.ranked = RankedList()
+            state.board = self.definition
+            state.applied_seq = seq
+            registry.add(self.board_id, self.definition)
+            if self.definition.members is not None:
+                state.ranked.bulk_upsert(
+                    [(element_id_of(m), 0, 0, {"user": m}) for m in self.definition.members], 0
+                )
+
+        routes[(LIST, self.board_id)] = create
+        existing = router.directory[LIST].get(self.board_id)
+        if existing is not None and existing.exists:
+            return routes  # the create fails with Conflict (or, on replay, is skipped)
+        # Registered now, at dispatch, so that the users' refreshes below (which may run
+        # before the board's own actor does) and every later write see it; their forwards
+        # queue behind the creation in the board's mailbox.
+        registry.add(self.board_id, self.definition)
+        users = self.definition.members if self.definition.members is not None else router.ids(USER)
+        for user in users:
+            if user in router.directory[USER]:
+                routes[(USER, user)] = _refresh(registry, router, self.board_id, user)
+        return routes
+
+
+def _refresh(registry: BoardRegistry, router: Any, board_id: str, user: Hashable) -> Operation:
+    """(In a user's turn.) Send this user's score to a new board; ties rank by user id."""
+
+    def operation(state: UserCounters) -> None:
+        registry.forward_score(router, board_id, user, state, 0)
+
+    return operation
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RollBoard(Command):
+    """Move a rolling board to its next window: it starts again from zero."""
+
+    op: ClassVar[str] = "board.roll"
+    board_id: str
+    t1: int
+    t2: int
+
+    def to_plain(self) -> Any:
+        return [self.board_id, self.t1, self.t2]
+
+    @classmethod
+    def from_plain(cls, plain: Any) -> RollBoard:
+        return cls(board_id=plain[0], t1=plain[1], t2=plain[2])
+
+    def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
+        registry = registry_of(router)
+
+        def roll(state: ListState) -> None:
+            if state.applied_seq >= seq or state.board is None:
+                return
+            board = replace(state.board, t1=self.t1, t2=self.t2)
+            state.board = board
+            state.ranked = RankedList()
+            if board.members is not None:
+                state.ranked.bulk_upsert([(element_id_of(m), 0, 0, {"user": m}) for m in board.members], 0)
+            state.applied_seq = seq
+            registry.add(self.board_id, board)
+
+        return {(LIST, self.board_id): roll}
+
+
+def due_rolls(registry: BoardRegistry, now: int) -> list[RollBoard]:
+    """The rolls that the clock at ``now`` calls for (rolling boards whose period ended)."""
+    out = []
+    for board_id, board in sorted(registry.boards.items()):
+        if board.window_kind != "fixed" and now > board.t2:
+            t1, t2 = rolling_window(board.window_kind, board.tz, now)
+            out.append(RollBoard(board_id=board_id, t1=t1, t2=t2))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """One user's place on a leaderboard."""
+
+    rank: int
+    user: Hashable
+    score: int
+
+
+def rank_sums(sums: dict[Hashable, int]) -> list[Standing]:
+    """Order users by sum, highest first; ties by user id (as text) for a stable order."""
+    ordered = sorted(sums.items(), key=lambda kv: (-kv[1], type(kv[0]).__name__, str(kv[0])))
+    return [Standing(rank, user, score) for rank, (user, score) in enumerate(ordered)]
+
+
+__all__ = [
+    "BoardDefinition",
+    "BoardRegistry",
+    "CreateBoard",
+    "RollBoard",
+    "Standing",
+    "check_board",
+    "due_rolls",
+    "element_id_of",
+    "rank_sums",
+    "registry_of",
+]
