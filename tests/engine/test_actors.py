@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from engine.actors import Completion, Namespace, Router
-from engine.errors import InvalidInput, NotFound
+from engine.errors import InternalError, InvalidInput, NotFound
 from engine.mailbox import Mailbox, MailboxStatistics
 
 ############################################################################################
@@ -390,14 +390,19 @@ async def test_router_domain_error_in_a_shared_completion() -> None:
         router.retire_all()
 
 
-async def test_router_other_exceptions_propagate() -> None:
+async def test_router_bug_in_an_operation_fails_that_message_only() -> None:
     def crash(state: list[Any]) -> None:
         raise ZeroDivisionError("engine bug")
 
-    with pytest.RaisesGroup(ZeroDivisionError, flatten_subgroups=True):
-        async with trio.open_nursery() as nursery:
-            router = make_router(nursery)
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        with pytest.raises(InternalError, match=r"^internal error on solo 'a'$"):
             await send(router, ("solo", "a"), crash)
+        # The actor survived and keeps serving the entity.
+        await send(router, ("solo", "a"), append(1))
+        assert await ask(router, ("solo", "a"), read) == [1]
+        assert router.statistics().failures == 1
+        nursery.cancel_scope.cancel()
 
 
 async def test_router_backpressure_send_waits_until_the_actor_drains() -> None:
