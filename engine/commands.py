@@ -164,3 +164,34 @@ def _apply_at(seq: int, items: list[Any]) -> Operation:
             state.applied_seq = seq
 
     return operation
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpireBuckets(Command):
+    """Retention: every counter drops buckets older than its level's cutoff.
+
+    ``cutoffs`` holds one Unix second per level, second .. month (0 keeps that level whole);
+    computed from the clock when the engine's retention timer fires, and logged, so a replay
+    drops exactly what the live run dropped.
+    """
+
+    op: ClassVar[str] = "expire"
+    cutoffs: list[int]
+
+    def to_plain(self) -> Any:
+        return self.cutoffs
+
+    @classmethod
+    def from_plain(cls, plain: Any) -> ExpireBuckets:
+        return cls(cutoffs=list(plain))
+
+    def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
+        def expire(state: UserCounters | GlobalCounter) -> int:
+            if state.applied_seq >= seq:
+                return 0
+            removed = state.expire(self.cutoffs)
+            state.applied_seq = seq
+            return removed
+
+        return {(ns, ident): expire for ns in (USER, COUNTER) for ident in router.ids(ns)}

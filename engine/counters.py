@@ -55,6 +55,8 @@ from engine.timebuckets import (
     MONTH,
     SECOND,
     YEAR,
+    bucket_of,
+    bucket_start,
     children_range,
     month_of_day,
     month_start_day,
@@ -88,13 +90,16 @@ class CounterSeries:
     22
     """
 
-    __slots__ = ("cells", "total", "first_ts", "last_ts")
+    __slots__ = ("cells", "total", "first_ts", "last_ts", "horizons")
 
     def __init__(self) -> None:
         self.cells: defaultdict[int, int] = defaultdict(int)
         self.total = 0
         self.first_ts = -1  # -1: empty series
         self.last_ts = -1
+        #: After retention dropped old fine buckets: per level (second .. month), the first
+        #: second whose bucket is still kept at that level. None: nothing ever expired.
+        self.horizons: list[int] | None = None
 
     def add(self, ts: int, delta: int) -> None:
         """Add ``delta`` at second ``ts``.
@@ -132,6 +137,8 @@ class CounterSeries:
             return 0
         if t > self.last_ts:
             return self.total
+        if self.horizons is not None:
+            return self._before_with_horizons(t, self.horizons)
         get = self.cells.get
         day = t // 86400
         month = month_of_day(day)
@@ -155,6 +162,52 @@ class CounterSeries:
         acc += _children_before(get, MINUTE, minute, t)
         return acc
 
+    def _before_with_horizons(self, t: int, horizons: list[int]) -> int:
+        """``before`` once retention dropped fine buckets: where the buckets that would split
+        ``t``'s parent are gone, the answer is rounded down to that parent's start (the finest
+        resolution still kept there). Parents partly expired are split from their later end."""
+        get = self.cells.get
+        day = t // 86400
+        month = month_of_day(day)
+        year = month // 12
+        acc = self.total - sum(filter(None, map(get, range(
+            year * 8 + YEAR, (month_of_day(self.last_ts // 86400) // 12 + 1) * 8 + YEAR, 8))))
+        for parent_level, parent, child in (
+            (YEAR, year, month), (MONTH, month, day), (DAY, day, t // 3600),
+            (HOUR, t // 3600, t // 60), (MINUTE, t // 60, t),
+        ):
+            horizon = horizons[parent_level - 1]
+            if t < horizon:
+                return acc  # the children that would place t are gone: round down
+            acc += _children_before(get, parent_level, parent, child, complement=horizon > 0)
+        return acc
+
+    def expire(self, cutoffs: Sequence[int]) -> int:
+        """Drop buckets that end at or before ``cutoffs[level]`` (second .. month; 0 keeps the
+        level whole). Returns how many cells were removed.
+
+        Sums over kept resolutions stay exact; a range edge inside a dropped stretch rounds
+        down to the finest resolution still kept there.
+
+        Runtime complexity: O(cells).
+        """
+        horizons = list(self.horizons or (0, 0, 0, 0, 0))
+        limits = []
+        for level in range(SECOND, YEAR):
+            cutoff = cutoffs[level]
+            # Buckets before the one containing the cutoff end at or before it.
+            limit = bucket_of(level, cutoff) if cutoff > 0 else 0
+            limits.append(limit)
+            if cutoff > 0:
+                horizons[level] = max(horizons[level], bucket_start(level, limit))
+        if not any(limits):
+            return 0
+        doomed = [k for k in self.cells if k % 8 < YEAR and k // 8 < limits[k % 8]]
+        for key in doomed:
+            del self.cells[key]
+        self.horizons = horizons
+        return len(doomed)
+
     def range_sum(self, t1: int, t2: int) -> int:
         """The sum over the inclusive range of seconds [t1, t2] (0 when t1 > t2).
 
@@ -170,13 +223,15 @@ class CounterSeries:
 
     # Snapshot form: plain lists, msgpack-able.
     def to_plain(self) -> list[Any]:
-        return [self.first_ts, self.last_ts, self.total, list(self.cells.items())]
+        return [self.first_ts, self.last_ts, self.total, list(self.cells.items()), self.horizons]
 
     @classmethod
     def from_plain(cls, plain: Sequence[Any]) -> CounterSeries:
         series = cls()
         series.first_ts, series.last_ts, series.total = plain[0], plain[1], plain[2]
         series.cells = defaultdict(int, plain[3])
+        if len(plain) > 4 and plain[4] is not None:
+            series.horizons = list(plain[4])
         return series
 
     @classmethod
@@ -211,11 +266,14 @@ class CounterSeries:
                 parent = _parent_of(level, bucket)
                 pkey = parent * 8 + level + 1
                 sums[pkey] = sums.get(pkey, 0) + value
+            horizons = self.horizons or [0, 0, 0, 0, 0]
             for key, value in cells.items():
-                if key % 8 != SECOND:
-                    assert sums.get(key, 0) == value, f"cell {key} = {value} != children {sums.get(key, 0)}"
-            if cells:
-                seconds = [k // 8 for k in cells if k % 8 == SECOND]
+                level = key % 8
+                if level == SECOND or bucket_start(level, key // 8) < horizons[level - 1]:
+                    continue  # no children to compare, or some were dropped by retention
+                assert sums.get(key, 0) == value, f"cell {key} = {value} != children {sums.get(key, 0)}"
+            seconds = [k // 8 for k in cells if k % 8 == SECOND]
+            if seconds:
                 assert min(seconds) >= self.first_ts and max(seconds) <= self.last_ts
         except AssertionError:
             print("cells", sorted(cells.items()), "total", self.total, self.first_ts, self.last_ts)
@@ -232,7 +290,7 @@ def _parent_of(level: int, bucket: int) -> int:
     return bucket // 12
 
 
-def _children_before(get: Any, parent_level: int, parent: int, child: int) -> int:
+def _children_before(get: Any, parent_level: int, parent: int, child: int, complement: bool = False) -> int:
     """Sum of the children of ``parent`` that come before ``child``, touching the fewer cells.
 
     Keys of one level are ``bucket * 8 + level``, so a run of buckets is ``range(.., .., 8)``
@@ -245,7 +303,7 @@ def _children_before(get: Any, parent_level: int, parent: int, child: int) -> in
         last = month_start_day(parent + 1) - 1
     else:
         first, last = children_range(parent_level, parent)
-    if child - first <= last - child + 1:
+    if not complement and child - first <= last - child + 1:
         return sum(filter(None, map(get, range(first * 8 + level, child * 8 + level, 8))))
     return get(parent * 8 + parent_level, 0) - sum(
         filter(None, map(get, range(child * 8 + level, (last + 1) * 8 + level, 8)))
@@ -324,6 +382,32 @@ class MetricCounters:
                 index = self.aid_months[month] = {}
             if aid not in index:
                 index[aid] = activity.atid
+
+    def expire(self, cutoffs: Sequence[int]) -> int:
+        """Retention: drop old fine buckets (``CounterSeries.expire``) and activity points
+        older than the second-level cutoff (an activity with none left is forgotten)."""
+        removed = sum(series.expire(cutoffs) for series in self.by_atid.values())
+        if self.all_types is not None:
+            self.all_types.expire(cutoffs)
+        cutoff = cutoffs[SECOND]
+        if cutoff > 0:
+            for aid, activity in list(self.activities.items()):
+                points = activity.points
+                for ts in [ts for ts in points if ts < cutoff]:
+                    del points[ts]
+                    removed += 1
+                if not points:
+                    del self.activities[aid]
+            for month, index in list(self.aid_months.items()):
+                for aid in list(index):
+                    activity = self.activities.get(aid)
+                    if activity is None or not any(
+                        month_of_day(ts // 86400) == month for ts in activity.points
+                    ):
+                        del index[aid]
+                if not index:
+                    del self.aid_months[month]
+        return removed
 
     def range_sum(self, t1: int, t2: int, atid: int | None = None, aid: int | None = None) -> int:
         if aid is not None:
@@ -489,6 +573,10 @@ class UserCounters:
                 state.contributing(t1, t2, atid, found)
         return list(found.values())
 
+    def expire(self, cutoffs: Sequence[int]) -> int:
+        """Retention for every metric (see ``MetricCounters.expire``); returns items removed."""
+        return sum(state.expire(cutoffs) for state in self.metrics.values())
+
     def statistics(self) -> CounterStatistics:
         series = [s for m in self.metrics.values() for s in m.by_atid.values()]
         return CounterStatistics(
@@ -557,6 +645,9 @@ class GlobalCounter:
 
     def range_sum(self, t1: int, t2: int) -> int:
         return self.series.range_sum(t1, t2)
+
+    def expire(self, cutoffs: Sequence[int]) -> int:
+        return self.series.expire(cutoffs)
 
     def to_plain(self) -> list[Any]:
         return self.series.to_plain()

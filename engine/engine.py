@@ -49,6 +49,7 @@ from engine.commands import (
     USER,
     Command,
     CountBatch,
+    ExpireBuckets,
     IngestBatch,
     decode_command,
     encode_command,
@@ -138,6 +139,8 @@ class Engine:
         data_dir: str | Path | None = None,
         *,
         idle_seconds: float = DEFAULT_IDLE_SECONDS,
+        retention: Mapping[str, int] | None = None,
+        retention_every_s: float = 3600.0,
         **durability: Any,
     ) -> AsyncIterator[Engine]:
         """Start an engine; with ``data_dir``, recover from and persist to that directory.
@@ -145,15 +148,22 @@ class Engine:
         Args:
             data_dir: ``None`` keeps everything in memory (tests, embedding).
             idle_seconds: how long an idle actor's task lives (its state always stays).
+            retention: seconds to keep each resolution, e.g. ``{"second": 90 * 86400}``
+                (PSD expired data after 90 days); levels second .. month, each no longer
+                than the next coarser one. Default: keep everything.
+            retention_every_s: how often the retention sweep runs.
             durability: options for ``snapshots.store.open_store`` (``fsync``, intervals).
         """
         async with trio.open_nursery() as nursery:
+            cutoff_ages = check_retention(retention)
             router = Router(nursery, NAMESPACES, idle_seconds=idle_seconds)
             registry_of(router)
             nursery.start_soon(router.run_reaper)
             if data_dir is None:
                 engine = cls(router, MemoryJournal())
                 nursery.start_soon(engine._run_board_clock)
+                if cutoff_ages:
+                    nursery.start_soon(engine._run_retention, cutoff_ages, retention_every_s)
                 try:
                     yield engine
                 finally:
@@ -172,6 +182,8 @@ class Engine:
                     await store.recover(engine)
                     store.attach(engine)
                     nursery.start_soon(engine._run_board_clock)
+                    if cutoff_ages:
+                        nursery.start_soon(engine._run_retention, cutoff_ages, retention_every_s)
                     try:
                         yield engine
                     finally:
@@ -430,6 +442,19 @@ class Engine:
 
         return await self.ask(LIST, board_id, read)
 
+    async def expire_now(self, ages: Sequence[int], now: int | None = None) -> None:
+        """Drop buckets older than ``ages[level]`` seconds (second .. month; 0 keeps a level)."""
+        now = int(time.time()) if now is None else now
+        cutoffs = [max(0, now - age) if age else 0 for age in ages]
+        await self.submit(ExpireBuckets(cutoffs=cutoffs))
+
+    async def _run_retention(self, ages: list[int], every_s: float) -> None:
+        while True:
+            await trio.sleep(min(every_s, 5.0))
+            if not self._closed:
+                await self.expire_now(ages)
+            await trio.sleep(max(0.0, every_s - 5.0))
+
     async def _run_board_clock(self) -> None:
         """Roll rolling leaderboards when their period ends (checked every second)."""
         registry = registry_of(self._router)
@@ -503,6 +528,28 @@ class Engine:
             events=self._events,
             last_seq=self._journal.last_seq,
         )
+
+
+def check_retention(retention: Mapping[str, int] | None) -> list[int]:
+    """Retention ages per level (second .. month), or [] to keep everything."""
+    if not retention:
+        return []
+    levels = ("second", "minute", "hour", "day", "month")
+    unknown = set(retention) - set(levels)
+    if unknown:
+        raise InvalidInput(f"retention levels must be among {list(levels)}, got {sorted(unknown)!r}", "retention")
+    ages = [retention.get(level, 0) for level in levels]
+    if any(type(a) is not int or a < 0 for a in ages):
+        raise InvalidInput(f"retention ages must be whole seconds >= 0, got {dict(retention)!r}", "retention")
+    for finer, coarser in zip(ages, ages[1:], strict=False):
+        # A kept coarse bucket is what a dropped fine one rolls up into; the reverse is not.
+        if coarser and (not finer or finer > coarser):
+            raise InvalidInput(
+                "a level may only expire if every finer level expires no later, got "
+                f"{dict(retention)!r}",
+                "retention",
+            )
+    return ages
 
 
 def check_range(t1: Any, t2: Any) -> tuple[int, int]:

@@ -35,7 +35,10 @@ def main() -> None:
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option("--jwt-key-dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Require JWTs signed by the *.pub RSA keys in this directory (off by default).")
-def serve(host: str, port: int, data_dir: str, fsync: str, access_log: bool, jwt_key_dir: Path | None) -> None:
+@click.option("--retention", multiple=True, metavar="LEVEL=SECONDS",
+              help="Keep a resolution this long, e.g. second=7776000 (PSD's 90 days); repeatable.")
+def serve(host: str, port: int, data_dir: str, fsync: str, access_log: bool, jwt_key_dir: Path | None,
+          retention: tuple[str, ...]) -> None:
     """Start the HTTP server."""
     from web.server import run_server
 
@@ -47,8 +50,19 @@ def serve(host: str, port: int, data_dir: str, fsync: str, access_log: bool, jwt
         fsync=fsync,
         access_log=access_log,
         jwt_key_dir=jwt_key_dir,
+        retention=_parse_retention(retention),
     )
     trio.run(run_server, settings)
+
+
+def _parse_retention(items: tuple[str, ...]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        level, _, seconds = item.partition("=")
+        if not seconds.isdigit():
+            raise click.BadParameter(f"expected LEVEL=SECONDS, got {item!r}", param_hint="--retention")
+        out[level.strip()] = int(seconds)
+    return out
 
 
 @main.group()

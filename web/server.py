@@ -39,8 +39,8 @@ def tune_gc() -> None:
 
 async def run_server(settings: Settings, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until SIGINT/SIGTERM. ``task_status.started()`` once the port is bound."""
-    options = {"fsync": settings.fsync} if settings.data_dir is not None else {}
-    async with Engine.open(settings.data_dir, **options) as engine:
+    options: dict[str, object] = {"fsync": settings.fsync} if settings.data_dir is not None else {}
+    async with Engine.open(settings.data_dir, retention=settings.retention or None, **options) as engine:
         tune_gc()
         app = create_app(engine, settings)
         config = Config()

@@ -5,7 +5,7 @@ Defaults are what ``pointspace serve`` uses with no flags. Limits carry their pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"
@@ -37,3 +37,5 @@ class Settings:
     #: A directory of ``*.pub`` RSA public keys: when set, every route but health and metrics
     #: needs a JWT signed by one of them (RankDB's scheme; ``web/auth.py``).
     jwt_key_dir: Path | None = None
+    #: Seconds to keep each resolution ("second" .. "month"); empty keeps everything.
+    retention: dict[str, int] = field(default_factory=dict)
