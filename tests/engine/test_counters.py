@@ -715,7 +715,7 @@ def test_usercounters_plain_round_trip_is_plain_data() -> None:
     def only_plain(x: object) -> bool:
         if isinstance(x, (list, tuple)):
             return all(only_plain(i) for i in x)
-        return isinstance(x, (int, str)) and not isinstance(x, bool)
+        return x is None or (isinstance(x, (int, str)) and not isinstance(x, bool))
 
     assert only_plain(plain)
     restored = UserCounters.from_plain(plain)
