@@ -114,6 +114,9 @@ class Namespace:
     factory: Callable[[], Any]
     #: 0 = dedicated (one actor per entity); otherwise the number of partition actors.
     partitions: int = DEFAULT_PARTITIONS
+    #: Forget a state after a turn that leaves it ``vacant`` (a deleted list, or a write to
+    #: a list that does not exist), so the directory keeps no empty entries.
+    drop_vacant: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,10 +267,14 @@ class Router:
             depth = len(batch)
             if depth > self._peak_depth:
                 self._peak_depth = depth
+            drop_vacant = self._namespaces[actor[0]].drop_vacant
             for ident, operation, completion in batch:
                 self._turn_completion = completion
+                state = states.get(ident)
+                if state is None:  # dropped as vacant by an earlier message of this batch
+                    state = states[ident] = self._namespaces[actor[0]].factory()
                 try:
-                    result = operation(states[ident])
+                    result = operation(state)
                 except PointspaceError as exc:
                     if completion is not None:
                         completion.fail(ident, exc)
@@ -281,6 +288,8 @@ class Router:
                 else:
                     if completion is not None:
                         completion.done(ident, result)
+                if drop_vacant and state.vacant and states.get(ident) is state:
+                    del states[ident]
             self._applied += depth
             if actor in last_active:
                 last_active[actor] = trio.current_time()

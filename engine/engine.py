@@ -73,7 +73,7 @@ from engine.periods import load_zone, period_bounds
 NAMESPACES: list[Namespace] = [
     Namespace(USER, UserCounters),
     Namespace(COUNTER, GlobalCounter),
-    Namespace(LIST, ListState, partitions=0),  # a dedicated actor per ranked list
+    Namespace(LIST, ListState, partitions=0, drop_vacant=True),  # an actor per ranked list
 ]
 
 #: Namespace -> how a snapshot's plain form becomes a state again.

@@ -165,6 +165,11 @@ class ListState:
     def exists(self) -> bool:
         return self.settings is not None
 
+    @property
+    def vacant(self) -> bool:
+        """Nothing worth keeping: the list does not exist (the router then forgets it)."""
+        return self.settings is None
+
     def require(self, list_id: str) -> RankedList:
         if self.settings is None:
             raise NotFound(f"no list {list_id!r}; create it with POST /lists", "list_id")

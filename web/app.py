@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -47,6 +47,14 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
     app.register_blueprint(rankdb)
     app.register_blueprint(backup)
     install_auth(app, settings)
+
+    @app.after_request
+    async def close_if_body_unread(response: Response) -> Response:
+        # A body the route never read would be taken for the next request on a keep-alive
+        # connection (or stall it): close instead.
+        if not g.get("body_read"):
+            return closing_on_error(response)
+        return response
 
     @app.errorhandler(PointspaceError)
     async def domain_error(exc: PointspaceError) -> Response:

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 import orjson
-from quart import Request, Response
+from quart import Request, Response, g
 
 from engine.errors import InvalidInput, PayloadTooLarge
 
@@ -50,6 +50,7 @@ def decode_body(data: bytes, content_type: str | None) -> Any:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, or ``PayloadTooLarge`` (413) past ``limit`` bytes."""
+    mark_body_read()
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}", "body")
@@ -61,6 +62,12 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", "body")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def mark_body_read() -> None:
+    """Note that this request's body is (being) consumed; see ``web/app.py``'s
+    ``close_if_body_unread``."""
+    g.body_read = True
 
 
 def _dumps_json(value: Any) -> bytes:

@@ -26,7 +26,7 @@ from engine.events import (
     validate_counter_events,
 )
 from web.app import engine_of, settings_of
-from web.bodies import decode_body, read_body, respond
+from web.bodies import decode_body, mark_body_read, read_body, respond
 
 native = Blueprint("native", __name__, url_prefix="/api")
 
@@ -68,6 +68,7 @@ async def ingest_stream() -> Response:
     """
     settings = settings_of(current_app)
     engine = engine_of(current_app)
+    mark_body_read()
     stream = _LineGroups(engine, settings.stream_group_events)
     pending = b""
     received = 0

@@ -34,7 +34,7 @@ from engine.events import (
     normalize_user,
 )
 from web.app import closing_on_error, engine_of, settings_of
-from web.bodies import decode_body, json_text, read_body, respond, text
+from web.bodies import decode_body, json_text, mark_body_read, read_body, respond, text
 
 psd = Blueprint("psd", __name__)
 
@@ -90,6 +90,7 @@ def _path_atid(raw: str) -> int | None:
 
 async def _form_list(name: str) -> list[str]:
     """A comma-separated form field (body first, then the query string), split and trimmed."""
+    mark_body_read()
     form = await request.form
     raw = form.get(name)
     if raw is None:
