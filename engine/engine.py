@@ -226,10 +226,16 @@ class Engine:
             raise EngineClosed("the engine is closed")
         record = encode_command(command)
         async with self._dispatch_lock:
-            seq = self._journal.append(record)
+            # Route first, under the next sequence number: a command that cannot be routed
+            # (its own late validation fails) is refused before it reaches the log, so a
+            # replay never meets it.
+            seq = self._journal.last_seq + 1
+            routes = command.route(seq, self._router)
+            appended = self._journal.append(record)
+            assert appended == seq, f"journal numbered {appended}, expected {seq}"
             self._inflight.add(seq)
             try:
-                completion = await self._dispatch(command, seq)
+                completion = await self._send_routes(routes)
             except BaseException:
                 self._inflight.discard(seq)
                 raise
@@ -246,7 +252,9 @@ class Engine:
         return results
 
     async def _dispatch(self, command: Command, seq: int) -> Completion:
-        routes = command.route(seq, self._router)
+        return await self._send_routes(command.route(seq, self._router))
+
+    async def _send_routes(self, routes: dict[Any, Callable[[Any], Any]]) -> Completion:
         completion = Completion(len(routes))
         router = self._router
         for key, operation in routes.items():

@@ -359,8 +359,9 @@ async def backup_stream(engine: Engine, job: BackupJob) -> AsyncIterator[bytes]:
             continue
         elements = sum(r["count"] for r in records)
         piece = encoder.start_list(list_id, settings, elements=elements, chunks=len(records))
-        job.size += len(piece)
-        yield piece
+        if piece:  # never an empty piece: an empty chunk can read as the end of a chunked body
+            job.size += len(piece)
+            yield piece
         for record in records:
             if job.cancelled:
                 return
