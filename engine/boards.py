@@ -110,14 +110,20 @@ class BoardRegistry:
     def __init__(self) -> None:
         self.boards: dict[str, BoardDefinition] = {}
         self.by_metric: dict[str, set[str]] = {}
+        #: Users who wrote into a rolling board's *next* period before the clock rolled it;
+        #: the roll refreshes them.
+        self.ahead: dict[str, set[Hashable]] = {}
 
     def add(self, board_id: str, definition: BoardDefinition) -> None:
-        self.remove(board_id)
+        old = self.boards.get(board_id)
+        if old is not None:
+            self.by_metric.get(old.metric, set()).discard(board_id)
         self.boards[board_id] = definition
         self.by_metric.setdefault(definition.metric, set()).add(board_id)
 
     def remove(self, board_id: str) -> None:
         old = self.boards.pop(board_id, None)
+        self.ahead.pop(board_id, None)
         if old is not None:
             self.by_metric.get(old.metric, set()).discard(board_id)
 
@@ -131,6 +137,9 @@ class BoardRegistry:
                 touched[metric] = ts
         for metric, now in touched.items():
             for board_id in sorted(self.by_metric[metric]):
+                board = self.boards[board_id]
+                if now > board.t2 and board.window_kind != "fixed":
+                    self.ahead.setdefault(board_id, set()).add(user)
                 self.forward_score(router, board_id, user, state, now)
 
     def forward_score(self, router: Any, board_id: str, user: Hashable, state: UserCounters, now: int) -> None:
@@ -145,12 +154,10 @@ def _set_score(board: BoardDefinition, user: Hashable, score: int, now: int) -> 
     element = element_id_of(user)
     clamped = min(max(score, 0), U64)
     keep_zero = board.members is not None
-    window = (board.t1, board.t2)
 
     def operation(state: ListState) -> None:
-        current = state.board
-        if current is None or (current.t1, current.t2) != window:
-            return  # the board was deleted or rolled since this score was computed
+        if state.board != board:
+            return  # the board was deleted, replaced or rolled since this was computed
         ranked = state.ranked
         if clamped == 0 and not keep_zero:
             ranked.delete(element)
@@ -231,10 +238,17 @@ class CreateBoard(Command):
         registry = registry_of(router)
         routes: dict[EntityKey, Operation] = {}
 
+        previous = registry.boards.get(self.board_id)
+
         def create(state: ListState) -> None:
             if state.applied_seq >= seq:
                 return
             if state.exists:
+                # Undo the registration made at dispatch (below).
+                if registry.boards.get(self.board_id) == self.definition:
+                    registry.remove(self.board_id)
+                    if previous is not None and state.board == previous:
+                        registry.add(self.board_id, previous)
                 raise Conflict(f"list {self.board_id!r} already exists", "id")
             state.settings = ListSettings(set=BOARD_SET, metadata={"leaderboard": self.definition.metric})
             state.ranked = RankedList()
@@ -247,12 +261,11 @@ class CreateBoard(Command):
                 )
 
         routes[(LIST, self.board_id)] = create
-        existing = router.directory[LIST].get(self.board_id)
-        if existing is not None and existing.exists:
-            return routes  # the create fails with Conflict (or, on replay, is skipped)
         # Registered now, at dispatch, so that the users' refreshes below (which may run
         # before the board's own actor does) and every later write see it; their forwards
-        # queue behind the creation in the board's mailbox.
+        # queue behind the creation in the board's mailbox. Whether the list already exists
+        # is only known in that actor's turn (a delete may be queued before this create):
+        # if it does, the create undoes the registration and the forwards are dropped there.
         registry.add(self.board_id, self.definition)
         users = self.definition.members if self.definition.members is not None else router.ids(USER)
         for user in users:
@@ -289,6 +302,11 @@ class RollBoard(Command):
 
     def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
         registry = registry_of(router)
+        routes: dict[EntityKey, Operation] = {}
+        current = registry.boards.get(self.board_id)
+        if current is not None:
+            # At dispatch, like CreateBoard: writes sent from now on score the new window.
+            registry.add(self.board_id, replace(current, t1=self.t1, t2=self.t2))
 
         def roll(state: ListState) -> None:
             if state.applied_seq >= seq or state.board is None:
@@ -301,7 +319,12 @@ class RollBoard(Command):
             state.applied_seq = seq
             registry.add(self.board_id, board)
 
-        return {(LIST, self.board_id): roll}
+        routes[(LIST, self.board_id)] = roll
+        # Users who already wrote into the new period get their score recomputed.
+        for user in sorted(registry.ahead.pop(self.board_id, ()), key=repr):
+            if user in router.directory[USER]:
+                routes[(USER, user)] = _refresh(registry, router, self.board_id, user)
+        return routes
 
 
 def due_rolls(registry: BoardRegistry, now: int) -> list[RollBoard]:

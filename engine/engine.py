@@ -55,7 +55,7 @@ from engine.commands import (
     encode_command,
 )
 from engine.counters import GlobalCounter, UserCounters
-from engine.errors import EngineClosed, InvalidInput
+from engine.errors import EngineClosed, InvalidInput, PointspaceError, first_domain_error
 from engine.events import (
     User,
     UserEvent,
@@ -154,6 +154,27 @@ class Engine:
             retention_every_s: how often the retention sweep runs.
             durability: options for ``snapshots.store.open_store`` (``fsync``, intervals).
         """
+        try:
+            async with cls._open(data_dir, idle_seconds, retention, retention_every_s, durability) as engine:
+                yield engine
+        except BaseExceptionGroup as group:
+            # Trio wraps errors from inside the engine's nurseries; a lone domain error (a
+            # damaged log, a full disk) is raised as itself so callers can catch it.
+            error = first_domain_error(group)
+            if error is None:
+                raise
+            raise error from group
+
+    @classmethod
+    @asynccontextmanager
+    async def _open(
+        cls,
+        data_dir: str | Path | None,
+        idle_seconds: float,
+        retention: Mapping[str, int] | None,
+        retention_every_s: float,
+        durability: dict[str, Any],
+    ) -> AsyncIterator[Engine]:
         async with trio.open_nursery() as nursery:
             cutoff_ages = check_retention(retention)
             router = Router(nursery, NAMESPACES, idle_seconds=idle_seconds)
@@ -265,9 +286,16 @@ class Engine:
         return completion
 
     async def replay(self, seq: int, record: bytes) -> None:
-        """Apply one log record during recovery (entities skip what a snapshot already has)."""
+        """Apply one log record during recovery (entities skip what a snapshot already has).
+
+        A record whose command failed live (a list that did not exist, say) fails the same way
+        now and changed nothing then or now: its error is ignored.
+        """
         completion = await self._dispatch(decode_command(record), seq)
-        await completion.wait()
+        try:
+            await completion.wait()
+        except PointspaceError:
+            pass
         if isinstance(self._journal, MemoryJournal):
             self._journal.advance_to(seq)
 
@@ -438,7 +466,7 @@ class Engine:
                 "id": board_id,
                 **state.board.public(),
                 "size": len(ranked),
-                "top": ranked.range_from_top(0, top) if len(ranked) else [],
+                "top": ranked.range_from_top(0, top) if len(ranked) and top else [],
             }
             if element is not None:
                 if element in ranked:

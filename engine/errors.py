@@ -87,3 +87,15 @@ class StorageFailure(PointspaceError):
     """
 
     http_status = 507
+
+
+def first_domain_error(exc: BaseException) -> PointspaceError | None:
+    """The ``PointspaceError`` inside ``exc`` when it is one, or a (nested) exception group
+    holding exactly one leaf that is one; else None.
+
+    Trio wraps errors raised inside nurseries in exception groups; at the edges (``Engine.open``,
+    the CLI) a single domain error is more useful unwrapped.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, PointspaceError) else None

@@ -39,7 +39,7 @@ from snapshots.codec import iter_snapshot_items, read_snapshot_header
 from snapshots.files import REAL_FS, FileSystem
 from snapshots.logscan import read_log
 from snapshots.wal import WriteAheadLog, open_wal
-from snapshots.writer import find_latest_snapshot, write_snapshot
+from snapshots.writer import find_latest_snapshot, list_snapshots, write_snapshot
 
 if TYPE_CHECKING:
     from engine.engine import Engine
@@ -169,7 +169,8 @@ class DurableStore:
             t0 = time.perf_counter()
             start_seq = engine.stable_seq()
             info = await write_snapshot(
-                self.data_dir, start_seq, engine.iter_snapshot_items(), fs=self._fs
+                self.data_dir, start_seq, engine.iter_snapshot_items(), fs=self._fs,
+                before_publish=self.journal.sync,
             )
             seconds = time.perf_counter() - t0
             from snapshots.writer import snapshot_path
@@ -181,7 +182,11 @@ class DurableStore:
             self.last_snapshot = record
             self._bytes_at_last_snapshot = self.journal.statistics().bytes_written
             self._seq_at_last_snapshot = engine.last_seq
-            removed = await self.journal.remove_segments_covered_by(info.start_seq)
+            # Keep the log from the *oldest* kept snapshot on, so that falling back to it (when
+            # the newest one turns out unreadable) still finds every record after it.
+            kept = list_snapshots(self.data_dir, fs=self._fs)
+            oldest = min((seq for seq, _ in kept), default=info.start_seq)
+            removed = await self.journal.remove_segments_covered_by(oldest)
             log.info(
                 "snapshot %s: %d entities, %d bytes in %.2f s; removed %d log segments",
                 path.name, info.items, record.bytes, seconds, len(removed),

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from engine.errors import Conflict, InvalidInput
-from snapshots.codec import SnapshotEncoder, SnapshotInfo, validate_snapshot
+from snapshots.codec import SnapshotEncoder, SnapshotInfo, iter_snapshot_items, validate_snapshot
 from snapshots.files import REAL_FS
 from snapshots.logscan import read_log, wal_dir
 from snapshots.store import RecoveryReport, load_latest_snapshot
@@ -96,16 +96,31 @@ def import_snapshot(source: Path, data_dir: Path, *, replace: bool = False) -> S
     """
     with open(source, "rb") as f:
         info = validate_snapshot(f)
+    # An export taken while writes went on is fuzzy: an entity may hold records past the
+    # header's position. The imported directory has no log, so it must number new records
+    # after everything any entity holds, or entities would skip them as already applied.
+    with open(source, "rb") as f:
+        newest = max((item.applied_seq for item in iter_snapshot_items(f)), default=0)
     existing = [p for p in (wal_dir(data_dir), snapshot_dir(data_dir)) if p.is_dir() and any(p.iterdir())]
     if existing and not replace:
         raise Conflict(
             f"{str(data_dir)!r} already holds data ({', '.join(p.name for p in existing)}); "
             "pass --force to replace it"
         )
-    target = snapshot_path(data_dir, info.start_seq)
+    start_seq = max(info.start_seq, newest + 1)
+    target = snapshot_path(data_dir, start_seq)
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp = data_dir / (target.name + ".import.tmp")  # outside snapshots/, which may be replaced
-    shutil.copyfile(source, tmp)
+    if start_seq == info.start_seq:
+        shutil.copyfile(source, tmp)
+    else:
+        encoder = SnapshotEncoder(start_seq=start_seq, created=info.created)
+        with open(source, "rb") as f, open(tmp, "wb") as out:
+            out.write(encoder.header_bytes())
+            for item in iter_snapshot_items(f):
+                out.write(encoder.encode_item(tuple(item)))
+            out.write(encoder.finish())
+        info = SnapshotInfo(start_seq=start_seq, items=info.items, created=info.created)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     for path in existing:

@@ -373,6 +373,20 @@ class WriteAheadLog:
             self._wakeup.set()
         return seq
 
+    async def sync(self) -> None:
+        """Write and fsync everything appended so far, whatever the policy.
+
+        A snapshot calls this before it becomes visible: its items may reflect any appended
+        record, and a record that a snapshot reflects must survive a crash in the log too, or
+        recovery would number new records over it.
+
+        Raises:
+            StorageFailure: the log is broken.
+        """
+        await self._flush(fsync=True)
+        if self._broken is not None:
+            raise StorageFailure(self._broken)
+
     async def wait_durable(self, seq: int) -> None:
         """Return once record ``seq`` is as durable as the policy promises.
 

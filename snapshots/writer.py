@@ -40,7 +40,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -131,6 +131,7 @@ async def write_snapshot(
     keep: int = DEFAULT_KEEP,
     created: float | None = None,
     fs: FileSystem | None = None,
+    before_publish: Callable[[], Awaitable[None]] | None = None,
 ) -> SnapshotInfo:
     """Stream ``items`` into a new snapshot file consistent with log position ``start_seq``.
 
@@ -146,6 +147,8 @@ async def write_snapshot(
         keep: how many snapshots to keep, newest first (at least 1).
         created: the creation time to record (Unix seconds); now if omitted.
         fs: the file layer; tests inject faults through it.
+        before_publish: awaited after the file is complete and before it is renamed into
+            place (the store makes the log durable there: see ``store.py``).
 
     Returns:
         The snapshot's start_seq, item count and creation time.
@@ -184,6 +187,8 @@ async def write_snapshot(
         await trio.to_thread.run_sync(_finish_file, encoder, fs, fd, head, batch)
         fd, closing = None, fd
         await trio.to_thread.run_sync(fs.close, closing)
+        if before_publish is not None:
+            await before_publish()
         await trio.to_thread.run_sync(fs.rename, tmp, final)
         renamed = True
         await trio.to_thread.run_sync(fs.fsync_dir, directory)

@@ -82,10 +82,17 @@ def snapshot_export(file: Path, data_dir: Path | None, url: str | None) -> None:
     if url is not None:
         _export_over_http(url, file)
         return
+    from engine.errors import PointspaceError, first_domain_error
     from snapshots.transfer import export_data_dir
 
-    with click.progressbar(length=0, label="exporting", show_pos=True) as bar:
-        info = trio.run(export_data_dir, data_dir, file, bar.update)
+    try:
+        with click.progressbar(length=0, label="exporting", show_pos=True) as bar:
+            info = trio.run(export_data_dir, data_dir, file, bar.update)
+    except (PointspaceError, BaseExceptionGroup) as exc:
+        error = first_domain_error(exc)
+        if error is None:
+            raise
+        raise click.ClickException(str(error)) from None
     click.echo(f"exported {info.items:,} entities (log position {info.start_seq:,}) to {file}")
 
 
