@@ -40,6 +40,7 @@ def tune_gc() -> None:
 async def run_server(settings: Settings, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until SIGINT/SIGTERM. ``task_status.started()`` once the port is bound."""
     options: dict[str, object] = {"fsync": settings.fsync} if settings.data_dir is not None else {}
+    gc.set_threshold(100_000, 50, 1000)  # before recovery too: replay is 3x faster with it
     async with Engine.open(settings.data_dir, retention=settings.retention or None, **options) as engine:
         tune_gc()
         app = create_app(engine, settings)
