@@ -244,7 +244,7 @@ class CreateBoard(Command):
             if state.applied_seq >= seq:
                 return
             if state.exists:
-                # Undo the registration made at dispatch (below).
+                # Undo a registration made at dispatch (below), if any.
                 if registry.boards.get(self.board_id) == self.definition:
                     registry.remove(self.board_id)
                     if previous is not None and state.board == previous:
@@ -261,24 +261,30 @@ class CreateBoard(Command):
                 )
 
         routes[(LIST, self.board_id)] = create
-        # Registered now, at dispatch, so that the users' refreshes below (which may run
-        # before the board's own actor does) and every later write see it; their forwards
-        # queue behind the creation in the board's mailbox. Whether the list already exists
-        # is only known in that actor's turn (a delete may be queued before this create):
-        # if it does, the create undoes the registration and the forwards are dropped there.
-        registry.add(self.board_id, self.definition)
+        # Registered now, at dispatch, so that every write sent from now on feeds it even if
+        # its user's actor runs before the board's. Not when a list of that id exists right
+        # now: the create is then likely refused, and registering would make concurrent
+        # writes score the refused definition and starve the existing board. (If a delete of
+        # that list is queued first, the create succeeds and registers in its own turn.)
+        existing = router.directory[LIST].get(self.board_id)
+        if existing is None or not existing.exists:
+            registry.add(self.board_id, self.definition)
         users = self.definition.members if self.definition.members is not None else router.ids(USER)
         for user in users:
             if user in router.directory[USER]:
-                routes[(USER, user)] = _refresh(registry, router, self.board_id, user)
+                routes[(USER, user)] = _refresh(router, self.board_id, self.definition, user)
         return routes
 
 
-def _refresh(registry: BoardRegistry, router: Any, board_id: str, user: Hashable) -> Operation:
-    """(In a user's turn.) Send this user's score to a new board; ties rank by user id."""
+def _refresh(router: Any, board_id: str, board: BoardDefinition, user: Hashable) -> Operation:
+    """(In a user's turn.) Send this user's score for ``board`` (as defined by the command,
+    not the registry, which may not have it yet); the board drops it unless its definition
+    is exactly this one. Ties rank by user id."""
 
     def operation(state: UserCounters) -> None:
-        registry.forward_score(router, board_id, user, state, 0)
+        if board.members is None or user in board.members:
+            score = state.range_sum(board.metric, board.t1, board.t2, board.atid)
+            router.forward((LIST, board_id), _set_score(board, user, score, 0))
 
     return operation
 
@@ -321,9 +327,12 @@ class RollBoard(Command):
 
         routes[(LIST, self.board_id)] = roll
         # Users who already wrote into the new period get their score recomputed.
-        for user in sorted(registry.ahead.pop(self.board_id, ()), key=repr):
-            if user in router.directory[USER]:
-                routes[(USER, user)] = _refresh(registry, router, self.board_id, user)
+        ahead = registry.ahead.pop(self.board_id, ())
+        if current is not None:
+            rolled = replace(current, t1=self.t1, t2=self.t2)
+            for user in sorted(ahead, key=repr):
+                if user in router.directory[USER]:
+                    routes[(USER, user)] = _refresh(router, self.board_id, rolled, user)
         return routes
 
 

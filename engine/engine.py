@@ -55,7 +55,7 @@ from engine.commands import (
     encode_command,
 )
 from engine.counters import GlobalCounter, UserCounters
-from engine.errors import EngineClosed, InvalidInput, PointspaceError, first_domain_error
+from engine.errors import EngineClosed, InvalidInput, NotFound, PointspaceError, first_domain_error
 from engine.events import (
     User,
     UserEvent,
@@ -459,7 +459,11 @@ class Engine:
         element = None if user is None else element_id_of(normalize_user(user))
 
         def read(state: ListState) -> dict[str, Any]:
-            ranked = state.require(board_id)
+            if not state.exists:
+                raise NotFound(
+                    f"no leaderboard {board_id!r}; create it with POST /api/leaderboards", "id"
+                )
+            ranked = state.ranked
             if state.board is None:
                 raise InvalidInput(f"list {board_id!r} is a ranked list, not a leaderboard", "id")
             out: dict[str, Any] = {
@@ -490,6 +494,27 @@ class Engine:
             if not self._closed:
                 await self.expire_now(ages)
             await trio.sleep(max(0.0, every_s - 5.0))
+
+    async def delete_board(self, board_id: str) -> None:
+        """Delete a live leaderboard; a missing one is already deleted (as RankDB's DELETE).
+
+        Raises:
+            NotFound: ``board_id`` is a plain ranked list, not a leaderboard (delete that one
+                with ``DELETE /lists/<id>``).
+        """
+        from engine.lists import DeleteList
+
+        def kind(state: ListState) -> str:
+            return "missing" if not state.exists else "board" if state.board is not None else "list"
+
+        found = await self.ask(LIST, board_id, kind)
+        if found == "list":
+            raise NotFound(
+                f"{board_id!r} is a ranked list, not a leaderboard; delete it with DELETE /lists/{board_id}",
+                "id",
+            )
+        if found == "board":
+            await self.submit(DeleteList(list_id=board_id))
 
     async def _run_board_clock(self) -> None:
         """Roll rolling leaderboards when their period ends (checked every second)."""

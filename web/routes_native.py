@@ -313,10 +313,10 @@ async def read_leaderboard(board_id: str) -> Response:
 
 @native.delete("/leaderboards/<board_id>")
 async def delete_leaderboard(board_id: str) -> Response:
-    from engine.lists import DeleteList, check_list_id
+    from engine.lists import check_list_id
 
-    await engine_of(current_app).submit(DeleteList(list_id=check_list_id(board_id, "id")))
-    return Response(status=204)
+    await engine_of(current_app).delete_board(check_list_id(board_id, "id"))
+    return Response(b"", status=204)
 
 
 @native.post("/leaderboards/rank")

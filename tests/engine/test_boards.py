@@ -37,7 +37,7 @@ from engine.boards import (
 )
 from engine.commands import Command, IngestBatch, encode_command
 from engine.engine import Engine
-from engine.errors import Conflict, InvalidInput, NotFound
+from engine.errors import Conflict, InvalidInput, NotFound, PointspaceError
 from engine.events import validate_counter_events
 from engine.lists import LIST, U64, CreateList, DeleteList, ListSettings, ListState
 from engine.ranked import RankedElement
@@ -140,12 +140,18 @@ def ingest_command(*events: dict[str, Any]) -> IngestBatch:
 async def dispatch_back_to_back(engine: Engine, *commands: Command) -> list[Any]:
     """Log and dispatch ``commands`` one after another before any actor runs, then wait for
     all of them: what ``Engine.submit`` does for racing requests that dispatch between two
-    scheduler turns. Returns each command's results."""
+    scheduler turns. Returns each command's results, or the domain error it raised."""
     completions = []
     for cmd in commands:
         seq = engine._journal.append(encode_command(cmd))
         completions.append(await engine._dispatch(cmd, seq))
-    return [await completion.wait() for completion in completions]
+    out: list[Any] = []
+    for completion in completions:
+        try:
+            out.append(await completion.wait())
+        except PointspaceError as exc:
+            out.append(exc)
+    return out
 
 
 def due_rolls_of(engine: Engine, now: int) -> list[RollBoard]:
@@ -681,6 +687,26 @@ async def test_board_replaced_by_a_plain_list_stops_being_fed(engine: Engine) ->
     )
     await engine.ingest([ev(1, 5, T0)])
     assert await standings(engine, "b1") == []
+
+
+async def test_board_refused_duplicate_create_does_not_drop_concurrent_writes(
+    engine: Engine,
+) -> None:
+    existing = BoardDefinition(metric="m", t1=T0, t2=T0 + 100)
+    refused = BoardDefinition(metric="m", t1=T0, t2=T0 + 1)
+    await engine.submit(CreateBoard(board_id="taken", definition=existing))
+    stale = []
+    for k in range(1, 21):  # trio picks either actor first; the bug shows about half the time
+        results = await dispatch_back_to_back(
+            engine,
+            CreateBoard(board_id="taken", definition=refused),
+            ingest_command(ev(1, 1, T0 + 50)),
+        )
+        assert isinstance(results[0], Conflict)
+        if await scores(engine, "taken") != {1: k}:
+            stale.append(k)
+    assert (await engine.board("taken"))["window"]["t2"] == T0 + 100
+    assert stale == []
 
 
 async def test_board_recreated_right_after_its_delete_is_filled_from_existing_users(
