@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-import orjson
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key, load_ssh_public_key
 from quart import Response, current_app, request
@@ -51,7 +50,7 @@ from engine.errors import InvalidInput
 from engine.lists import check_element, check_elements, check_ids
 from web.app import closing_on_error, engine_of
 from web.bodies import decode_body, respond
-from web.routes_backup import check_selection, goa_response, select_lists
+from web.rankdb_common import Selection, goa_response
 from web.settings import Settings
 
 log = logging.getLogger("pointspace.web.auth")
@@ -434,7 +433,7 @@ def _denied(message: str, goa: bool) -> Response:
 
 def _bad_input(exc: InvalidInput, goa: bool) -> Response:
     if goa:
-        return goa_response(400, exc.message, meta={"field": exc.field} if exc.field else None)
+        return goa_response(400, exc.message, field=exc.field or None)
     return closing_on_error(respond(exc.to_json(), request, 400))
 
 
@@ -497,16 +496,8 @@ def _xlist_lists(kind: str, body: Any) -> list[str]:
         if not isinstance(body, Mapping):
             raise InvalidInput("request body must be an object {lists, match_metadata, all_in_sets, "
                                "payload}", "body")
-        ids, metadata, sets = check_selection(body, "body")
+        selection = Selection.from_body(body)
     else:
-        args = request.args
-        raw = args.get("match_metadata", "")
-        try:
-            decoded = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"match_metadata must be a JSON object: {exc}", "match_metadata") from None
-        ids, metadata, sets = check_selection(
-            {"lists": args.getlist("lists"), "match_metadata": decoded,
-             "all_in_sets": args.getlist("all_in_sets")}, "query")
-    existing, missing = select_lists(engine_of(current_app).list_catalog(), ids, metadata, sets)
+        selection = Selection.from_query(request.args)
+    existing, missing = selection.resolve(engine_of(current_app).list_catalog(), all_if_empty=False)
     return existing + missing

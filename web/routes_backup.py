@@ -21,7 +21,8 @@ truncated or wrongly compressed stream is a 400 and no list changes. Then each l
 failures (an id too long after the prefix, a log record over its size limit) go into
 ``errors`` (RankDB meant to, but never initialised that map).
 
-Errors on these routes use RankDB's goa body ``{"id", "code", "status", "detail", "meta"}``.
+Errors on these routes use RankDB's goa body ``{"id", "code", "status", "detail", "meta"}``
+(``web/rankdb_common.py``, which also holds the cross-list selection).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import os
 import re
 import secrets
 import string
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,19 +44,20 @@ import httpx
 import trio
 from quart import Blueprint, Response, current_app, request
 from quart.blueprints import BlueprintSetupState
-from werkzeug.exceptions import HTTPException
 
 from engine.engine import Engine
 from engine.errors import InvalidInput, NotFound, PayloadTooLarge, PointspaceError
 from engine.lists import LIST, LIST_ID, ListSettings, ListState, RestoreList
 from engine.ranked import RankedList
 from snapshots.backup import BackupCorrupted, BackupDecoder, BackupEncoder, BackupList
-from web.app import closing_on_error, engine_of, settings_of
+from web.app import engine_of, settings_of
 from web.bodies import decode_body, mark_body_read, read_body, respond
+from web.rankdb_common import Selection, register_goa_errors
 
 log = logging.getLogger("pointspace.web.backup")
 
 backup = Blueprint("backup", __name__)
+register_goa_errors(backup, log)
 
 RESTORE_PATH = "/xlist/restore"
 
@@ -70,62 +72,6 @@ _FILE_READ_BYTES = 1 << 20
 _THREAD_VALIDATE_ELEMENTS = 10_000
 
 _AFFIX = re.compile(r"^[a-zA-Z0-9_.\-]{0,98}$")
-
-
-############################################################################################
-# goa error bodies
-############################################################################################
-
-#: goa v1's error codes by status (goa/error.go: ErrBadRequest, ErrNotFound, ...).
-GOA_CODES: dict[int, str] = {
-    400: "bad_request",
-    401: "jwt_security_error",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "request_too_large",
-    500: "internal",
-    503: "service_unavailable",
-    507: "insufficient_storage",
-}
-
-
-def goa_body(status: int, detail: str, *, code: str | None = None,
-             meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """RankDB's error body: goa v1's ``application/vnd.goa.error`` (the id is random, as goa's)."""
-    body: dict[str, Any] = {
-        "id": secrets.token_urlsafe(6),
-        "code": code or GOA_CODES.get(status, "bad_request" if status < 500 else "internal"),
-        "status": status,
-        "detail": detail,
-    }
-    if meta:
-        body["meta"] = dict(meta)  # goa: `json:"meta,omitempty"`
-    return body
-
-
-def goa_response(status: int, detail: str, *, code: str | None = None,
-                 meta: Mapping[str, Any] | None = None) -> Response:
-    """A goa error body as JSON (or msgpack when asked for), closing after a request body."""
-    return closing_on_error(respond(goa_body(status, detail, code=code, meta=meta), request, status))
-
-
-@backup.errorhandler(PointspaceError)
-async def _domain_error(exc: PointspaceError) -> Response:
-    return goa_response(exc.http_status, exc.message, meta={"field": exc.field} if exc.field else None)
-
-
-@backup.errorhandler(HTTPException)
-async def _http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    message = (exc.description or exc.name or "error").rstrip(".")
-    return goa_response(status, message[:1].lower() + message[1:])
-
-
-@backup.errorhandler(Exception)
-async def _unexpected_error(exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.path)
-    return goa_response(500, "internal error; the server log has the details")
 
 
 ############################################################################################
@@ -156,79 +102,6 @@ def _setup(state: BlueprintSetupState) -> None:
 
 def jobs_of(app: Any) -> BackupJobs:
     return app.extensions["pointspace.backups"]
-
-
-############################################################################################
-# Cross-list selection
-############################################################################################
-
-
-def check_selection(raw: Any, field_name: str = "lists") -> tuple[list[str], dict[str, str], list[str]]:
-    """A body's ListQL ``{lists?, match_metadata?, all_in_sets?}``, validated.
-
-    Returns ``(ids, match_metadata, all_in_sets)``; ids are trimmed, de-duplicated and sorted,
-    empty ones dropped (RankDB).
-    """
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise InvalidInput(f"{field_name} must be an object {{lists?, match_metadata?, all_in_sets?}}",
-                           field_name)
-    ids = _strings(raw.get("lists"), f"{field_name}.lists")
-    metadata = raw.get("match_metadata") or {}
-    if not isinstance(metadata, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
-        raise InvalidInput(f"{field_name}.match_metadata must be an object of strings to strings",
-                           f"{field_name}.match_metadata")
-    sets = _strings(raw.get("all_in_sets"), f"{field_name}.all_in_sets")
-    return sorted({i.strip() for i in ids if i.strip()}), dict(metadata), sets
-
-
-def _strings(raw: Any, field_name: str) -> list[str]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
-        raise InvalidInput(f"{field_name} must be an array of strings, got {raw!r:.80}", field_name)
-    return raw
-
-
-def select_lists(
-    catalog: Iterable[tuple[str, ListSettings]],
-    ids: Iterable[str],
-    match_metadata: Mapping[str, str],
-    all_in_sets: Iterable[str],
-    *,
-    all_when_empty: bool = False,
-) -> tuple[list[str], list[str]]:
-    """Resolve RankDB's cross-list selection against the list catalog.
-
-    The union of the named lists, the lists whose metadata holds every ``match_metadata`` pair,
-    and the lists whose set is in ``all_in_sets``. Unlike RankDB's body-based endpoints,
-    ``all_in_sets`` counts even without ``match_metadata`` (rankdb.md section 8, item 7). With
-    ``all_when_empty`` an empty selection means every list (RankDB's backup/verify/reindex).
-
-    Returns:
-        ``(existing, missing)``: the selected lists that exist, sorted by id, and the named
-        ones that do not (RankDB reports those as "not found").
-
-    Runtime complexity: ``O(lists in the catalog)``.
-    """
-    wanted = set(ids)
-    sets = set(all_in_sets)
-    everything = all_when_empty and not wanted and not match_metadata and not sets
-    selected: set[str] = set()
-    known: set[str] = set()
-    for list_id, settings in catalog:
-        known.add(list_id)
-        if (
-            everything
-            or list_id in wanted
-            or (match_metadata and all(settings.metadata.get(k) == v for k, v in match_metadata.items()))
-            or settings.set in sets
-        ):
-            selected.add(list_id)
-    return sorted(selected), sorted(wanted - known)
 
 
 ############################################################################################
@@ -443,8 +316,8 @@ async def start_backup() -> Response:
     destination = check_destination(body.get("destination"))
     if "lists" not in body:
         raise InvalidInput("lists is required; send {} to back up every list", "lists")
-    ids, metadata, sets = check_selection(body.get("lists"))
-    selected, missing = select_lists(engine.list_catalog(), ids, metadata, sets, all_when_empty=True)
+    selection = Selection.from_body(body.get("lists"), "lists")
+    selected, missing = selection.resolve(engine.list_catalog(), all_if_empty=True)
 
     if destination.type == "download":
         job = jobs_of(app).new("download", "download", selected)

@@ -68,22 +68,18 @@ import gc
 import logging
 import re
 import resource
-import secrets
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import orjson
 import trio
 from quart import Blueprint, Response, current_app, g, request
-from werkzeug.exceptions import HTTPException
 
 from engine.engine import Engine
 from engine.errors import (
     Conflict,
-    EngineClosed,
     InvalidInput,
     NotFound,
     PointspaceError,
@@ -111,6 +107,7 @@ from engine.lists import (
 from engine.ranked import RankedElement
 from web.app import closing_on_error, engine_of, settings_of
 from web.bodies import decode_body, read_body, respond
+from web.rankdb_common import InvalidParam, Selection, register_goa_errors
 
 log = logging.getLogger("pointspace.web.rankdb")
 
@@ -123,43 +120,10 @@ MAX_DELETE_IDS = 10_000
 
 
 ############################################################################################
-# Errors: goa's body
+# Errors (goa's body: web/rankdb_common.py) and unread bodies
 ############################################################################################
 
-
-class InvalidParam(InvalidInput):
-    """A malformed path or query parameter (goa's ``invalid_request``; a bad body is
-    ``bad_request``)."""
-
-    code = "invalid_request"
-
-
-_CODES = {
-    400: "bad_request",
-    401: "jwt_security_error",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "request_too_large",
-    499: "request_cancelled",
-    500: "internal",
-    503: "service_unavailable",
-    507: "insufficient_storage",
-}
-
-
-def goa_error(status: int, detail: str, field: str | None = None, code: str | None = None) -> Response:
-    """goa v1's error body: ``{"id", "code", "status", "detail", "meta"}`` (meta only with a field)."""
-    body: dict[str, Any] = {
-        "id": secrets.token_urlsafe(6),
-        "code": code or _CODES.get(status, "error"),
-        "status": status,
-        "detail": detail,
-    }
-    if field is not None:
-        body["meta"] = {"field": field}
-    return closing_on_error(respond(body, request, status))
+register_goa_errors(rankdb, log)
 
 
 @rankdb.after_request
@@ -170,29 +134,6 @@ async def _close_if_body_unread(response: Response) -> Response:
     if not g.get("rankdb_body_read"):
         return closing_on_error(response)
     return response
-
-
-@rankdb.errorhandler(PointspaceError)
-async def _domain_error(exc: PointspaceError) -> Response:
-    code = getattr(exc, "code", None)
-    if isinstance(exc, EngineClosed):
-        code = "server_restarting"
-    if exc.http_status >= 500:
-        log.error("%s %s answered %d: %s", request.method, request.path, exc.http_status, exc)
-    return goa_error(exc.http_status, exc.message, exc.field, code)
-
-
-@rankdb.errorhandler(HTTPException)
-async def _http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    message = (exc.description or exc.name or "error").rstrip(".")
-    return goa_error(status, message[:1].lower() + message[1:], "body" if status == 413 else None)
-
-
-@rankdb.errorhandler(Exception)
-async def _unexpected_error(exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.path)
-    return goa_error(500, "internal error; the server log has the details")
 
 
 ############################################################################################
@@ -821,88 +762,6 @@ async def around_element(list_id: str, element_id: str) -> Response:
 ############################################################################################
 
 
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """Which lists an xlist request names (``lists`` / ``match_metadata`` / ``all_in_sets``)."""
-
-    lists: list[str]
-    match_metadata: dict[str, str]
-    all_in_sets: list[str]
-
-    @property
-    def empty(self) -> bool:
-        return not (self.lists or self.match_metadata or self.all_in_sets)
-
-    def resolve(self, catalog: list[tuple[str, ListSettings]], *, all_if_empty: bool = False
-                ) -> tuple[list[str], list[str]]:
-        """``(existing lists selected, named lists that do not exist)``, both sorted.
-
-        The union of the explicit ids, the lists whose metadata holds every pair of
-        ``match_metadata`` (an empty map matches nothing) and the lists in ``all_in_sets``.
-        """
-        existing = dict(catalog)
-        if all_if_empty and self.empty:
-            return sorted(existing), []
-        chosen = {i for i in self.lists if i in existing}
-        missing = sorted({i for i in self.lists if i not in existing})
-        sets = set(self.all_in_sets)
-        match = self.match_metadata.items()
-        for list_id, settings in catalog:
-            if (match and all(settings.metadata.get(k) == v for k, v in match)) or (
-                settings.set in sets
-            ):
-                chosen.add(list_id)
-        return sorted(chosen), missing
-
-
-def _string_list(value: Any, field: str) -> list[str]:
-    """Trimmed, non-empty, de-duplicated strings (RankDB's APIListIDs)."""
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidInput(f"{field} must be a list of strings", field)
-    return sorted({v.strip() for v in value if v.strip()})
-
-
-def _metadata(value: Any, field: str = "match_metadata") -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise InvalidInput(f"{field} must be an object of strings to strings", field)
-    return dict(value)
-
-
-def _body_selection(body: Mapping[str, Any]) -> Selection:
-    return Selection(
-        _string_list(body.get("lists"), "lists"),
-        _metadata(body.get("match_metadata")),
-        _string_list(body.get("all_in_sets"), "all_in_sets"),
-    )
-
-
-def _query_selection() -> Selection:
-    """``lists`` and ``all_in_sets`` repeated; ``match_metadata`` a JSON-encoded object."""
-    args = request.args
-    raw = args.get("match_metadata", "")
-    match: dict[str, str] = {}
-    if raw:
-        try:
-            decoded = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidParam(f"match_metadata must be a JSON object: {exc}", "match_metadata") from None
-        try:
-            match = _metadata(decoded)
-        except InvalidInput as exc:
-            raise InvalidParam(exc.message, "match_metadata") from None
-    return Selection(
-        _string_list(args.getlist("lists"), "lists"),
-        match,
-        _string_list(args.getlist("all_in_sets"), "all_in_sets"),
-    )
-
-
 def _result_list(
     outcomes: Mapping[str, Any], missing: list[str], errors_only: bool,
     success: Callable[[str, Any], dict[str, Any]],
@@ -931,11 +790,11 @@ def _tiny_results(elements: list[RankedElement]) -> dict[str, Any]:
 async def _xlist_write(insert_only: bool) -> Response:
     results, errors_only = _arg_bool("results"), _arg_bool("errors_only")
     body = _object(await _body(), "an {lists, match_metadata, all_in_sets, payload}")
-    selection = _body_selection(body)
+    selection = Selection.from_body(body)
     if body.get("payload") is None:
         raise InvalidInput("payload is required (a list of elements)", "payload")
     elements = check_elements(body["payload"], "payload")
-    selected, missing = selection.resolve(_engine().list_catalog())
+    selected, missing = selection.resolve(_engine().list_catalog(), all_if_empty=False)
     outcomes: dict[str, Any] = {}
     if selected:
         command = PutElements(list_ids=selected, elements=elements, insert_only=insert_only,
@@ -973,7 +832,9 @@ async def xlist_put() -> Response:
 async def xlist_get(element_id: str) -> Response:
     """One element from every selected list: tiny views (no ``results`` where it is absent)."""
     eid = _path_element_id(element_id)
-    selected, missing = _query_selection().resolve(_engine().list_catalog())
+    selected, missing = Selection.from_query(request.args).resolve(
+        _engine().list_catalog(), all_if_empty=False
+    )
     outcomes = await _ask_each(
         selected, lambda list_id: lambda state: state.require(list_id).find([eid])[0]
     )
@@ -987,7 +848,9 @@ async def xlist_delete(element_id: str) -> Response:
     """Delete one element from every selected list."""
     eid = _path_element_id(element_id)
     errors_only = _arg_bool("errors_only")
-    selected, missing = _query_selection().resolve(_engine().list_catalog())
+    selected, missing = Selection.from_query(request.args).resolve(
+        _engine().list_catalog(), all_if_empty=False
+    )
     outcomes: dict[str, Any] = {}
     if selected:
         try:
@@ -1001,7 +864,7 @@ async def _xlist_maintain(
     run: Callable[[str], Awaitable[Any]], errors_only: bool
 ) -> Response:
     body = _object(await _body(empty={}), "a {lists, match_metadata, all_in_sets}")
-    selection = _body_selection(body)
+    selection = Selection.from_body(body)
     selected, missing = selection.resolve(_engine().list_catalog(), all_if_empty=True)
     limiter = trio.CapacityLimiter(XLIST_CONCURRENCY)
     outcomes: dict[str, Any] = {}
@@ -1046,4 +909,4 @@ async def xlist_reindex() -> Response:
     return await _xlist_maintain(run, errors_only)
 
 
-__all__ = ["rankdb", "goa_error"]
+__all__ = ["rankdb"]
