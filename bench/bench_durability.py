@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import random
 import resource
 import shutil
 import sys
@@ -156,7 +157,7 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def snapshot_rows(buckets: int, tmp: Path) -> list[tuple[str, float, str]]:
+async def snapshot_rows(buckets: int, tmp: Path, ranked: int = 0) -> list[tuple[str, float, str]]:
     workload = Workload(buckets, users=max(1000, buckets // 200))
     live, crash = tmp / "live", tmp / "crash"
     rows: list[tuple[str, float, str]] = []
@@ -165,6 +166,16 @@ async def snapshot_rows(buckets: int, tmp: Path) -> list[tuple[str, float, str]]
     async with Engine.open(live, fsync="always") as engine:
         for batch in workload.batches():
             await engine.ingest_validated(batch)
+        if ranked:
+            # The size adds a 1M-element ranked list (RankDB-style: random scores).
+            from engine.lists import CreateList, ListSettings
+            from engine.ranked import ElementIn
+
+            rng = random.Random(7)
+            elements = [ElementIn(i, rng.randrange(2**40), 0, None) for i in range(ranked)]
+            await engine.submit(CreateList(list_id="big", settings=ListSettings(set="bench"),
+                                           populate=elements, replace=False, now=1_700_000_000))
+            del elements
         fill_s = time.perf_counter() - t0
         actual = count_buckets(engine)
         assert actual == workload.buckets, (actual, workload.buckets)
@@ -200,6 +211,9 @@ async def snapshot_rows(buckets: int, tmp: Path) -> list[tuple[str, float, str]]
                 opened_s = time.perf_counter() - t0
                 recovery = engine.store.recovery
                 assert count_buckets(engine) == actual, "recovered state differs"
+                if ranked:
+                    size = await engine.ask("list", "big", lambda state: len(state.ranked))
+                    assert size == ranked, "recovered ranked list differs"
                 what = f"{recovery.snapshot_items:,} items + {recovery.replayed_records:,} records"
                 rows.append((f"recovery {label}, {gc_label} ({what})", opened_s, "s"))
     gc.set_threshold(*DEFAULT_GC)
@@ -217,6 +231,9 @@ def main() -> None:
     parser.add_argument(
         "--buckets", type=int, default=2_000_000, help="in-process part: counter buckets"
     )
+    parser.add_argument(
+        "--ranked", type=int, default=0, help="in-process part: also a ranked list this long"
+    )
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-snapshot", action="store_true")
     args = parser.parse_args()
@@ -224,8 +241,8 @@ def main() -> None:
         http_rows(args.events, args.threads)
     if not args.skip_snapshot:
         with tempfile.TemporaryDirectory() as tmp:
-            rows = trio.run(snapshot_rows, args.buckets, Path(tmp))
-        print(f"\nSnapshot and recovery: {args.buckets:,} buckets requested")
+            rows = trio.run(snapshot_rows, args.buckets, Path(tmp), args.ranked)
+        print(f"\nSnapshot and recovery: {args.buckets:,} buckets requested, ranked list of {args.ranked:,}")
         for name, value, unit in rows:
             print(f"  {name:<68} {value:>14,.2f} {unit}")
 

@@ -709,15 +709,8 @@ class RankedList:
 
         Runtime complexity: ``O(log n)`` plus an ``O(load)`` vectorised scan of one block.
         """
-        element_id = _int_in(id, "id", _M64)
-        slot = self._hfind(element_id)
-        if slot < 0:
-            raise NotFound(f"no element {element_id!r} in this list")
-        block = self._by_handle[self._hv[slot]]
-        assert block is not None
-        i = self._index_in_block(block, element_id)
+        element_id, block, i, rank = self._locate(id)
         k1, k2, _ = _KEY.unpack_from(block.mv, 24 * i)
-        rank = self._prefix(bisect_left(self._maxes, block.maxkey)) + i
         return RankedElement(
             element_id,
             _M64 - k1,
@@ -737,6 +730,10 @@ class RankedList:
 
         Runtime complexity: ``O(log n)`` plus an ``O(load)`` vectorised scan of one block.
         """
+        return self._locate(id)[3]
+
+    def _locate(self, id: int) -> tuple[int, _Block, int, int]:
+        """(checked id, its block, its row in the block, its rank) for ``get`` and ``rank_of``."""
         element_id = _int_in(id, "id", _M64)
         slot = self._hfind(element_id)
         if slot < 0:
@@ -744,7 +741,7 @@ class RankedList:
         block = self._by_handle[self._hv[slot]]
         assert block is not None
         i = self._index_in_block(block, element_id)
-        return self._prefix(bisect_left(self._maxes, block.maxkey)) + i
+        return element_id, block, i, self._prefix(bisect_left(self._maxes, block.maxkey)) + i
 
     def find(self, ids: Iterable[int]) -> tuple[list[RankedElement], list[int]]:
         """Look up many ids at once (RankDB ``POST .../elements/find``).
