@@ -47,6 +47,9 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
     app.register_blueprint(rankdb)
     app.register_blueprint(backup)
     install_auth(app, settings)
+    from web.metrics import install as install_metrics
+
+    install_metrics(app)
 
     @app.after_request
     async def close_if_body_unread(response: Response) -> Response:
