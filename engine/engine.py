@@ -11,6 +11,7 @@ The path of a write::
 
     engine.ingest(events)                    validate the whole batch (engine/events.py)
       -> IngestBatch                         a frozen command (engine/commands.py)
+      -> command.route(seq)                  its per-entity shares (may still refuse it)
       -> journal.append(encoded command)     the log record, numbered seq    } one synchronous
       -> router.send_nowait(user, share)     each user's events, one message } step, in order
       -> actors apply their shares           UserCounters.apply (engine/counters.py)
@@ -69,7 +70,7 @@ from engine.lists import LIST, ListState
 from engine.periods import load_zone, period_bounds
 
 #: The kinds of entity, their empty states and their placement (engine/actors.py). Later
-#: namespaces (ranked lists, statshub dimensions, Density spaces) register here.
+#: namespaces (statshub dimensions, Density spaces) register here.
 NAMESPACES: list[Namespace] = [
     Namespace(USER, UserCounters),
     Namespace(COUNTER, GlobalCounter),
