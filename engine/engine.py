@@ -564,6 +564,11 @@ class Engine:
     def last_seq(self) -> int:
         return self._journal.last_seq
 
+    @property
+    def closed(self) -> bool:
+        """True once the engine is shutting down (it then refuses commands and reads)."""
+        return self._closed
+
     def stable_seq(self) -> int:
         """The oldest log position some entity may not have applied yet.
 
