@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 import trio
 
+from engine.errors import PointspaceError
+from web.logs import configure_logging
 from web.settings import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, Settings
 
 
@@ -17,42 +18,56 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="Port to bind.")
-@click.option(
-    "--data-dir",
-    default=str(DEFAULT_DATA_DIR),
-    show_default=True,
-    help="Where the log and snapshots live; '' keeps everything in memory.",
-)
-@click.option(
-    "--fsync",
-    type=click.Choice(["always", "everysec", "no"]),
-    default="everysec",
-    show_default=True,
-    help="Log fsync policy, as Redis's appendfsync.",
-)
-@click.option("--access-log/--no-access-log", default=False, show_default=True)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="A TOML settings file (else $POINTSPACE_CONFIG, else ./pointspace.toml).")
+@click.option("--host", default=None, help=f"Address to bind [default: {DEFAULT_HOST}].")
+@click.option("--port", default=None, type=int, help=f"Port to bind [default: {DEFAULT_PORT}].")
+@click.option("--data-dir", default=None,
+              help=f"Where the log and snapshots live; '' keeps everything in memory [default: {DEFAULT_DATA_DIR}].")
+@click.option("--fsync", type=click.Choice(["always", "everysec", "no"]), default=None,
+              help="Log fsync policy, as Redis's appendfsync [default: everysec].")
+@click.option("--access-log/--no-access-log", default=None, help="Log every request [default: off].")
+@click.option("--log-format", type=click.Choice(["json", "text"]), default=None, help="[default: json]")
 @click.option("--jwt-key-dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Require JWTs signed by the *.pub RSA keys in this directory (off by default).")
 @click.option("--retention", multiple=True, metavar="LEVEL=SECONDS",
               help="Keep a resolution this long, e.g. second=7776000 (PSD's 90 days); repeatable.")
-def serve(host: str, port: int, data_dir: str, fsync: str, access_log: bool, jwt_key_dir: Path | None,
-          retention: tuple[str, ...]) -> None:
-    """Start the HTTP server."""
+def serve(config_file: Path | None, retention: tuple[str, ...], **flags: object) -> None:
+    """Start the HTTP server (settings: defaults < TOML file < $POINTSPACE_* < flags)."""
     from web.server import run_server
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings(
-        host=host,
-        port=port,
-        data_dir=Path(data_dir) if data_dir else None,
-        fsync=fsync,
-        access_log=access_log,
-        jwt_key_dir=jwt_key_dir,
-        retention=_parse_retention(retention),
-    )
+    settings = _settings(config_file, flags, retention)
+    configure_logging(settings.log_format)
     trio.run(run_server, settings)
+
+
+@main.group()
+def config() -> None:
+    """Inspect the effective configuration."""
+
+
+@config.command("show")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
+def config_show(config_file: Path | None) -> None:
+    """Print the settings `serve` would use, each with where its value came from."""
+    from web.config import describe, load_settings
+
+    try:
+        settings, sources = load_settings(config_file)
+    except PointspaceError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(describe(settings, sources))
+
+
+def _settings(config_file: Path | None, flags: dict[str, object], retention: tuple[str, ...]) -> Settings:
+    from web.config import load_settings
+
+    if retention:
+        flags["retention"] = _parse_retention(retention)
+    try:
+        return load_settings(config_file, flags)[0]
+    except PointspaceError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _parse_retention(items: tuple[str, ...]) -> dict[str, int]:
@@ -82,7 +97,7 @@ def snapshot_export(file: Path, data_dir: Path | None, url: str | None) -> None:
     if url is not None:
         _export_over_http(url, file)
         return
-    from engine.errors import PointspaceError, first_domain_error
+    from engine.errors import first_domain_error
     from snapshots.transfer import export_data_dir
 
     try:
@@ -122,7 +137,6 @@ def _export_over_http(url: str, file: Path) -> None:
 @click.option("--force", is_flag=True, help="Replace a data directory that already holds data.")
 def snapshot_import(file: Path, data_dir: Path, force: bool) -> None:
     """Validate FILE whole, then make it the state of --data-dir."""
-    from engine.errors import PointspaceError
     from snapshots.transfer import import_snapshot
 
     with click.progressbar(length=1, label="validating and importing") as bar:

@@ -33,7 +33,10 @@ class Settings:
     stream_group_events: int = 5000
     #: A stream may be far longer than one body: 1 GiB before it is cut off.
     max_stream_bytes: int = 1024 * 1024 * 1024
+    #: Hypercorn's access log (one line per request): off by default, it costs per request.
     access_log: bool = False
+    #: Server logs as JSON lines ("json") or plain text ("text").
+    log_format: str = "json"
     #: A directory of ``*.pub`` RSA public keys: when set, every route but health and metrics
     #: needs a JWT signed by one of them (RankDB's scheme; ``web/auth.py``).
     jwt_key_dir: Path | None = None
