@@ -3,10 +3,13 @@
 Theory of operation
 -------------------
 Every mutation the engine accepts is one command: a frozen value that was validated as a
-whole (``engine/events.py``) before it was built. Writing a command means: encode it, append
-it to the journal, and send each entity it touches its share as one message -- in that order,
-in one synchronous step (``engine/journal.py``). Recovery decodes the same records and sends
-the same messages, so live writes and replay share one code path: :meth:`Command.route`.
+whole (``engine/events.py``) before it was built. Writing a command means: route it into
+per-entity shares (which may still refuse it, before anything is logged), append it to the
+journal, and send each entity it touches its share as one message -- in one synchronous step
+(``engine/journal.py``). Recovery decodes the same records and sends the same messages, so
+live writes and replay share one code path: :meth:`Command.route`. A command that fails
+inside an entity (a list that does not exist) fails the same way on replay and changes
+nothing either time.
 
 Each share checks the entity's ``applied_seq`` first. A snapshot is taken while writes go on,
 entity by entity, and records the sequence number each entity had applied; replay starts at
