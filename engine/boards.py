@@ -144,8 +144,23 @@ class BoardRegistry:
 
     def forward_score(self, router: Any, board_id: str, user: Hashable, state: UserCounters, now: int) -> None:
         board = self.boards.get(board_id)
-        if board is None or (board.members is not None and user not in board.members):
-            return
+        if board is not None:
+            send_score(router, board_id, board, user, state, now)
+
+
+def empty_board(board: BoardDefinition) -> RankedList:
+    """A board at the start of its window: its members at 0, or nobody (every-user boards)."""
+    ranked = RankedList()
+    if board.members is not None:
+        ranked.bulk_upsert([(element_id_of(m), 0, 0, {"user": m}) for m in board.members], 0)
+    return ranked
+
+
+def send_score(
+    router: Any, board_id: str, board: BoardDefinition, user: Hashable, state: UserCounters, now: int
+) -> None:
+    """(In the user's turn.) Forward the user's score over ``board``'s window, if a member."""
+    if board.members is None or user in board.members:
         score = state.range_sum(board.metric, board.t1, board.t2, board.atid)
         router.forward((LIST, board_id), _set_score(board, user, score, now))
 
@@ -251,14 +266,10 @@ class CreateBoard(Command):
                         registry.add(self.board_id, previous)
                 raise Conflict(f"list {self.board_id!r} already exists", "id")
             state.settings = ListSettings(set=BOARD_SET, metadata={"leaderboard": self.definition.metric})
-            state.ranked = RankedList()
+            state.ranked = empty_board(self.definition)
             state.board = self.definition
             state.applied_seq = seq
             registry.add(self.board_id, self.definition)
-            if self.definition.members is not None:
-                state.ranked.bulk_upsert(
-                    [(element_id_of(m), 0, 0, {"user": m}) for m in self.definition.members], 0
-                )
 
         routes[(LIST, self.board_id)] = create
         # Registered now, at dispatch, so that every write sent from now on feeds it even if
@@ -282,9 +293,7 @@ def _refresh(router: Any, board_id: str, board: BoardDefinition, user: Hashable)
     is exactly this one. Ties rank by user id."""
 
     def operation(state: UserCounters) -> None:
-        if board.members is None or user in board.members:
-            score = state.range_sum(board.metric, board.t1, board.t2, board.atid)
-            router.forward((LIST, board_id), _set_score(board, user, score, 0))
+        send_score(router, board_id, board, user, state, 0)
 
     return operation
 
@@ -319,9 +328,7 @@ class RollBoard(Command):
                 return
             board = replace(state.board, t1=self.t1, t2=self.t2)
             state.board = board
-            state.ranked = RankedList()
-            if board.members is not None:
-                state.ranked.bulk_upsert([(element_id_of(m), 0, 0, {"user": m}) for m in board.members], 0)
+            state.ranked = empty_board(board)
             state.applied_seq = seq
             registry.add(self.board_id, board)
 
