@@ -40,12 +40,14 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
     from web.routes_native import native
     from web.routes_psd import psd
     from web.routes_rankdb import rankdb
+    from web.routes_ui import ui
 
     app.register_blueprint(native)
     app.register_blueprint(admin)
     app.register_blueprint(psd)
     app.register_blueprint(rankdb)
     app.register_blueprint(backup)
+    app.register_blueprint(ui)
     install_auth(app, settings)
     from web.metrics import install as install_metrics
 

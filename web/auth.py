@@ -86,8 +86,10 @@ LEEWAY_S = 0
 
 #: Paths that never need a token: liveness, readiness and metrics (scraped by machines without
 #: tokens), and RankDB's static API docs (endpoint 32: "none").
-OPEN_PATHS = frozenset({"/health/ping", "/healthz", "/readyz", "/metrics"})
-OPEN_PREFIXES = ("/doc/", "/api/swagger")
+OPEN_PATHS = frozenset(
+    {"/health/ping", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/ui"}
+)
+OPEN_PREFIXES = ("/doc/", "/api/swagger", "/docs/", "/ui/")
 
 
 class JwtKeyError(RuntimeError):
