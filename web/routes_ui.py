@@ -1,7 +1,331 @@
-"""The live dashboard at ``/ui`` (placeholder: being written)."""
+"""The live dashboard at ``/ui``: a static page that polls the server and draws live charts.
+
+Theory of operation
+-------------------
+``GET /ui`` serves ``web/ui/index.html``; the page (``web/ui/app.js``) reads what to show from
+its URL query (``?board=b1&board=b2&counter=signups&user=42&metric=points&window=120``) or its
+form, then polls once a second and updates in place, never reloading: live leaderboards through
+the native ``GET /api/leaderboards/<id>``, and time series through ``GET /ui/api/series``, which
+exists because the native API has a global counter's *sum* but no per-period series. ``/`` is
+not ours: RankDB clients use ``GET /`` as their ping.
+
+Static files are read once (they are small: ~60 KB with uPlot), so a request is a dict lookup
+and never touches the file system -- which also means no path from a URL can reach a file
+outside ``web/ui``. Caching: the page itself is ``no-cache`` with an ETag (a reload revalidates
+and sees a new deploy at once), and it links every asset as ``/ui/static/<name>?v=<hash of the
+content>``; a request carrying the current hash is answered ``immutable`` for a year, anything
+else is ``no-cache`` with an ETag. The page gets a Content-Security-Policy that allows only this
+server (``'self'``), so the browser itself refuses any CDN or other outside URL.
+
+Authorization: ``web/auth.py`` leaves ``/ui`` and ``/ui/...`` open so that the page and its files
+load without a token. The data routes under ``/ui/api/`` then guard themselves here with the same
+keys and the ``api:read`` scope that the native reads need; ``/ui/api/boards`` lists only the
+boards a token's ``only_lists`` claim allows. The page keeps a token in ``sessionStorage`` and
+sends it as ``Authorization: Bearer`` on every call.
+"""
 
 from __future__ import annotations
 
-from quart import Blueprint
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from quart import Blueprint, Response, current_app, g, request
+
+from engine.boards import BOARD_SET
+from engine.commands import COUNTER
+from engine.counters import GlobalCounter
+from engine.errors import InvalidInput, NotFound
+from engine.events import check_name, check_ts, normalize_user
+from engine.periods import period_bounds
+from web.app import engine_of, settings_of
+from web.bodies import respond
+
+__all__ = [
+    "MAX_POINTS",
+    "MAX_WINDOW_S",
+    "UI_DIR",
+    "Asset",
+    "load_assets",
+    "series_window",
+    "ui",
+]
 
 ui = Blueprint("ui", __name__)
+
+UI_DIR = Path(__file__).resolve().parent / "ui"
+
+#: Most periods one series answer may hold. A chart is at most a couple of thousand pixels wide,
+#: so more points than that cannot be seen; the cap also bounds the work of one poll (one
+#: ``before()`` per point in the counter's actor). Precedent: Grafana's default ``maxDataPoints``
+#: is the panel's width in pixels.
+MAX_POINTS = 2000
+
+#: Longest window a series may cover (a year): the dashboard shows recent activity; longer
+#: ranges are what ``POST /api/breakdown`` is for.
+MAX_WINDOW_S = 366 * 86400
+
+#: Default window and step when the query does not give them: the last two minutes by second.
+DEFAULT_WINDOW_S = 120
+DEFAULT_STEP_S = 1
+
+#: A file suffix -> its Content-Type. Files of other kinds in web/ui are not served.
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".LICENSE": "text/plain; charset=utf-8",
+}
+
+#: Only this server: no CDN, no inline script. uPlot sets element styles through the CSSOM,
+#: which ``style-src 'self'`` allows; ``data:`` images are the browser's own favicon fallback.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
+#: Cache-Control of an asset requested with its current content hash: it can never change.
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+############################################################################################
+# Static files
+############################################################################################
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    """One file of the page, held in memory with what its responses need."""
+
+    body: bytes
+    content_type: str
+    #: The first 16 hex digits of the body's sha256: the ETag and the ``?v=`` of its URL.
+    version: str
+
+
+def load_assets(directory: Path) -> dict[str, Asset]:
+    """Every servable file under ``directory``, by its ``/``-separated relative name.
+
+    ``index.html`` is rendered here: each ``{{asset:NAME}}`` in it becomes the versioned URL
+    of that asset, so the page and its files always match.
+
+    Raises:
+        FileNotFoundError: the page links an asset that is not there (a packaging mistake
+            that should stop the first request loudly, not send a broken page).
+    """
+    assets: dict[str, Asset] = {}
+    for path in sorted(directory.rglob("*")):
+        suffix = ".LICENSE" if path.name.endswith(".LICENSE") else path.suffix
+        if path.is_file() and suffix in CONTENT_TYPES and path.name != "index.html":
+            body = path.read_bytes()
+            name = path.relative_to(directory).as_posix()
+            assets[name] = Asset(body, CONTENT_TYPES[suffix], _version(body))
+    page = (directory / "index.html").read_text(encoding="utf-8")
+    for name, asset in assets.items():
+        page = page.replace("{{asset:" + name + "}}", f"/ui/static/{name}?v={asset.version}")
+    if "{{asset:" in page:
+        missing = page.split("{{asset:", 1)[1].split("}}", 1)[0]
+        raise FileNotFoundError(f"web/ui/index.html links {missing!r}, which is not in {directory}")
+    body = page.encode()
+    assets["index.html"] = Asset(body, CONTENT_TYPES[".html"], _version(body))
+    return assets
+
+
+def _version(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:16]
+
+
+@cache
+def _assets() -> dict[str, Asset]:
+    return load_assets(UI_DIR)
+
+
+def _serve(asset: Asset, cache_control: str) -> Response:
+    etag = f'"{asset.version}"'
+    headers = {
+        "Cache-Control": cache_control,
+        "ETag": etag,
+        "X-Content-Type-Options": "nosniff",
+    }
+    if etag in _etags(request.headers.get("If-None-Match", "")):
+        return Response(b"", status=304, headers=headers)
+    return Response(asset.body, status=200, content_type=asset.content_type, headers=headers)
+
+
+def _etags(header: str) -> set[str]:
+    # A weak validator (W/"...") matches for GET (RFC 9110 13.1.2): compare the opaque tags.
+    return {tag.strip().removeprefix("W/") for tag in header.split(",")}
+
+
+@ui.get("/ui")
+@ui.get("/ui/")
+async def page() -> Response:
+    """The dashboard page. ``no-cache``: it names the current asset versions."""
+    response = _serve(_assets()["index.html"], "no-cache")
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@ui.get("/ui/static/<path:name>")
+async def static_file(name: str) -> Response:
+    """A file of the page: immutable under its current ``?v=``, revalidated otherwise."""
+    asset = _assets().get(name) if name != "index.html" else None
+    if asset is None:
+        raise NotFound(f"no dashboard file {name!r}", "name")
+    current = request.args.get("v") == asset.version
+    return _serve(asset, IMMUTABLE if current else "no-cache")
+
+
+############################################################################################
+# Data for the page
+############################################################################################
+
+
+@ui.before_request
+async def guard_data() -> Response | None:
+    """Require an ``api:read`` token on ``/ui/api/...`` when JWT is on (see the module doc)."""
+    if not request.path.startswith("/ui/api/"):
+        return None
+    key_dir = settings_of(current_app).jwt_key_dir
+    if key_dir is None:
+        return None
+    from web.auth import READ, AuthError, Grant, KeyRing, bearer_token
+
+    keyring = current_app.extensions.get("pointspace.ui.keyring")
+    if keyring is None:
+        # The app's own guard loaded the same directory at start, so it is readable.
+        keyring = current_app.extensions["pointspace.ui.keyring"] = KeyRing.load(key_dir)
+    try:
+        grant = Grant.from_claims(keyring.verify(bearer_token(request.headers.get("Authorization"))))
+        grant.require_scope(READ)
+    except AuthError as exc:
+        response = respond({"error": exc.message, "field": "Authorization"}, request, 401)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="pointspace"'
+        return response
+    g.ui_grant = grant
+    return None
+
+
+@ui.get("/ui/api/boards")
+async def boards() -> Response:
+    """The live leaderboards, for the page's picker: ``{"boards": [{"id", "metric"}]}``.
+
+    Runtime complexity: O(lists), read from the directory without messages to actors.
+    """
+    grant = g.get("ui_grant")
+    allowed = None if grant is None else grant.only_lists
+    out = [
+        {"id": list_id, "metric": settings.metadata.get("leaderboard")}
+        for list_id, settings in engine_of(current_app).list_catalog()
+        if settings.set == BOARD_SET and (allowed is None or list_id in allowed)
+    ]
+    return respond({"boards": out}, request)
+
+
+@ui.get("/ui/api/series")
+async def series() -> Response:
+    """One time series for a chart: a global counter's, or one user's metric's, per period.
+
+    Query: ``counter=NAME``, or ``user=ID&metric=NAME`` (optional ``atid=``); the window is the
+    ``last=`` seconds (default 120) ending at ``t2=`` (default: now, by the server's clock, so
+    the page never depends on the browser's), in periods of ``step=`` seconds (default 1)
+    aligned to multiples of the step; the last period is the one in progress.
+
+    Answers ``{"kind", "counter" | "user" and "metric", "t1", "t2", "step", "now", "starts",
+    "values", "total"}`` where ``starts[i]`` is the first second of the period summed in
+    ``values[i]``.
+
+    Runtime complexity: one message to the entity's actor, O(points) lookups there.
+    """
+    args = request.args
+    now = int(time.time())
+    t1, t2, step = series_window(args, now)
+    engine = engine_of(current_app)
+    counter = args.get("counter")
+    has_user = "user" in args or "metric" in args
+    if counter is not None and has_user:
+        raise InvalidInput("give either counter=, or user= and metric=, not both", "counter")
+    bounds = period_bounds(t1, t2, step)
+    body: dict[str, Any]
+    if counter is not None:
+        name = check_name(counter, "counter")
+        values = await engine.ask(COUNTER, name, _counter_periods(bounds))
+        body = {"kind": "counter", "counter": name}
+    elif has_user:
+        user = normalize_user(args.get("user"), "user")
+        metric = check_name(args.get("metric"), "metric")
+        atid = _int_arg(args, "atid", None, -(2**63), 2**63 - 1)
+        result = await engine.breakdown([user], [metric], t1, t2, step, atid=atid)
+        values = result[user].series[metric]
+        body = {"kind": "user", "user": user, "metric": metric}
+        if atid is not None:
+            body["atid"] = atid
+    else:
+        raise InvalidInput("give counter=NAME, or user=ID and metric=NAME", "counter")
+    body.update(t1=t1, t2=t2, step=step, now=now, starts=bounds[:-1], values=values,
+                total=sum(values))
+    return respond(body, request)
+
+
+def series_window(args: Mapping[str, str], now: int) -> tuple[int, int, int]:
+    """``(t1, t2, step)`` from ``last=``, ``t2=`` and ``step=``, with t1 aligned to the step.
+
+    >>> series_window({"last": "60", "t2": "1000", "step": "10"}, now=5000)
+    (940, 1000, 10)
+    >>> series_window({}, now=5000)
+    (4881, 5000, 1)
+
+    Raises:
+        InvalidInput: a non-integer or out-of-range value, or more than ``MAX_POINTS``
+            periods (naming ``step``, the one to make coarser).
+    """
+    t2 = check_ts(_int_arg(args, "t2", now, -(2**63), 2**63 - 1), "t2")
+    last = _int_arg(args, "last", DEFAULT_WINDOW_S, 1, MAX_WINDOW_S)
+    step = _int_arg(args, "step", DEFAULT_STEP_S, 1, 86400)
+    start = max(0, t2 - last + 1)
+    t1 = start - start % step
+    points = (t2 - t1) // step + 1
+    if points > MAX_POINTS:
+        raise InvalidInput(
+            f"a series may have at most {MAX_POINTS} points; last={last} with step={step} gives "
+            f"{points} -- use a larger step or a shorter window",
+            "step",
+        )
+    return t1, t2, step
+
+
+def _int_arg(args: Mapping[str, str], name: str, default: Any, low: int, high: int) -> Any:
+    raw = args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer, got {raw!r}", name) from None
+    if not low <= value <= high:
+        raise InvalidInput(f"{name} must be between {low} and {high}, got {value}", name)
+    return value
+
+
+def _counter_periods(bounds: list[int]) -> Callable[[GlobalCounter], list[int]]:
+    """An actor operation: the counter's sums over [bounds[i], bounds[i+1]).
+
+    Runs inside the counter's actor (``Engine.ask``), one ``CounterSeries.before`` per bound,
+    as ``MetricCounters.boundaries_sums`` does for users. Not benchmarked yet; at the default
+    121 bounds it is ~121 x (at most 93) dict lookups per poll.
+    """
+
+    def op(state: GlobalCounter) -> list[int]:
+        before = state.series.before
+        marks = [before(b) for b in bounds]
+        return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+
+    return op

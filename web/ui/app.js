@@ -1,0 +1,445 @@
+/* pointspace dashboard (served at /ui by web/routes_ui.py).
+ *
+ * What to show comes from the URL query, so a dashboard is a link that can be shared:
+ *   /ui?board=b1&board=b2&counter=signups&user=42&metric=points&window=120&step=1
+ * (every user= is charted for every metric=; top= rows per board; every= milliseconds between
+ * polls). The form writes the same query with history.pushState: nothing ever reloads.
+ *
+ * Every `every` ms (1 s by default) each panel polls the server once, all in parallel; the next
+ * poll starts when this one has finished, so a slow server is never sent a pile of requests.
+ * Leaderboards read the native GET /api/leaderboards/<id>; series read GET /ui/api/series, whose
+ * window ends at the server's clock. Polling pauses while the tab is hidden.
+ *
+ * With JWT on, a token (api:read) is kept in sessionStorage -- this tab only, never in the URL
+ * where it would land in history and logs -- and sent as Authorization: Bearer.
+ *
+ * For tests and tools the state is also in data attributes: body[data-polls] counts finished
+ * polls; a board panel has data-board, data-leader, data-size and rows with data-user,
+ * data-score; a series panel has data-counter or data-user + data-metric, data-color (its line
+ * colour), data-total and data-changes (how many times its data changed).
+ */
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "pointspace.token";
+  /* Line colours, chosen to stay apart from each other and from the grey axes and grid. */
+  const PALETTE = ["#e8590c", "#1971c2", "#2f9e44", "#9c36b5", "#c2255c", "#0c8599"];
+  const CHART_HEIGHT = 200;
+  const REQUEST_TIMEOUT_MS = 10000;
+  const numbers = new Intl.NumberFormat("en");
+
+  const $ = (selector) => document.querySelector(selector);
+  const panelsEl = $("#panels");
+  const statusEl = $("#status");
+  const noticeEl = $("#notice");
+  const form = $("#choose");
+
+  /* ---------------------------------------------------------------------------------------- */
+  /* Configuration from the query string                                                      */
+
+  function intParam(query, name, fallback, low, high) {
+    const raw = query.get(name);
+    const value = raw === null || raw.trim() === "" ? NaN : Number(raw);
+    if (!Number.isInteger(value)) return fallback;
+    return Math.min(high, Math.max(low, value));
+  }
+
+  function readConfig(search) {
+    const query = new URLSearchParams(search);
+    const all = (name) => [...new Set(query.getAll(name).map((v) => v.trim()).filter(Boolean))];
+    return {
+      boards: all("board"),
+      counters: all("counter"),
+      users: all("user"),
+      metrics: all("metric"),
+      window: intParam(query, "window", 120, 1, 366 * 86400),
+      step: intParam(query, "step", 1, 1, 86400),
+      top: intParam(query, "top", 10, 1, 1000),
+      every: intParam(query, "every", 1000, 250, 600000),
+    };
+  }
+
+  function duration(seconds) {
+    if (seconds % 86400 === 0) return `${seconds / 86400} d`;
+    if (seconds % 3600 === 0) return `${seconds / 3600} h`;
+    if (seconds % 60 === 0 && seconds >= 120) return `${seconds / 60} min`;
+    return `${seconds} s`;
+  }
+
+  /* One line per x-axis label (uPlot's default two-line labels collide at small widths). */
+  function timeLabel(window) {
+    const pad = (n) => String(n).padStart(2, "0");
+    return (seconds) => {
+      const t = new Date(seconds * 1000);
+      const hm = `${pad(t.getHours())}:${pad(t.getMinutes())}`;
+      if (window <= 3600) return `${hm}:${pad(t.getSeconds())}`;
+      if (window <= 2 * 86400) return hm;
+      return `${t.getDate()} ${t.toLocaleString("en", { month: "short" })}`;
+    };
+  }
+
+  /* ---------------------------------------------------------------------------------------- */
+  /* The server                                                                               */
+
+  class ApiError extends Error {
+    constructor(status, message, field) {
+      super(message);
+      this.status = status;
+      this.field = field;
+    }
+  }
+
+  const api = {
+    token: sessionStorage.getItem(TOKEN_KEY) || "",
+
+    async get(path) {
+      const headers = { Accept: "application/json" };
+      if (this.token) headers.Authorization = `Bearer ${this.token}`;
+      let response;
+      try {
+        response = await fetch(path, {
+          headers,
+          cache: "no-store",
+          signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+        });
+      } catch (err) {
+        throw new ApiError(0, `server unreachable (${err.name})`);
+      }
+      let body = null;
+      try {
+        body = await response.json();
+      } catch {
+        /* an error page that is not JSON: keep the status text */
+      }
+      if (!response.ok) {
+        const message = (body && body.error) || response.statusText || "request failed";
+        throw new ApiError(response.status, message, body && body.field);
+      }
+      return body;
+    },
+
+    setToken(token) {
+      this.token = token.trim();
+      if (this.token) sessionStorage.setItem(TOKEN_KEY, this.token);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    },
+  };
+
+  /* ---------------------------------------------------------------------------------------- */
+  /* Panels                                                                                   */
+
+  function fromTemplate(id) {
+    return document.getElementById(id).content.firstElementChild.cloneNode(true);
+  }
+
+  function showError(el, err) {
+    const box = el.querySelector(".error");
+    if (err) {
+      box.textContent = err.status ? `${err.status}: ${err.message}` : err.message;
+      box.hidden = false;
+      el.classList.add("failing");
+    } else {
+      box.hidden = true;
+      el.classList.remove("failing");
+    }
+  }
+
+  /* A live leaderboard: a ranked table whose score cells are bars scaled to the leader. */
+  class BoardPanel {
+    constructor(id, config) {
+      this.id = id;
+      this.config = config;
+      this.el = fromTemplate("board-panel");
+      this.el.dataset.board = id;
+      this.el.querySelector(".title").textContent = id;
+      this.body = this.el.querySelector("tbody");
+    }
+
+    async refresh() {
+      const path = `/api/leaderboards/${encodeURIComponent(this.id)}?top=${this.config.top}`;
+      const board = await api.get(path);
+      const top = board.top || [];
+      const best = Math.max(1, ...top.map((s) => Math.abs(s.score)));
+      this.body.replaceChildren(...top.map((standing) => this.row(standing, best)));
+      this.el.querySelector(".empty").hidden = top.length > 0;
+      this.el.dataset.size = board.size;
+      this.el.dataset.leader = top.length ? String(top[0].user) : "";
+      const window = board.window || {};
+      const span = window.kind === "fixed" ? "fixed window" : `this ${window.kind || "window"}`;
+      this.el.querySelector(".meta").textContent =
+        `${board.metric} · ${span} · ${numbers.format(board.size)} ranked`;
+    }
+
+    row(standing, best) {
+      const tr = document.createElement("tr");
+      tr.dataset.user = String(standing.user);
+      tr.dataset.score = String(standing.score);
+      tr.dataset.rank = String(standing.rank + 1);
+      const rank = document.createElement("td");
+      rank.className = "rank";
+      rank.textContent = String(standing.rank + 1);
+      const user = document.createElement("td");
+      user.className = "user";
+      user.textContent = String(standing.user);
+      const score = document.createElement("td");
+      score.className = "score";
+      const bar = document.createElement("span");
+      bar.className = "bar";
+      bar.style.width = `${(100 * Math.abs(standing.score)) / best}%`;
+      const value = document.createElement("span");
+      value.className = "value";
+      value.textContent = numbers.format(standing.score);
+      score.append(bar, value);
+      tr.append(rank, user, score);
+      return tr;
+    }
+
+    resize() {}
+  }
+
+  /* A time series -- a global counter's, or one user's metric's -- drawn by uPlot. */
+  class SeriesPanel {
+    constructor(params, title, color, config) {
+      this.params = params;
+      this.config = config;
+      this.color = color;
+      this.el = fromTemplate("series-panel");
+      Object.assign(this.el.dataset, params, { color, changes: "0" });
+      this.el.querySelector(".title").textContent = title;
+      this.el.querySelector(".meta").textContent =
+        `per ${duration(config.step)}, last ${duration(config.window)}`;
+      this.el.querySelector(".unit").textContent = `in the last ${duration(config.window)}`;
+      this.chartEl = this.el.querySelector(".chart");
+      this.plot = null;
+      this.last = "";
+    }
+
+    async refresh() {
+      const query = new URLSearchParams(this.params);
+      query.set("last", String(this.config.window));
+      query.set("step", String(this.config.step));
+      const series = await api.get(`/ui/api/series?${query}`);
+      this.el.querySelector(".total .value").textContent = numbers.format(series.total);
+      this.el.dataset.total = String(series.total);
+      const key = JSON.stringify([series.starts[0], series.values]);
+      if (key !== this.last) {
+        this.last = key;
+        this.el.dataset.changes = String(Number(this.el.dataset.changes) + 1);
+      }
+      const data = [series.starts, series.values];
+      if (this.plot) this.plot.setData(data);
+      else this.plot = new uPlot(this.options(), data, this.chartEl);
+    }
+
+    options() {
+      const axis = { stroke: "#5c5f66", grid: { stroke: "#e9ecef", width: 1 }, ticks: { show: false } };
+      const xAxis = { ...axis, size: 32, space: 70, values: (u, splits) => splits.map(timeLabel(this.config.window)) };
+      return {
+        width: this.width(),
+        height: CHART_HEIGHT,
+        legend: { show: false },
+        cursor: { drag: { x: false, y: false } },
+        scales: {
+          x: { time: true },
+          /* From zero, so a quiet period looks quiet rather than zoomed into noise. */
+          y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] },
+        },
+        series: [
+          {},
+          {
+            label: this.el.querySelector(".title").textContent,
+            stroke: this.color,
+            width: 2,
+            fill: `${this.color}1f`,
+            paths: uPlot.paths.stepped({ align: 1 }),
+            points: { show: false },
+          },
+        ],
+        axes: [xAxis, { ...axis, size: 56 }],
+      };
+    }
+
+    width() {
+      return Math.max(200, this.chartEl.clientWidth || this.el.clientWidth - 32);
+    }
+
+    resize() {
+      if (this.plot) this.plot.setSize({ width: this.width(), height: CHART_HEIGHT });
+    }
+  }
+
+  function buildPanels(config) {
+    const panels = config.boards.map((id) => new BoardPanel(id, config));
+    let colour = 0;
+    const next = () => PALETTE[colour++ % PALETTE.length];
+    for (const name of config.counters) {
+      panels.push(new SeriesPanel({ counter: name }, `counter ${name}`, next(), config));
+    }
+    for (const user of config.users) {
+      for (const metric of config.metrics) {
+        panels.push(new SeriesPanel({ user, metric }, `user ${user} · ${metric}`, next(), config));
+      }
+    }
+    return panels;
+  }
+
+  /* ---------------------------------------------------------------------------------------- */
+  /* Polling                                                                                  */
+
+  let config = null;
+  let panels = [];
+  let generation = 0; /* bumped on every new configuration: stale loops stop themselves */
+  let timer = null;
+  let polls = 0;
+
+  function apply(search) {
+    config = readConfig(search);
+    generation += 1;
+    clearTimeout(timer);
+    panels = buildPanels(config);
+    panelsEl.replaceChildren(...panels.map((p) => p.el));
+    fillForm(config);
+    if (panels.length === 0) {
+      showChooser();
+      statusEl.textContent = "nothing chosen";
+      return;
+    }
+    noticeEl.hidden = true;
+    poll(generation);
+  }
+
+  async function poll(gen) {
+    if (gen !== generation) return;
+    if (document.hidden) return; /* resumed by the visibilitychange listener */
+    const started = performance.now();
+    const results = await Promise.allSettled(panels.map((p) => p.refresh()));
+    if (gen !== generation) return;
+    let failed = 0;
+    let unauthorized = false;
+    results.forEach((result, i) => {
+      const err = result.status === "rejected" ? result.reason : null;
+      showError(panels[i].el, err);
+      if (err) {
+        failed += 1;
+        unauthorized ||= err.status === 401;
+      }
+    });
+    polls += 1;
+    document.body.dataset.polls = String(polls);
+    const time = new Date().toLocaleTimeString("en-GB");
+    statusEl.textContent = failed
+      ? `updated ${time} · ${failed} of ${panels.length} failing`
+      : `live · updated ${time}`;
+    statusEl.classList.toggle("failing", failed > 0);
+    if (unauthorized) {
+      notice("This server needs a token with the api:read scope: paste it under Token.");
+      $("#auth").open = true;
+    }
+    const wait = Math.max(0, config.every - (performance.now() - started));
+    timer = setTimeout(() => poll(gen), wait);
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && panels.length) {
+      clearTimeout(timer);
+      poll(generation);
+    }
+  });
+
+  function notice(text, children = []) {
+    noticeEl.replaceChildren(text, ...children);
+    noticeEl.hidden = false;
+  }
+
+  /* With nothing chosen: offer the server's leaderboards as links. */
+  async function showChooser() {
+    const gen = generation;
+    let boards = [];
+    try {
+      boards = (await api.get("/ui/api/boards")).boards;
+    } catch (err) {
+      if (gen === generation) notice(`Could not list the leaderboards: ${err.message}`);
+      return;
+    }
+    if (gen !== generation) return;
+    const links = boards.flatMap((b, i) => {
+      const a = document.createElement("a");
+      a.href = `?board=${encodeURIComponent(b.id)}`;
+      a.textContent = b.id;
+      return i ? [", ", a] : [a];
+    });
+    if (links.length) notice("Choose what to show above, or a leaderboard: ", links);
+    else notice("Choose what to show above. This server has no leaderboards yet.");
+  }
+
+  /* ---------------------------------------------------------------------------------------- */
+  /* The form                                                                                 */
+
+  function fillForm(cfg) {
+    form.elements.board.value = cfg.boards.join(", ");
+    form.elements.counter.value = cfg.counters.join(", ");
+    form.elements.user.value = cfg.users.join(", ");
+    form.elements.metric.value = cfg.metrics.join(", ");
+    form.elements.window.value = String(cfg.window);
+    form.elements.step.value = String(cfg.step);
+    form.elements.token.value = api.token;
+  }
+
+  function formQuery() {
+    const query = new URLSearchParams();
+    for (const name of ["board", "counter", "user", "metric"]) {
+      for (const value of form.elements[name].value.split(",")) {
+        if (value.trim()) query.append(name, value.trim());
+      }
+    }
+    for (const name of ["window", "step"]) {
+      if (form.elements[name].value) query.set(name, form.elements[name].value);
+    }
+    const current = new URLSearchParams(location.search);
+    for (const name of ["top", "every"]) {
+      if (current.has(name)) query.set(name, current.get(name));
+    }
+    return `?${query}`;
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    api.setToken(form.elements.token.value);
+    const search = formQuery();
+    history.pushState(null, "", search);
+    apply(search);
+  });
+
+  $("#forget-token").addEventListener("click", () => {
+    api.setToken("");
+    form.elements.token.value = "";
+  });
+
+  noticeEl.addEventListener("click", (event) => {
+    const link = event.target.closest("a");
+    if (!link) return;
+    event.preventDefault();
+    history.pushState(null, "", link.search);
+    apply(link.search);
+  });
+
+  window.addEventListener("popstate", () => apply(location.search));
+
+  let resizing = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizing);
+    resizing = setTimeout(() => panels.forEach((p) => p.resize()), 100);
+  });
+
+  /* The board picker's suggestions; a failure here only costs the suggestions. */
+  api.get("/ui/api/boards").then(
+    (answer) => {
+      $("#board-ids").replaceChildren(
+        ...answer.boards.map((b) => Object.assign(document.createElement("option"), { value: b.id })),
+      );
+    },
+    () => {},
+  );
+
+  apply(location.search);
+})();
