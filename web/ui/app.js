@@ -25,6 +25,8 @@
   /* Line colours, chosen to stay apart from each other and from the grey axes and grid. */
   const PALETTE = ["#e8590c", "#1971c2", "#2f9e44", "#9c36b5", "#c2255c", "#0c8599"];
   const CHART_HEIGHT = 200;
+  /* Y-axis tick spacings: counts are whole numbers, so no 0.2-steps on a quiet chart. */
+  const COUNT_STEPS = Array.from({ length: 16 }, (_, e) => [1, 2, 5].map((m) => m * 10 ** e)).flat();
   const REQUEST_TIMEOUT_MS = 10000;
   const numbers = new Intl.NumberFormat("en");
 
@@ -67,13 +69,13 @@
   }
 
   /* One line per x-axis label (uPlot's default two-line labels collide at small widths). */
-  function timeLabel(window) {
+  function timeLabel(span) {
     const pad = (n) => String(n).padStart(2, "0");
     return (seconds) => {
       const t = new Date(seconds * 1000);
       const hm = `${pad(t.getHours())}:${pad(t.getMinutes())}`;
-      if (window <= 3600) return `${hm}:${pad(t.getSeconds())}`;
-      if (window <= 2 * 86400) return hm;
+      if (span <= 3600) return `${hm}:${pad(t.getSeconds())}`;
+      if (span <= 2 * 86400) return hm;
       return `${t.getDate()} ${t.toLocaleString("en", { month: "short" })}`;
     };
   }
@@ -164,8 +166,8 @@
       this.el.querySelector(".empty").hidden = top.length > 0;
       this.el.dataset.size = board.size;
       this.el.dataset.leader = top.length ? String(top[0].user) : "";
-      const window = board.window || {};
-      const span = window.kind === "fixed" ? "fixed window" : `this ${window.kind || "window"}`;
+      const kind = (board.window || {}).kind;
+      const span = { fixed: "fixed window", day: "today" }[kind] || `this ${kind || "window"}`;
       this.el.querySelector(".meta").textContent =
         `${board.metric} · ${span} · ${numbers.format(board.size)} ranked`;
     }
@@ -226,7 +228,10 @@
         this.last = key;
         this.el.dataset.changes = String(Number(this.el.dataset.changes) + 1);
       }
-      const data = [series.starts, series.values];
+      /* A closing point at the window's end gives the last period its width in the stepped
+       * line (each value is drawn from its period's start to the next point). */
+      const values = series.values;
+      const data = [[...series.starts, series.t2 + 1], [...values, values[values.length - 1]]];
       if (this.plot) this.plot.setData(data);
       else this.plot = new uPlot(this.options(), data, this.chartEl);
     }
@@ -255,7 +260,7 @@
             points: { show: false },
           },
         ],
-        axes: [xAxis, { ...axis, size: 56 }],
+        axes: [xAxis, { ...axis, size: 56, incrs: COUNT_STEPS }],
       };
     }
 
@@ -288,37 +293,48 @@
 
   let config = null;
   let panels = [];
-  let generation = 0; /* bumped on every new configuration: stale loops stop themselves */
-  let timer = null;
+  let loop = null;
   let polls = 0;
 
-  function apply(search) {
-    config = readConfig(search);
-    generation += 1;
-    clearTimeout(timer);
-    panels = buildPanels(config);
-    panelsEl.replaceChildren(...panels.map((p) => p.el));
-    fillForm(config);
-    if (panels.length === 0) {
-      showChooser();
-      statusEl.textContent = "nothing chosen";
-      return;
+  /* One polling loop per configuration. Only one poll of it is ever in flight: the next is
+   * scheduled when this one has finished, and wake() (the tab became visible) starts one only
+   * when none is running or due. stop() ends it for good, even with a poll in flight. */
+  function pollLoop(loopPanels, every) {
+    let timer = null;
+    let busy = false;
+    let stopped = false;
+
+    async function run() {
+      timer = null;
+      if (stopped || document.hidden) return; /* wake() resumes a hidden tab */
+      busy = true;
+      const started = performance.now();
+      const results = await Promise.allSettled(loopPanels.map((p) => p.refresh()));
+      busy = false;
+      if (stopped) return;
+      report(loopPanels, results);
+      timer = setTimeout(run, Math.max(0, every - (performance.now() - started)));
     }
-    noticeEl.hidden = true;
-    poll(generation);
+
+    return {
+      wake() {
+        if (busy || stopped) return;
+        clearTimeout(timer);
+        run();
+      },
+      stop() {
+        stopped = true;
+        clearTimeout(timer);
+      },
+    };
   }
 
-  async function poll(gen) {
-    if (gen !== generation) return;
-    if (document.hidden) return; /* resumed by the visibilitychange listener */
-    const started = performance.now();
-    const results = await Promise.allSettled(panels.map((p) => p.refresh()));
-    if (gen !== generation) return;
+  function report(loopPanels, results) {
     let failed = 0;
     let unauthorized = false;
     results.forEach((result, i) => {
       const err = result.status === "rejected" ? result.reason : null;
-      showError(panels[i].el, err);
+      showError(loopPanels[i].el, err);
       if (err) {
         failed += 1;
         unauthorized ||= err.status === 401;
@@ -328,22 +344,34 @@
     document.body.dataset.polls = String(polls);
     const time = new Date().toLocaleTimeString("en-GB");
     statusEl.textContent = failed
-      ? `updated ${time} · ${failed} of ${panels.length} failing`
+      ? `updated ${time} · ${failed} of ${loopPanels.length} failing`
       : `live · updated ${time}`;
     statusEl.classList.toggle("failing", failed > 0);
     if (unauthorized) {
       notice("This server needs a token with the api:read scope: paste it under Token.");
       $("#auth").open = true;
     }
-    const wait = Math.max(0, config.every - (performance.now() - started));
-    timer = setTimeout(() => poll(gen), wait);
+  }
+
+  function apply(search) {
+    config = readConfig(search);
+    if (loop) loop.stop();
+    loop = null;
+    panels = buildPanels(config);
+    panelsEl.replaceChildren(...panels.map((p) => p.el));
+    fillForm(config);
+    if (panels.length === 0) {
+      showChooser();
+      statusEl.textContent = "nothing chosen";
+      return;
+    }
+    noticeEl.hidden = true;
+    loop = pollLoop(panels, config.every);
+    loop.wake();
   }
 
   document.addEventListener("visibilitychange", () => {
-    if (!document.hidden && panels.length) {
-      clearTimeout(timer);
-      poll(generation);
-    }
+    if (!document.hidden && loop) loop.wake();
   });
 
   function notice(text, children = []) {
@@ -353,15 +381,15 @@
 
   /* With nothing chosen: offer the server's leaderboards as links. */
   async function showChooser() {
-    const gen = generation;
+    const asked = config;
     let boards = [];
     try {
       boards = (await api.get("/ui/api/boards")).boards;
     } catch (err) {
-      if (gen === generation) notice(`Could not list the leaderboards: ${err.message}`);
+      if (asked === config) notice(`Could not list the leaderboards: ${err.message}`);
       return;
     }
-    if (gen !== generation) return;
+    if (asked !== config) return;
     const links = boards.flatMap((b, i) => {
       const a = document.createElement("a");
       a.href = `?board=${encodeURIComponent(b.id)}`;
