@@ -52,6 +52,9 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
     from web.metrics import install as install_metrics
 
     install_metrics(app)
+    from web.openapi import install as install_openapi
+
+    install_openapi(app, settings)
 
     @app.after_request
     async def close_if_body_unread(response: Response) -> Response:

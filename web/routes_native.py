@@ -17,7 +17,6 @@ from quart import Blueprint, Response, current_app, request
 from engine.engine import check_range
 from engine.errors import InvalidInput
 from engine.events import (
-    check_int,
     check_name,
     check_names,
     check_ts,
@@ -25,32 +24,25 @@ from engine.events import (
     normalize_user,
     validate_counter_events,
 )
+from web import api_models as m
 from web.app import engine_of, settings_of
-from web.bodies import decode_body, mark_body_read, read_body, respond
+from web.bodies import mark_body_read, respond
+from web.openapi import accepts, answers, document_stream, query_args
 
 native = Blueprint("native", __name__, url_prefix="/api")
 
 
-async def _body() -> Any:
-    data = await read_body(request, settings_of(current_app).max_body_bytes)
-    return decode_body(data, request.headers.get("Content-Type"))
 
-
-def _object(body: Any) -> Mapping[str, Any]:
-    if not isinstance(body, Mapping):
-        raise InvalidInput("request body must be a JSON (or msgpack) object", "body")
-    return body
-
-
-def _optional_int(body: Mapping[str, Any], name: str) -> int | None:
-    value = body.get(name)
-    return None if value is None else check_int(value, name)
 
 
 @native.post("/events")
-async def ingest_events() -> Response:
-    """Apply a batch of counter events: a list, or ``{"events": [...]}``, or NDJSON lines."""
-    body = await _body()
+@accepts(m.EventsBody, ndjson=True, raw=True)
+@answers(m.Applied)
+async def ingest_events(body: Any) -> Response:
+    """Apply a batch of counter events: a list, or ``{"events": [...]}``, or NDJSON lines.
+
+    The batch is applied whole or not at all.
+    """
     events = body.get("events") if isinstance(body, Mapping) else body
     field = "events" if isinstance(body, Mapping) else "body"
     applied = await engine_of(current_app).ingest_validated(validate_counter_events(events, field))
@@ -58,6 +50,8 @@ async def ingest_events() -> Response:
 
 
 @native.post("/events/stream")
+@document_stream(m.StreamLine)
+@answers(m.StreamApplied)
 async def ingest_stream() -> Response:
     """NDJSON streaming ingest: one event per line, applied in groups as the body arrives.
 
@@ -141,30 +135,23 @@ _INDEX = re.compile(r"^line\[(\d+)\]")
 
 
 @native.post("/query")
-async def query() -> Response:
-    """Sums per user and metric over [t1, t2]: ``{"users", "metrics", "t1", "t2", "atid"?,
-    "aid"?, "offsets"?, "with_atids"?}`` -> ``{"results": [{"user", "sums", "atids"?}]}``."""
-    body = _object(await _body())
-    users = check_users(body.get("users"))
-    metrics = check_names(body.get("metrics"), "metrics")
-    t1, t2 = check_range(body.get("t1"), body.get("t2"))
-    offsets = body.get("offsets")
-    if offsets is not None:
-        if not isinstance(offsets, list) or len(offsets) != len(users):
-            raise InvalidInput("offsets must be a list with one offset per user", "offsets")
-        offsets = [check_int(o, f"offsets[{i}]", -(2**31), 2**31) for i, o in enumerate(offsets)]
-    with_atids = body.get("with_atids", False)
-    if not isinstance(with_atids, bool):
-        raise InvalidInput(f"with_atids must be true or false, got {with_atids!r}", "with_atids")
+@accepts(m.RangeQuery)
+@answers(m.RangeResult)
+async def query(body: m.RangeQuery) -> Response:
+    """Sums per user and metric over [t1, t2].
+
+    ``offsets`` shifts the range per user (one offset per user), for per-user local days;
+    ``with_atids`` also answers which activity types contributed (PSD's ``_atids``).
+    """
+    users = check_users(body.users)
+    metrics = check_names(body.metrics, "metrics")
+    t1, t2 = check_range(body.t1, body.t2)
+    offsets = body.offsets
+    if offsets is not None and len(offsets) != len(users):
+        raise InvalidInput("offsets must be a list with one offset per user", "offsets")
+    with_atids = body.with_atids
     results = await engine_of(current_app).query(
-        users,
-        metrics,
-        t1,
-        t2,
-        atid=_optional_int(body, "atid"),
-        aid=_optional_int(body, "aid"),
-        offsets=offsets,
-        with_atids=with_atids,
+        users, metrics, t1, t2, atid=body.atid, aid=body.aid, offsets=offsets, with_atids=with_atids
     )
     out = []
     for user, result in results.items():
@@ -176,26 +163,20 @@ async def query() -> Response:
 
 
 @native.post("/breakdown")
-async def breakdown() -> Response:
-    """Per-period sums: ``{"users", "metrics", "t1", "t2", "step", "tz"?, "offset"?,
-    "atid"?}`` -> ``{"periods": [[first, last], ...], "results": [{"user", "series"}]}``.
+@accepts(m.BreakdownQuery)
+@answers(m.BreakdownResult)
+async def breakdown(body: m.BreakdownQuery) -> Response:
+    """Per-period sums over [t1, t2]: ``periods`` holds each period's [first, last] second.
 
     ``step``: year, month, day, hour, minute, second, or a number of seconds. Calendar periods
     follow the wall clock of ``tz`` (IANA name) or of UTC + ``offset`` seconds.
     """
-    body = _object(await _body())
-    users = check_users(body.get("users"))
-    metrics = check_names(body.get("metrics"), "metrics")
-    t1, t2 = check_range(body.get("t1"), body.get("t2"))
-    step = body.get("step", "day")
-    if not isinstance(step, str):
-        step = check_int(step, "step", 1, 2**40)
-    offset = check_int(body.get("offset", 0), "offset", -(2**31), 2**31)
-    tz = body.get("tz")
-    if tz is not None and not isinstance(tz, str):
-        raise InvalidInput(f"tz must be an IANA time zone name, got {tz!r}", "tz")
+    users = check_users(body.users)
+    metrics = check_names(body.metrics, "metrics")
+    t1, t2 = check_range(body.t1, body.t2)
+    step = body.step
     results = await engine_of(current_app).breakdown(
-        users, metrics, t1, t2, step, tz=tz, offset=offset, atid=_optional_int(body, "atid")
+        users, metrics, t1, t2, step, tz=body.tz, offset=body.offset, atid=body.atid
     )
     periods: list[tuple[int, int]] = []
     out = []
@@ -206,51 +187,47 @@ async def breakdown() -> Response:
 
 
 @native.get("/users/<user>/sums/<metric>")
-async def user_sum(user: str, metric: str) -> Response:
-    """One user's sum of one metric: ``?t1=&t2=&atid=&aid=``."""
-    args = request.args
+@query_args(m.SumArgs)
+@answers(m.UserSum)
+async def user_sum(user: str, metric: str, args: m.SumArgs) -> Response:
+    """One user's sum of one metric over [t1, t2]."""
     user_id = normalize_user(user)
     metric = check_name(metric, "metric")
-    t1, t2 = check_range(_arg_int(args, "t1"), _arg_int(args, "t2"))
-    atid = _arg_int(args, "atid") if "atid" in args else None
-    aid = _arg_int(args, "aid") if "aid" in args else None
-    result = await engine_of(current_app).query([user_id], [metric], t1, t2, atid=atid, aid=aid)
+    t1, t2 = check_range(args.t1, args.t2)
+    result = await engine_of(current_app).query(
+        [user_id], [metric], t1, t2, atid=args.atid, aid=args.aid
+    )
     body = {"user": user_id, "metric": metric, "t1": t1, "t2": t2, "sum": result[user_id].sums[metric]}
     return respond(body, request)
 
 
 @native.post("/counters")
-async def add_counts() -> Response:
-    """Global counters (PSD ``count``): a list of ``{"name", "value", "ts"}``."""
-    body = await _body()
+@accepts(m.CountsBody, raw=True, root="counts")
+@answers(m.Applied)
+async def add_counts(body: Any) -> Response:
+    """Add to global counters (PSD ``count``): a list, or ``{"counts": [...]}``."""
     counts = body.get("counts") if isinstance(body, Mapping) else body
     applied = await engine_of(current_app).count(counts)
     return respond({"applied": applied}, request)
 
 
 @native.get("/counters/<name>")
-async def read_counter(name: str) -> Response:
-    """A global counter's sum over [t1, t2]: ``?t1=&t2=``."""
+@query_args(m.CounterArgs)
+@answers(m.CounterSum)
+async def read_counter(name: str, args: m.CounterArgs) -> Response:
+    """A global counter's sum over [t1, t2]."""
     name = check_name(name, "name")
-    t1, t2 = check_range(_arg_int(request.args, "t1"), _arg_int(request.args, "t2"))
+    t1, t2 = check_range(args.t1, args.t2)
     sums = await engine_of(current_app).read_counts([name], t1, t2)
     return respond({"name": name, "t1": t1, "t2": t2, "sum": sums[name]}, request)
 
 
 @native.get("/stats")
+@answers(m.EngineStats)
 async def stats() -> Response:
     """Engine statistics: entities, live actors, mailbox depth, commands and events applied."""
     return respond(_plain(engine_of(current_app).statistics()), request)
 
-
-def _arg_int(args: Mapping[str, str], name: str) -> int:
-    raw = args.get(name)
-    if raw is None:
-        raise InvalidInput(f"{name} is required", name)
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be an integer, got {raw!r}", name) from None
 
 
 def _plain(value: Any) -> Any:
@@ -272,33 +249,30 @@ def _standing(element: Any) -> dict[str, Any]:
             "rank": element.from_top, "updated_at": element.updated_at}
 
 
-def _bounded_int(args: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    if name not in args:
-        return default
-    value = _arg_int(args, name)
-    if not low <= value <= high:
-        raise InvalidInput(f"{name} must be between {low} and {high}, got {value}", name)
-    return value
-
 
 @native.post("/leaderboards")
-async def create_leaderboard() -> Response:
-    """A live leaderboard fed by every counter write: ``{"id", "metric", "atid"?, "members"?,
-    "window": {"t1", "t2"} | {"rolling": "day"|"week"|"month", "tz"?}}``. It is also a ranked
-    list, readable through the RankDB element endpoints (``/lists/<id>/...``)."""
-    created = await engine_of(current_app).create_board(await _body())
+@accepts(m.LeaderboardDefinition, raw=True)
+@answers(m.Leaderboard, 201)
+async def create_leaderboard(body: Any) -> Response:
+    """Create a live leaderboard, fed by every counter write.
+
+    The window is fixed (``{"t1", "t2"}``) or rolling (``{"rolling": "day"|"week"|"month",
+    "tz"?}``). A leaderboard is also a ranked list, readable through the RankDB element
+    endpoints (``/lists/<id>/...``).
+    """
+    created = await engine_of(current_app).create_board(body)
     return respond(created, request, 201)
 
 
 @native.get("/leaderboards/<board_id>")
-async def read_leaderboard(board_id: str) -> Response:
-    """Top ``?top=`` (default 10) and, with ``?user=``, that user's rank and ``?range=``
-    neighbours."""
-    args = request.args
-    top = _bounded_int(args, "top", 10, 0, 1000)
-    radius = _bounded_int(args, "range", 5, 0, 100)
-    user = normalize_user(args["user"]) if "user" in args else None
-    board = await engine_of(current_app).board(board_id, top=top, user=user, radius=radius)
+@query_args(m.LeaderboardArgs)
+@answers(m.LeaderboardView)
+async def read_leaderboard(board_id: str, args: m.LeaderboardArgs) -> Response:
+    """A leaderboard's top ``top`` and, with ``user``, that user's rank and neighbours."""
+    user = normalize_user(args.user) if args.user is not None else None
+    board = await engine_of(current_app).board(
+        board_id, top=args.top, user=user, radius=args.range
+    )
     body: dict[str, Any] = {k: v for k, v in board.items() if k not in ("top", "user")}
     body["top"] = [_standing(e) for e in board["top"]]
     if user is not None:
@@ -312,7 +286,9 @@ async def read_leaderboard(board_id: str) -> Response:
 
 
 @native.delete("/leaderboards/<board_id>")
+@answers(m.NoContent, 204)
 async def delete_leaderboard(board_id: str) -> Response:
+    """Delete a leaderboard (404 when there is none)."""
     from engine.lists import check_list_id
 
     await engine_of(current_app).delete_board(check_list_id(board_id, "id"))
@@ -320,23 +296,25 @@ async def delete_leaderboard(board_id: str) -> Response:
 
 
 @native.post("/leaderboards/rank")
-async def rank_users() -> Response:
-    """Ad-hoc: rank users by a metric's sum over any past window -- the leaderboard as it
-    stood at t2. ``{"metric", "t1", "t2", "atid"?, "users"? (default: every user with the
-    metric), "top"? (10), "user"?, "range"? (5)}``."""
-    body = _object(await _body())
-    metric = check_name(body.get("metric"), "metric")
-    t1, t2 = check_range(body.get("t1"), body.get("t2"))
-    users = check_users(body["users"]) if body.get("users") is not None else None
-    top = check_int(body.get("top", 10), "top", 0, 100_000)
-    radius = check_int(body.get("range", 5), "range", 0, 1000)
+@accepts(m.RankQuery)
+@answers(m.RankResult)
+async def rank_users(body: m.RankQuery) -> Response:
+    """Rank users by a metric's sum over any past window: the leaderboard as it stood at t2.
+
+    ``users`` defaults to every user with the metric; ``user`` also answers that user's
+    standing and ``range`` neighbours on each side.
+    """
+    metric = check_name(body.metric, "metric")
+    t1, t2 = check_range(body.t1, body.t2)
+    users = check_users(body.users) if body.users is not None else None
+    top, radius = body.top, body.range
     standings = await engine_of(current_app).rank_users(
-        metric, t1, t2, atid=_optional_int(body, "atid"), users=users
+        metric, t1, t2, atid=body.atid, users=users
     )
     plain = [{"user": s.user, "score": s.score, "rank": s.rank} for s in standings]
     out: dict[str, Any] = {"metric": metric, "t1": t1, "t2": t2, "total": len(plain), "top": plain[:top]}
-    if body.get("user") is not None:
-        who = normalize_user(body["user"], "user")
+    if body.user is not None:
+        who = normalize_user(body.user, "user")
         index = next((i for i, s in enumerate(standings) if s.user == who), None)
         out["user"] = None if index is None else {
             **plain[index],

@@ -1070,7 +1070,7 @@ def test_counters_one_bad_item_applies_nothing(closing, bad, field):
 
 
 def test_counters_body_not_a_list_is_400(closing):
-    assert_json_error(closing.post("/api/counters", json={"count": []}), 400, "counts")
+    assert_json_error(closing.post("/api/counters", json={"count": []}), 400, "count")
     assert_json_error(closing.post("/api/counters", json=5), 400)
 
 
@@ -1133,7 +1133,8 @@ BAD_EVENTS = {
     "ts1_after_ts": (ev(1, 1, 5, ts1=6), "ts1"),
     "string_ts1": (ev(1, 1, 5, ts1="4"), "ts1"),
     "unknown_field": (ev(1, 1, 5, colour="red"), "colour"),
-    "misspelt_field": ({"metric": "steps", "user": 1, "value": 1, "timestamp": 5}, "ts"),
+    # The misspelt field is named (not the missing one it was meant to be).
+    "misspelt_field": ({"metric": "steps", "user": 1, "value": 1, "timestamp": 5}, "timestamp"),
 }
 
 
@@ -1180,7 +1181,7 @@ def test_events_bad_line_in_ndjson_batch_rejects_whole_batch(closing):
         (b'"events"', "application/json", "body"),
         (b"[1]", "application/json", "body[0]"),
         (b'{"events": 5}', "application/json", "events"),
-        (b'{"evnts": []}', "application/json", "events"),
+        (b'{"evnts": []}', "application/json", "evnts"),
         (
             b'[{"metric": "m", "user": 1, "value": 99999999999999999999999, "ts": 5}]',
             "application/json",

@@ -1,0 +1,315 @@
+"""``/openapi.json`` and ``/docs`` for the native API, and validation from the same models.
+
+quart-schema builds the OpenAPI 3.1 document from the routes; the shapes come from the msgspec
+structs in ``web/api_models.py``. The decorators here attach a model to a route for the
+document *and* check each request against it, so what the document promises is what the
+server enforces:
+
+* :func:`accepts` -- the request body (JSON, msgpack, or NDJSON where a route says so);
+* :func:`query_args` -- the query string (values converted from text, ``"10"`` -> 10);
+* :func:`answers` -- the 2xx response's shape (documented; tests check the server keeps it).
+
+A request that does not fit gets ``InvalidInput`` -- a 400 naming the field
+(``events[3].ts``), never a 500. The document covers the native routes only (``/api/...``,
+health and metrics); the seed-compatible APIs are documented by their own projects.
+
+Swagger UI's files are served from the ``swagger-ui-py`` package rather than a CDN, so
+``/docs`` works on a network without the internet.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import swagger_ui
+from quart import Response, current_app, request, send_from_directory
+from quart_schema import QuartSchema
+from quart_schema.documentation import document_querystring, document_request, document_response
+from quart_schema.openapi import OpenAPIProvider
+from quart_schema.validation import DataSource
+from quart_trio import QuartTrio
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import Rule
+
+from engine.errors import InvalidInput
+from web import api_models
+from web.bodies import MSGPACK_TYPES, NDJSON_TYPES, decode_body, media_type, read_body
+from web.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Response]])
+
+#: Blueprints whose routes make up the native API document.
+DOCUMENTED_BLUEPRINTS = frozenset({"native", "admin"})
+#: App-level routes documented with them.
+DOCUMENTED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Swagger UI's two files that ``/docs`` loads; nothing else is served from the package.
+SWAGGER_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css"})
+SWAGGER_DIR = Path(swagger_ui.__file__).parent / "static"
+REF_TEMPLATE = "#/components/schemas/{name}"
+
+
+def install(app: QuartTrio, settings: Settings) -> None:
+    """Serve ``/openapi.json`` and ``/docs`` (Swagger UI) for ``app``."""
+    app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = "/docs/swagger-ui-bundle.js"
+    app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = "/docs/swagger-ui.css"
+    security: dict[str, Any] | None = None
+    if settings.jwt_key_dir is not None:
+        security = {"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}}
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        swagger_ui_path="/docs",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info={
+            "title": "pointspace",
+            "version": _version(),
+            "description": (
+                "Real-time counters and rankings. Bodies are JSON, or msgpack with "
+                "`Content-Type: application/msgpack`; answers follow `Accept`. Errors are "
+                '`{"error", "field"}` with a 4xx status.'
+            ),
+        },
+        security_schemes=security,
+        security=[{"bearer": []}] if security else None,
+        conversion_preference="msgspec",
+        openapi_provider_class=NativeOpenAPI,
+    )
+
+    @app.get("/docs/<path:name>")
+    async def swagger_asset(name: str) -> Response:
+        if name not in SWAGGER_FILES:
+            raise NotFound()
+        response = await send_from_directory(SWAGGER_DIR, name)
+        response.cache_control.max_age = 86400
+        return response
+
+    setattr(swagger_asset, "_quart_schema_hidden", True)  # noqa: B010 - quart-schema's marker
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pointspace")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0"
+
+
+############################################################################################
+# The document
+
+
+def type_schema(tp: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON schema of any msgspec-describable type, and the components it refers to."""
+    (schema,), components = msgspec.json.schema_components([tp], ref_template=REF_TEMPLATE)
+    return schema, components
+
+
+class NativeOpenAPI(OpenAPIProvider):
+    """quart-schema's provider, restricted to the native API and aware of its conventions.
+
+    quart-schema's own schema builder expects one struct per body; ours takes unions (a list
+    or an object, for ``/api/events``), bodies in several media types, and one error shape for
+    every 4xx/5xx answer. The document is built once and kept: routes do not change while the
+    app runs.
+    """
+
+    _cached: dict[str, Any] | None = None
+
+    def schema(self) -> dict[str, Any]:
+        if self._cached is None:
+            document = super().schema()
+            document["paths"] = dict(sorted(document["paths"].items()))
+            self._cached = document
+        return self._cached
+
+    def generate_rules(self) -> Any:
+        for rule in super().generate_rules():
+            blueprint = rule.endpoint.rsplit(".", 1)[0] if "." in rule.endpoint else None
+            if blueprint in DOCUMENTED_BLUEPRINTS or rule.rule in DOCUMENTED_PATHS:
+                yield rule
+
+    def build_paths(self, rule: Rule) -> tuple[dict, dict]:
+        paths, components = super().build_paths(rule)
+        error, error_components = type_schema(api_models.Error)
+        components.update(error_components)
+        for operations in paths.values():
+            for operation in operations.values():
+                responses = operation["responses"] = {
+                    str(code): response for code, response in operation["responses"].items()
+                }
+                if not any(str(code).startswith("2") for code in responses):
+                    responses["200"] = {"description": "OK"}
+                for code, text in (("4XX", "The request was refused; nothing changed."),
+                                   ("5XX", "The server could not complete the request.")):
+                    responses[code] = {
+                        "description": text,
+                        "content": {"application/json": {"schema": error}},
+                    }
+                if not operation["parameters"]:
+                    del operation["parameters"]
+        return paths, components
+
+    def build_request_body(self, model: Any, source: DataSource) -> tuple[dict, dict]:
+        schema, components = type_schema(model)
+        media_types = _BODY_MEDIA.get(model, ("application/json", MSGPACK_TYPES[0]))
+        content = {media: {"schema": schema} for media in media_types}
+        return {"required": True, "content": content}, components
+
+    def build_querystring_parameters(self, model: Any) -> tuple[list[dict], dict]:
+        schema, components = type_schema(model)
+        target = components[schema["$ref"].rsplit("/", 1)[1]]
+        del components[schema["$ref"].rsplit("/", 1)[1]]
+        required = set(target.get("required", ()))
+        parameters = []
+        for name, field_schema in target["properties"].items():
+            parameter: dict[str, Any] = {"name": name, "in": "query", "schema": field_schema}
+            if name in required:
+                parameter["required"] = True
+            parameters.append(parameter)
+        return parameters, components
+
+    def build_response_object(self, model: Any, headers_model: Any) -> tuple[dict, dict]:
+        schema, components = type_schema(model)
+        description = (getattr(model, "__doc__", None) or "OK").strip().splitlines()[0]
+        response = {
+            "description": description,
+            "content": {"application/json": {"schema": schema}, MSGPACK_TYPES[0]: {"schema": schema}},
+        }
+        return response, components
+
+
+#: The media types each body model is documented with (see :func:`accepts`).
+_BODY_MEDIA: dict[Any, tuple[str, ...]] = {}
+
+
+############################################################################################
+# Validation from the same declarations
+
+
+def accepts(
+    model: Any, *, ndjson: bool = False, raw: bool = False, root: str = "body"
+) -> Callable[[F], F]:
+    """Document ``model`` as the route's body and validate every request against it.
+
+    The route gets ``body=``: the validated struct, or (``raw=True``) the decoded value
+    itself once it is known to fit -- for batches of thousands of events, which the engine's
+    validator turns into tuples without building a struct per event. ``ndjson=True`` also
+    accepts (and documents) a body of JSON lines, read as a list. ``root`` names a body that
+    is a bare list in error fields (``counts[3].ts``).
+    """
+    media = ("application/json", MSGPACK_TYPES[0]) + ((NDJSON_TYPES[0],) if ndjson else ())
+    _BODY_MEDIA[model] = media
+
+    def decorate(route: F) -> F:
+        @functools.wraps(route)
+        async def validated(*args: Any, **kwargs: Any) -> Response:
+            limit = current_app.extensions["pointspace.settings"].max_body_bytes
+            data = await read_body(request, limit)
+            content_type = request.headers.get("Content-Type")
+            if not ndjson and media_type(content_type) in NDJSON_TYPES:
+                raise InvalidInput("this route takes a JSON or msgpack body, not NDJSON", "body")
+            decoded = decode_body(data, content_type)
+            checked = check(decoded, model, root)
+            return await route(*args, body=decoded if raw else checked, **kwargs)
+
+        return document_request(model, source=DataSource.JSON)(validated)  # type: ignore[return-value]
+
+    return decorate
+
+
+def document_stream(line_model: Any) -> Callable[[F], F]:
+    """Document an NDJSON body read as a stream (the route reads it itself, line by line)."""
+    _BODY_MEDIA[line_model] = (NDJSON_TYPES[0],)
+    return document_request(line_model, source=DataSource.JSON)  # type: ignore[return-value]
+
+
+def query_args(model: type[msgspec.Struct]) -> Callable[[F], F]:
+    """Document ``model`` as the route's query string and pass it validated as ``args=``."""
+
+    def decorate(route: F) -> F:
+        @functools.wraps(route)
+        async def validated(*args: Any, **kwargs: Any) -> Response:
+            values = check(request.args.to_dict(), model, "query", strict=False)
+            return await route(*args, args=values, **kwargs)
+
+        return document_querystring(model)(validated)  # type: ignore[return-value]
+
+    return decorate
+
+
+def answers(model: Any, status: int = 200) -> Callable[[F], F]:
+    """Document the route's successful answer (quart-schema's ``document_response``)."""
+    return document_response(model, status)  # type: ignore[return-value]
+
+
+def check(value: Any, model: Any, root: str, *, strict: bool = True) -> Any:
+    """``value`` converted to ``model``, or ``InvalidInput`` naming the field at fault.
+
+    >>> check({"t1": "5", "t2": 9}, api_models.CounterArgs, "query", strict=False)
+    CounterArgs(t1=5, t2=9)
+    >>> check([{"metric": "m", "user": 1, "value": 1, "ts": -1}], api_models.EventsBody, "body")
+    Traceback (most recent call last):
+    ...
+    engine.errors.InvalidInput: body[0].ts: expected `int` >= 0
+    """
+    try:
+        return msgspec.convert(value, model, strict=strict)
+    except msgspec.ValidationError as exc:
+        error = str(exc)
+    if error.startswith("Expected `int`, got `float`"):
+        # 2.0 is an integer in JSON Schema's sense (and Python's json writes it so): accept
+        # integral floats as the engine's validators do, walking the body only on this path.
+        try:
+            return msgspec.convert(integral_floats_as_ints(value), model, strict=strict)
+        except msgspec.ValidationError as exc:
+            error = str(exc)
+    message, field = explain(error, root)
+    raise InvalidInput(message, field) from None
+
+
+def integral_floats_as_ints(value: Any) -> Any:
+    """``value`` with every float that has no fractional part made an int.
+
+    >>> integral_floats_as_ints({"a": [2.0, 2.5, "3.0"], "b": 1e3})
+    {'a': [2, 2.5, '3.0'], 'b': 1000}
+    """
+    if type(value) is float:
+        return int(value) if value.is_integer() else value
+    if type(value) is list:
+        return [integral_floats_as_ints(item) for item in value]
+    if type(value) is dict:
+        return {key: integral_floats_as_ints(item) for key, item in value.items()}
+    return value
+
+
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_FIELD = re.compile(r"^Object (?P<what>missing required|contains unknown) field `(?P<name>[^`]*)`$")
+
+
+def explain(error: str, root: str) -> tuple[str, str]:
+    """msgspec's ``Expected `int`, got `str` - at `$.events[3].ts``` as a message and a
+    field in our style: (``events[3].ts: expected `int`, got `str```, ``events[3].ts``).
+
+    >>> explain("Object missing required field `t1`", "body")
+    ('t1 is required', 't1')
+    >>> explain("Object contains unknown field `x` - at `$[2]`", "body")
+    ('body[2].x is not a known field', 'body[2].x')
+    """
+    match = _AT.match(error)
+    assert match is not None  # the pattern matches any string
+    message, path = match["message"], match["path"] or ""
+    field = path[1:] if path.startswith(".") else (root + path if path else "")
+    named = _FIELD.match(message)
+    if named:
+        field = f"{field}.{named['name']}" if field else named["name"]
+        what = "is required" if named["what"] == "missing required" else "is not a known field"
+        return f"{field} {what}", field
+    field = field or root
+    return f"{field}: {message[:1].lower()}{message[1:]}", field
