@@ -56,7 +56,14 @@ from engine.commands import (
     encode_command,
 )
 from engine.counters import GlobalCounter, UserCounters
-from engine.errors import EngineClosed, InvalidInput, NotFound, PointspaceError, first_domain_error
+from engine.errors import (
+    Conflict,
+    EngineClosed,
+    InvalidInput,
+    NotFound,
+    PointspaceError,
+    first_domain_error,
+)
 from engine.events import (
     User,
     UserEvent,
@@ -450,8 +457,19 @@ class Engine:
     async def create_board(self, body: Any) -> dict[str, Any]:
         """Create a live leaderboard from ``{id, metric, atid?, members?, window}``."""
         board_id, definition = check_board(body, int(time.time()))
+        await self.refuse_existing_list(board_id)
         await self.submit(CreateBoard(board_id=board_id, definition=definition))
         return {"id": board_id, **definition.public()}
+
+    async def refuse_existing_list(self, list_id: str) -> None:
+        """``Conflict`` if the list (or board) exists: a read before a create command.
+
+        The create command checks again when it applies (another create may come between);
+        asking first keeps the usual refusal out of the log, where it would be a record that
+        replays to nothing.
+        """
+        if await self.ask(LIST, list_id, lambda state: state.exists):
+            raise Conflict(f"list {list_id!r} already exists", "id")
 
     async def board(
         self, board_id: str, *, top: int = 10, user: User | None = None, radius: int = 5

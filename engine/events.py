@@ -30,6 +30,9 @@ User = int | str
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+#: Floats stand for integers only up to 2**53: beyond, a float is one of several integers
+#: (JSON parsers turn integer literals past 64 bits into such floats), so it is refused.
+EXACT_FLOAT_INT = 2**53
 #: Upper bound on events in one batch; larger batches get 413 (the HTTP layer also bounds
 #: body size). 100k events is ~5 MB of JSON, a few hundred ms of work for one request.
 MAX_BATCH_EVENTS = 100_000
@@ -44,7 +47,7 @@ _EVENT_FIELDS = frozenset({"metric", "user", "value", "ts", "atid", "aid", "ts1"
 def check_int(value: Any, field: str, low: int = INT64_MIN, high: int = INT64_MAX) -> int:
     """``value`` if it is an integer (not a bool) in [low, high], else ``InvalidInput``."""
     if type(value) is not int:
-        if isinstance(value, float) and value.is_integer() and not isinstance(value, bool):
+        if isinstance(value, float) and value.is_integer() and abs(value) <= EXACT_FLOAT_INT:
             value = int(value)
         else:
             raise InvalidInput(f"{field} must be an integer, got {value!r}", field)

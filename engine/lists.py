@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 from engine.commands import Command, EntityKey, Operation, register
 from engine.errors import Conflict, InvalidInput, NotFound
+from engine.events import EXACT_FLOAT_INT
 from engine.ranked import ElementIn, RankedElement, RankedList
 
 LIST = "list"
@@ -57,7 +58,7 @@ def check_list_id(value: Any, field_name: str = "list_id") -> str:
 
 def check_u(value: Any, field_name: str, high: int) -> int:
     if type(value) is not int:
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and value.is_integer() and abs(value) <= EXACT_FLOAT_INT:
             value = int(value)
         else:
             raise InvalidInput(f"{field_name} must be an integer, got {value!r}", field_name)

@@ -37,6 +37,7 @@ from werkzeug.exceptions import NotFound
 from werkzeug.routing import Rule
 
 from engine.errors import InvalidInput
+from engine.events import EXACT_FLOAT_INT
 from web import api_models
 from web.bodies import MSGPACK_TYPES, NDJSON_TYPES, decode_body, media_type, read_body
 from web.settings import Settings
@@ -160,7 +161,7 @@ class NativeOpenAPI(OpenAPIProvider):
         schema, components = type_schema(model)
         media_types = _BODY_MEDIA.get(model, ("application/json", MSGPACK_TYPES[0]))
         content = {media: {"schema": schema} for media in media_types}
-        return {"required": True, "content": content}, components
+        return {"required": model not in _OPTIONAL_BODIES, "content": content}, components
 
     def build_querystring_parameters(self, model: Any) -> tuple[list[dict], dict]:
         schema, components = type_schema(model)
@@ -176,8 +177,10 @@ class NativeOpenAPI(OpenAPIProvider):
         return parameters, components
 
     def build_response_object(self, model: Any, headers_model: Any) -> tuple[dict, dict]:
-        schema, components = type_schema(model)
         description = (getattr(model, "__doc__", None) or "OK").strip().splitlines()[0]
+        if model is api_models.NoContent:
+            return {"description": description}, {}
+        schema, components = type_schema(model)
         response = {
             "description": description,
             "content": {"application/json": {"schema": schema}, MSGPACK_TYPES[0]: {"schema": schema}},
@@ -187,6 +190,8 @@ class NativeOpenAPI(OpenAPIProvider):
 
 #: The media types each body model is documented with (see :func:`accepts`).
 _BODY_MEDIA: dict[Any, tuple[str, ...]] = {}
+#: Bodies that may be empty (a stream of no lines).
+_OPTIONAL_BODIES: set[Any] = set()
 
 
 ############################################################################################
@@ -225,8 +230,10 @@ def accepts(
 
 
 def document_stream(line_model: Any) -> Callable[[F], F]:
-    """Document an NDJSON body read as a stream (the route reads it itself, line by line)."""
+    """Document an NDJSON body read as a stream (the route reads it itself, line by line);
+    an empty stream is a stream of no events."""
     _BODY_MEDIA[line_model] = (NDJSON_TYPES[0],)
+    _OPTIONAL_BODIES.add(line_model)
     return document_request(line_model, source=DataSource.JSON)  # type: ignore[return-value]
 
 
@@ -275,13 +282,13 @@ def check(value: Any, model: Any, root: str, *, strict: bool = True) -> Any:
 
 
 def integral_floats_as_ints(value: Any) -> Any:
-    """``value`` with every float that has no fractional part made an int.
+    """``value`` with every float that stands for one integer made an int.
 
     >>> integral_floats_as_ints({"a": [2.0, 2.5, "3.0"], "b": 1e3})
     {'a': [2, 2.5, '3.0'], 'b': 1000}
     """
     if type(value) is float:
-        return int(value) if value.is_integer() else value
+        return int(value) if value.is_integer() and abs(value) <= EXACT_FLOAT_INT else value
     if type(value) is list:
         return [integral_floats_as_ints(item) for item in value]
     if type(value) is dict:

@@ -292,7 +292,9 @@ async def delete_leaderboard(board_id: str) -> Response:
     from engine.lists import check_list_id
 
     await engine_of(current_app).delete_board(check_list_id(board_id, "id"))
-    return Response(b"", status=204)
+    response = Response(b"", status=204)
+    del response.headers["Content-Type"]  # no body, so no type
+    return response
 
 
 @native.post("/leaderboards/rank")

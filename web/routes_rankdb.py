@@ -448,6 +448,8 @@ async def create_list() -> Response:
     replace = _arg_bool("replace")
     list_id, settings, populate = _list_body(await _body())
     elements = [] if populate is None else check_elements(populate, "populate")
+    if not replace:
+        await _engine().refuse_existing_list(list_id)
     info = await _submit_one(
         CreateList(list_id=list_id, settings=settings, populate=elements, replace=replace,
                    now=_now()),
@@ -483,6 +485,7 @@ async def clone_list(list_id: str) -> Response:
     target, settings, populate = _list_body(await _body())
     if populate is not None:
         raise InvalidInput("cloned lists cannot contain populate elements", "populate")
+    await _engine().refuse_existing_list(target)
     info = await _submit_one(CloneList(source=source, target=target, settings=settings), source)
     return respond(list_full(info), request)
 

@@ -406,6 +406,11 @@ def test_check_users() -> None:
 def test_check_int_and_check_ts() -> None:
     assert check_int(5, "x") == 5
     assert check_int(5.0, "x") == 5
+    assert check_int(-(2.0**53), "x") == -(2**53)
+    # Past 2**53 a float is several integers at once (JSON parsers read -2**63-1 as one): refused.
+    for inexact in (-9.223372036854776e18, 2.0**53 + 2):
+        with pytest.raises(InvalidInput, match=r"^x must be an integer"):
+            check_int(inexact, "x")
     with pytest.raises(InvalidInput, match=r"^x must be an integer, got True$"):
         check_int(True, "x")
     with pytest.raises(InvalidInput, match=r"^x must be between 0 and 3, got 4$"):
