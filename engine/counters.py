@@ -668,6 +668,18 @@ class GlobalCounter:
     def range_sum(self, t1: int, t2: int) -> int:
         return self.series.range_sum(t1, t2)
 
+    def breakdown(self, bounds: Sequence[int]) -> list[int]:
+        """Sums over the periods [bounds[i], bounds[i+1]) -- one ``before`` per bound.
+
+        >>> counter = GlobalCounter()
+        >>> counter.apply([(10, 1), (11, 2), (25, 4)])
+        >>> counter.breakdown([10, 20, 30])
+        [3, 4]
+        """
+        before = self.series.before
+        marks = [before(b) for b in bounds]
+        return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+
     def expire(self, cutoffs: Sequence[int]) -> int:
         return self.series.expire(cutoffs)
 

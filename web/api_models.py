@@ -187,6 +187,16 @@ class CounterArgs(Struct):
     t2: Timestamp
 
 
+class CounterBreakdownArgs(Struct):
+    t1: Timestamp
+    t2: Timestamp
+    step: Step = "day"
+    #: An IANA zone name for calendar periods (``Europe/Paris``).
+    tz: str | None = None
+    #: Or a fixed offset from UTC in seconds.
+    offset: Int32 = 0
+
+
 class LeaderboardArgs(Struct):
     top: Annotated[int, Meta(ge=0, le=1000)] = 10
     #: Also answer this user's standing and neighbours.
@@ -196,6 +206,10 @@ class LeaderboardArgs(Struct):
 
 ############################################################################################
 # Responses
+
+#: A period's [first, last] second. (A list of two rather than a tuple: the tuple's
+#: ``prefixItems`` schema trips schemathesis's response checks.)
+Period = Annotated[list[int], Meta(min_length=2, max_length=2)]
 
 
 class Error(Struct):
@@ -233,7 +247,7 @@ class UserSeries(Struct):
 
 class BreakdownResult(Struct):
     step: str | int
-    periods: list[tuple[int, int]]
+    periods: list[Period]
     results: list[UserSeries]
 
 
@@ -250,6 +264,15 @@ class CounterSum(Struct):
     t1: int
     t2: int
     sum: int
+
+
+class CounterSeries(Struct):
+    """A global counter's sum per period; ``periods`` holds each period's [first, last]."""
+
+    name: str
+    step: str | int
+    periods: list[Period]
+    series: list[int]
 
 
 class WindowInfo(Struct):

@@ -222,6 +222,21 @@ async def read_counter(name: str, args: m.CounterArgs) -> Response:
     return respond({"name": name, "t1": t1, "t2": t2, "sum": sums[name]}, request)
 
 
+@native.get("/counters/<name>/breakdown")
+@query_args(m.CounterBreakdownArgs)
+@answers(m.CounterSeries)
+async def counter_breakdown(name: str, args: m.CounterBreakdownArgs) -> Response:
+    """A global counter's sums per period over [t1, t2] (periods as in ``/api/breakdown``)."""
+    name = check_name(name, "name")
+    t1, t2 = check_range(args.t1, args.t2)
+    result = await engine_of(current_app).counter_breakdown(
+        name, t1, t2, args.step, tz=args.tz, offset=args.offset
+    )
+    body = {"name": name, "step": args.step, "periods": result.periods,
+            "series": result.series[name]}
+    return respond(body, request)
+
+
 @native.get("/stats")
 @answers(m.EngineStats)
 async def stats() -> Response:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -37,8 +37,6 @@ from typing import Any
 from quart import Blueprint, Response, current_app, g, request
 
 from engine.boards import BOARD_SET
-from engine.commands import COUNTER
-from engine.counters import GlobalCounter
 from engine.errors import InvalidInput, NotFound
 from engine.events import check_name, check_ts, normalize_user
 from engine.periods import period_bounds
@@ -257,7 +255,7 @@ async def series() -> Response:
     body: dict[str, Any]
     if counter is not None:
         name = check_name(counter, "counter")
-        values = await engine.ask(COUNTER, name, _counter_periods(bounds))
+        values = (await engine.counter_breakdown(name, t1, t2, step)).series[name]
         body = {"kind": "counter", "counter": name}
     elif has_user:
         user = normalize_user(args.get("user"), "user")
@@ -313,19 +311,3 @@ def _int_arg(args: Mapping[str, str], name: str, default: Any, low: int, high: i
     if not low <= value <= high:
         raise InvalidInput(f"{name} must be between {low} and {high}, got {value}", name)
     return value
-
-
-def _counter_periods(bounds: list[int]) -> Callable[[GlobalCounter], list[int]]:
-    """An actor operation: the counter's sums over [bounds[i], bounds[i+1]).
-
-    Runs inside the counter's actor (``Engine.ask``), one ``CounterSeries.before`` per bound,
-    as ``MetricCounters.boundaries_sums`` does for users. Not benchmarked yet; at the default
-    121 bounds it is ~121 x (at most 93) dict lookups per poll.
-    """
-
-    def op(state: GlobalCounter) -> list[int]:
-        before = state.series.before
-        marks = [before(b) for b in bounds]
-        return [b - a for a, b in zip(marks, marks[1:], strict=False)]
-
-    return op

@@ -146,6 +146,7 @@ def test_the_document_lists_the_native_operations() -> None:
         ("/api/users/{user}/sums/{metric}", "GET"),
         ("/api/counters", "POST"),
         ("/api/counters/{name}", "GET"),
+        ("/api/counters/{name}/breakdown", "GET"),
         ("/api/stats", "GET"),
         ("/api/leaderboards", "POST"),
         ("/api/leaderboards/{board_id}", "GET"),

@@ -976,6 +976,51 @@ def test_user_sum_in_msgpack(client):
     }
 
 
+def test_counters_breakdown_per_period(client):
+    client.post(
+        "/api/counters",
+        json=[
+            {"name": "signup_bd", "value": 2, "ts": 0},
+            {"name": "signup_bd", "value": 3, "ts": 86_399},
+            {"name": "signup_bd", "value": 7, "ts": 86_400 * 2 + 5},
+        ],
+    )
+    r = client.get("/api/counters/signup_bd/breakdown", params={"t1": 0, "t2": 86_400 * 3 - 1})
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "name": "signup_bd",
+        "step": "day",
+        "periods": [[0, 86_399], [86_400, 172_799], [172_800, 259_199]],
+        "series": [5, 0, 7],
+    }
+    hours = client.get(
+        "/api/counters/signup_bd/breakdown",
+        params={"t1": 86_400 * 2, "t2": 86_400 * 2 + 7_199, "step": "3600"},
+    ).json()
+    assert (hours["step"], hours["series"]) == (3600, [7, 0])
+    # Calendar days in a zone: Paris is UTC+1 in January 1970, so 23:59:59 UTC on the 1st
+    # is already the 2nd there.
+    paris = client.get(
+        "/api/counters/signup_bd/breakdown",
+        params={"t1": 0, "t2": 82_799, "tz": "Europe/Paris"},
+    ).json()
+    assert paris["series"] == [2]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"t1": 0, "t2": 10, "step": "week"}, "step"),
+        ({"t1": 0, "t2": MAX_TS, "step": "1"}, "step"),
+        ({"t1": 0, "t2": 10, "tz": "Mars/Olympus"}, "tz"),
+        ({"t1": 0}, "t2"),
+    ],
+)
+def test_counters_breakdown_bad_query_is_400(closing, params, field):
+    r = closing.get("/api/counters/signup/breakdown", params=params)
+    assert_json_error(r, 400, field)
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
