@@ -197,6 +197,24 @@ class CounterBreakdownArgs(Struct):
     offset: Int32 = 0
 
 
+#: Longest window a dashboard series may cover (a year): the dashboard shows recent activity;
+#: longer ranges are what ``POST /api/breakdown`` is for.
+MAX_WINDOW_S = 366 * 86400
+
+
+class SeriesArgs(Struct):
+    """One chart's series: ``counter``, or ``user`` and ``metric`` (with ``atid``), over the
+    ``last`` seconds up to ``t2`` (default: now, by the server's clock) in ``step`` periods."""
+
+    counter: Name | None = None
+    user: Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH)] | None = None
+    metric: Name | None = None
+    atid: Int64 | None = None
+    last: Annotated[int, Meta(ge=1, le=MAX_WINDOW_S)] = 120
+    step: Annotated[int, Meta(ge=1, le=86400)] = 1
+    t2: Timestamp | None = None
+
+
 class LeaderboardArgs(Struct):
     top: Annotated[int, Meta(ge=0, le=1000)] = 10
     #: Also answer this user's standing and neighbours.
@@ -273,6 +291,35 @@ class CounterSeries(Struct):
     step: str | int
     periods: list[Period]
     series: list[int]
+
+
+class Series(Struct):
+    """A chart's series: ``starts[i]`` is the first second of the period summed in
+    ``values[i]``; the last period is the one in progress."""
+
+    kind: Literal["counter", "user"]
+    t1: int
+    t2: int
+    step: int
+    now: int
+    starts: list[int]
+    values: list[int]
+    total: int
+    counter: str | None = None
+    user: UserId | None = None
+    metric: str | None = None
+    atid: int | None = None
+
+
+class BoardEntry(Struct):
+    id: str
+    metric: str | None
+
+
+class BoardList(Struct):
+    """The live leaderboards (those a token's ``only_lists`` allows)."""
+
+    boards: list[BoardEntry]
 
 
 class WindowInfo(Struct):

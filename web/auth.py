@@ -43,7 +43,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key, load_ssh_public_key
-from quart import Response, current_app, request
+from quart import Response, current_app, g, request
 from quart_trio import QuartTrio
 
 from engine.errors import InvalidInput
@@ -87,9 +87,9 @@ LEEWAY_S = 0
 #: Paths that never need a token: liveness, readiness and metrics (scraped by machines without
 #: tokens), and RankDB's static API docs (endpoint 32: "none").
 OPEN_PATHS = frozenset(
-    {"/health/ping", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/ui"}
+    {"/health/ping", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/ui", "/ui/"}
 )
-OPEN_PREFIXES = ("/doc/", "/api/swagger", "/docs/", "/ui/")
+OPEN_PREFIXES = ("/doc/", "/api/swagger", "/docs/", "/ui/static/")
 
 
 class JwtKeyError(RuntimeError):
@@ -412,6 +412,7 @@ def install(app: QuartTrio, settings: Settings) -> None:
             # The view would refuse the same input with the same validators; answering here
             # keeps an unreadable body from slipping past the allow-lists.
             return _bad_input(exc, goa)
+        g.grant = grant  # for views that filter what they list (``/ui/api/boards``)
         return None
 
     app.before_request(guard)

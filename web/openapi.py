@@ -48,6 +48,8 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Response]])
 DOCUMENTED_BLUEPRINTS = frozenset({"native", "admin"})
 #: App-level routes documented with them.
 DOCUMENTED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: And the dashboard's data routes (not its page and files).
+DOCUMENTED_PREFIXES = ("/ui/api/",)
 #: Swagger UI's two files that ``/docs`` loads; nothing else is served from the package.
 SWAGGER_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css"})
 SWAGGER_DIR = Path(swagger_ui.__file__).parent / "static"
@@ -133,7 +135,8 @@ class NativeOpenAPI(OpenAPIProvider):
     def generate_rules(self) -> Any:
         for rule in super().generate_rules():
             blueprint = rule.endpoint.rsplit(".", 1)[0] if "." in rule.endpoint else None
-            if blueprint in DOCUMENTED_BLUEPRINTS or rule.rule in DOCUMENTED_PATHS:
+            documented = blueprint in DOCUMENTED_BLUEPRINTS or rule.rule in DOCUMENTED_PATHS
+            if documented or rule.rule.startswith(DOCUMENTED_PREFIXES):
                 yield rule
 
     def build_paths(self, rule: Rule) -> tuple[dict, dict]:

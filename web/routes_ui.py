@@ -17,18 +17,19 @@ content>``; a request carrying the current hash is answered ``immutable`` for a 
 else is ``no-cache`` with an ETag. The page gets a Content-Security-Policy that allows only this
 server (``'self'``), so the browser itself refuses any CDN or other outside URL.
 
-Authorization: ``web/auth.py`` leaves ``/ui`` and ``/ui/...`` open so that the page and its files
-load without a token. The data routes under ``/ui/api/`` then guard themselves here with the same
-keys and the ``api:read`` scope that the native reads need; ``/ui/api/boards`` lists only the
-boards a token's ``only_lists`` claim allows. The page keeps a token in ``sessionStorage`` and
-sends it as ``Authorization: Bearer`` on every call.
+Authorization: ``web/auth.py`` leaves the page and ``/ui/static/`` open, so that they load
+without a token; the data routes under ``/ui/api/`` need ``api:read`` like every native read,
+and ``/ui/api/boards`` lists only the boards a token's ``only_lists`` claim allows. The page
+keeps a token in ``sessionStorage`` and sends it as ``Authorization: Bearer`` on every call.
+
+The data routes are part of the native API document (``web/openapi.py``): their query strings
+are checked against ``web/api_models.SeriesArgs``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -38,10 +39,12 @@ from quart import Blueprint, Response, current_app, g, request
 
 from engine.boards import BOARD_SET
 from engine.errors import InvalidInput, NotFound
-from engine.events import check_name, check_ts, normalize_user
+from engine.events import check_name, normalize_user
 from engine.periods import period_bounds
-from web.app import engine_of, settings_of
+from web import api_models as m
+from web.app import engine_of
 from web.bodies import respond
+from web.openapi import answers, query_args
 
 __all__ = [
     "MAX_POINTS",
@@ -63,13 +66,7 @@ UI_DIR = Path(__file__).resolve().parent / "ui"
 #: is the panel's width in pixels.
 MAX_POINTS = 2000
 
-#: Longest window a series may cover (a year): the dashboard shows recent activity; longer
-#: ranges are what ``POST /api/breakdown`` is for.
-MAX_WINDOW_S = 366 * 86400
-
-#: Default window and step when the query does not give them: the last two minutes by second.
-DEFAULT_WINDOW_S = 120
-DEFAULT_STEP_S = 1
+MAX_WINDOW_S = m.MAX_WINDOW_S
 
 #: A file suffix -> its Content-Type. Files of other kinds in web/ui are not served.
 CONTENT_TYPES = {
@@ -187,38 +184,14 @@ async def static_file(name: str) -> Response:
 ############################################################################################
 
 
-@ui.before_request
-async def guard_data() -> Response | None:
-    """Require an ``api:read`` token on ``/ui/api/...`` when JWT is on (see the module doc)."""
-    if not request.path.startswith("/ui/api/"):
-        return None
-    key_dir = settings_of(current_app).jwt_key_dir
-    if key_dir is None:
-        return None
-    from web.auth import READ, AuthError, Grant, KeyRing, bearer_token
-
-    keyring = current_app.extensions.get("pointspace.ui.keyring")
-    if keyring is None:
-        # The app's own guard loaded the same directory at start, so it is readable.
-        keyring = current_app.extensions["pointspace.ui.keyring"] = KeyRing.load(key_dir)
-    try:
-        grant = Grant.from_claims(keyring.verify(bearer_token(request.headers.get("Authorization"))))
-        grant.require_scope(READ)
-    except AuthError as exc:
-        response = respond({"error": exc.message, "field": "Authorization"}, request, 401)
-        response.headers["WWW-Authenticate"] = 'Bearer realm="pointspace"'
-        return response
-    g.ui_grant = grant
-    return None
-
-
 @ui.get("/ui/api/boards")
+@answers(m.BoardList)
 async def boards() -> Response:
     """The live leaderboards, for the page's picker: ``{"boards": [{"id", "metric"}]}``.
 
     Runtime complexity: O(lists), read from the directory without messages to actors.
     """
-    grant = g.get("ui_grant")
+    grant = g.get("grant")
     allowed = None if grant is None else grant.only_lists
     out = [
         {"id": list_id, "metric": settings.metadata.get("leaderboard")}
@@ -229,7 +202,9 @@ async def boards() -> Response:
 
 
 @ui.get("/ui/api/series")
-async def series() -> Response:
+@query_args(m.SeriesArgs)
+@answers(m.Series)
+async def series(args: m.SeriesArgs) -> Response:
     """One time series for a chart: a global counter's, or one user's metric's, per period.
 
     Query: ``counter=NAME``, or ``user=ID&metric=NAME`` (optional ``atid=``); the window is the
@@ -243,12 +218,11 @@ async def series() -> Response:
 
     Runtime complexity: one message to the entity's actor, O(points) lookups there.
     """
-    args = request.args
     now = int(time.time())
     t1, t2, step = series_window(args, now)
     engine = engine_of(current_app)
-    counter = args.get("counter")
-    has_user = "user" in args or "metric" in args
+    counter = args.counter
+    has_user = args.user is not None or args.metric is not None
     if counter is not None and has_user:
         raise InvalidInput("give either counter=, or user= and metric=, not both", "counter")
     bounds = period_bounds(t1, t2, step)
@@ -258,9 +232,9 @@ async def series() -> Response:
         values = (await engine.counter_breakdown(name, t1, t2, step)).series[name]
         body = {"kind": "counter", "counter": name}
     elif has_user:
-        user = normalize_user(args.get("user"), "user")
-        metric = check_name(args.get("metric"), "metric")
-        atid = _int_arg(args, "atid", None, -(2**63), 2**63 - 1)
+        user = normalize_user(args.user, "user")
+        metric = check_name(args.metric, "metric")
+        atid = args.atid
         result = await engine.breakdown([user], [metric], t1, t2, step, atid=atid)
         values = result[user].series[metric]
         body = {"kind": "user", "user": user, "metric": metric}
@@ -273,21 +247,20 @@ async def series() -> Response:
     return respond(body, request)
 
 
-def series_window(args: Mapping[str, str], now: int) -> tuple[int, int, int]:
-    """``(t1, t2, step)`` from ``last=``, ``t2=`` and ``step=``, with t1 aligned to the step.
+def series_window(args: m.SeriesArgs, now: int) -> tuple[int, int, int]:
+    """``(t1, t2, step)`` from ``last``, ``t2`` and ``step``, with t1 aligned to the step.
 
-    >>> series_window({"last": "60", "t2": "1000", "step": "10"}, now=5000)
+    >>> series_window(m.SeriesArgs(last=60, t2=1000, step=10), now=5000)
     (940, 1000, 10)
-    >>> series_window({}, now=5000)
+    >>> series_window(m.SeriesArgs(), now=5000)
     (4881, 5000, 1)
 
     Raises:
-        InvalidInput: a non-integer or out-of-range value, or more than ``MAX_POINTS``
-            periods (naming ``step``, the one to make coarser).
+        InvalidInput: more than ``MAX_POINTS`` periods (naming ``step``, the one to make
+            coarser).
     """
-    t2 = check_ts(_int_arg(args, "t2", now, -(2**63), 2**63 - 1), "t2")
-    last = _int_arg(args, "last", DEFAULT_WINDOW_S, 1, MAX_WINDOW_S)
-    step = _int_arg(args, "step", DEFAULT_STEP_S, 1, 86400)
+    t2 = now if args.t2 is None else args.t2
+    last, step = args.last, args.step
     start = max(0, t2 - last + 1)
     t1 = start - start % step
     points = (t2 - t1) // step + 1
@@ -298,16 +271,3 @@ def series_window(args: Mapping[str, str], now: int) -> tuple[int, int, int]:
             "step",
         )
     return t1, t2, step
-
-
-def _int_arg(args: Mapping[str, str], name: str, default: Any, low: int, high: int) -> Any:
-    raw = args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be an integer, got {raw!r}", name) from None
-    if not low <= value <= high:
-        raise InvalidInput(f"{name} must be between {low} and {high}, got {value}", name)
-    return value

@@ -158,6 +158,8 @@ def test_the_document_lists_the_native_operations() -> None:
         ("/healthz", "GET"),
         ("/readyz", "GET"),
         ("/metrics", "GET"),
+        ("/ui/api/series", "GET"),
+        ("/ui/api/boards", "GET"),
     }
 
 
