@@ -67,6 +67,27 @@ def check_u(value: Any, field_name: str, high: int) -> int:
     return value
 
 
+def check_payload(value: Any, field_name: str) -> None:
+    """A payload holds JSON values only: objects with string keys, arrays, strings, numbers,
+    booleans and null. msgpack can also carry binary strings, extension types and non-string
+    keys, which JSON answers cannot write and snapshots cannot read back."""
+    stack = [(value, field_name)]
+    while stack:
+        item, where = stack.pop()
+        if item is None or isinstance(item, (bool, int, float, str)):
+            continue
+        if isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    raise InvalidInput(f"{where} keys must be strings, got {k!r:.60}", field_name)
+                stack.append((v, f"{where}.{k}"))
+        else:
+            raise InvalidInput(f"{where} must hold JSON values only, got {type(item).__name__} "
+                               f"{item!r:.60}", field_name)
+
+
 def check_element(raw: Any, field_name: str) -> ElementIn:
     """A RankDB element ``{id, score, tie_breaker?, payload?}``."""
     if not isinstance(raw, Mapping):
@@ -77,6 +98,7 @@ def check_element(raw: Any, field_name: str) -> ElementIn:
     payload = raw.get("payload")
     if payload is not None and not isinstance(payload, dict):
         raise InvalidInput(f"{field_name}.payload must be an object or null", f"{field_name}.payload")
+    check_payload(payload, f"{field_name}.payload")
     return ElementIn(
         check_u(raw["id"], f"{field_name}.id", U64),
         check_u(raw["score"], f"{field_name}.score", U64),

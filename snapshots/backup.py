@@ -54,7 +54,7 @@ import msgpack
 import zstandard
 
 from engine.errors import InvalidInput
-from engine.lists import LIST_ID, ListSettings
+from engine.lists import LIST_ID, ListSettings, check_payload
 from engine.ranked import RECORDS_VERSION
 from snapshots.codec import DEFAULT_LEVEL, _convert_big_ints, _ext_hook
 
@@ -581,6 +581,10 @@ def _check_chunk(value: Any, where: str) -> dict[str, Any]:
                 f"backup stream is damaged: {where} has a bad payload entry {_short(key)}: "
                 f"{_short(payload)}"
             )
+        try:
+            check_payload(payload, f"payload of element {key}")
+        except InvalidInput as exc:
+            raise BackupCorrupted(f"backup stream is damaged: {where}: {exc.message}") from None
     return value
 
 

@@ -43,7 +43,8 @@ def decode_body(data: bytes, content_type: str | None) -> Any:
         if kind in NDJSON_TYPES:
             return [orjson.loads(line) for line in data.splitlines() if line.strip()]
         return orjson.loads(data)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    # TypeError: a msgpack map with an array or map key, which no dict can hold.
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         label = "msgpack" if kind in MSGPACK_TYPES else "JSON"
         raise InvalidInput(f"request body is not valid {label}: {exc}", "body") from None
 

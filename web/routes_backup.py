@@ -396,11 +396,12 @@ def _server_base(raw: str) -> str:
     """``host:port`` (RankDB) or an http(s) URL, as the base URL of the other server."""
     text = raw.strip().rstrip("/")
     url = text if "://" in text else f"http://{text}"
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         port = parts.port
-    except ValueError:
-        port = None
+    except ValueError:  # "[::1": an unclosed IPv6 bracket; a port out of range
+        raise InvalidInput(f"destination.path must be host:port of another server, got {raw!r}",
+                           "destination.path") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path:
         raise InvalidInput(f"destination.path must be host:port of another server, got {raw!r}",
                            "destination.path")

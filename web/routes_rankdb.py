@@ -318,6 +318,13 @@ async def _ask(list_id: str, fn: Callable[[ListState], Any]) -> Any:
     return await _engine().ask(LIST, list_id, fn)
 
 
+async def _refuse_missing_list(list_id: str) -> None:
+    """``NotFound`` before a command that needs the list: a refused command stays out of the
+    log (the command checks again when it applies)."""
+    if not await _ask(list_id, lambda state: state.exists):
+        raise NotFound(f"no list {list_id!r}; create it with POST /lists", "list_id")
+
+
 async def _submit_one(command: Any, list_id: str) -> Any:
     """Submit a command that touches one list; its result for that list."""
     return (await _engine().submit(command))[list_id]
@@ -485,6 +492,7 @@ async def clone_list(list_id: str) -> Response:
     target, settings, populate = _list_body(await _body())
     if populate is not None:
         raise InvalidInput("cloned lists cannot contain populate elements", "populate")
+    await _refuse_missing_list(source)
     await _engine().refuse_existing_list(target)
     info = await _submit_one(CloneList(source=source, target=target, settings=settings), source)
     return respond(list_full(info), request)
@@ -628,6 +636,8 @@ async def create_element(list_id: str) -> Response:
     list_id = _path_list_id(list_id)
     radius = _radius()
     element = check_element(_object(await _body(), "an Element"), "body")
+    if await _ask(list_id, lambda state: element.id in state.require(list_id)):
+        raise Conflict(f"element(s) already exist: {[element.id]!r}", "id")
     result = await _submit_one(
         PutElements(list_ids=[list_id], elements=[element], insert_only=True, now=_now(),
                     radius=radius),
@@ -643,6 +653,7 @@ async def put_elements(list_id: str) -> Response:
     list_id = _path_list_id(list_id)
     results = _arg_bool("results")
     elements = check_elements(await _body(), "body")
+    await _refuse_missing_list(list_id)
     written = await _submit_one(
         PutElements(list_ids=[list_id], elements=elements, insert_only=False, now=_now()), list_id
     )
@@ -677,6 +688,7 @@ async def delete_elements(list_id: str) -> Response:
         if not _ELEMENT_ID.match(value) or int(value) > U64:
             raise InvalidParam(f"element_ids must be uint64 values, got {value!r}", "element_ids")
         ids.append(int(value))
+    await _refuse_missing_list(list_id)
     await _submit_one(DeleteElements(list_ids=[list_id], ids=ids), list_id)
     return Response(b"", status=204)
 
@@ -719,6 +731,7 @@ async def put_element(list_id: str, element_id: str) -> Response:
     element = check_element(_object(await _body(), "an Element"), "body")
     if element.id != eid:
         raise InvalidInput(f"id mismatch: path has {eid}, body has {element.id}", "id")
+    await _refuse_missing_list(list_id)
     result = await _submit_one(
         PutElements(list_ids=[list_id], elements=[element], insert_only=False, now=_now(),
                     radius=radius),
@@ -732,6 +745,7 @@ async def delete_element(list_id: str, element_id: str) -> Response:
     """Delete one element: 204 also when it is absent; 404 when the list is missing."""
     list_id = _path_list_id(list_id)
     eid = _path_element_id(element_id)
+    await _refuse_missing_list(list_id)
     await _submit_one(DeleteElements(list_ids=[list_id], ids=[eid]), list_id)
     return Response(b"", status=204)
 
