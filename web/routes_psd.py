@@ -17,6 +17,7 @@ PSD's NSQ queue messages (``{"command": "metric" | "count", ...}``) are accepted
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from functools import wraps
 from typing import Any
@@ -68,9 +69,29 @@ def _engine() -> Engine:
     return engine_of(current_app)
 
 
+#: What Go's ``strconv.ParseInt`` (PSD's parser) takes: ASCII digits with an optional sign.
+#: Python's ``int()`` also takes ``1_000``, spaces and other scripts' digits (``１２``).
+_GO_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def go_int(raw: str) -> int:
+    """``raw`` as Go's ``strconv.ParseInt`` reads it, else ``ValueError``.
+
+    >>> go_int("-12"), go_int("+7")
+    (-12, 7)
+    >>> go_int("1_000")
+    Traceback (most recent call last):
+    ...
+    ValueError: not an integer: '1_000'
+    """
+    if not _GO_INT.fullmatch(raw):
+        raise ValueError(f"not an integer: {raw!r}")
+    return int(raw)
+
+
 def _path_int(raw: str, field: str) -> int:
     try:
-        return int(raw)
+        return go_int(raw)
     except ValueError:
         raise InvalidPathParameter(f"{field} must be an integer, got {raw!r}", field) from None
 
@@ -247,7 +268,7 @@ async def _mumt(atid: str, start_ts: str, end_ts: str, with_offsets: bool) -> Re
         if len(raw_offsets) != len(ids):
             raise InvalidInput("len(uids) != len(offsets)", "offsets")
         try:
-            offsets = [int(o) for o in raw_offsets]
+            offsets = [go_int(o) for o in raw_offsets]
         except ValueError:
             raise InvalidInput(f"offsets must be integers, got {raw_offsets!r}", "offsets") from None
     users = [u for _, u in ids]

@@ -1042,6 +1042,14 @@ def test_psd_route_non_numeric_path_timestamp_is_400_naming_it(closing, route, w
     assert_json_error(r, 400, which)
 
 
+@pytest.mark.parametrize("bad", ["1_000", "\uff11\uff12", " 12", "0x10"])
+def test_psd_path_integers_are_read_as_go_reads_them(closing, bad):
+    # strconv.ParseInt takes ASCII digits and a sign only; Python's int() would take these.
+    method, template, form = ROUTES_WITH_PATH_TIMESTAMPS["readcount"]
+    r = closing.request(method, template.format(t1=bad, t2="1000"), data=form)
+    assert_json_error(r, 400, "start_ts")
+
+
 @pytest.mark.parametrize("route", ["query", "query_ids", "readcount", "readcount_with_ids"])
 @pytest.mark.parametrize("bad", ["-1", "253402300800"])
 def test_psd_route_path_timestamp_out_of_range_is_400(closing, route, bad):
