@@ -395,3 +395,53 @@ class EngineStats(Struct):
 
 class NoContent(Struct):
     """Done; the answer has no body."""
+
+
+class SnapshotWritten(Struct):
+    """A snapshot written (or loaded at start): its file, size and the log position it covers."""
+
+    path: str
+    start_seq: int
+    items: int
+    bytes: int
+    seconds: float
+    created: float
+
+
+class Recovery(Struct):
+    snapshot: str | None
+    snapshot_items: int
+    replayed_records: int
+    first_replayed: int
+    last_replayed: int
+    seconds: float
+    log_actions: list[str]
+
+
+class LogStats(Struct):
+    policy: str
+    last_seq: int
+    written_seq: int
+    durable_seq: int
+    buffered_records: int
+    buffered_bytes: int
+    bytes_written: int
+    fsync_count: int
+    last_fsync_latency_s: float | None
+    segments: int
+    broken: bool
+
+
+class SnapshotStatus(Struct):
+    """The last snapshot, how the server recovered at start, and the log (null in memory)."""
+
+    data_dir: str | None
+    last: SnapshotWritten | None
+    recovery: Recovery | None
+    log: LogStats | None = None
+
+
+class SnapshotStream(Struct):
+    """A snapshot file (``.pssnap``: zstd-compressed msgpack, see ``snapshots/FORMAT.md``)."""
+
+    # Documented as application/octet-stream by web/openapi.py, not as this struct.

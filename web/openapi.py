@@ -183,6 +183,10 @@ class NativeOpenAPI(OpenAPIProvider):
         description = (getattr(model, "__doc__", None) or "OK").strip().splitlines()[0]
         if model is api_models.NoContent:
             return {"description": description}, {}
+        if model is api_models.SnapshotStream:
+            binary = {"type": "string", "contentMediaType": "application/octet-stream"}
+            return {"description": description,
+                    "content": {"application/octet-stream": {"schema": binary}}}, {}
         schema, components = type_schema(model)
         response = {
             "description": description,

@@ -7,13 +7,16 @@ from dataclasses import asdict
 from quart import Blueprint, Response, current_app, request
 
 from snapshots.transfer import stream_engine_snapshot
+from web import api_models as m
 from web.app import engine_of
 from web.bodies import respond
+from web.openapi import answers
 
 admin = Blueprint("admin", __name__, url_prefix="/api/admin")
 
 
 @admin.post("/snapshot")
+@answers(m.SnapshotWritten)
 async def take_snapshot() -> Response:
     """Write a snapshot now; answers what was written (400 for an in-memory server)."""
     record = await engine_of(current_app).snapshot_now()
@@ -21,6 +24,7 @@ async def take_snapshot() -> Response:
 
 
 @admin.get("/snapshot")
+@answers(m.SnapshotStatus)
 async def last_snapshot() -> Response:
     """The last snapshot written or loaded (``null`` before the first), and recovery figures."""
     store = engine_of(current_app).store
@@ -39,6 +43,7 @@ async def last_snapshot() -> Response:
 
 
 @admin.get("/snapshot/export")
+@answers(m.SnapshotStream)
 async def export_snapshot() -> Response:
     """A snapshot of the live state, streamed (``pointspace snapshot export --url``)."""
     response = Response(stream_engine_snapshot(engine_of(current_app)), content_type="application/octet-stream")

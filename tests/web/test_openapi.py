@@ -170,3 +170,30 @@ def test_with_jwt_the_document_and_docs_stay_open_and_declare_bearer(guarded: Se
         assert client.get("/docs").status_code == 200
         assert client.get("/docs/swagger-ui.css").status_code == 200
         assert client.get("/api/stats").status_code == 401
+
+
+def test_admin_answers_of_a_durable_server_fit_their_models(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The fuzzed server runs in memory; the snapshot answers of a durable one are checked
+    here against the same models the document gives for them."""
+    import msgspec
+
+    from web import api_models
+
+    work = tmp_path_factory.mktemp("durable")
+    server = start_server(work, data_dir=work / "data")
+    try:
+        with server.client() as client:
+            client.post("/api/events", json=[{"metric": "m", "user": 1, "value": 1, "ts": 5}])
+            written = client.post("/api/admin/snapshot")
+            assert written.status_code == 200, written.text
+            msgspec.convert(written.json(), api_models.SnapshotWritten)
+            status = msgspec.convert(
+                client.get("/api/admin/snapshot").json(), api_models.SnapshotStatus
+            )
+            assert status.log is not None and status.last is not None
+            export = client.get("/api/admin/snapshot/export")
+            assert export.headers["content-type"] == "application/octet-stream"
+    finally:
+        server.stop()
