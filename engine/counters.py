@@ -127,6 +127,17 @@ class CounterSeries:
         elif ts < self.first_ts:
             self.first_ts = ts
 
+    def period_sums(self, bounds: Sequence[int]) -> list[int]:
+        """Sums over consecutive periods [bounds[i], bounds[i+1]) -- one ``before`` per bound.
+
+        >>> series = CounterSeries()
+        >>> series.add(10, 1); series.add(11, 2); series.add(25, 4)
+        >>> series.period_sums([10, 20, 30])
+        [3, 4]
+        """
+        marks = [self.before(b) for b in bounds]
+        return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+
     def before(self, t: int) -> int:
         """The sum of every write at a second strictly before ``t``.
 
@@ -441,17 +452,10 @@ class MetricCounters:
     def boundaries_sums(self, bounds: Sequence[int], atid: int | None = None) -> list[int]:
         """Sums over consecutive periods [bounds[i], bounds[i+1]) -- one ``before`` per bound."""
         if atid is not None:
-            selected = [self.by_atid[atid]] if atid in self.by_atid else []
+            series = self.by_atid.get(atid)
         else:
-            selected = [self.unfiltered()] if self.by_atid else []
-        out = [0] * (len(bounds) - 1)
-        for series in selected:
-            prev = series.before(bounds[0])
-            for i in range(1, len(bounds)):
-                cur = series.before(bounds[i])
-                out[i - 1] += cur - prev
-                prev = cur
-        return out
+            series = self.unfiltered() if self.by_atid else None
+        return [0] * (len(bounds) - 1) if series is None else series.period_sums(bounds)
 
     def contributing(self, t1: int, t2: int, atid: int | None, into: dict[int, int]) -> None:
         """Add ``{aid: atid}`` for every activity with a write in [t1, t2] to ``into``."""
@@ -669,16 +673,8 @@ class GlobalCounter:
         return self.series.range_sum(t1, t2)
 
     def breakdown(self, bounds: Sequence[int]) -> list[int]:
-        """Sums over the periods [bounds[i], bounds[i+1]) -- one ``before`` per bound.
-
-        >>> counter = GlobalCounter()
-        >>> counter.apply([(10, 1), (11, 2), (25, 4)])
-        >>> counter.breakdown([10, 20, 30])
-        [3, 4]
-        """
-        before = self.series.before
-        marks = [before(b) for b in bounds]
-        return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+        """Sums over the periods [bounds[i], bounds[i+1]) (see ``engine/periods.py``)."""
+        return self.series.period_sums(bounds)
 
     def expire(self, cutoffs: Sequence[int]) -> int:
         return self.series.expire(cutoffs)

@@ -49,7 +49,7 @@ MAX_ELEMENTS_PER_WRITE = 1_000_000
 
 
 def check_list_id(value: Any, field_name: str = "list_id") -> str:
-    if not isinstance(value, str) or not LIST_ID.match(value):
+    if not isinstance(value, str) or not LIST_ID.fullmatch(value):  # match() allows "id\n"
         raise InvalidInput(
             f"{field_name} must be 2..100 characters of [a-zA-Z0-9-_.], got {value!r}", field_name
         )
@@ -98,7 +98,8 @@ def check_element(raw: Any, field_name: str) -> ElementIn:
     payload = raw.get("payload")
     if payload is not None and not isinstance(payload, dict):
         raise InvalidInput(f"{field_name}.payload must be an object or null", f"{field_name}.payload")
-    check_payload(payload, f"{field_name}.payload")
+    if payload is not None:
+        check_payload(payload, f"{field_name}.payload")
     return ElementIn(
         check_u(raw["id"], f"{field_name}.id", U64),
         check_u(raw["score"], f"{field_name}.score", U64),

@@ -8,7 +8,9 @@ the documentation cannot drift from what the server enforces.
 They describe the *shape* of a request: types, ranges, lengths, required fields. Rules that
 tie fields together (``t1 <= t2``, ``ts1 <= ts``, ``mode: diff`` needs ``aid``) stay in the
 engine's validators (``engine/events.py``, ``engine/boards.py``), which also guard in-process
-embedders that never pass through HTTP. The limits here are the engine's own constants.
+embedders that never pass through HTTP. The limits are the engine's (its constants where it
+names them). Bodies refuse unknown fields, so a misspelt option is an error rather than
+silently ignored; query strings ignore unknown parameters, as web clients expect.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from engine.lists import LIST_ID
 from engine.timebuckets import MAX_TS, MIN_TS
 
 Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
-Int32 = Annotated[int, Meta(ge=-(2**31), le=2**31)]
+#: Seconds east of UTC (the engine's bound, +-2**31).
+Offset = Annotated[int, Meta(ge=-(2**31), le=2**31)]
 Timestamp = Annotated[
     int, Meta(ge=MIN_TS, le=MAX_TS, description="Unix seconds, 1970-01-01 .. 9999-12-31")
 ]
@@ -105,7 +108,7 @@ class CountBatch(Struct, forbid_unknown_fields=True):
 CountsBody = CountList | CountBatch
 
 
-class RangeQuery(Struct):
+class RangeQuery(Struct, forbid_unknown_fields=True):
     """Sums per user and metric over the inclusive range [t1, t2]."""
 
     users: Users
@@ -115,11 +118,11 @@ class RangeQuery(Struct):
     atid: Int64 | None = None
     aid: Int64 | None = None
     #: Per-user seconds added to t1 and t2 (one per user): local days for each user.
-    offsets: list[Int32] | None = None
+    offsets: list[Offset] | None = None
     with_atids: bool = False
 
 
-class BreakdownQuery(Struct):
+class BreakdownQuery(Struct, forbid_unknown_fields=True):
     """Per-period sums over [t1, t2]."""
 
     users: Users
@@ -130,7 +133,7 @@ class BreakdownQuery(Struct):
     #: An IANA zone name for calendar periods (``Europe/Paris``).
     tz: str | None = None
     #: Or a fixed offset from UTC in seconds.
-    offset: Int32 = 0
+    offset: Offset = 0
     atid: Int64 | None = None
 
 
@@ -162,7 +165,7 @@ class LeaderboardDefinition(Struct, forbid_unknown_fields=True):
     members: Users | None = None
 
 
-class RankQuery(Struct):
+class RankQuery(Struct, forbid_unknown_fields=True):
     """Rank users by a metric's sum over any past window: the leaderboard as it stood at t2."""
 
     metric: Name
@@ -194,7 +197,7 @@ class CounterBreakdownArgs(Struct):
     #: An IANA zone name for calendar periods (``Europe/Paris``).
     tz: str | None = None
     #: Or a fixed offset from UTC in seconds.
-    offset: Int32 = 0
+    offset: Offset = 0
 
 
 #: Longest window a dashboard series may cover (a year): the dashboard shows recent activity;

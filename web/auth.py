@@ -181,6 +181,20 @@ READ_ROUTE_NAMES = frozenset(
 READ_POST_PATHS = frozenset({"/api/leaderboards/rank"})
 
 
+_BOARD_PATH = re.compile(r"^/api/leaderboards/(?P<list>[^/]+)$")
+
+
+def native_board(method: str, path: str) -> re.Match[str] | None:
+    """The board id of a native route that names one in its path (for ``only_lists``).
+
+    >>> native_board("GET", "/api/leaderboards/b1")["list"]
+    'b1'
+    >>> native_board("POST", "/api/leaderboards/rank") is None
+    True
+    """
+    return _BOARD_PATH.match(path) if method in ("GET", "HEAD", "DELETE") else None
+
+
 def native_scope(method: str, path: str) -> str | None:
     """The scope a non-RankDB route needs, or ``None`` for an open one.
 
@@ -398,7 +412,8 @@ def install(app: QuartTrio, settings: Settings) -> None:
             scope = MANAGE if goa else native_scope(method, path)
             if scope is None:
                 return None
-            rule, match = Rule(scope), None
+            board = None if goa else native_board(method, path)
+            rule, match = (Rule(scope, lists="path"), board) if board else (Rule(scope), None)
         else:
             rule, match = found
         try:

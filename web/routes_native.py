@@ -36,7 +36,7 @@ native = Blueprint("native", __name__, url_prefix="/api")
 
 
 @native.post("/events")
-@accepts(m.EventsBody, ndjson=True, raw=True)
+@accepts(m.EventsBody, ndjson=True, raw=True, batch="events")
 @answers(m.Applied)
 async def ingest_events(body: Any) -> Response:
     """Apply a batch of counter events: a list, or ``{"events": [...]}``, or NDJSON lines.
@@ -202,7 +202,7 @@ async def user_sum(user: str, metric: str, args: m.SumArgs) -> Response:
 
 
 @native.post("/counters")
-@accepts(m.CountsBody, raw=True, root="counts")
+@accepts(m.CountsBody, raw=True, root="counts", batch="counts")
 @answers(m.Applied)
 async def add_counts(body: Any) -> Response:
     """Add to global counters (PSD ``count``): a list, or ``{"counts": [...]}``."""
@@ -303,7 +303,7 @@ async def read_leaderboard(board_id: str, args: m.LeaderboardArgs) -> Response:
 @native.delete("/leaderboards/<board_id>")
 @answers(m.NoContent, 204)
 async def delete_leaderboard(board_id: str) -> Response:
-    """Delete a leaderboard (404 when there is none)."""
+    """Delete a leaderboard: 204 also when there is none; 404 when the id is a ranked list."""
     from engine.lists import check_list_id
 
     await engine_of(current_app).delete_board(check_list_id(board_id, "id"))

@@ -321,8 +321,10 @@ async def _ask(list_id: str, fn: Callable[[ListState], Any]) -> Any:
 async def _refuse_missing_list(list_id: str) -> None:
     """``NotFound`` before a command that needs the list: a refused command stays out of the
     log (the command checks again when it applies)."""
-    if not await _ask(list_id, lambda state: state.exists):
-        raise NotFound(f"no list {list_id!r}; create it with POST /lists", "list_id")
+    def require(state: ListState) -> None:
+        state.require(list_id)
+
+    await _ask(list_id, require)
 
 
 async def _submit_one(command: Any, list_id: str) -> Any:

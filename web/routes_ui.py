@@ -5,9 +5,10 @@ Theory of operation
 ``GET /ui`` serves ``web/ui/index.html``; the page (``web/ui/app.js``) reads what to show from
 its URL query (``?board=b1&board=b2&counter=signups&user=42&metric=points&window=120``) or its
 form, then polls once a second and updates in place, never reloading: live leaderboards through
-the native ``GET /api/leaderboards/<id>``, and time series through ``GET /ui/api/series``, which
-exists because the native API has a global counter's *sum* but no per-period series. ``/`` is
-not ours: RankDB clients use ``GET /`` as their ping.
+the native ``GET /api/leaderboards/<id>``, and time series through ``GET /ui/api/series``: a
+counter's or a user's metric over the last N seconds by the *server's* clock, in periods aligned
+to the step, capped at ``MAX_POINTS`` -- one shape for every chart, whatever the browser's clock
+says. ``/`` is not ours: RankDB clients use ``GET /`` as their ping.
 
 Static files are read once (they are small: ~60 KB with uPlot), so a request is a dict lookup
 and never touches the file system -- which also means no path from a URL can reach a file
@@ -40,7 +41,6 @@ from quart import Blueprint, Response, current_app, g, request
 from engine.boards import BOARD_SET
 from engine.errors import InvalidInput, NotFound
 from engine.events import check_name, normalize_user
-from engine.periods import period_bounds
 from web import api_models as m
 from web.app import engine_of
 from web.bodies import respond
@@ -48,7 +48,6 @@ from web.openapi import answers, query_args
 
 __all__ = [
     "MAX_POINTS",
-    "MAX_WINDOW_S",
     "UI_DIR",
     "Asset",
     "load_assets",
@@ -66,7 +65,6 @@ UI_DIR = Path(__file__).resolve().parent / "ui"
 #: is the panel's width in pixels.
 MAX_POINTS = 2000
 
-MAX_WINDOW_S = m.MAX_WINDOW_S
 
 #: A file suffix -> its Content-Type. Files of other kinds in web/ui are not served.
 CONTENT_TYPES = {
@@ -225,18 +223,18 @@ async def series(args: m.SeriesArgs) -> Response:
     has_user = args.user is not None or args.metric is not None
     if counter is not None and has_user:
         raise InvalidInput("give either counter=, or user= and metric=, not both", "counter")
-    bounds = period_bounds(t1, t2, step)
     body: dict[str, Any]
     if counter is not None:
         name = check_name(counter, "counter")
-        values = (await engine.counter_breakdown(name, t1, t2, step)).series[name]
+        result = await engine.counter_breakdown(name, t1, t2, step)
+        bounds, values = result.bounds, result.series[name]
         body = {"kind": "counter", "counter": name}
     elif has_user:
         user = normalize_user(args.user, "user")
         metric = check_name(args.metric, "metric")
         atid = args.atid
-        result = await engine.breakdown([user], [metric], t1, t2, step, atid=atid)
-        values = result[user].series[metric]
+        breakdown = (await engine.breakdown([user], [metric], t1, t2, step, atid=atid))[user]
+        bounds, values = breakdown.bounds, breakdown.series[metric]
         body = {"kind": "user", "user": user, "metric": metric}
         if atid is not None:
             body["atid"] = atid

@@ -232,6 +232,16 @@ def test_auth_only_lists_on_path_routes(c, keys):
     assert c.get("/lists", headers=manage).status_code == 200  # manage ignores the claims
 
 
+def test_auth_only_lists_on_native_leaderboard_reads(c, keys):
+    token = auth(keys.token(READ, only_lists="a1"))
+    refused = c.get("/api/leaderboards/b1", headers=token)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"] == "Access not granted to list b1"
+    # Allowed through to the view, which finds a ranked list rather than a leaderboard.
+    allowed = c.get("/api/leaderboards/a1", headers=token)
+    assert allowed.status_code == 400 and "not a leaderboard" in allowed.json()["error"]
+
+
 def test_auth_only_lists_on_xlist_uses_the_resolved_lists(c, keys):
     token = auth(keys.token(UPDATE, only_lists="a1"))
     ok = c.put("/xlist/elements", json={"lists": ["a1"], "payload": [{"id": 2, "score": 7}]}, headers=token)

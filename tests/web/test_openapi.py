@@ -197,3 +197,39 @@ def test_admin_answers_of_a_durable_server_fit_their_models(
             assert export.headers["content-type"] == "application/octet-stream"
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/events", [{"metric": "m", "user": 1, "value": 1, "ts": 5, "aid": 3.0, "ts1": 4.0}]),
+        ("/api/query", {"users": [1], "metrics": ["m"], "t1": 0, "t2": 10, "atid": 0.0}),
+        ("/api/breakdown", {"users": [1], "metrics": "m", "t1": 0, "t2": 119, "step": 60.0}),
+    ],
+)
+def test_integral_floats_are_accepted_in_optional_and_union_fields(
+    client: httpx.Client, path: str, body: object
+) -> None:
+    r = client.post(path, json=body)
+    assert r.status_code == 200, r.text
+
+
+def test_request_bodies_refuse_unknown_fields(client: httpx.Client) -> None:
+    body = {"users": [1], "metrics": ["m"], "t1": 0, "t2": 1, "with_atid": True}
+    assert error_of(client.post("/api/query", json=body))["field"] == "with_atid"
+
+
+def test_an_oversized_batch_is_413_before_its_items_are_checked(client: httpx.Client) -> None:
+    events = [{"metric": "m", "user": 1, "value": 1, "ts": 5}] * 100_000 + [{"bad": 1}]
+    body = error_of(client.post("/api/events", json={"events": events}), 413)
+    assert body["field"] == "events"
+
+
+def test_errors_quote_the_value_at_fault(client: httpx.Client) -> None:
+    r = client.post("/api/events", json=[{"metric": "m", "user": 1, "value": 1, "ts": -5}])
+    assert error_of(r)["error"] == "body[0].ts: expected `int` >= 0 (was -5)"
+
+
+def test_a_list_id_with_a_trailing_newline_is_refused(client: httpx.Client) -> None:
+    body = {"id": "b1\n", "metric": "m", "window": {"t1": 0, "t2": 1}}
+    assert error_of(client.post("/api/leaderboards", json=body))["field"] == "id"

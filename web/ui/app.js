@@ -46,16 +46,22 @@
     return Math.min(high, Math.max(low, value));
   }
 
+  /** Most periods in one series answer: web/routes_ui.py's MAX_POINTS. */
+  const MAX_POINTS = 2000;
+
   function readConfig(search) {
     const query = new URLSearchParams(search);
     const all = (name) => [...new Set(query.getAll(name).map((v) => v.trim()).filter(Boolean))];
+    const window = intParam(query, "window", 120, 1, 366 * 86400);
     return {
       boards: all("board"),
       counters: all("counter"),
       users: all("user"),
       metrics: all("metric"),
-      window: intParam(query, "window", 120, 1, 366 * 86400),
-      step: intParam(query, "step", 1, 1, 86400),
+      window,
+      // The server answers at most MAX_POINTS periods (web/routes_ui.py): by default, the
+      // finest step that fits the window (one period spare for the alignment to the step).
+      step: intParam(query, "step", Math.max(1, Math.ceil(window / (MAX_POINTS - 1))), 1, 86400),
       top: intParam(query, "top", 10, 1, 1000),
       every: intParam(query, "every", 1000, 250, 600000),
     };
