@@ -22,6 +22,8 @@ from msgspec import Meta, Struct
 from engine.events import INT64_MAX, INT64_MIN, MAX_BATCH_EVENTS, MAX_NAME_LENGTH
 from engine.lists import LIST_ID
 from engine.timebuckets import MAX_TS, MIN_TS
+from snapshots.store import RecoveryReport, SnapshotRecord
+from snapshots.wal import WalStatistics
 
 Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
 #: Seconds east of UTC (the engine's bound, +-2**31).
@@ -376,72 +378,22 @@ class RankResult(Struct):
     user: UserStanding | None = None
 
 
-class RouterStats(Struct):
-    entities: int
-    live_actors: int
-    mailbox_depth: int
-    peak_mailbox_depth: int
-    messages_applied: int
-    activations: int
-    retirements: int
-    failures: int
-
-
-class EngineStats(Struct):
-    """Entities, live actors, mailbox depth, and commands and events applied since start."""
-
-    router: RouterStats
-    commands: int
-    events: int
-    last_seq: int
-
-
 class NoContent(Struct):
     """Done; the answer has no body."""
 
 
-class SnapshotWritten(Struct):
-    """A snapshot written (or loaded at start): its file, size and the log position it covers."""
-
-    path: str
-    start_seq: int
-    items: int
-    bytes: int
-    seconds: float
-    created: float
-
-
-class Recovery(Struct):
-    snapshot: str | None
-    snapshot_items: int
-    replayed_records: int
-    first_replayed: int
-    last_replayed: int
-    seconds: float
-    log_actions: list[str]
-
-
-class LogStats(Struct):
-    policy: str
-    last_seq: int
-    written_seq: int
-    durable_seq: int
-    buffered_records: int
-    buffered_bytes: int
-    bytes_written: int
-    fsync_count: int
-    last_fsync_latency_s: float | None
-    segments: int
-    broken: bool
-
-
 class SnapshotStatus(Struct):
-    """The last snapshot, how the server recovered at start, and the log (null in memory)."""
+    """The last snapshot, how the server recovered at start, and the log (null in memory).
+
+    Its parts, like ``/api/stats`` and ``POST /api/admin/snapshot``, are the engine's and the
+    store's own dataclasses, which msgspec describes as well as structs: the document is
+    built from the records themselves and cannot drift from them.
+    """
 
     data_dir: str | None
-    last: SnapshotWritten | None
-    recovery: Recovery | None
-    log: LogStats | None = None
+    last: SnapshotRecord | None
+    recovery: RecoveryReport | None
+    log: WalStatistics | None = None
 
 
 class SnapshotStream(Struct):

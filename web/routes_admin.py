@@ -6,6 +6,7 @@ from dataclasses import asdict
 
 from quart import Blueprint, Response, current_app, request
 
+from snapshots.store import SnapshotRecord
 from snapshots.transfer import stream_engine_snapshot
 from web import api_models as m
 from web.app import engine_of
@@ -16,7 +17,7 @@ admin = Blueprint("admin", __name__, url_prefix="/api/admin")
 
 
 @admin.post("/snapshot")
-@answers(m.SnapshotWritten)
+@answers(SnapshotRecord)
 async def take_snapshot() -> Response:
     """Write a snapshot now; answers what was written (400 for an in-memory server)."""
     record = await engine_of(current_app).snapshot_now()

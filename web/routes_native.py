@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from quart import Blueprint, Response, current_app, request
 
-from engine.engine import check_range
+from engine.engine import EngineStatistics, check_range
 from engine.errors import InvalidInput
 from engine.events import (
     check_name,
@@ -238,7 +238,7 @@ async def counter_breakdown(name: str, args: m.CounterBreakdownArgs) -> Response
 
 
 @native.get("/stats")
-@answers(m.EngineStats)
+@answers(EngineStatistics)
 async def stats() -> Response:
     """Engine statistics: entities, live actors, mailbox depth, commands and events applied."""
     return respond(_plain(engine_of(current_app).statistics()), request)

@@ -179,6 +179,7 @@ def test_admin_answers_of_a_durable_server_fit_their_models(
     here against the same models the document gives for them."""
     import msgspec
 
+    from snapshots.store import SnapshotRecord
     from web import api_models
 
     work = tmp_path_factory.mktemp("durable")
@@ -188,7 +189,7 @@ def test_admin_answers_of_a_durable_server_fit_their_models(
             client.post("/api/events", json=[{"metric": "m", "user": 1, "value": 1, "ts": 5}])
             written = client.post("/api/admin/snapshot")
             assert written.status_code == 200, written.text
-            msgspec.convert(written.json(), api_models.SnapshotWritten)
+            msgspec.convert(written.json(), SnapshotRecord)
             status = msgspec.convert(
                 client.get("/api/admin/snapshot").json(), api_models.SnapshotStatus
             )
