@@ -32,10 +32,22 @@ def main() -> None:
               help="Require JWTs signed by the *.pub RSA keys in this directory (off by default).")
 @click.option("--retention", multiple=True, metavar="LEVEL=SECONDS",
               help="Keep a resolution this long, e.g. second=7776000 (PSD's 90 days); repeatable.")
+@click.option("--backup-dir", default=None,
+              help="Where RankDB file backups go and restores come from [default: DATA_DIR/backups].")
+@click.option("--backup-allowed-host", "backup_allowed_hosts", multiple=True, metavar="HOST[:PORT]",
+              help="A host that server-to-server backups may be sent to; repeatable [default: none].")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="An accepted Host header name; repeatable [default: loopback names on loopback, any otherwise].")
+@click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
+              help="A browser origin allowed besides the server's own, e.g. https://dash.example.com; repeatable.")
+@click.option("--max-connections", default=None, type=int, help="Open client connections at once [default: 1000].")
 def serve(config_file: Path | None, retention: tuple[str, ...], **flags: object) -> None:
     """Start the HTTP server (settings: defaults < TOML file < $POINTSPACE_* < flags)."""
     from web.server import run_server
 
+    for name in ("backup_allowed_hosts", "allowed_hosts", "allowed_origins"):
+        if not flags[name]:
+            flags[name] = None  # not given: the file, the environment or the default decides
     settings = _settings(config_file, flags, retention)
     configure_logging(settings.log_format)
     trio.run(run_server, settings)

@@ -39,7 +39,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     default = _FIELDS[name].default
     where = f"{name} (from {source})"
     try:
-        if name in ("data_dir", "jwt_key_dir"):
+        if name in ("data_dir", "jwt_key_dir", "backup_dir"):
             return None if value in (None, "") else Path(value)
         if name == "retention":
             if isinstance(value, str):
@@ -47,6 +47,12 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if not isinstance(value, Mapping):
                 raise ValueError("expected a table of level = seconds")
             return {str(k).strip(): int(v) for k, v in value.items()}
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                value = [part.strip() for part in value.split(",") if part.strip()]
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ValueError("expected a list of strings")
+            return tuple(value)
         if isinstance(default, bool):
             if isinstance(value, str):
                 if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
@@ -131,6 +137,8 @@ def describe(settings: Settings, sources: Mapping[str, str]) -> str:
             rendered = "true" if value else "false"
         elif isinstance(value, str):
             rendered = f'"{value}"'
+        elif isinstance(value, tuple):
+            rendered = "[" + ", ".join(f'"{v}"' for v in value) + "]"
         else:
             rendered = str(value)
         lines.append(f"{name} = {rendered}  # {sources[name]}")

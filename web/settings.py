@@ -42,3 +42,28 @@ class Settings:
     jwt_key_dir: Path | None = None
     #: Seconds to keep each resolution ("second" .. "month"); empty keeps everything.
     retention: dict[str, int] = field(default_factory=dict)
+
+    # ----- security limits (README "Security"); each default is the safe one -----------------
+
+    #: Where RankDB ``file`` backups are written and ``src_file`` restores read: destinations
+    #: and sources are plain file names inside it, never paths. ``None``: ``<data_dir>/backups``
+    #: (a memory-only server then has no file backups until this is set).
+    backup_dir: Path | None = None
+    #: Hosts (``host`` or ``host:port``) a ``server`` backup destination may name. Empty: none,
+    #: so a request cannot make this server call arbitrary addresses (SSRF).
+    backup_allowed_hosts: tuple[str, ...] = ()
+    #: Bytes a restore or snapshot import may inflate to, in all. The stream limit above counts
+    #: compressed bytes; zstd reaches ratios of 30,000:1, so the output needs its own bound.
+    max_inflated_bytes: int = 8 * 1024 * 1024 * 1024
+    #: A request body must keep arriving at this many bytes per second, measured over
+    #: ``body_rate_window_s`` (slowloris; nginx's send/receive timeouts play the same role).
+    min_body_rate_bytes_s: int = 1024
+    body_rate_window_s: float = 10.0
+    #: Open client connections at once; more wait in the kernel's accept queue.
+    max_connections: int = 1000
+    #: Host header values (names, with or without a port) accepted. Empty: the loopback names
+    #: when bound to a loopback address (DNS rebinding), anything otherwise.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Browser origins (``https://dash.example.com``) allowed besides this server's own. A
+    #: request carrying any other ``Origin`` is refused, so a web page cannot drive the server.
+    allowed_origins: tuple[str, ...] = ()
