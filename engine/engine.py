@@ -201,7 +201,8 @@ class Engine:
                     nursery.cancel_scope.cancel()
                 return
             # The one place the core reaches its persistence edge (engine/ otherwise never
-            # imports snapshots/): recovery and the log need the engine, and vice versa.
+            # imports snapshots/). The store sees this engine only as engine.journal's
+            # Recoverable, so the dependency goes one way: engine -> snapshots.
             from snapshots.store import open_store
 
             engine = cls(router, MemoryJournal())

@@ -1,8 +1,11 @@
-"""The engine's view of durability: a journal it appends commands to, and nothing more.
+"""The engine's view of durability: a journal it appends commands to, and what a store may ask.
 
-``engine/`` never imports ``snapshots/``; instead it declares here the two small interfaces it
-needs, and ``snapshots/`` implements them (the write-ahead log and the snapshot files). Tests
-and in-memory embedding use :class:`MemoryJournal`, which numbers records and forgets them.
+The dependency between the core and its persistence edge goes one way. ``snapshots/`` never
+imports the ``Engine``: it sees an engine only as the :class:`Recoverable` declared here (what
+recovery, replay and snapshots need of it), and implements :class:`Journal` (the write-ahead
+log). ``engine/`` reaches ``snapshots/`` at one place only, ``Engine.open`` with a data
+directory. Tests and in-memory embedding use :class:`MemoryJournal`, which numbers records and
+forgets them.
 
 Ordering contract (why ``append`` is synchronous): the engine appends a batch to the journal and
 dispatches its per-entity messages to the actors' mailboxes in one synchronous step, so the
@@ -12,7 +15,8 @@ feeds the same records, in log order, through the same ``apply`` code.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 
 class Journal(Protocol):
@@ -63,3 +67,36 @@ class MemoryJournal:
     def advance_to(self, seq: int) -> None:
         """Continue numbering after ``seq`` (state loaded from elsewhere already holds it)."""
         self._last_seq = max(self._last_seq, seq)
+
+
+class Recoverable(Protocol):
+    """What a store (``snapshots/store.py``) needs of the engine it persists.
+
+    Recovery installs snapshot items with ``load_snapshot_item`` before any actor runs, then
+    feeds log records through ``replay``; a snapshot reads ``iter_snapshot_items`` from the
+    position ``stable_seq`` on. ``store`` is where the engine exposes its store to the web
+    layer (``/api/admin/snapshot``, ``/metrics``).
+    """
+
+    store: Any
+
+    @property
+    def last_seq(self) -> int:
+        """The newest record appended to the journal (0 when none)."""
+        ...
+
+    def stable_seq(self) -> int:
+        """The oldest log position some entity may not have applied yet."""
+        ...
+
+    def iter_snapshot_items(self) -> Iterator[tuple[str, Any, int, Any]]:
+        """``(namespace, id, applied_seq, plain state)`` for every entity, one at a time."""
+        ...
+
+    def load_snapshot_item(self, namespace: str, ident: Any, applied_seq: int, plain: Any) -> None:
+        """Install one entity from a snapshot, before any actor for it runs."""
+        ...
+
+    async def replay(self, seq: int, record: bytes) -> None:
+        """Apply one log record through the engine's ordinary dispatch."""
+        ...

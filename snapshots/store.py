@@ -18,7 +18,8 @@ A data directory holds ``wal/`` (the write-ahead log, ``wal.py``) and ``snapshot
    (``Engine.stable_seq``); once it is on disk, log segments wholly before it are deleted.
 
 Nothing here knows what a counter is: items are ``(namespace, id, applied_seq, plain state)``
-from ``Engine.iter_snapshot_items`` and go back through ``Engine.load_snapshot_item``.
+from ``Engine.iter_snapshot_items`` and go back through ``Engine.load_snapshot_item``. The store
+sees the engine only as ``engine.journal.Recoverable``: it never imports ``Engine``.
 """
 
 from __future__ import annotations
@@ -30,19 +31,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from engine.errors import StorageFailure
+from engine.journal import Recoverable
 from snapshots.codec import iter_snapshot_items, read_snapshot_header
 from snapshots.files import REAL_FS, FileSystem
 from snapshots.logscan import read_log
 from snapshots.wal import WriteAheadLog, open_wal
 from snapshots.writer import find_latest_snapshot, list_snapshots, write_snapshot
-
-if TYPE_CHECKING:
-    from engine.engine import Engine
 
 log = logging.getLogger("pointspace.store")
 
@@ -82,7 +81,7 @@ def _progress(message: str) -> None:
 
 
 def load_latest_snapshot(
-    data_dir: Path, engine: Engine, report: RecoveryReport, fs: FileSystem
+    data_dir: Path, engine: Recoverable, report: RecoveryReport, fs: FileSystem
 ) -> tuple[int, SnapshotRecord | None]:
     """Load the newest valid snapshot into ``engine``: (its start_seq or 1, its record)."""
     path = find_latest_snapshot(data_dir, fs=fs)
@@ -137,7 +136,7 @@ class DurableStore:
     ########################################################################################
     # Recovery
 
-    async def replay(self, engine: Engine, from_seq: int) -> None:
+    async def replay(self, engine: Recoverable, from_seq: int) -> None:
         """Apply every log record from ``from_seq`` on through the engine."""
         t0 = time.perf_counter()
         count = 0
@@ -159,7 +158,7 @@ class DurableStore:
     ########################################################################################
     # Snapshots
 
-    async def snapshot(self, engine: Engine) -> SnapshotRecord:
+    async def snapshot(self, engine: Recoverable) -> SnapshotRecord:
         """Write a snapshot of ``engine`` now (one at a time), then drop the log it covers.
 
         Raises:
@@ -193,12 +192,12 @@ class DurableStore:
             )
             return record
 
-    async def run_snapshot_timer(self, engine: Engine) -> None:
+    async def run_snapshot_timer(self, engine: Recoverable) -> None:
         """Snapshot by interval (when there were writes) and by log size; runs until cancelled."""
         with self._timer_scope:
             await self._snapshot_timer(engine)
 
-    async def _snapshot_timer(self, engine: Engine) -> None:
+    async def _snapshot_timer(self, engine: Recoverable) -> None:
         last = trio.current_time()
         while True:
             await trio.sleep(1.0)
@@ -214,17 +213,17 @@ class DurableStore:
     ########################################################################################
     # Engine life
 
-    async def recover(self, engine: Engine) -> None:
+    async def recover(self, engine: Recoverable) -> None:
         """(Called by ``Engine.open``.) Replay the log after the snapshot loaded at open."""
         await self.replay(engine, self._start_seq)
         self.recovery.seconds = time.perf_counter() - self._t0
 
-    def attach(self, engine: Engine) -> None:
+    def attach(self, engine: Recoverable) -> None:
         """(Called by ``Engine.open``.) Start the snapshot timer and expose snapshots."""
         engine.store = self
         self._nursery.start_soon(self.run_snapshot_timer, engine)
 
-    async def close_engine(self, engine: Engine) -> None:
+    async def close_engine(self, engine: Recoverable) -> None:
         """(Called by ``Engine.open`` at exit.) The final snapshot of a clean shutdown."""
         self._timer_scope.cancel()
         if engine.last_seq != self._seq_at_last_snapshot or self.last_snapshot is None:
@@ -238,7 +237,7 @@ class DurableStore:
 async def open_store(
     data_dir: Path,
     *,
-    engine: Engine,
+    engine: Recoverable,
     fsync: str = "everysec",
     snapshot_interval_s: float = DEFAULT_SNAPSHOT_INTERVAL_S,
     snapshot_log_bytes: int = DEFAULT_SNAPSHOT_LOG_BYTES,
