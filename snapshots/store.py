@@ -39,6 +39,7 @@ from engine.errors import StorageFailure
 from engine.journal import Recoverable
 from snapshots.codec import iter_snapshot_items, read_snapshot_header
 from snapshots.files import REAL_FS, FileSystem
+from snapshots.lock import DataDirectoryLock
 from snapshots.logscan import read_log
 from snapshots.wal import WriteAheadLog, open_wal
 from snapshots.writer import find_latest_snapshot, list_snapshots, write_snapshot
@@ -249,7 +250,11 @@ async def open_store(
     The caller (``Engine.open``) then calls ``recover`` (replay), ``attach`` and, at exit,
     ``close_engine``.
 
+    The directory's lock (``snapshots/lock.py``) is held from before recovery reads anything
+    until the final snapshot is written.
+
     Raises:
+        DataDirectoryInUse: another server or tool holds the directory.
         LogCorrupted: damage in the middle of the log (``pointspace log check`` / ``repair``).
         StorageFailure: the directory cannot be read or written.
     """
@@ -259,6 +264,17 @@ async def open_store(
         fs.makedirs(data_dir)
     except OSError as exc:
         raise StorageFailure(f"cannot create data directory {str(data_dir)!r}: {exc}") from exc
+    with DataDirectoryLock(data_dir):
+        async with _open_locked(data_dir, engine, fsync, snapshot_interval_s, snapshot_log_bytes,
+                                fs, t0, wal_options) as store:
+            yield store
+
+
+@asynccontextmanager
+async def _open_locked(
+    data_dir: Path, engine: Recoverable, fsync: str, snapshot_interval_s: float,
+    snapshot_log_bytes: int, fs: FileSystem, t0: float, wal_options: dict[str, Any],
+) -> AsyncIterator[DurableStore]:
     _progress(f"recovery: opening {data_dir}")
     report = RecoveryReport()
     start_seq, record = load_latest_snapshot(data_dir, engine, report, fs)

@@ -1,0 +1,64 @@
+"""One process per data directory (snapshots/lock.py): a second server is refused, a killed one
+leaves no stale lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, free_port, start_server
+
+from engine.engine import Engine
+from snapshots.lock import LOCK_NAME, DataDirectoryInUse, DataDirectoryLock
+
+
+def test_second_lock_is_refused_naming_the_holder(tmp_path):
+    with DataDirectoryLock(tmp_path) as first:
+        assert first.held
+        with pytest.raises(DataDirectoryInUse, match=rf"in use by PID {os.getpid()};"):
+            DataDirectoryLock(tmp_path).acquire()
+    # Released: the next one gets it.
+    with DataDirectoryLock(tmp_path) as again:
+        assert again.held
+    assert (tmp_path / LOCK_NAME).read_text().strip() == str(os.getpid())
+
+
+async def test_an_open_engine_holds_its_directory(tmp_path):
+    async with Engine.open(tmp_path):
+        with pytest.raises(DataDirectoryInUse):
+            async with Engine.open(tmp_path):
+                pass
+    async with Engine.open(tmp_path):  # free again after a clean close
+        pass
+
+
+def test_second_server_on_one_directory_is_refused(tmp_path):
+    data = tmp_path / "data"
+    first = start_server(tmp_path, data_dir=data)
+    try:
+        with first.client() as client:
+            events = [{"metric": "m", "user": 1, "value": 50, "ts": 1700000000}]
+            assert client.post("/api/events", json=events).status_code == 200
+        second = subprocess.run(
+            [sys.executable, "-m", "web.cli", "serve", "--host", "127.0.0.1", "--port",
+             str(free_port()), "--data-dir", str(data)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        assert second.returncode != 0
+        assert f"in use by PID {first.process.pid}" in second.stderr + second.stdout
+        with first.client() as client:  # the first one still serves, its data intact
+            q = {"users": [1], "metrics": ["m"], "t1": 0, "t2": 1800000000}
+            assert client.post("/api/query", json=q).json()["results"][0]["sums"] == {"m": 50}
+    finally:
+        first.stop(signal.SIGKILL)
+    # The kernel dropped the dead server's lock: a new server starts and recovers the write.
+    third = start_server(tmp_path, data_dir=data)
+    try:
+        with third.client() as client:
+            q = {"users": [1], "metrics": ["m"], "t1": 0, "t2": 1800000000}
+            assert client.post("/api/query", json=q).json()["results"][0]["sums"] == {"m": 50}
+    finally:
+        third.stop()
