@@ -15,15 +15,26 @@ validated command that goes to the log).
 User ids may be integers or strings. A string that is the canonical decimal form of an
 integer (``"42"``, not ``"042"``) names the same user as the integer, because PSD's form
 endpoints carry uids as text while JSON clients send numbers.
+
+Names and string ids are text a person can read: metric names, counter names and string
+user ids refuse control characters (Unicode category Cc: NUL, newline, escape, DEL, C1) and
+surrogates (Cs). A NUL ends the name in any C consumer (log viewers, shells, a Redis or
+SQLite export), newlines and escapes forge lines in logs and terminals, and a lone surrogate
+is not text at all: it cannot be encoded as UTF-8, so the log and snapshot writers (msgpack)
+would fail on it. HTTP cannot carry one (orjson and msgpack refuse it, and URL paths and
+forms decode it to U+FFFD), but an in-process embedder can. PSD's user ids are integers, so
+nothing a seed client sends is refused by this. Everything else -- other scripts, emoji, spaces, format characters such as
+the zero-width joiner inside emoji -- stays a valid name.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.counters import ADD, DIFF
-from engine.errors import InvalidInput, PayloadTooLarge
+from engine.errors import InvalidInput, PayloadTooLarge, quote
 from engine.timebuckets import MAX_TS, MIN_TS
 
 User = int | str
@@ -37,6 +48,11 @@ EXACT_FLOAT_INT = 2**53
 #: body size). 100k events is ~5 MB of JSON, a few hundred ms of work for one request.
 MAX_BATCH_EVENTS = 100_000
 MAX_NAME_LENGTH = 200
+#: What a name or string id may not contain (see the module docstring): Cc is exactly
+#: U+0000-U+001F and U+007F-U+009F; Cs is U+D800-U+DFFF. The same class, as a JSON Schema
+#: ``pattern``, documents the rule in ``web/api_models.py``.
+FORBIDDEN_IN_NAMES = r"\u0000-\u001f\u007f-\u009f\ud800-\udfff"
+_FORBIDDEN = re.compile(f"[{FORBIDDEN_IN_NAMES}]")
 
 #: A validated counter event: (user, metric, atid, aid, ts, value, ts1, mode).
 UserEvent = tuple[User, str, int, "int | None", int, int, int, int]
@@ -50,9 +66,9 @@ def check_int(value: Any, field: str, low: int = INT64_MIN, high: int = INT64_MA
         if isinstance(value, float) and value.is_integer() and abs(value) <= EXACT_FLOAT_INT:
             value = int(value)
         else:
-            raise InvalidInput(f"{field} must be an integer, got {value!r}", field)
+            raise InvalidInput(f"{field} must be an integer, got {quote(value)}", field)
     if not low <= value <= high:
-        raise InvalidInput(f"{field} must be between {low} and {high}, got {value!r}", field)
+        raise InvalidInput(f"{field} must be between {low} and {high}, got {quote(value)}", field)
     return value
 
 
@@ -64,18 +80,46 @@ def check_ts(value: Any, field: str) -> int:
 
 
 def check_name(value: Any, field: str) -> str:
-    """A metric or counter name: a non-empty string of at most 200 characters."""
+    """A metric or counter name: a non-empty string of at most 200 characters, without
+    control characters or surrogates (see the module docstring).
+
+    >>> check_name("steps", "metric")
+    'steps'
+    >>> check_name("st\\x00eps", "metric")
+    Traceback (most recent call last):
+    ...
+    engine.errors.InvalidInput: metric must not contain control characters or surrogates, got 'st\\x00eps' (U+0000 at index 2)
+    """
     if type(value) is not str or not 0 < len(value) <= MAX_NAME_LENGTH:
         raise InvalidInput(
             f"{field} must be a non-empty string of at most {MAX_NAME_LENGTH} characters, "
-            f"got {value!r}",
+            f"got {quote(value)}",
+            field,
+        )
+    if not value.isprintable():  # fast path: printable text holds no Cc or Cs
+        check_text(value, field)
+    return value
+
+
+def check_text(value: str, field: str) -> str:
+    """``value`` if it holds no control character (Cc) or surrogate (Cs), else
+    ``InvalidInput`` naming the first one.
+
+    Runtime complexity: O(len(value)).
+    """
+    bad = _FORBIDDEN.search(value)
+    if bad is not None:
+        raise InvalidInput(
+            f"{field} must not contain control characters or surrogates, got {quote(value)} "
+            f"(U+{ord(bad.group()):04X} at index {bad.start()})",
             field,
         )
     return value
 
 
 def normalize_user(value: Any, field: str = "user") -> User:
-    """A user id: an integer, or a non-empty string (canonical decimal strings become ints).
+    """A user id: an integer, or a non-empty string without control characters or
+    surrogates (canonical decimal strings become ints).
 
     >>> normalize_user("42"), normalize_user("042"), normalize_user(7)
     (42, '042', 7)
@@ -84,6 +128,8 @@ def normalize_user(value: Any, field: str = "user") -> User:
         if INT64_MIN <= value <= INT64_MAX:
             return value
     elif type(value) is str and 0 < len(value) <= MAX_NAME_LENGTH:
+        if not value.isprintable():  # fast path, as in check_name
+            check_text(value, field)
         if value.isdigit() and value.isascii() and (value == "0" or value[0] != "0"):
             number = int(value)
             if number <= INT64_MAX:
@@ -95,7 +141,7 @@ def normalize_user(value: Any, field: str = "user") -> User:
         return value
     raise InvalidInput(
         f"{field} must be an integer or a non-empty string of at most {MAX_NAME_LENGTH} "
-        f"characters, got {value!r}",
+        f"characters, got {quote(value)}",
         field,
     )
 
@@ -122,7 +168,7 @@ def validate_counter_events(events: Any, field: str = "events") -> list[UserEven
     append = out.append
     for i, event in enumerate(events):
         if type(event) is not dict and not isinstance(event, Mapping):  # isinstance on an ABC is slow
-            raise InvalidInput(f"{field}[{i}] must be an object, got {event!r}", f"{field}[{i}]")
+            raise InvalidInput(f"{field}[{i}] must be an object, got {quote(event)}", f"{field}[{i}]")
         try:
             metric = event["metric"]
             user = event["user"]
@@ -131,7 +177,7 @@ def validate_counter_events(events: Any, field: str = "events") -> list[UserEven
         except KeyError as exc:
             name = exc.args[0]
             raise InvalidInput(f"{field}[{i}].{name} is required", f"{field}[{i}].{name}") from None
-        if type(metric) is not str or not 0 < len(metric) <= MAX_NAME_LENGTH:
+        if type(metric) is not str or not 0 < len(metric) <= MAX_NAME_LENGTH or not metric.isprintable():
             check_name(metric, f"{field}[{i}].metric")
         if type(user) is not int or not INT64_MIN <= user <= INT64_MAX:
             user = normalize_user(user, f"{field}[{i}].user")
@@ -148,7 +194,7 @@ def validate_counter_events(events: Any, field: str = "events") -> list[UserEven
         if not _EVENT_FIELDS.issuperset(event):
             unknown = sorted(str(k) for k in event if k not in _EVENT_FIELDS)
             raise InvalidInput(
-                f"{field}[{i}] has unknown fields {unknown!r}; allowed: {sorted(_EVENT_FIELDS)}",
+                f"{field}[{i}] has unknown fields {quote(unknown)}; allowed: {sorted(_EVENT_FIELDS)}",
                 f"{field}[{i}].{unknown[0]}",
             )
         get = event.get
@@ -165,7 +211,7 @@ def validate_counter_events(events: Any, field: str = "events") -> list[UserEven
             ts1 = check_ts(ts1, f"{field}[{i}].ts1")
         if ts1 > ts:
             raise InvalidInput(
-                f"{field}[{i}].ts1 must be <= ts, got ts1={ts1!r} ts={ts!r}", f"{field}[{i}].ts1"
+                f"{field}[{i}].ts1 must be <= ts, got ts1={ts1} ts={ts}", f"{field}[{i}].ts1"
             )
         mode_name = get("mode", "add")
         if mode_name == "add" and type(mode_name) is str:
@@ -180,7 +226,7 @@ def validate_counter_events(events: Any, field: str = "events") -> list[UserEven
                 )
         else:
             raise InvalidInput(
-                f"{field}[{i}].mode must be 'add' or 'diff', got {mode_name!r}", f"{field}[{i}].mode"
+                f"{field}[{i}].mode must be 'add' or 'diff', got {quote(mode_name)}", f"{field}[{i}].mode"
             )
         append((user, metric, atid, aid, ts, value, ts1, mode))
     return out
@@ -195,7 +241,7 @@ def validate_count_events(events: Any, field: str = "counts") -> list[tuple[str,
     out = []
     for i, event in enumerate(events):
         if not isinstance(event, Mapping):
-            raise InvalidInput(f"{field}[{i}] must be an object, got {event!r}", f"{field}[{i}]")
+            raise InvalidInput(f"{field}[{i}] must be an object, got {quote(event)}", f"{field}[{i}]")
         for name in ("name", "value", "ts"):
             if name not in event:
                 raise InvalidInput(f"{field}[{i}].{name} is required", f"{field}[{i}].{name}")

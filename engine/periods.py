@@ -13,14 +13,25 @@ i is [b_i, b_{i+1} - 1]. Interior boundaries are where a new period starts:
 The first and last period are clipped to [t1, t2], so the sums of a breakdown always add up to
 the sum over the whole range. Counters then answer each boundary with one prefix walk
 (``CounterSeries.before``).
+
+Time zones by name
+------------------
+A ``tz`` comes from the client, and ``ZoneInfo(name)`` treats it as a path under each
+directory of ``zoneinfo.TZPATH`` (then inside the ``tzdata`` package): ``"Europe"`` opens a
+directory (``IsADirectoryError``), 10,000 characters overflow the file system's name limit
+(``OSError``), ``"right/UTC"`` finds a leap-second zone that disagrees with Unix time by 27 s.
+So :func:`load_zone` -- the one place a name becomes a zone; nothing else calls ``ZoneInfo``
+on input -- first looks the name up in :func:`known_zones`, the IANA names this host has,
+and only then loads it.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from engine.errors import InvalidInput
+from engine.errors import InvalidInput, quote
 from engine.timebuckets import LEVEL_BY_NAME, MAX_TS, MONTH, YEAR, bucket_of, bucket_start
 
 #: Most periods one breakdown may produce: each costs one prefix walk per series (~10 us).
@@ -29,18 +40,62 @@ MAX_PERIODS = 10_000
 _FIXED = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
+#: Longest time zone name taken: twice the longest IANA name (32 characters,
+#: ``America/Argentina/ComodRivadavia``); tzdb's own rule keeps each part of a name to 14
+#: characters (its ``theory.html``, "Names of timezones"). Longer is refused unread.
+MAX_ZONE_NAME = 64
+#: Names :func:`available_timezones` may list that are not IANA zones: ``localtime`` is a
+#: link to the host's own ``/etc/localtime`` (Debian ships it in ``/usr/share/zoneinfo``), so
+#: answers would change with the machine's setting.
+_NOT_ZONES = frozenset({"localtime"})
+
+
+@functools.cache
+def known_zones() -> frozenset[str]:
+    """The IANA time zone names this host can load: the ``tzdata`` package's list and the
+    system database's zones (``zoneinfo.available_timezones``; ``right/``, ``posix/`` and
+    ``posixrules`` left out), without ``localtime``.
+
+    Read once per process (~30 ms: one file from ``tzdata`` and a walk of
+    ``/usr/share/zoneinfo``); a zone added to the system database later is known after a
+    restart.
+
+    >>> "Europe/Oslo" in known_zones(), "Europe" in known_zones(), "right/UTC" in known_zones()
+    (True, False, False)
+    """
+    return frozenset(available_timezones()) - _NOT_ZONES
+
+
 def load_zone(name: str | None, field: str = "tz") -> ZoneInfo | None:
-    """The ``ZoneInfo`` for an IANA name, ``None`` for UTC/absent, ``InvalidInput`` if unknown."""
+    """The ``ZoneInfo`` for an IANA name, ``None`` for UTC or no zone.
+
+    Every time zone a request names goes through here (breakdowns, counter breakdowns,
+    rolling leaderboard windows): see "Time zones by name" in the module docstring.
+
+    >>> load_zone("Europe/Oslo"), load_zone("UTC")
+    (zoneinfo.ZoneInfo(key='Europe/Oslo'), None)
+    >>> load_zone("Europe")
+    Traceback (most recent call last):
+    ...
+    engine.errors.InvalidInput: tz must be an IANA time zone name such as 'Europe/Oslo', got 'Europe'
+
+    Raises:
+        InvalidInput: ``name`` is not a string, or not a zone in :func:`known_zones`
+            (naming ``field`` and quoting at most the start of ``name``).
+    """
     if name is None or name in ("UTC", "Etc/UTC", "Z"):
         return None
     if not isinstance(name, str):
         raise InvalidInput(f"{field} must be an IANA time zone name such as 'Europe/Oslo'", field)
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(
-            f"{field} must be an IANA time zone name such as 'Europe/Oslo', got {name!r}", field
-        ) from None
+    if len(name) <= MAX_ZONE_NAME and name in known_zones():
+        try:
+            return ZoneInfo(name)
+        # Listed but unreadable: the system database changed under the running server.
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    raise InvalidInput(
+        f"{field} must be an IANA time zone name such as 'Europe/Oslo', got {quote(name)}", field
+    )
 
 
 def period_bounds(
@@ -63,7 +118,7 @@ def period_bounds(
     bounds = [t1]
     if isinstance(step, int) and not isinstance(step, bool):
         if step <= 0:
-            raise InvalidInput(f"step must be a positive number of seconds, got {step!r}", "step")
+            raise InvalidInput(f"step must be a positive number of seconds, got {quote(step)}", "step")
         cursor = ((t1 + offset) // step + 1) * step - offset
         interior = range(cursor, t2 + 1, step)
         _check_count(len(interior) + 1, step)
@@ -87,7 +142,7 @@ def period_bounds(
     else:
         raise InvalidInput(
             f"step must be one of year, month, day, hour, minute, second or a number of "
-            f"seconds, got {step!r}",
+            f"seconds, got {quote(step)}",
             "step",
         )
     bounds.append(t2 + 1)
@@ -144,10 +199,10 @@ def _advance(wall: datetime, step: str) -> datetime:
 def _check_count(count: int, step: object) -> None:
     if count > MAX_PERIODS:
         raise InvalidInput(
-            f"a breakdown may have at most {MAX_PERIODS} periods; step {step!r} gives more "
+            f"a breakdown may have at most {MAX_PERIODS} periods; step {quote(step)} gives more "
             "over this range -- use a coarser step or a shorter range",
             "step",
         )
 
 
-__all__ = ["MAX_PERIODS", "MONTH", "YEAR", "load_zone", "period_bounds"]
+__all__ = ["MAX_PERIODS", "MAX_ZONE_NAME", "MONTH", "YEAR", "known_zones", "load_zone", "period_bounds"]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.counters import ADD, DIFF
-from engine.errors import InvalidInput, PayloadTooLarge
+from engine.errors import InvalidInput, PayloadTooLarge, quote
 from engine.events import (
     INT64_MAX,
     INT64_MIN,
@@ -37,6 +37,8 @@ def event(**fields: Any) -> dict[str, Any]:
 
 
 DROP = object()
+#: Every character a name may hold: anything but control characters (Cc) and surrogates (Cs).
+NAME_CHARACTERS = st.characters(blacklist_categories=("Cc", "Cs"))
 
 
 def rejects(events: Any, field: str, message: str) -> None:
@@ -110,9 +112,9 @@ def test_validate_counter_events_string_users_are_normalized() -> None:
     st.lists(
         st.fixed_dictionaries(
             {
-                "metric": st.text(min_size=1, max_size=20),
+                "metric": st.text(NAME_CHARACTERS, min_size=1, max_size=20),
                 "user": st.one_of(
-                    st.integers(INT64_MIN, INT64_MAX), st.text(min_size=1, max_size=10)
+                    st.integers(INT64_MIN, INT64_MAX), st.text(NAME_CHARACTERS, min_size=1, max_size=10)
                 ),
                 "value": st.integers(INT64_MIN, INT64_MAX),
                 "ts": st.integers(0, MAX_TS),
@@ -180,7 +182,7 @@ def test_validate_counter_events_bad_metric(bad: Any) -> None:
     rejects(
         [event(metric=bad)],
         "events[0].metric",
-        f"events[0].metric must be a non-empty string of at most 200 characters, got {bad!r}",
+        f"events[0].metric must be a non-empty string of at most 200 characters, got {quote(bad)}",
     )
 
 
@@ -195,7 +197,7 @@ def test_validate_counter_events_bad_user(bad: Any) -> None:
     rejects(
         [event(user=bad)],
         "events[0].user",
-        f"events[0].user must be an integer or a non-empty string of at most 200 characters, got {bad!r}",
+        f"events[0].user must be an integer or a non-empty string of at most 200 characters, got {quote(bad)}",
     )
 
 
@@ -364,7 +366,7 @@ def test_normalize_user_decimal_string_names_the_same_user(n: int) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(min_size=1, max_size=30), st.from_regex(r"\A-?[0-9]{1,20}\Z")))
+@given(st.one_of(st.text(NAME_CHARACTERS, min_size=1, max_size=30), st.from_regex(r"\A-?[0-9]{1,20}\Z")))
 def test_normalize_user_int_only_for_canonical_strings(s: str) -> None:
     got = normalize_user(s)
     if type(got) is int:
@@ -383,7 +385,7 @@ def test_normalize_user_int_only_for_canonical_strings(s: str) -> None:
 def test_normalize_user_rejects(bad: Any) -> None:
     with pytest.raises(
         InvalidInput,
-        match=f"^{re.escape(f'uid must be an integer or a non-empty string of at most 200 characters, got {bad!r}')}$",
+        match=f"^{re.escape(f'uid must be an integer or a non-empty string of at most 200 characters, got {quote(bad)}')}$",
     ) as info:
         normalize_user(bad, "uid")
     assert info.value.field == "uid"
@@ -466,3 +468,120 @@ def test_group_by_user_keeps_batch_order() -> None:
     assert list(groups) == [1, 2, "x"]
     assert [e[4] for e in groups[1]] == [1, 3]
     assert groups[2] == [("steps", 0, None, TS, 2, TS, ADD)]
+
+
+############################################################################################
+# Names refuse control characters and surrogates (security issue, finding 9)
+
+#: Every control character (Unicode category Cc: U+0000-U+001F, U+007F-U+009F), and the two
+#: ends of the surrogate range (Cs).
+FORBIDDEN = [chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]] + ["\ud800", "\udfff"]
+
+
+@pytest.mark.parametrize("char", FORBIDDEN, ids=lambda c: f"U+{ord(c):04X}")
+def test_check_name_refuses_control_characters_and_surrogates(char: str) -> None:
+    name = f"ste{char}ps"
+    message = (
+        f"events[0].metric must not contain control characters or surrogates, got {name!r} "
+        f"(U+{ord(char):04X} at index 3)"
+    )
+    rejects([event(metric=name)], "events[0].metric", message)
+    with pytest.raises(InvalidInput) as info:
+        validate_count_events([{"name": name, "value": 1, "ts": TS}])
+    assert info.value.field == "counts[0].name"
+    with pytest.raises(InvalidInput) as info:
+        check_names(["ok", name], "metrics")
+    assert info.value.field == "metrics[1]"
+
+
+@pytest.mark.parametrize("char", FORBIDDEN, ids=lambda c: f"U+{ord(c):04X}")
+def test_normalize_user_refuses_control_characters_and_surrogates(char: str) -> None:
+    # PSD's uids are integers; a native string id is a name, with a name's rule.
+    for user in (char, f"alice{char}", f"{char}42"):
+        with pytest.raises(
+            InvalidInput, match=r"^events\[0\]\.user must not contain control characters"
+        ) as info:
+            validate_counter_events([event(user=user)])
+        assert info.value.field == "events[0].user"
+    with pytest.raises(InvalidInput) as info:
+        check_users([1, f"bob{char}"])
+    assert info.value.field == "users[1]"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "steps per day",  # ASCII space
+        "pas\u00a0de\u00a0deux",  # NO-BREAK SPACE (Zs, not printable to Python, still a name)
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467",  # family emoji: ZERO WIDTH JOINERs (Cf)
+        "\u062e\u0637\u0648\u0627\u062a",  # Arabic
+        "\u6b69\u6570",  # CJK
+        "a\u2028b",  # LINE SEPARATOR (Zl) is not a control character
+        "\U000e0001tag",  # LANGUAGE TAG (Cf)
+    ],
+)
+def test_names_keep_every_other_character(name: str) -> None:
+    got = validate_counter_events([event(metric=name, user=name)])
+    assert got[0][:2] == (name, name)
+    assert validate_count_events([{"name": name, "value": 1, "ts": TS}]) == [(name, TS, 1)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=20))
+def test_check_name_refuses_exactly_cc_and_cs(name: str) -> None:
+    import unicodedata
+
+    bad = any(unicodedata.category(c) in ("Cc", "Cs") for c in name)
+    try:
+        validate_counter_events([event(metric=name)])
+    except InvalidInput as exc:
+        assert bad, exc
+        assert exc.field == "events[0].metric"
+    else:
+        assert not bad
+
+
+def test_a_bad_event_anywhere_refuses_the_whole_batch() -> None:
+    events = [event(user=i) for i in range(100)] + [event(metric="steps\x00")]
+    rejects(
+        events,
+        "events[100].metric",
+        "events[100].metric must not contain control characters or surrogates, got 'steps\\x00' "
+        "(U+0000 at index 5)",
+    )
+
+
+############################################################################################
+# Errors quote at most the start of a bad value (security issue, finding 9)
+
+
+def test_a_10_mb_bad_name_is_quoted_by_its_start() -> None:
+    big = "x" * 10_000_000
+    for bad_event, field in [
+        (event(metric=big), "events[0].metric"),
+        (event(user=big), "events[0].user"),
+        (event(mode=big), "events[0].mode"),
+        (event(value=big), "events[0].value"),
+    ]:
+        with pytest.raises(InvalidInput) as info:
+            validate_counter_events([bad_event])
+        assert info.value.field == field
+        assert f"'{'x' * 80}'... (10000000 characters)" in info.value.message
+        assert len(info.value.message) < 300
+
+
+def test_a_10_mb_unknown_field_is_cut_in_message_and_field() -> None:
+    big = "k" * 10_000_000
+    with pytest.raises(InvalidInput) as info:
+        validate_counter_events([event(**{big: 1})])
+    assert info.value.message.startswith(f"events[0] has unknown fields ['{'k' * 78}")
+    assert len(info.value.message) < 300
+    assert info.value.field is not None and len(info.value.field) <= 200
+
+
+def test_a_huge_non_object_event_is_quoted_by_its_start() -> None:
+    with pytest.raises(InvalidInput) as info:
+        validate_counter_events([["x" * 1000] * 100_000])
+    assert info.value.message.startswith("events[0] must be an object, got [")
+    assert info.value.message.endswith("... (100000 items)")
+    assert len(info.value.message) < 200

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import InvalidInput
-from engine.periods import MAX_PERIODS, load_zone, period_bounds
+from engine.periods import MAX_PERIODS, MAX_ZONE_NAME, known_zones, load_zone, period_bounds
 from engine.timebuckets import MAX_TS, MIN_TS
 
 CALENDAR_STEPS = ["year", "month", "day", "hour", "minute", "second"]
@@ -437,3 +437,74 @@ def test_period_bounds_zone_sums_of_lengths() -> None:
         for step in ("day", "month"):
             bounds = period_bounds(t1, t2, step, zone=zone)
             assert sum(b - a for a, b in pairwise(bounds)) == t2 - t1 + 1
+
+
+############################################################################################
+# Zone names are looked up before they are loaded (security issue, finding 8)
+
+
+def _zone_directories() -> list[str]:
+    """Every directory under the tzdata package and the system database, as a zone name:
+    ``ZoneInfo`` opens each as a file and raises ``IsADirectoryError``."""
+    from importlib import resources
+    from pathlib import Path
+    from zoneinfo import TZPATH
+
+    roots = [Path(str(resources.files("tzdata").joinpath("zoneinfo")))]
+    roots += [Path(p) for p in TZPATH if Path(p).is_dir()]
+    names = {str(d.relative_to(root)) for root in roots for d in root.rglob("*") if d.is_dir()}
+    return sorted(names)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Europe",  # a directory: IsADirectoryError
+        "__pycache__",  # a directory inside the tzdata package
+        "x" * 10_000,  # "File name too long"
+        "Europe/Oslo\x00",
+        "right/UTC",  # leap-second zones: 27 s off Unix time
+        "posix/Europe/Oslo",
+        "posixrules",
+        "localtime",  # the host's own zone (/usr/share/zoneinfo/localtime -> /etc/localtime)
+        "zone.tab",
+        "tzdata.zi",
+        "/usr/share/zoneinfo/Europe/Oslo",
+        "Europe/Oslo/",
+        "europe/oslo",
+    ],
+)
+def test_load_zone_refuses_names_that_are_not_iana_zones(name: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        load_zone(name)
+    assert info.value.field == "tz"
+    assert info.value.message.startswith("tz must be an IANA time zone name such as 'Europe/Oslo', got ")
+    assert len(info.value.message) < 200  # at most the start of the name is quoted
+
+
+def test_load_zone_refuses_every_directory_of_the_zone_databases() -> None:
+    directories = _zone_directories()
+    assert "Europe" in directories and "America/Argentina" in directories
+    for name in directories:
+        with pytest.raises(InvalidInput):
+            load_zone(name)
+
+
+def test_load_zone_quotes_the_start_of_a_long_name() -> None:
+    with pytest.raises(InvalidInput) as info:
+        load_zone("Europe/" + "x" * 10_000, field="window.tz")
+    assert info.value.field == "window.tz"
+    assert info.value.message == (
+        "window.tz must be an IANA time zone name such as 'Europe/Oslo', got "
+        f"'Europe/{'x' * 73}'... (10007 characters)"
+    )
+
+
+def test_load_zone_loads_every_known_zone() -> None:
+    zones = known_zones()
+    assert len(zones) > 400 and "Europe/Oslo" in zones and "Etc/GMT+5" in zones
+    assert all(len(name) <= MAX_ZONE_NAME for name in zones)
+    assert not any(name.startswith(("right/", "posix/")) for name in zones)
+    for name in sorted(zones):
+        zone = load_zone(name)
+        assert zone is None or zone.key == name
