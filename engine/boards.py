@@ -196,6 +196,50 @@ def registry_of(router: Any) -> BoardRegistry:
 ############################################################################################
 
 
+_WINDOW_KINDS = ("fixed", *ROLLING_UNITS)
+
+
+def check_board_plain(plain: Any, field: str = "board") -> BoardDefinition:
+    """A ``BoardDefinition.to_plain()`` from outside (a backup stream), checked as
+    :func:`check_board` checks a request: the same rules, field by field.
+
+    >>> check_board_plain(["steps", None, [1, "ann"], "day", "Europe/Oslo", 0, 86399]).members
+    (1, 'ann')
+    >>> check_board_plain(["steps", None, None, "hour", None, 0, 1])
+    Traceback (most recent call last):
+    ...
+    engine.errors.InvalidInput: board[3] (window kind) must be one of ['fixed', 'day', 'week', 'month'], got 'hour'
+
+    Raises:
+        InvalidInput: the value's shape or a field is wrong (``field`` names the position).
+    """
+    from engine.events import check_ts, normalize_user
+
+    if not isinstance(plain, list) or len(plain) != 7:
+        raise InvalidInput(f"{field} must be an array of 7 (metric, atid, members, window kind, "
+                           "tz, t1, t2)", field)
+    metric, atid, members, kind, tz, t1, t2 = plain
+    if not isinstance(metric, str) or not 0 < len(metric) <= 200:
+        raise InvalidInput(f"{field}[0] (metric) must be a non-empty string of at most 200 "
+                           "characters", f"{field}[0]")
+    if atid is not None and (type(atid) is not int or not -(2**63) <= atid < 2**63):
+        raise InvalidInput(f"{field}[1] (atid) must be an integer or null", f"{field}[1]")
+    if members is not None:
+        if not isinstance(members, list) or not members:
+            raise InvalidInput(f"{field}[2] (members) must be a non-empty array or null", f"{field}[2]")
+        members = tuple(dict.fromkeys(normalize_user(m, f"{field}[2][{i}]") for i, m in enumerate(members)))
+    if kind not in _WINDOW_KINDS:
+        raise InvalidInput(f"{field}[3] (window kind) must be one of {list(_WINDOW_KINDS)}, got {kind!r:.40}",
+                           f"{field}[3]")
+    if tz is not None:
+        load_zone(tz, f"{field}[4]")
+    t1, t2 = check_ts(t1, f"{field}[5]"), check_ts(t2, f"{field}[6]")
+    if t1 > t2:
+        raise InvalidInput(f"{field}: window t1 must be <= t2, got {t1} > {t2}", f"{field}[5]")
+    return BoardDefinition(metric=metric, atid=atid, members=members, window_kind=kind, tz=tz,
+                           t1=t1, t2=t2)
+
+
 def check_board(body: Any, now: int) -> tuple[str, BoardDefinition]:
     """Validate a board definition ``{id, metric, atid?, members?, window}``."""
     if not isinstance(body, dict):
@@ -298,6 +342,78 @@ def _refresh(router: Any, board_id: str, board: BoardDefinition, user: Hashable)
     return operation
 
 
+def in_current_window(definition: BoardDefinition, now: int) -> BoardDefinition:
+    """``definition`` with a rolling window moved to the period holding ``now`` (a board
+    restored from an old backup ranks this period, as a new board would); fixed unchanged."""
+    if definition.window_kind == "fixed":
+        return definition
+    t1, t2 = rolling_window(definition.window_kind, definition.tz, now)
+    return replace(definition, t1=t1, t2=t2)
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreBoard(Command):
+    """Bring back a live leaderboard from a backup (``POST /xlist/restore``).
+
+    The board's entries are not taken from the backup: a live board is derived from counters,
+    so it is rebuilt from this server's counters exactly as ``CreateBoard`` fills a new one,
+    then fed by every later write. (A crafted backup therefore cannot forge standings; on a
+    server without the counters the board starts empty.) With ``keep`` an existing list of
+    that id is left alone (``"skipped"``); without it the list, board or not, is replaced.
+    """
+
+    op: ClassVar[str] = "board.restore"
+    board_id: str
+    definition: BoardDefinition
+    keep: bool
+
+    def to_plain(self) -> Any:
+        return [self.board_id, self.definition.to_plain(), self.keep]
+
+    @classmethod
+    def from_plain(cls, plain: Any) -> RestoreBoard:
+        return cls(board_id=plain[0], definition=BoardDefinition.from_plain(plain[1]), keep=plain[2])
+
+    def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
+        registry = registry_of(router)
+        definition = self.definition
+
+        def settle(state: ListState) -> None:
+            """Undo a registration made at dispatch (below) that this turn did not install."""
+            if registry.boards.get(self.board_id) == definition and state.board != definition:
+                if state.board is not None:
+                    registry.add(self.board_id, state.board)
+                else:
+                    registry.remove(self.board_id)
+
+        def restore(state: ListState) -> str | None:
+            if state.applied_seq >= seq:
+                settle(state)
+                return None
+            state.applied_seq = seq
+            if state.exists and self.keep:
+                settle(state)
+                return "skipped"
+            state.settings = ListSettings(set=BOARD_SET, metadata={"leaderboard": definition.metric})
+            state.ranked = empty_board(definition)
+            state.board = definition
+            registry.add(self.board_id, definition)
+            return "restored"
+
+        routes: dict[EntityKey, Operation] = {(LIST, self.board_id): restore}
+        # Registered at dispatch, as CreateBoard does (see there): every write sent from now
+        # on feeds it. Not when ``keep`` will most likely leave an existing list alone.
+        existing = router.directory[LIST].get(self.board_id)
+        if not self.keep or existing is None or not existing.exists:
+            registry.add(self.board_id, definition)
+        users = definition.members if definition.members is not None else router.ids(USER)
+        for user in users:
+            if user in router.directory[USER]:
+                routes[(USER, user)] = _refresh(router, self.board_id, definition, user)
+        return routes
+
+
 @register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RollBoard(Command):
@@ -372,10 +488,13 @@ __all__ = [
     "BoardDefinition",
     "BoardRegistry",
     "CreateBoard",
+    "RestoreBoard",
     "RollBoard",
     "Standing",
     "check_board",
+    "check_board_plain",
     "due_rolls",
+    "in_current_window",
     "element_id_of",
     "rank_sums",
     "registry_of",

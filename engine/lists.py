@@ -16,6 +16,14 @@ the write), computed in the same actor turn.
 Reads go through the list's actor too (``Router.ask``); a list that never existed answers from an
 empty state, which raises ``NotFound``.
 
+A list that is a live leaderboard (``ListState.board``, ``engine/boards.py``) is derived from
+counters: every command that would change its entries some other way -- element writes and
+deletes, one list or many, or replacing it with a plain list (create with ``replace``, restore)
+-- is refused with :class:`LiveBoardConflict` inside the list's turn, so a replay refuses the
+same records (a log written before this rule replays without the forged entries). Routes
+read first and refuse before logging (``web/routes_rankdb.py``), as for a missing list.
+Deleting the list deletes the board.
+
 A clone is a command routed to the *source* list: its turn copies the rows and installs the
 copy as the new target entity, so the copy is exactly the source at that point of the log, live
 and on replay alike. (The target has no owner yet -- it does not exist -- so no actor's state is
@@ -270,6 +278,26 @@ def element_result(ranked: RankedList, element_id: int, radius: int) -> ElementR
 ############################################################################################
 
 
+class LiveBoardConflict(Conflict):
+    """A write aimed at a live leaderboard's entries: they follow counters, not writes."""
+
+
+def refuse_live_board(list_id: str, state: ListState, what: str) -> None:
+    """Raise :class:`LiveBoardConflict` if the list is a live leaderboard.
+
+    Args:
+        what: the refused operation, for the message ("element writes", ...).
+    """
+    board = state.board
+    if board is not None:
+        raise LiveBoardConflict(
+            f"list {list_id!r} is a live leaderboard of metric {board.metric!r}: its entries "
+            f"follow the counters, so {what} are refused; write events (POST /api/events) to "
+            f"move it, or delete the board first with DELETE /api/leaderboards/{list_id}",
+            "list_id",
+        )
+
+
 def _forget_board(router: Any, list_id: str, state: ListState) -> None:
     """A list that was a live leaderboard stops being fed when deleted or replaced."""
     if state.board is not None and router is not None and "boards" in router.hooks:
@@ -312,9 +340,9 @@ class CreateList(Command):
         def apply(state: ListState) -> ListInfo:
             if state.exists and not self.replace:
                 raise Conflict(f"list {self.list_id!r} already exists", "id")
+            refuse_live_board(self.list_id, state, "replacements by a plain list")
             ranked = RankedList()
             ranked.bulk_load(_dedupe(self.populate), self.now)
-            _forget_board(router, self.list_id, state)
             state.settings, state.ranked, state.board = self.settings, ranked, None
             return list_info(self.list_id, state)
 
@@ -406,6 +434,7 @@ class PutElements(Command):
         def apply(list_id: str) -> Any:
             def fn(state: ListState) -> Any:
                 ranked = state.require(list_id)
+                refuse_live_board(list_id, state, "element writes")
                 if self.insert_only:
                     clash = [e.id for e in elements if e.id in ranked]
                     if clash:
@@ -445,7 +474,9 @@ class DeleteElements(Command):
 
         def apply(list_id: str) -> Any:
             def fn(state: ListState) -> int:
-                return state.require(list_id).bulk_delete(self.ids)
+                ranked = state.require(list_id)
+                refuse_live_board(list_id, state, "element deletes")
+                return ranked.bulk_delete(self.ids)
 
             return fn if single else _per_list(fn)
 
@@ -477,7 +508,7 @@ class RestoreList(Command):
         def apply(state: ListState) -> str:
             if state.exists and self.keep:
                 return "skipped"
-            _forget_board(router, self.list_id, state)
+            refuse_live_board(self.list_id, state, "replacements by a plain list")
             state.settings, state.ranked, state.board = self.settings, ranked.clone(), None
             return "restored"
 
@@ -523,6 +554,7 @@ __all__ = [
     "ElementResult",
     "ListFailure",
     "ListInfo",
+    "LiveBoardConflict",
     "list_info",
     "ListSettings",
     "ListState",
@@ -531,4 +563,5 @@ __all__ = [
     "check_elements",
     "check_ids",
     "check_list_id",
+    "refuse_live_board",
 ]

@@ -19,7 +19,9 @@ Layout (RankDB's own layout, section 3 of docs ``rankdb.md``, in spirit; not byt
         2                             list record version (RankDB writes 1 + a Go binary blob)
         "list-id"                     the list's id on the source server
         {"settings": {"set", "metadata", "split_size", "merge_size", "load_index"},
-         "elements": n, "chunks": k}  the list header
+         "elements": n, "chunks": k,
+         "board": [...]}              the list header; "board" only for a live leaderboard:
+                                      ``BoardDefinition.to_plain()`` (engine/boards.py)
         k chunks                      ``RankedList.to_records()`` maps, in rank order:
                                       {"v": 1, "count", "ids": <u64 LE>, "scores": <u64 LE>,
                                        "tie_breakers": <u32 LE>, "updated_at": <u32 LE>,
@@ -40,8 +42,20 @@ compressed ``.bin`` and got "magic number mismatch"): an uncompressed stream, a 
 compressed twice, gzip, a pointspace snapshot file, or a RankDB backup each say what they are
 and what to do.
 
-Cost: O(size) time; encoder memory O(one chunk); decoder memory O(one list's records), the
-unit restore must hold anyway to validate before replacing. Not benchmarked yet.
+A restore of a list with a ``board`` brings back a live leaderboard (``RestoreBoard``): its
+entries are recomputed from the restoring server's counters, never taken from the stream, so a
+crafted backup cannot forge standings. A stream without the field (older backups) restores
+plain lists.
+
+Untrusted input: decompression is bounded by its output (``snapshots/codec.py``,
+``BoundedZstdFrame``: one zstd block, at most 128 KiB, per step), the decoder counts what it
+inflated against ``max_inflated`` (``Settings.max_inflated_bytes``), zstd windows are held to
+8 MiB, and one msgpack value to ``MAX_RECORD_BYTES``. With ``reveal=False`` (a file read on the
+server) error messages describe values by type only, never quoting the bytes.
+
+Cost: O(size) time; encoder memory O(one chunk); decoder memory O(one list's records + one
+128 KiB block), the unit restore must hold anyway to validate before replacing. Not
+benchmarked yet.
 """
 
 from __future__ import annotations
@@ -53,10 +67,19 @@ from typing import Any, Final
 import msgpack
 import zstandard
 
-from engine.errors import InvalidInput
+from engine.boards import BoardDefinition, check_board_plain
+from engine.errors import InvalidInput, PayloadTooLarge
 from engine.lists import LIST_ID, ListSettings, check_payload
 from engine.ranked import RECORDS_VERSION
-from snapshots.codec import DEFAULT_LEVEL, _convert_big_ints, _ext_hook
+from snapshots.codec import (
+    DEFAULT_LEVEL,
+    UNTRUSTED_MAX_WINDOW,
+    BoundedZstdFrame,
+    InflateBudget,
+    ZstdFrameError,
+    _convert_big_ints,
+    _ext_hook,
+)
 
 __all__ = [
     "LIST_RECORD_VERSION",
@@ -65,6 +88,7 @@ __all__ = [
     "BackupDecoder",
     "BackupEncoder",
     "BackupList",
+    "BackupTooLarge",
     "decode_backup",
     "encode_backup",
 ]
@@ -89,10 +113,6 @@ _SNAPSHOT_MAGIC: Final = b"PSSNAP"
 _MSGPACK_TRUE: Final = 0xC3
 _MSGPACK_FALSE: Final = 0xC2
 
-# Decompressed bytes go to the unpacker at most 1 MiB at a time, each piece drained before the
-# next, so one zstd call that inflates a lot never needs MAX_RECORD_BYTES of buffer at once.
-_FEED_PIECE: Final = 1 << 20
-
 _SETTINGS_KEYS: Final = ("set", "metadata", "split_size", "merge_size", "load_index")
 
 
@@ -101,14 +121,22 @@ class BackupCorrupted(InvalidInput):
     compression. A 400: the client sent them."""
 
 
+class BackupTooLarge(PayloadTooLarge):
+    """The stream inflates past the decoder's ``max_inflated`` bytes. A 413: the request is
+    well-formed as far as it went, but its content, decompressed, is more than this server
+    takes (``max_inflated_bytes``), and sending it again will not help."""
+
+
 @dataclass(frozen=True, slots=True)
 class BackupList:
-    """One decoded list: its source id, settings, element count and ``to_records`` chunks."""
+    """One decoded list: its source id, settings, element count and ``to_records`` chunks,
+    and the definition of the live leaderboard it was (``None``: a plain ranked list)."""
 
     list_id: str
     settings: ListSettings
     elements: int
     records: list[dict[str, Any]]
+    board: BoardDefinition | None = None
 
 
 #####################################################################
@@ -175,8 +203,10 @@ class BackupEncoder:
             return b""
         return self._compressor.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
 
-    def start_list(self, list_id: str, settings: ListSettings, *, elements: int, chunks: int) -> bytes:
-        """Begin a list of ``elements`` elements that will come as ``chunks`` chunks.
+    def start_list(self, list_id: str, settings: ListSettings, *, elements: int, chunks: int,
+                   board: BoardDefinition | None = None) -> bytes:
+        """Begin a list of ``elements`` elements that will come as ``chunks`` chunks;
+        ``board`` is the definition of a live leaderboard (kept so a restore revives it).
 
         Raises:
             RuntimeError: the previous list is missing chunks, or the backup is finished.
@@ -187,7 +217,10 @@ class BackupEncoder:
             raise ValueError(f"list {list_id!r}: need elements >= 0 and chunks >= 1 when elements > 0, "
                              f"got elements={elements!r} chunks={chunks!r}")
         head = self._flush_block()
-        header = {"settings": settings_to_plain(settings), "elements": elements, "chunks": chunks}
+        header: dict[str, Any] = {"settings": settings_to_plain(settings), "elements": elements,
+                                  "chunks": chunks}
+        if board is not None:
+            header["board"] = board.to_plain()
         packed = b"".join((self._pack(True), self._pack(LIST_RECORD_VERSION),
                            self._pack(list_id), self._pack(header)))
         self._list_id = list_id
@@ -217,16 +250,19 @@ class BackupEncoder:
         return self._out(self._compressor.compress(self._pack(False)) + self._compressor.flush())
 
     def encode_list(self, list_id: str, settings: ListSettings,
-                    records: list[Mapping[str, Any]]) -> Iterator[bytes]:
+                    records: list[Mapping[str, Any]],
+                    board: BoardDefinition | None = None) -> Iterator[bytes]:
         """``start_list`` then ``add_chunk`` for each record, as an iterator of byte pieces."""
         elements = sum(int(r["count"]) for r in records)
-        yield self.start_list(list_id, settings, elements=elements, chunks=len(records))
+        yield self.start_list(list_id, settings, elements=elements, chunks=len(records),
+                              board=board)
         for record in records:
             yield self.add_chunk(record)
 
 
-def encode_backup(lists: Iterable[tuple[str, ListSettings, list[Mapping[str, Any]]]]) -> bytes:
-    """A whole backup in memory, for tests and small tools: ``(id, settings, records)`` each."""
+def encode_backup(lists: Iterable[tuple[Any, ...]]) -> bytes:
+    """A whole backup in memory, for tests and small tools: ``(id, settings, records)`` or
+    ``(id, settings, records, board)`` each."""
     enc = BackupEncoder()
     parts = [piece for item in lists for piece in enc.encode_list(*item)]
     parts.append(enc.finish())
@@ -255,19 +291,40 @@ class BackupDecoder:
     input ended and raises if the stream did not end properly. After any error the decoder is
     in state ``ERROR`` and every later call raises again (h11's rule: fail into a known state).
 
+    Args:
+        max_inflated: the most bytes the stream may inflate to (``None``: no limit; every
+            server path passes ``Settings.max_inflated_bytes``).
+        reveal: whether messages may quote the stream's values (``False`` for a file read on
+            the server: a message then says what kind of value was wrong, never its bytes).
+        source: the request field the stream came in (``body``, ``src_file``), named by
+            ``BackupTooLarge``.
+
     Raises (from ``feed`` and ``close``):
         BackupCorrupted: the message names the problem and, where one is known, the fix.
+        BackupTooLarge: the stream inflates past ``max_inflated``.
+
+    >>> decoder = BackupDecoder(max_inflated=1 << 20)
+    >>> decoder.feed(encode_backup([("top", ListSettings(set="s1"), [])]))[0].list_id
+    'top'
+    >>> decoder.close()
 
     Runtime complexity: O(bytes fed) in total; memory O(the list being decoded).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_inflated: int | None = None, reveal: bool = True,
+                 source: str = "body") -> None:
         self.state = MARKER
         self.lists = 0  # complete lists decoded so far
         self.bytes_in = 0
-        self._error: BackupCorrupted | None = None
-        self._dctx = zstandard.ZstdDecompressor()
-        self._frame: Any = None  # the current frame's decompressobj, None between frames
+        # Only the message is kept: keeping the exception would keep its traceback, whose
+        # frames hold this decoder and the buffers being decoded (a reference cycle that held
+        # a decompression bomb's output until the next garbage collection).
+        self._error: str | None = None
+        self._show = _short if reveal else _kind
+        self._reveal = reveal
+        self._budget = InflateBudget(max_inflated, BackupTooLarge, "the backup stream", source)
+        self._dctx = zstandard.ZstdDecompressor(max_window_size=UNTRUSTED_MAX_WINDOW)
+        self._frame: BoundedZstdFrame | None = None  # the current frame; None between frames
         self._frames = 0
         self._pending = b""  # compressed bytes not yet given to a frame
         self._unpacker = msgpack.Unpacker(
@@ -279,12 +336,18 @@ class BackupDecoder:
         )
         self._list_id = ""
         self._settings: ListSettings | None = None
+        self._board: BoardDefinition | None = None
         self._elements = 0
         self._chunks = 0
         self._seen_elements = 0
         self._records: list[dict[str, Any]] = []
 
-    # ----- the public edge: translate every failure into BackupCorrupted, once -------------
+    @property
+    def inflated(self) -> int:
+        """Bytes decompressed so far."""
+        return self._budget.used
+
+    # ----- the public edge: every failure moves to ERROR, once -------------------------------
 
     def feed(self, data: bytes) -> list[BackupList]:
         """Take the next compressed bytes; return the lists they completed, in stream order."""
@@ -294,47 +357,56 @@ class BackupDecoder:
             self.bytes_in += len(data)
             self._pending += data
             self._decompress(out)
-        except BackupCorrupted as exc:
-            self._fail(exc)
+        except (BackupCorrupted, BackupTooLarge) as exc:
+            self._fail(exc.message)
+            raise  # ``exc`` is unbound again as it leaves the block: no frame -> exc cycle
         return out
 
     def close(self) -> None:
         """The input ended: raise unless the stream was complete and nothing followed it."""
         self._raise_if_failed()
         try:
-            if self.bytes_in == 0:
-                raise BackupCorrupted("backup stream is empty; send the bytes PUT /xlist/backup wrote")
-            if self._frame is None and self._frames == 0:
-                self._check_outer_magic(final=True)
-            if self.state != ENDED:
-                inside = f" inside zstd frame {self._frames}" if self._frame is not None else ""
-                raise BackupCorrupted(
-                    f"backup stream is truncated{inside}: {self._where()}, and the end marker "
-                    "never came (was the backup cancelled or cut off?)"
-                )
-            if self._frame is not None:
-                raise BackupCorrupted(
-                    f"backup stream is truncated inside zstd frame {self._frames} (after its end "
-                    "marker): the frame's last bytes and checksum are missing"
-                )
-            if self._pending:
-                raise BackupCorrupted(
-                    f"backup stream has {len(self._pending)} unexpected bytes after its last "
-                    "zstd frame"
-                )
+            self._check_complete()
         except BackupCorrupted as exc:
-            self._fail(exc)
+            self._fail(exc.message)
+            raise
+
+    def _check_complete(self) -> None:
+        if self.bytes_in == 0:
+            raise BackupCorrupted("backup stream is empty; send the bytes PUT /xlist/backup wrote")
+        if self._frame is None and self._frames == 0:
+            self._check_outer_magic(final=True)
+        if self.state != ENDED:
+            inside = f" inside zstd frame {self._frames}" if self._frame is not None else ""
+            raise BackupCorrupted(
+                f"backup stream is truncated{inside}: {self._where()}, and the end marker "
+                "never came (was the backup cancelled or cut off?)"
+            )
+        if self._frame is not None:
+            raise BackupCorrupted(
+                f"backup stream is truncated inside zstd frame {self._frames} (after its end "
+                "marker): the frame's last bytes and checksum are missing"
+            )
+        if self._pending:
+            raise BackupCorrupted(
+                f"backup stream has {len(self._pending)} unexpected bytes after its last "
+                "zstd frame"
+            )
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise BackupCorrupted(
-                f"the decoder is in state ERROR after an earlier error: {self._error.message}"
+                f"the decoder is in state ERROR after an earlier error: {self._error}"
             )
 
-    def _fail(self, exc: BackupCorrupted) -> None:
+    def _fail(self, message: str) -> None:
+        """Move to ERROR and let go of every buffer: the decoder is dead."""
         self.state = ERROR
-        self._error = exc
-        raise exc
+        self._error = message
+        self._pending = b""
+        self._frame = None
+        self._records = []
+        self._unpacker = None  # type: ignore[assignment]  # never used after ERROR
 
     def _where(self) -> str:
         done = f"{self.lists} complete list(s)"
@@ -372,10 +444,10 @@ class BackupDecoder:
                 "backup; send the file exactly as PUT /xlist/backup wrote it, or compress it "
                 "once with `zstd`"
             )
+        starts = f"it starts with {head[:4].hex(' ')!r}, " if self._reveal else ""
         raise BackupCorrupted(
-            f"backup stream is not zstd-compressed: it starts with {head[:4].hex(' ')!r}, "
-            f"expected the zstd frame magic {_ZSTD_MAGIC.hex(' ')!r} "
-            "(invalid input: magic number mismatch)"
+            f"backup stream is not zstd-compressed: {starts}expected the zstd frame magic "
+            f"{_ZSTD_MAGIC.hex(' ')!r} (invalid input: magic number mismatch)"
         )
 
     def _decompress(self, out: list[BackupList]) -> None:
@@ -388,40 +460,43 @@ class BackupDecoder:
                     return
                 elif self._pending[:4] != _ZSTD_MAGIC:
                     what = "after its end marker" if self.state == ENDED else "between zstd frames"
+                    starts = f" (starting {self._pending[:4].hex(' ')!r})" if self._reveal else ""
                     raise BackupCorrupted(
-                        f"backup stream has {len(self._pending)}+ unexpected bytes {what} "
-                        f"(starting {self._pending[:4].hex(' ')!r}); the file is damaged or has "
-                        "something appended"
+                        f"backup stream has {len(self._pending)}+ unexpected bytes {what}"
+                        f"{starts}; the file is damaged or has something appended"
                     )
-                self._frame = self._dctx.decompressobj()
+                self._frame = BoundedZstdFrame(self._dctx)
                 self._frames += 1
+            frame = self._frame
             data, self._pending = self._pending, b""
             try:
-                inner = self._frame.decompress(data)
-            except zstandard.ZstdError as exc:
+                # One block (<= 128 KiB) at a time, each parsed before the next is inflated,
+                # so a bomb is refused after its first block of nonsense or at the budget.
+                for inner in frame.feed(data):
+                    self._budget.spend(len(inner))
+                    self._inner(inner, out)
+            except ZstdFrameError as exc:
                 raise BackupCorrupted(
                     f"backup stream is damaged (zstd frame {self._frames}): {exc}"
                 ) from None
-            if inner:
-                self._inner(inner, out)
-            if self._frame.eof:
-                self._pending = self._frame.unused_data
+            if frame.eof:
+                self._pending = frame.unused_data
                 self._frame = None
 
     # ----- msgpack layer -----------------------------------------------------------------------
 
     def _inner(self, data: bytes, out: list[BackupList]) -> None:
-        for start in range(0, len(data), _FEED_PIECE):
-            if self.state == ENDED:
-                raise BackupCorrupted("backup stream has data after its end marker")
-            try:
-                self._unpacker.feed(data[start : start + _FEED_PIECE])
-            except msgpack.BufferFull:
-                raise BackupCorrupted(
-                    f"backup stream holds a value larger than {MAX_RECORD_BYTES} bytes "
-                    f"({self._where()})"
-                ) from None
-            self._drain(out)
+        """Parse one inflated piece (at most one zstd block) before the next is inflated."""
+        if self.state == ENDED:
+            raise BackupCorrupted("backup stream has data after its end marker")
+        try:
+            self._unpacker.feed(data)
+        except msgpack.BufferFull:
+            raise BackupCorrupted(
+                f"backup stream holds a value larger than {MAX_RECORD_BYTES} bytes "
+                f"({self._where()})"
+            ) from None
+        self._drain(out)
 
     def _drain(self, out: list[BackupList]) -> None:
         unpacker = self._unpacker
@@ -431,7 +506,9 @@ class BackupDecoder:
             except msgpack.OutOfData:
                 return
             except (ValueError, TypeError, msgpack.UnpackException) as exc:
-                raise BackupCorrupted(f"backup stream is damaged: {self._where()}: {exc}") from None
+                # UnicodeDecodeError and friends quote bytes: a file's only by its error type.
+                why = str(exc) if self._reveal else f"undecodable msgpack ({type(exc).__name__})"
+                raise BackupCorrupted(f"backup stream is damaged: {self._where()}: {why}") from None
             if self.state == ENDED:
                 raise BackupCorrupted("backup stream has data after its end marker")
             self.state = _HANDLERS[self.state](self, value, out)
@@ -452,7 +529,7 @@ class BackupDecoder:
             )
         raise BackupCorrupted(
             f"backup stream is damaged: expected true (another list) or false (the end) after "
-            f"{self.lists} list(s), got {_short(value)}"
+            f"{self.lists} list(s), got {self._show(value)}"
         )
 
     def _on_version(self, value: Any, out: list[BackupList]) -> str:
@@ -465,14 +542,14 @@ class BackupDecoder:
                 "written by its own PUT /xlist/backup"
             )
         raise BackupCorrupted(
-            f"unsupported list record version {_short(value)} after {self.lists} list(s); this "
+            f"unsupported list record version {self._show(value)} after {self.lists} list(s); this "
             f"server reads version {LIST_RECORD_VERSION}"
         )
 
     def _on_list_id(self, value: Any, out: list[BackupList]) -> str:
         if not isinstance(value, str) or not LIST_ID.match(value):
             raise BackupCorrupted(
-                f"backup stream is damaged: list {self.lists + 1} has an invalid id {_short(value)}"
+                f"backup stream is damaged: list {self.lists + 1} has an invalid id {self._show(value)}"
             )
         self._list_id = value
         return HEADER
@@ -491,7 +568,7 @@ class BackupDecoder:
             if type(count) is not int or count < 0:
                 raise BackupCorrupted(
                     f"backup stream is damaged: list {name!r} header {field} must be an integer "
-                    f">= 0, got {_short(count)}"
+                    f">= 0, got {self._show(count)}"
                 )
         if elements and not chunks:
             raise BackupCorrupted(
@@ -500,19 +577,31 @@ class BackupDecoder:
         raw = value["settings"]
         unknown = set(raw) - set(_SETTINGS_KEYS)
         if unknown:
-            raise BackupCorrupted(f"list {name!r} has unknown settings {sorted(map(str, unknown))!r}")
+            shown = sorted(map(str, unknown)) if self._reveal else f"{len(unknown)} of them"
+            raise BackupCorrupted(f"list {name!r} has unknown settings {shown!r}")
         try:
             settings = ListSettings.from_body(raw)
         except InvalidInput as exc:
-            raise BackupCorrupted(f"list {name!r} has invalid settings: {exc.message}") from None
+            why = exc.message if self._reveal else f"field {exc.field!r} is invalid"
+            raise BackupCorrupted(f"list {name!r} has invalid settings: {why}") from None
+        board = None
+        if value.get("board") is not None:
+            try:
+                board = check_board_plain(value["board"], "board")
+            except InvalidInput as exc:
+                why = exc.message if self._reveal else f"field {exc.field!r} is invalid"
+                raise BackupCorrupted(
+                    f"list {name!r} has an invalid leaderboard definition: {why}"
+                ) from None
         self._settings, self._elements, self._chunks = settings, elements, chunks
+        self._board = board
         self._seen_elements = 0
         self._records = []
         return self._list_done(out) if chunks == 0 else CHUNK
 
     def _on_chunk(self, value: Any, out: list[BackupList]) -> str:
         where = f"list {self._list_id!r} chunk {len(self._records)}"
-        record = _check_chunk(value, where)
+        record = _check_chunk(value, where, self._reveal)
         self._seen_elements += record["count"]
         if self._seen_elements > self._elements:
             raise BackupCorrupted(
@@ -531,7 +620,8 @@ class BackupDecoder:
 
     def _list_done(self, out: list[BackupList]) -> str:
         assert self._settings is not None  # set by _on_header just before
-        out.append(BackupList(self._list_id, self._settings, self._elements, self._records))
+        out.append(BackupList(self._list_id, self._settings, self._elements, self._records,
+                              self._board))
         self.lists += 1
         self._records = []
         return MARKER
@@ -549,42 +639,45 @@ _ARRAYS: Final = (("ids", 8), ("scores", 8), ("tie_breakers", 4), ("updated_at",
 _U64: Final = 2**64 - 1
 
 
-def _check_chunk(value: Any, where: str) -> dict[str, Any]:
+def _check_chunk(value: Any, where: str, reveal: bool) -> dict[str, Any]:
     """The checks ``RankedList.from_records`` makes, done here so that a bad chunk is a
-    stream error naming its list and chunk, before any list is touched."""
+    stream error naming its list and chunk, before any list is touched. ``reveal=False``
+    describes bad values by type only (a file on the server)."""
+    show = _short if reveal else _kind
     if not isinstance(value, dict):
-        raise BackupCorrupted(f"backup stream is damaged: {where} is {_short(value)}, not a chunk")
+        raise BackupCorrupted(f"backup stream is damaged: {where} is {show(value)}, not a chunk")
     if value.get("v") != RECORDS_VERSION or type(value.get("v")) is not int:
         raise BackupCorrupted(
-            f"{where} has records version {_short(value.get('v'))}; this server reads "
+            f"{where} has records version {show(value.get('v'))}; this server reads "
             f"version {RECORDS_VERSION}"
         )
     count = value.get("count")
     if type(count) is not int or count < 0:
-        raise BackupCorrupted(f"backup stream is damaged: {where} count is {_short(count)}")
+        raise BackupCorrupted(f"backup stream is damaged: {where} count is {show(count)}")
     for name, width in _ARRAYS:
         array = value.get(name)
         if not isinstance(array, bytes) or len(array) != count * width:
-            got = f"{len(array)} bytes" if isinstance(array, bytes) else _short(array)
+            got = f"{len(array)} bytes" if isinstance(array, bytes) else show(array)
             raise BackupCorrupted(
                 f"backup stream is damaged: {where} {name} must be {count * width} bytes "
                 f"({count} x u{width * 8}), got {got}"
             )
     payloads = value.get("payloads") or {}
     if not isinstance(payloads, dict):
-        raise BackupCorrupted(f"backup stream is damaged: {where} payloads is {_short(payloads)}")
+        raise BackupCorrupted(f"backup stream is damaged: {where} payloads is {show(payloads)}")
     for key, payload in payloads.items():
         if type(key) is not int or not 0 <= key <= _U64 or not (
             payload is None or isinstance(payload, dict)
         ):
             raise BackupCorrupted(
-                f"backup stream is damaged: {where} has a bad payload entry {_short(key)}: "
-                f"{_short(payload)}"
+                f"backup stream is damaged: {where} has a bad payload entry {show(key)}: "
+                f"{show(payload)}"
             )
         try:
             check_payload(payload, f"payload of element {key}")
         except InvalidInput as exc:
-            raise BackupCorrupted(f"backup stream is damaged: {where}: {exc.message}") from None
+            why = exc.message if reveal else f"payload of element {key} holds a non-JSON value"
+            raise BackupCorrupted(f"backup stream is damaged: {where}: {why}") from None
     return value
 
 
@@ -593,9 +686,16 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def decode_backup(data: bytes) -> list[BackupList]:
+def _kind(value: Any) -> str:
+    """A value described without its contents (messages about a file on the server)."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    return f"a value of type {type(value).__name__}"
+
+
+def decode_backup(data: bytes, *, max_inflated: int | None = None) -> list[BackupList]:
     """Decode a whole backup held in memory (tests, small tools); see :class:`BackupDecoder`."""
-    decoder = BackupDecoder()
+    decoder = BackupDecoder(max_inflated=max_inflated)
     lists = decoder.feed(data)
     decoder.close()
     return lists

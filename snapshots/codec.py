@@ -53,8 +53,12 @@ boundary. Items are yielded *before* the checks at the end run: consume the iter
 before trusting what it produced (``validate_snapshot`` does exactly that without keeping
 anything).
 
-Cost: O(size) time; memory O(largest item + one 64 KiB read). A hostile file can still inflate
-one read by zstd's maximum ratio before the item size limit stops it.
+Decompression is bounded by its *output* (``BoundedZstdFrame``): one step inflates at most one
+zstd block (128 KiB), whatever the ratio (zstd reaches ~32,000:1 on zeros), and a file from
+elsewhere (``max_inflated``) also has a total bound and a window bound; ``backup.py`` decodes
+RankDB backups through the same class.
+
+Cost: O(size) time; memory O(largest item + one 64 KiB read + one 128 KiB block).
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ from typing import Any, BinaryIO, Final, NamedTuple
 import msgpack
 import zstandard
 
-from engine.errors import InvalidInput
+from engine.errors import InvalidInput, PayloadTooLarge
 
 __all__ = [
     "FLAG_ZSTD",
@@ -82,6 +86,12 @@ __all__ = [
     "SnapshotHeader",
     "SnapshotInfo",
     "SnapshotItem",
+    "SnapshotTooLarge",
+    "BoundedZstdFrame",
+    "InflateBudget",
+    "ZstdFrameError",
+    "ZSTD_MAX_BLOCK",
+    "UNTRUSTED_MAX_WINDOW",
     "iter_snapshot_items",
     "read_snapshot_header",
     "validate_snapshot",
@@ -346,11 +356,184 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise ValueError(f"unknown msgpack extension type {code}")
 
 
-def _body_chunks(stream: BinaryIO, tail: bytearray) -> Iterator[bytes]:
-    """Yield the decompressed body across all zstd frames; leave what follows them in ``tail``."""
-    dctx = zstandard.ZstdDecompressor()
+#####################################################################
+# Bounded zstd decompression (every reader of untrusted zstd goes through here)
+#####################################################################
+
+#: The largest block a zstd frame may hold, decompressed: RFC 8878 3.1.1.2.3
+#: (``Block_Maximum_Size`` = min(Window_Size, 128 KiB)). One decompression step inflates at most
+#: one block, so this is also the bound on the output of one step.
+ZSTD_MAX_BLOCK: Final = 128 * 1024
+
+#: The window an untrusted frame may ask for. RFC 9659 (zstd as an HTTP content coding) caps
+#: it at 8 MiB for the same reason: the decoder allocates the window up front. Our own writers
+#: use level 3 (a 2 MiB window at most); ``zstd -19`` stays within 8 MiB, ``zstd --long`` does not.
+UNTRUSTED_MAX_WINDOW: Final = 8 * 1024 * 1024
+
+_SKIP_FIELDS: Final = (0, 1, 2, 4)  # Dictionary_ID field sizes by Dictionary_ID_flag
+_FCS_FIELDS: Final = (0, 2, 4, 8)  # Frame_Content_Size field sizes by FCS_Field_Size flag
+_BLOCK_RLE: Final = 1
+_BLOCK_RESERVED: Final = 3
+
+# Walker states: the part of the frame the next byte belongs to.
+_F_HEAD = 0  # magic and frame header descriptor (5 bytes, collected)
+_F_HEAD_REST = 1  # window descriptor, dictionary id, content size
+_F_BLOCK_HEAD = 2  # a block header (3 bytes, collected)
+_F_BLOCK_BODY = 3
+_F_CHECKSUM = 4
+_F_DONE = 5
+
+
+class ZstdFrameError(Exception):
+    """A zstd frame that cannot be decoded (damaged, or over a bound). The caller turns it
+    into its own format's error (``SnapshotCorrupted``, ``BackupCorrupted``)."""
+
+
+class BoundedZstdFrame:
+    """One zstd frame, fed in pieces of any size, inflated one block at a time.
+
+    zstandard's ``decompressobj().decompress(data)`` inflates everything ``data`` holds in
+    one call, and has no output bound: 32 KB can hold a gigabyte of zeros (about 4 bytes per
+    128 KiB block), all of it in one ``bytes``. So this class walks the frame's structure
+    (RFC 8878 3.1.1: header, then blocks of a 3-byte header and a known length, then an
+    optional checksum) and hands the decompressor one piece of one block at a time. A block
+    is at most ``ZSTD_MAX_BLOCK`` bytes once inflated (checked here, not left to libzstd), so
+    every piece :meth:`feed` yields is at most 128 KiB, however the input was cut; the caller
+    counts the total and stops when it is too much. The walk also knows exactly where the
+    frame ends, which ``decompressobj`` only tells after the fact, and checks that the two
+    agree.
+
+    >>> data = zstandard.ZstdCompressor(write_checksum=True).compress(bytes(1 << 20))
+    >>> frame = BoundedZstdFrame(zstandard.ZstdDecompressor())
+    >>> pieces = list(frame.feed(data + b"tail"))
+    >>> max(map(len, pieces)) <= ZSTD_MAX_BLOCK, sum(map(len, pieces)), frame.eof, frame.unused_data
+    (True, 1048576, True, b'tail')
+
+    Runtime complexity: O(input + output), two or three decompressor calls per block.
+    """
+
+    __slots__ = ("_obj", "_state", "_left", "_small", "_checksum", "_last", "eof", "unused_data")
+
+    def __init__(self, dctx: zstandard.ZstdDecompressor) -> None:
+        self._obj = dctx.decompressobj()
+        self._state = _F_HEAD
+        self._left = 5
+        self._small = bytearray()
+        self._checksum = False
+        self._last = False
+        #: True once the frame's last byte (its checksum, or its last block) went in.
+        self.eof = False
+        #: What followed the frame's end in the input (empty until ``eof``).
+        self.unused_data = b""
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Yield the decompressed pieces that ``data`` completes (each <= 128 KiB).
+
+        Raises:
+            ZstdFrameError: the frame is damaged, or breaks a bound (block size).
+        """
+        if self.eof:
+            raise ZstdFrameError("the frame already ended; start a new BoundedZstdFrame")
+        view = memoryview(data)
+        pos, end = 0, len(view)
+        while pos < end and not self.eof:
+            take = min(self._left, end - pos)
+            piece = view[pos : pos + take]
+            pos += take
+            self._left -= take
+            if self._state in (_F_HEAD, _F_BLOCK_HEAD):
+                self._small += piece
+            try:
+                out = self._obj.decompress(piece)
+            except zstandard.ZstdError as exc:
+                raise ZstdFrameError(str(exc)) from None
+            if out:
+                yield out
+            if self._left == 0:
+                self._advance()
+        if self.eof:
+            if not self._obj.eof:
+                raise ZstdFrameError("the frame's blocks end where the decompressor expects more")
+            self.unused_data = bytes(view[pos:])
+        elif self._obj.eof:
+            raise ZstdFrameError("the decompressor saw the frame end before its last block")
+
+    def _advance(self) -> None:
+        """The current field is complete: parse it if it was collected, and move on."""
+        state = self._state
+        if state == _F_HEAD:
+            descriptor = self._small[4]
+            single_segment = descriptor >> 5 & 1
+            fcs = _FCS_FIELDS[descriptor >> 6] or single_segment
+            self._checksum = bool(descriptor >> 2 & 1)
+            self._small.clear()
+            self._state, self._left = _F_HEAD_REST, (1 - single_segment) + _SKIP_FIELDS[descriptor & 3] + fcs
+            if self._left == 0:
+                self._advance()
+        elif state == _F_HEAD_REST:
+            self._state, self._left = _F_BLOCK_HEAD, 3
+        elif state == _F_BLOCK_HEAD:
+            header = int.from_bytes(self._small, "little")
+            self._small.clear()
+            self._last = bool(header & 1)
+            kind, size = header >> 1 & 3, header >> 3
+            if kind == _BLOCK_RESERVED:
+                raise ZstdFrameError("a block has the reserved block type 3")
+            if size > ZSTD_MAX_BLOCK:
+                raise ZstdFrameError(
+                    f"a block is {size} bytes, over zstd's {ZSTD_MAX_BLOCK}-byte block maximum"
+                )
+            self._state, self._left = _F_BLOCK_BODY, 1 if kind == _BLOCK_RLE else size
+            if self._left == 0:
+                self._advance()
+        elif state == _F_BLOCK_BODY:
+            if not self._last:
+                self._state, self._left = _F_BLOCK_HEAD, 3
+            elif self._checksum:
+                self._state, self._left = _F_CHECKSUM, 4
+            else:
+                self._state, self.eof = _F_DONE, True
+        elif state == _F_CHECKSUM:
+            self._state, self.eof = _F_DONE, True
+
+
+class InflateBudget:
+    """Counts inflated bytes against a limit (``Settings.max_inflated_bytes``).
+
+    ``limit=None`` counts without a limit (the server reading its own snapshots).
+    """
+
+    __slots__ = ("limit", "used", "_error")
+
+    def __init__(self, limit: int | None, error: type[PayloadTooLarge], what: str,
+                 field: str | None = None) -> None:
+        self.limit = limit
+        self.used = 0
+        self._error = (error, what, field)
+
+    def spend(self, n: int) -> None:
+        """Count ``n`` more bytes; raise the configured error once past the limit."""
+        self.used += n
+        if self.limit is not None and self.used > self.limit:
+            error, what, field = self._error
+            raise error(
+                f"{what} inflates to more than {self.limit} bytes, the limit "
+                "(max_inflated_bytes); raise that setting if the data is genuine",
+                field,
+            )
+
+
+class SnapshotTooLarge(PayloadTooLarge):
+    """A snapshot inflates past the caller's limit (``max_inflated_bytes``)."""
+
+
+def _body_chunks(stream: BinaryIO, tail: bytearray, budget: InflateBudget,
+                 max_window: int) -> Iterator[bytes]:
+    """Yield the decompressed body across all zstd frames, each piece <= 128 KiB; leave what
+    follows them in ``tail``."""
+    dctx = zstandard.ZstdDecompressor(max_window_size=max_window)
     buf = b""
-    frame = None
+    frame: BoundedZstdFrame | None = None
     frames = 0
     eof = False
     while True:
@@ -369,18 +552,16 @@ def _body_chunks(stream: BinaryIO, tail: bytearray) -> Iterator[bytes]:
                 tail += buf
                 tail += _read_exactly(stream, TRAILER_SIZE + 1 - len(tail))
                 return
-            frame = dctx.decompressobj()
+            frame = BoundedZstdFrame(dctx)
             frames += 1
         if buf:
             try:
-                out = frame.decompress(buf)
-            except zstandard.ZstdError as exc:
-                raise SnapshotCorrupted(
-                    f"snapshot body is damaged (zstd frame {frames}): {exc}"
-                ) from None
+                for out in frame.feed(buf):
+                    budget.spend(len(out))
+                    yield out
+            except ZstdFrameError as exc:
+                raise SnapshotCorrupted(f"snapshot body is damaged (zstd frame {frames}): {exc}") from None
             buf = b""
-            if out:
-                yield out
             if frame.eof:
                 buf, frame = frame.unused_data, None
                 continue
@@ -390,24 +571,32 @@ def _body_chunks(stream: BinaryIO, tail: bytearray) -> Iterator[bytes]:
         eof = not buf
 
 
-def iter_snapshot_items(stream: BinaryIO) -> Iterator[SnapshotItem]:
+def iter_snapshot_items(stream: BinaryIO, *, max_inflated: int | None = None) -> Iterator[SnapshotItem]:
     """Decode a snapshot from a binary stream, yielding its items in order.
 
     Validates the header first and, once the items are exhausted, the end marker, item count,
     body checksum and trailer. Arrays in keys and states come back as lists (map keys as
     tuples); see the module docstring.
 
+    Args:
+        max_inflated: for a file from elsewhere (an import, a download): the most bytes the
+            body may inflate to, and zstd windows are held to ``UNTRUSTED_MAX_WINDOW``.
+            ``None`` is for the server's own snapshots.
+
     Raises:
         SnapshotCorrupted: anything wrong with the bytes, possibly after some items were yielded.
+        SnapshotTooLarge: the body inflates past ``max_inflated``.
 
-    Runtime complexity: O(file size); memory O(largest item).
+    Runtime complexity: O(file size); memory O(largest item + one 128 KiB zstd block).
     """
     read_snapshot_header(stream)
-    return _iter_body(stream)
+    return _iter_body(stream, max_inflated)
 
 
-def _iter_body(stream: BinaryIO) -> Iterator[SnapshotItem]:
+def _iter_body(stream: BinaryIO, max_inflated: int | None) -> Iterator[SnapshotItem]:
     """The items after the header, then the end-of-stream checks."""
+    budget = InflateBudget(max_inflated, SnapshotTooLarge, "the snapshot")
+    max_window = 0 if max_inflated is None else UNTRUSTED_MAX_WINDOW  # 0: libzstd's default
     unpacker = msgpack.Unpacker(
         use_list=True,
         raw=False,
@@ -422,7 +611,7 @@ def _iter_body(stream: BinaryIO) -> Iterator[SnapshotItem]:
     ended = False
     end_at = 0
     tail = bytearray()
-    for chunk in _body_chunks(stream, tail):
+    for chunk in _body_chunks(stream, tail, budget, max_window):
         crc = zlib.crc32(chunk, crc)
         fed += len(chunk)
         try:
@@ -480,16 +669,18 @@ def _check_trailer(tail: bytes, count: int, crc: int) -> None:
         raise SnapshotCorrupted("snapshot body checksum mismatch: the items are damaged")
 
 
-def validate_snapshot(stream: BinaryIO) -> SnapshotInfo:
+def validate_snapshot(stream: BinaryIO, *, max_inflated: int | None = None) -> SnapshotInfo:
     """Read a whole snapshot, checking everything, without keeping any item.
 
-    Use it before replacing anything with an imported file (``pointspace snapshot import``).
+    Use it before replacing anything with an imported file (``pointspace snapshot import``),
+    with ``max_inflated`` set for a file from elsewhere (see :func:`iter_snapshot_items`).
 
     Raises:
         SnapshotCorrupted: see :func:`iter_snapshot_items`.
+        SnapshotTooLarge: the body inflates past ``max_inflated``.
 
     Runtime complexity: O(file size); memory O(largest item).
     """
     header = read_snapshot_header(stream)
-    items = sum(1 for _ in _iter_body(stream))
+    items = sum(1 for _ in _iter_body(stream, max_inflated))
     return SnapshotInfo(header.start_seq, items, header.created)

@@ -6,7 +6,7 @@
   throwaway in-memory engine *without modifying the directory* (no torn tail is cut, nothing
   is appended), then write it as a snapshot file.
 * **Import** (``import_snapshot``): validate the whole file first (every checksum, the end
-  marker, the item count), refuse a data directory that already holds data unless told to
+  marker, the item count; decompression bounded by output, ``max_inflated`` in all), refuse a data directory that already holds data unless told to
   replace it, then install the file as the directory's only snapshot (temp file, fsync,
   rename, directory fsync) so the next ``pointspace serve`` starts from it.
 
@@ -28,6 +28,7 @@ import trio
 from engine.errors import Conflict, InvalidInput
 from snapshots.codec import SnapshotEncoder, SnapshotInfo, iter_snapshot_items, validate_snapshot
 from snapshots.files import REAL_FS
+from snapshots.lock import DataDirectoryLock
 from snapshots.logscan import read_log, wal_dir
 from snapshots.store import RecoveryReport, load_latest_snapshot
 from snapshots.writer import snapshot_dir, snapshot_path
@@ -39,6 +40,10 @@ Progress = Callable[[int], None]
 
 #: Items encoded between yields to the event loop while streaming from live state.
 STREAM_YIELD_EVERY = 500
+
+#: The default of ``Settings.max_inflated_bytes`` (web/settings.py, the layer above; the CLI
+#: passes the effective setting), for callers without settings (tests, tools).
+DEFAULT_MAX_INFLATED = 8 * 1024 * 1024 * 1024
 
 
 async def stream_engine_snapshot(engine: Engine) -> AsyncIterator[bytes]:
@@ -60,11 +65,20 @@ async def stream_engine_snapshot(engine: Engine) -> AsyncIterator[bytes]:
 
 
 async def export_data_dir(data_dir: Path, out: Path, progress: Progress | None = None) -> SnapshotInfo:
-    """Write the state held in ``data_dir`` (snapshot + log) to the snapshot file ``out``."""
-    from engine.engine import Engine
+    """Write the state held in ``data_dir`` (snapshot + log) to the snapshot file ``out``.
 
+    Raises:
+        DataDirectoryInUse: a server runs on ``data_dir`` (export from its ``--url`` instead).
+    """
     if not data_dir.is_dir():
         raise InvalidInput(f"no data directory at {str(data_dir)!r}", "data_dir")
+    with DataDirectoryLock(data_dir):  # a running server's files change under a reader
+        return await _export_locked(data_dir, out, progress)
+
+
+async def _export_locked(data_dir: Path, out: Path, progress: Progress | None) -> SnapshotInfo:
+    from engine.engine import Engine
+
     async with Engine.open() as engine:
         start_seq, _ = load_latest_snapshot(data_dir, engine, RecoveryReport(), REAL_FS)
         last = start_seq - 1
@@ -87,20 +101,34 @@ async def export_data_dir(data_dir: Path, out: Path, progress: Progress | None =
         return SnapshotInfo(start_seq=last + 1, items=encoder.items, created=encoder.created)
 
 
-def import_snapshot(source: Path, data_dir: Path, *, replace: bool = False) -> SnapshotInfo:
+def import_snapshot(source: Path, data_dir: Path, *, replace: bool = False,
+                    max_inflated: int = DEFAULT_MAX_INFLATED) -> SnapshotInfo:
     """Install the snapshot file ``source`` as ``data_dir``'s state.
+
+    The file comes from elsewhere, so it is read with the untrusted-input bounds: at most
+    ``max_inflated`` bytes decompressed (``Settings.max_inflated_bytes``), zstd windows of
+    8 MiB, one 128 KiB block inflated at a time (``snapshots/codec.py``).
 
     Raises:
         SnapshotCorrupted: the file fails validation; nothing was changed.
+        SnapshotTooLarge: the file inflates past ``max_inflated``; nothing was changed.
         Conflict: ``data_dir`` already holds a log or snapshots and ``replace`` is false.
     """
     with open(source, "rb") as f:
-        info = validate_snapshot(f)
+        info = validate_snapshot(f, max_inflated=max_inflated)
     # An export taken while writes went on is fuzzy: an entity may hold records past the
     # header's position. The imported directory has no log, so it must number new records
     # after everything any entity holds, or entities would skip them as already applied.
     with open(source, "rb") as f:
-        newest = max((item.applied_seq for item in iter_snapshot_items(f)), default=0)
+        newest = max((item.applied_seq for item in iter_snapshot_items(f, max_inflated=max_inflated)),
+                     default=0)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with DataDirectoryLock(data_dir):  # never under a running server (snapshots/lock.py)
+        return _install_snapshot(source, data_dir, info, newest, replace, max_inflated)
+
+
+def _install_snapshot(source: Path, data_dir: Path, info: SnapshotInfo, newest: int,
+                      replace: bool, max_inflated: int) -> SnapshotInfo:
     existing = [p for p in (wal_dir(data_dir), snapshot_dir(data_dir)) if p.is_dir() and any(p.iterdir())]
     if existing and not replace:
         raise Conflict(
@@ -109,7 +137,6 @@ def import_snapshot(source: Path, data_dir: Path, *, replace: bool = False) -> S
         )
     start_seq = max(info.start_seq, newest + 1)
     target = snapshot_path(data_dir, start_seq)
-    data_dir.mkdir(parents=True, exist_ok=True)
     tmp = data_dir / (target.name + ".import.tmp")  # outside snapshots/, which may be replaced
     if start_seq == info.start_seq:
         shutil.copyfile(source, tmp)
@@ -117,7 +144,7 @@ def import_snapshot(source: Path, data_dir: Path, *, replace: bool = False) -> S
         encoder = SnapshotEncoder(start_seq=start_seq, created=info.created)
         with open(source, "rb") as f, open(tmp, "wb") as out:
             out.write(encoder.header_bytes())
-            for item in iter_snapshot_items(f):
+            for item in iter_snapshot_items(f, max_inflated=max_inflated):
                 out.write(encoder.encode_item(tuple(item)))
             out.write(encoder.finish())
         info = SnapshotInfo(start_seq=start_seq, items=info.items, created=info.created)

@@ -123,6 +123,17 @@ def snapshot_export(file: Path, data_dir: Path | None, url: str | None) -> None:
     click.echo(f"exported {info.items:,} entities (log position {info.start_seq:,}) to {file}")
 
 
+def _max_inflated() -> int:
+    """``max_inflated_bytes`` as ``serve`` would read it (file, environment, default): the
+    snapshot tools bound what a file from elsewhere may inflate to, as the server does."""
+    from web.config import load_settings
+
+    try:
+        return load_settings(None)[0].max_inflated_bytes
+    except PointspaceError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _export_over_http(url: str, file: Path) -> None:
     import httpx
 
@@ -136,8 +147,12 @@ def _export_over_http(url: str, file: Path) -> None:
                 bar.update(len(chunk))
     from snapshots.codec import validate_snapshot
 
-    with open(tmp, "rb") as f:
-        info = validate_snapshot(f)
+    try:
+        with open(tmp, "rb") as f:
+            info = validate_snapshot(f, max_inflated=_max_inflated())
+    except PointspaceError as exc:
+        tmp.unlink(missing_ok=True)
+        raise click.ClickException(f"the downloaded snapshot is not valid: {exc}") from None
     tmp.replace(file)
     click.echo(f"exported {info.items:,} entities (log position {info.start_seq:,}) to {file}")
 
@@ -151,9 +166,10 @@ def snapshot_import(file: Path, data_dir: Path, force: bool) -> None:
     """Validate FILE whole, then make it the state of --data-dir."""
     from snapshots.transfer import import_snapshot
 
+    max_inflated = _max_inflated()
     with click.progressbar(length=1, label="validating and importing") as bar:
         try:
-            info = import_snapshot(file, data_dir, replace=force)
+            info = import_snapshot(file, data_dir, replace=force, max_inflated=max_inflated)
         except PointspaceError as exc:
             raise click.ClickException(str(exc)) from None
         bar.update(1)
@@ -171,6 +187,8 @@ def log_check(data_dir: Path) -> None:
     """Read every record; exit 1 if the log is damaged (naming file and offset)."""
     from snapshots.logscan import check_log
 
+    if not data_dir.is_dir():
+        raise click.ClickException(f"no data directory at {str(data_dir)!r} (--data-dir)")
     report = check_log(data_dir)
     click.echo(report.describe())
     if not report.ok:
@@ -184,7 +202,10 @@ def log_repair(data_dir: Path) -> None:
     """Cut the log at its first damage (records after it are lost) so the server can start."""
     from snapshots.logscan import repair_log
 
-    click.echo(repair_log(data_dir).describe())
+    try:
+        click.echo(repair_log(data_dir).describe())
+    except PointspaceError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -15,11 +15,33 @@ Destinations: ``download`` streams the bytes in the response (``X-Backup-ID`` na
 only when complete; ``server`` checks another server's ``/health``, then streams the backup
 straight into its ``POST /xlist/restore``. Jobs live in process memory (as in RankDB).
 
+What a request may make this server touch (RankDB let a caller name any path and any host):
+
+* **Files** live in one directory, ``backup_dir`` (default ``<data_dir>/backups``, created
+  mode 0700 on first use; a memory-only server has none until it is set). ``path`` and
+  ``src_file`` are plain file *names* (``BACKUP_NAME``), never paths; the directory is opened
+  once and every file is opened relative to it with ``O_NOFOLLOW`` (a symlink planted there
+  is refused, never followed), only regular files are read, and the directory may not be the
+  data directory or hold its log or snapshots. Errors about a file never quote its bytes and
+  say nothing about paths outside the directory.
+* **Hosts**: a ``server`` destination must be listed in ``backup_allowed_hosts`` (``host`` or
+  ``host:port``; empty, the default, refuses them all). The caller's ``Authorization`` is
+  never forwarded, proxies and ``.netrc`` from the environment are ignored, redirects are not
+  followed, and the other server's answers are reported by status code and counts only.
+* **Inflation**: a restore stream may inflate to ``max_inflated_bytes`` in all, one zstd block
+  at a time (``snapshots/backup.py``): a small body that inflates to gigabytes is refused
+  after its first block of nonsense (400) or at the limit (413), with memory flat.
+
 A restore decodes and validates the **whole** stream before it changes anything: a damaged,
 truncated or wrongly compressed stream is a 400 and no list changes. Then each list is one
 ``RestoreList`` command (one log record), so a crash mid-restore leaves whole lists. Per-list
-failures (an id too long after the prefix, a log record over its size limit) go into
-``errors`` (RankDB meant to, but never initialised that map).
+failures (an id too long after the prefix, a log record over its size limit, a plain list
+aimed at a live leaderboard) go into ``errors`` (RankDB meant to, but never initialised that
+map).
+
+Live leaderboards: a backup keeps a board's definition in its list header, and a restore
+brings it back live (``RestoreBoard``, ``engine/boards.py``): recomputed from this server's
+counters and fed by later writes. A rolling board comes back in the current period.
 
 Errors on these routes use RankDB's goa body ``{"id", "code", "status", "detail", "meta"}``
 (``web/rankdb_common.py``, which also holds the cross-list selection).
@@ -27,32 +49,38 @@ Errors on these routes use RankDB's goa body ``{"id", "code", "status", "detail"
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import secrets
+import stat
 import string
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 import trio
 from quart import Blueprint, Response, current_app, request
 from quart.blueprints import BlueprintSetupState
 
+from engine.boards import BoardDefinition, RestoreBoard, in_current_window
 from engine.engine import Engine
 from engine.errors import InvalidInput, NotFound, PayloadTooLarge, PointspaceError
-from engine.lists import LIST, LIST_ID, ListSettings, ListState, RestoreList
+from engine.lists import LIST, LIST_ID, ListSettings, ListState, RestoreList, refuse_live_board
 from engine.ranked import RankedList
 from snapshots.backup import BackupCorrupted, BackupDecoder, BackupEncoder, BackupList
 from web.app import engine_of, settings_of
 from web.bodies import decode_body, mark_body_read, read_body, respond
 from web.rankdb_common import Selection, register_goa_errors
+from web.settings import Settings
 
 log = logging.getLogger("pointspace.web.backup")
 
@@ -72,6 +100,14 @@ _FILE_READ_BYTES = 1 << 20
 _THREAD_VALIDATE_ELEMENTS = 10_000
 
 _AFFIX = re.compile(r"^[a-zA-Z0-9_.\-]{0,98}$")
+
+#: A backup file name: letters, digits, ``.``, ``_`` and ``-``, not starting with a dot (no
+#: hidden files, no ``.``/``..``; the job's temporary files start with one), at most 128
+#: characters (well under the 255 bytes of ext4, XFS and APFS names). No separator can pass.
+BACKUP_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+#: Bytes of the other server's answer read at most: its restore result is a few counts.
+_MAX_REMOTE_ANSWER = 64 * 1024
 
 
 ############################################################################################
@@ -199,12 +235,13 @@ class BackupJobs:
 
 
 def _copy_list(list_id: str) -> Any:
-    """The operation run inside a list's actor turn: its settings and a copy of its chunks."""
+    """The operation run inside a list's actor turn: its settings, a copy of its chunks and,
+    for a live leaderboard, its definition (so that a restore brings it back live)."""
 
-    def operation(state: ListState) -> tuple[ListSettings, list[dict[str, Any]]]:
+    def operation(state: ListState) -> tuple[ListSettings, list[dict[str, Any]], BoardDefinition | None]:
         ranked = state.require(list_id)
         assert state.settings is not None
-        return state.settings, list(ranked.to_records())
+        return state.settings, list(ranked.to_records()), state.board
 
     return operation
 
@@ -223,7 +260,7 @@ async def backup_stream(engine: Engine, job: BackupJob) -> AsyncIterator[bytes]:
         if job.cancelled:
             return
         try:
-            settings, records = await engine.ask(LIST, list_id, _copy_list(list_id))
+            settings, records, board = await engine.ask(LIST, list_id, _copy_list(list_id))
         except NotFound:
             job.errors[list_id] = "not found"  # deleted since the selection
             continue
@@ -231,7 +268,8 @@ async def backup_stream(engine: Engine, job: BackupJob) -> AsyncIterator[bytes]:
             job.errors[list_id] = exc.message
             continue
         elements = sum(r["count"] for r in records)
-        piece = encoder.start_list(list_id, settings, elements=elements, chunks=len(records))
+        piece = encoder.start_list(list_id, settings, elements=elements, chunks=len(records),
+                                   board=board)
         if piece:  # never an empty piece: an empty chunk can read as the end of a chunked body
             job.size += len(piece)
             yield piece
@@ -329,21 +367,22 @@ async def start_backup() -> Response:
         response.timeout = None  # as long as the backup takes
         return response
 
+    settings = settings_of(app)
     if destination.type == "file":
-        target = _check_file_target(destination.path)
-        job = jobs_of(app).new("file", str(target), selected)
+        name = check_backup_name(destination.path, "destination.path")
+        directory = backup_dir(settings, "destination.path")
+        job = jobs_of(app).new("file", name, selected)
         _missing_errors(job, missing)
-        app.add_background_task(_write_file, engine, job, target)
+        app.add_background_task(_write_file, engine, job, directory, name)
     else:
-        base = _server_base(destination.path)
-        headers = _forwarded_auth()
-        await _check_server(base, headers)
+        base = check_server_destination(destination.path, settings.backup_allowed_hosts)
+        await _check_server(base)
         query = {"list_id_prefix": destination.prefix, "list_id_suffix": destination.suffix}
         query = {k: v for k, v in query.items() if v}
         uri = str(httpx.URL(base + RESTORE_PATH, params=query))
         job = jobs_of(app).new("server", uri, selected)
         _missing_errors(job, missing)
-        app.add_background_task(_send_to_server, engine, job, uri, headers)
+        app.add_background_task(_send_to_server, engine, job, uri)
     return respond({"id": job.id, "callback_url": f"/backup/{job.id}"}, request, 201)
 
 
@@ -352,111 +391,253 @@ def _missing_errors(job: BackupJob, missing: list[str]) -> None:
         job.errors[list_id] = "not found"
 
 
-def _check_file_target(raw: str) -> Path:
-    target = Path(raw).expanduser().absolute()
-    if target.is_dir():
-        raise InvalidInput(f"destination.path {raw!r} is a directory; name a file", "destination.path")
-    if not target.parent.is_dir():
-        raise InvalidInput(f"destination.path {raw!r}: directory {str(target.parent)!r} does not "
-                           "exist on the server", "destination.path")
-    return target
+############################################################################################
+# The backup directory: file names, never paths
+############################################################################################
 
 
-async def _write_file(engine: Engine, job: BackupJob, target: Path) -> None:
-    """Background job: write the backup next to ``target``, then rename it into place."""
-    tmp = target.with_name(f".{target.name}.{job.id}.tmp")
+def check_backup_name(raw: Any, field_name: str) -> str:
+    """A file name inside the backup directory (``BACKUP_NAME``), or ``InvalidInput``.
+
+    >>> check_backup_name("nightly-2024.bin", "src_file")
+    'nightly-2024.bin'
+    >>> check_backup_name("../wal/000001.log", "src_file")
+    Traceback (most recent call last):
+    ...
+    engine.errors.InvalidInput: src_file must be a file name in the server's backup directory (1..128 of [A-Za-z0-9._-], not starting with '.'), not a path: got '../wal/000001.log'
+    """
+    if not isinstance(raw, str) or not BACKUP_NAME.fullmatch(raw):
+        shown = f"{raw!r:.80}" if isinstance(raw, str) else type(raw).__name__
+        raise InvalidInput(
+            f"{field_name} must be a file name in the server's backup directory (1..128 of "
+            f"[A-Za-z0-9._-], not starting with '.'), not a path: got {shown}", field_name
+        )
+    return raw
+
+
+def backup_dir(settings: Settings, field_name: str) -> Path:
+    """The backup directory, resolved (symlinks in the configured path are the operator's)
+    and created mode 0700 if missing.
+
+    Raises:
+        InvalidInput: no directory (a memory-only server without ``backup_dir``), or one that
+            is the data directory or inside its log or snapshots.
+    """
+    configured = settings.backup_dir
+    if configured is None:
+        if settings.data_dir is None:
+            raise InvalidInput(
+                "file backups need a backup directory: this server keeps its data in memory "
+                "and has no backup_dir; start it with --backup-dir DIR (or set backup_dir)",
+                field_name,
+            )
+        configured = settings.data_dir / "backups"
+    directory = Path(os.path.realpath(configured))
+    if settings.data_dir is not None:
+        data = Path(os.path.realpath(settings.data_dir))
+        if directory == data or any(directory.is_relative_to(data / d) for d in ("wal", "snapshots")):
+            raise InvalidInput(
+                "file backups are disabled: backup_dir is the data directory or inside its "
+                "log or snapshots; set backup_dir to a directory of its own", field_name
+            )
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        log.error("cannot create the backup directory %s: %s", directory, exc)
+        raise InvalidInput(
+            "file backups are unavailable: the server cannot create its backup directory "
+            "(the server log has the details)", field_name
+        ) from None
+    return directory
+
+
+def _open_dir(directory: Path) -> int:
+    return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+async def _write_file(engine: Engine, job: BackupJob, directory: Path, name: str) -> None:
+    """Background job: write the backup to a temporary file in ``directory``, then rename it
+    to ``name``. Both are opened relative to the directory's descriptor, the temporary one
+    with ``O_EXCL | O_NOFOLLOW`` (never through a symlink), and ``rename`` replaces a symlink
+    at ``name`` rather than following it."""
+    tmp = f".{name}.{job.id}.tmp"
+    dir_fd: int | None = None
+    out: BinaryIO | None = None
     try:
         with trio.CancelScope() as job.scope:
-            out = await trio.to_thread.run_sync(open, tmp, "wb")
-            try:
-                async with aclosing(backup_stream(engine, job)) as stream:
-                    async for piece in stream:
-                        await trio.to_thread.run_sync(out.write, piece)
-                if job.complete:
-                    await trio.to_thread.run_sync(out.flush)
-                    await trio.to_thread.run_sync(os.fsync, out.fileno())
-            finally:
-                out.close()
+            dir_fd = await trio.to_thread.run_sync(_open_dir, directory)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = await trio.to_thread.run_sync(lambda: os.open(tmp, flags, 0o600, dir_fd=dir_fd))
+            out = os.fdopen(fd, "wb")
+            async with aclosing(backup_stream(engine, job)) as stream:
+                async for piece in stream:
+                    await trio.to_thread.run_sync(out.write, piece)
             if job.complete:
-                await trio.to_thread.run_sync(os.replace, tmp, target)
+                await trio.to_thread.run_sync(out.flush)
+                await trio.to_thread.run_sync(os.fsync, out.fileno())
+            out.close()
+            out = None
+            if job.complete:
+                await trio.to_thread.run_sync(
+                    lambda: os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                )
+                await trio.to_thread.run_sync(os.fsync, dir_fd)
     except OSError as exc:
-        job.errors["file"] = f"could not write {str(target)!r}: {exc.strerror or exc}"
+        job.errors["file"] = f"could not write backup {name!r}: {exc.strerror or type(exc).__name__}"
     except Exception:
         log.exception("backup job %s failed", job.id)
         job.errors["internal"] = "internal error; the server log has the details"
     finally:
         job.scope = None
-        if not job.complete or job.cancelled or "file" in job.errors or "internal" in job.errors:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(lambda: tmp.unlink(missing_ok=True))
+        if out is not None:
+            out.close()
+        if dir_fd is not None:
+            if not job.complete or job.cancelled or "file" in job.errors or "internal" in job.errors:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_unlink_quietly, tmp, dir_fd)
+            os.close(dir_fd)
         job.finish()
 
 
-def _server_base(raw: str) -> str:
-    """``host:port`` (RankDB) or an http(s) URL, as the base URL of the other server."""
+def _unlink_quietly(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+############################################################################################
+# Server destinations: allowed hosts only, no credentials, no quoted answers
+############################################################################################
+
+
+def _host_port(text: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` (an entry of
+    ``backup_allowed_hosts``), as a lowercase host and an optional port."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, None  # a name, or a bare IPv6 address
+    return host.lower(), int(port) if port and port.isdigit() else None
+
+
+def check_server_destination(raw: str, allowed: tuple[str, ...]) -> str:
+    """``host:port`` (RankDB) or an http(s) URL of another server, if ``allowed`` lists it;
+    its base URL.
+
+    >>> check_server_destination("Backup.example:1155", ("backup.example",))
+    'http://backup.example:1155'
+    >>> check_server_destination("10.0.0.9:1155", ("backup.example:1155",))
+    Traceback (most recent call last):
+    ...
+    engine.errors.InvalidInput: destination.path: host 10.0.0.9:1155 is not in backup_allowed_hosts (--backup-allowed-host HOST[:PORT]); server backups go only to hosts the operator listed
+    """
     text = raw.strip().rstrip("/")
     url = text if "://" in text else f"http://{text}"
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:  # "[::1": an unclosed IPv6 bracket; a port out of range
-        raise InvalidInput(f"destination.path must be host:port of another server, got {raw!r}",
+        raise InvalidInput(f"destination.path must be host:port of another server, got {raw!r:.120}",
                            "destination.path") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path:
-        raise InvalidInput(f"destination.path must be host:port of another server, got {raw!r}",
+    host = parts.hostname
+    if (parts.scheme not in ("http", "https") or not host or port is None or parts.path
+            or parts.username is not None or parts.query or parts.fragment):
+        raise InvalidInput(f"destination.path must be host:port of another server, got {raw!r:.120}",
                            "destination.path")
-    return f"{parts.scheme}://{parts.netloc}"
+    if not allowed:
+        raise InvalidInput(
+            "destination.path: server backups are disabled on this server: backup_allowed_hosts "
+            "is empty (list the hosts that may receive backups with --backup-allowed-host)",
+            "destination.path",
+        )
+    shown = f"[{host}]" if ":" in host else host
+    if not any(h == host and p in (None, port) for h, p in map(_host_port, allowed)):
+        raise InvalidInput(
+            f"destination.path: host {shown}:{port} is not in backup_allowed_hosts "
+            "(--backup-allowed-host HOST[:PORT]); server backups go only to hosts the operator "
+            "listed", "destination.path",
+        )
+    return f"{parts.scheme}://{shown}:{port}"
 
 
-def _forwarded_auth() -> dict[str, str]:
-    """The caller's token, passed on to the destination (a manage token there too)."""
-    token = request.headers.get("Authorization")
-    return {"Authorization": token} if token else {}
+def _client(timeout: httpx.Timeout | float) -> httpx.AsyncClient:
+    """An HTTP client that sends nothing of ours: no proxy or ``.netrc`` credentials from the
+    environment (``trust_env=False``), and no redirects followed to hosts not allowed."""
+    return httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False)
 
 
-async def _check_server(base: str, headers: dict[str, str]) -> None:
+async def _check_server(base: str) -> None:
     """RankDB checks the destination's ``/health`` before starting; pointspace servers without
-    the RankDB routes answer ``/health/ping``."""
+    the RankDB routes answer ``/health/ping``. Only the status is read, never the body."""
     try:
-        async with httpx.AsyncClient(timeout=10) as client:
-            reply = await client.get(base + "/health", headers=headers)
-            if reply.status_code == 404:
-                reply = await client.get(base + "/health/ping", headers=headers)
+        async with _client(10) as client:
+            async with client.stream("GET", base + "/health") as reply:
+                status = reply.status_code
+            if status == 404:
+                async with client.stream("GET", base + "/health/ping") as reply:
+                    status = reply.status_code
     except httpx.HTTPError as exc:
-        raise InvalidInput(f"destination server {base} is not reachable: {exc!s:.200}",
+        raise InvalidInput(f"destination server {base} is not reachable ({type(exc).__name__})",
                            "destination.path") from None
-    if reply.status_code != 200:
-        raise InvalidInput(f"destination server {base} answered {reply.status_code} to its health "
-                           f"check: {reply.text[:200]!r}", "destination.path")
+    if status != 200:
+        raise InvalidInput(f"destination server {base} answered {status} to its health check",
+                           "destination.path")
 
 
-async def _send_to_server(engine: Engine, job: BackupJob, uri: str, headers: dict[str, str]) -> None:
-    """Background job: stream the backup into the other server's restore, record its answer."""
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and value >= 0 else None
+
+
+async def _send_to_server(engine: Engine, job: BackupJob, uri: str) -> None:
+    """Background job: stream the backup into the other server's restore and record its
+    answer as counts (``custom``: restored, skipped, remote_errors); its text is never kept."""
     stream = backup_stream(engine, job)
     try:
         with trio.CancelScope() as job.scope:
             timeout = httpx.Timeout(30, read=None)  # the answer comes after the whole restore
-            async with aclosing(stream), httpx.AsyncClient(timeout=timeout) as client:
-                reply = await client.post(
-                    uri, content=stream,
-                    headers={**headers, "Content-Type": "application/octet-stream"},
-                )
-            if reply.status_code == 200:
-                result = reply.json()
-                job.custom["restored"] = str(result.get("restored", 0))
-                job.custom["skipped"] = str(result.get("skipped", 0))
-                for list_id, message in (result.get("errors") or {}).items():
-                    job.errors[f"server:{list_id}"] = str(message)
+            async with aclosing(stream), _client(timeout) as client:
+                async with client.stream(
+                    "POST", uri, content=stream, headers={"Content-Type": "application/octet-stream"}
+                ) as reply:
+                    status = reply.status_code
+                    answer = bytearray()
+                    async for part in reply.aiter_bytes():
+                        answer += part
+                        if len(answer) > _MAX_REMOTE_ANSWER:
+                            break
+            if status == 200:
+                _record_remote_result(job, bytes(answer))
             elif not job.cancelled:
-                job.errors["server"] = f"destination answered {reply.status_code}: {reply.text[:300]}"
+                job.errors["server"] = f"destination answered {status}"
     except httpx.HTTPError as exc:
-        job.errors["server"] = f"could not send to {uri}: {exc!s:.300}"
+        job.errors["server"] = f"could not send to the destination ({type(exc).__name__})"
     except Exception:
         log.exception("backup job %s failed", job.id)
         job.errors["internal"] = "internal error; the server log has the details"
     finally:
         job.scope = None
         job.finish()
+
+
+def _record_remote_result(job: BackupJob, answer: bytes) -> None:
+    try:
+        result = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        result = None
+    if not isinstance(result, dict) or _count(result.get("restored")) is None:
+        job.errors["server"] = "destination answered 200 without a restore result"
+        return
+    errors = result.get("errors")
+    failed = len(errors) if isinstance(errors, dict) else 0
+    job.custom["restored"] = str(result["restored"])
+    job.custom["skipped"] = str(_count(result.get("skipped")) or 0)
+    job.custom["remote_errors"] = str(failed)
+    if failed:
+        job.errors["server"] = f"destination could not restore {failed} list(s); its log has why"
 
 
 ############################################################################################
@@ -505,9 +686,9 @@ def _affix_arg(name: str) -> str:
     return value
 
 
-async def _decode_body(limit: int) -> list[BackupList]:
+async def _decode_body(limit: int, max_inflated: int) -> list[BackupList]:
     mark_body_read()
-    decoder = BackupDecoder()
+    decoder = BackupDecoder(max_inflated=max_inflated)
     lists: list[BackupList] = []
     received = 0
     async for chunk in request.body:
@@ -520,55 +701,91 @@ async def _decode_body(limit: int) -> list[BackupList]:
     return lists
 
 
-def _decode_file(path: str) -> list[BackupList]:
-    """Decode a server-local file (runs in a worker thread)."""
-    decoder = BackupDecoder()
-    lists: list[BackupList] = []
+def _decode_file(directory: Path, name: str, max_inflated: int) -> list[BackupList]:
+    """Decode the backup file ``name`` in ``directory`` (runs in a worker thread).
+
+    Opened relative to the directory with ``O_NOFOLLOW`` (a symlink is refused, not followed)
+    and ``O_NONBLOCK`` (a FIFO cannot stall the thread), then only a regular file is read.
+    Messages never quote the file's bytes (``reveal=False``).
+    """
+    dir_fd = _open_dir(directory)
     try:
-        with open(path, "rb") as f:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(name, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            raise InvalidInput(f"src_file: no backup named {name!r} in the server's backup "
+                               "directory", "src_file") from None
+        except OSError as exc:
+            what = "is a symbolic link" if exc.errno == errno.ELOOP else "cannot be opened"
+            raise InvalidInput(f"src_file: backup {name!r} {what}; restore reads regular files "
+                               "in the backup directory only", "src_file") from None
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise InvalidInput(f"src_file: backup {name!r} is not a regular file", "src_file")
+        os.set_blocking(f.fileno(), True)
+        decoder = BackupDecoder(max_inflated=max_inflated, reveal=False, source="src_file")
+        lists: list[BackupList] = []
+        try:
             while chunk := f.read(_FILE_READ_BYTES):
                 lists += decoder.feed(chunk)
-    except OSError as exc:
-        raise InvalidInput(f"src_file {path!r} cannot be read on the server: {exc.strerror or exc}",
-                           "src_file") from None
-    decoder.close()
+        except OSError as exc:
+            raise InvalidInput(f"src_file: backup {name!r} cannot be read: "
+                               f"{exc.strerror or type(exc).__name__}", "src_file") from None
+        decoder.close()
     return lists
 
 
-def _validate_records(item: BackupList) -> None:
+def _validate_records(item: BackupList, reveal: bool) -> None:
     """Everything ``RestoreList`` will check, now: once a command is logged it must apply."""
     try:
         RankedList.from_records(item.records)
     except InvalidInput as exc:
-        raise BackupCorrupted(f"list {item.list_id!r} in the backup is damaged: {exc.message}",
+        why = exc.message if reveal else "its element records are inconsistent"
+        raise BackupCorrupted(f"list {item.list_id!r} in the backup is damaged: {why}",
                               "body") from None
+
+
+def _refuse_board(list_id: str) -> Any:
+    def operation(state: ListState) -> None:
+        refuse_live_board(list_id, state, "replacements by a plain list")
+
+    return operation
 
 
 @backup.post(RESTORE_PATH)
 async def restore() -> Response:
-    """Restore lists from a backup stream (the body, or ``src_file`` on the server)."""
+    """Restore lists from a backup stream (the body, or ``src_file`` in the backup directory)."""
     app = current_app
     engine = engine_of(app)
+    settings = settings_of(app)
     keep = _bool_arg("keep")
     prefix = _affix_arg("list_id_prefix")
     suffix = _affix_arg("list_id_suffix")
     src_file = request.args.get("src_file", "")
     src = request.args.get("src", "")
     if src_file:
+        name = check_backup_name(src_file, "src_file")
+        directory = backup_dir(settings, "src_file")
         mark_body_read()
         async for _ in request.body:  # RankDB drains and ignores the body
             pass
-        lists = await trio.to_thread.run_sync(_decode_file, src_file)
+        lists = await trio.to_thread.run_sync(_decode_file, directory, name,
+                                              settings.max_inflated_bytes)
     elif src:
         raise InvalidInput(
             f"src {src!r} is not supported by pointspace (no URL or s3:// sources); send the "
-            "backup as the request body, or name a file on the server with src_file", "src")
+            "backup as the request body, or name a file in the backup directory with src_file",
+            "src")
     else:
-        lists = await _decode_body(settings_of(app).max_stream_bytes)
+        lists = await _decode_body(settings.max_stream_bytes, settings.max_inflated_bytes)
 
     # Validate every list before the first one changes (h11: validate, then mutate).
     errors: dict[str, str] = {}
-    commands: list[RestoreList] = []
+    commands: list[RestoreList | RestoreBoard] = []
+    now = int(time.time())
     for item in lists:
         target = prefix + item.list_id + suffix
         if not LIST_ID.match(target):
@@ -576,22 +793,36 @@ async def restore() -> Response:
                               "characters with the prefix and suffix")
             continue
         if item.elements >= _THREAD_VALIDATE_ELEMENTS:
-            await trio.to_thread.run_sync(_validate_records, item)
+            await trio.to_thread.run_sync(_validate_records, item, not src_file)
         else:
-            _validate_records(item)
-        commands.append(RestoreList(list_id=target, settings=item.settings,
-                                    records=item.records, keep=keep))
+            _validate_records(item, not src_file)
+        if item.board is not None:
+            # A live board comes back live, recomputed from counters (its records unused).
+            commands.append(RestoreBoard(board_id=target, keep=keep,
+                                         definition=in_current_window(item.board, now)))
+        else:
+            commands.append(RestoreList(list_id=target, settings=item.settings,
+                                        records=item.records, keep=keep))
     del lists
 
     restored = skipped = 0
     for command in commands:
+        list_id = command.board_id if isinstance(command, RestoreBoard) else command.list_id
         try:
+            # Read first so that a skip or a refusal stays out of the log; the command checks
+            # again when it applies (a list created or deleted in between).
+            if keep and await engine.ask(LIST, list_id, lambda state: state.exists):
+                skipped += 1
+                continue
+            if isinstance(command, RestoreList):
+                await engine.ask(LIST, list_id, _refuse_board(list_id))
             results = await engine.submit(command)
         except PointspaceError as exc:
-            errors[command.list_id] = exc.message
+            errors[list_id] = exc.message
             continue
-        outcome = next(iter(results.values()), None)
-        if outcome == "skipped":
+        # A board's own answer can be overwritten by the refresh forwards that joined its
+        # batch (Completion keeps one result per id), hence the read above for ``keep``.
+        if results.get(list_id) == "skipped":
             skipped += 1
         else:
             restored += 1

@@ -51,6 +51,11 @@ Other differences
   command routed to a list that does not exist leaves an empty state in the engine's directory.
   Cross-list writes likewise only route to lists in the catalogue (named lists that do not exist
   are answered ``"not found"`` without reaching the engine).
+* A list that is a live leaderboard (``POST /api/leaderboards``) follows its counters: element
+  writes and deletes (one list or xlist), ``POST /lists?replace=true`` over it and a
+  ``clear`` that would reset it answer 409 ``conflict`` naming the board and the way to move
+  or delete it (in xlist answers, an ``errors`` entry). The routes read first, so a refusal
+  is never logged; the commands check again when they apply (``engine/lists.py``).
 * ``PUT /xlist/verify?elements=`` is accepted and ignored: our verify always checks the id index.
 * ``PUT /lists/{id}/elements?results=true`` and the xlist writes with ``results=true`` read the
   written elements back in the next turn of each list's actor, not in the writing turn.
@@ -77,6 +82,7 @@ from typing import Any
 import trio
 from quart import Blueprint, Response, current_app, g, request
 
+from engine.boards import BOARD_SET
 from engine.engine import Engine
 from engine.errors import (
     Conflict,
@@ -103,6 +109,7 @@ from engine.lists import (
     check_list_id,
     check_percentile,
     list_info,
+    refuse_live_board,
 )
 from engine.ranked import RankedElement
 from web.app import closing_on_error, engine_of, settings_of
@@ -327,6 +334,37 @@ async def _refuse_missing_list(list_id: str) -> None:
     await _ask(list_id, require)
 
 
+async def _refuse_unwritable_list(list_id: str, what: str) -> None:
+    """``NotFound`` (missing) or ``LiveBoardConflict`` (a live leaderboard) before a command
+    that changes the list's elements: a refused command stays out of the log (the command
+    checks again when it applies)."""
+    def require(state: ListState) -> None:
+        state.require(list_id)
+        refuse_live_board(list_id, state, what)
+
+    await _ask(list_id, require)
+
+
+async def _refuse_live_board(list_id: str, what: str) -> None:
+    """``LiveBoardConflict`` if the list is a live leaderboard (a missing list passes)."""
+    await _ask(list_id, lambda state: refuse_live_board(list_id, state, what))
+
+
+async def _without_boards(selected: list[str], what: str) -> tuple[list[str], dict[str, ListFailure]]:
+    """Split an xlist selection into the lists a write may touch and the live leaderboards it
+    may not (each with its failure). Only lists in the boards' set are asked: every board is."""
+    catalog = dict(_engine().list_catalog())
+    candidates = [i for i in selected if (s := catalog.get(i)) is not None and s.set == BOARD_SET]
+    refused = {
+        list_id: outcome
+        for list_id, outcome in (await _ask_each(
+            candidates, lambda list_id: lambda state: refuse_live_board(list_id, state, what)
+        )).items()
+        if isinstance(outcome, ListFailure)
+    }
+    return [i for i in selected if i not in refused], refused
+
+
 async def _submit_one(command: Any, list_id: str) -> Any:
     """Submit a command that touches one list; its result for that list."""
     return (await _engine().submit(command))[list_id]
@@ -459,6 +497,8 @@ async def create_list() -> Response:
     elements = [] if populate is None else check_elements(populate, "populate")
     if not replace:
         await _engine().refuse_existing_list(list_id)
+    else:
+        await _refuse_live_board(list_id, "replacements by a plain list")
     info = await _submit_one(
         CreateList(list_id=list_id, settings=settings, populate=elements, replace=replace,
                    now=_now()),
@@ -517,10 +557,12 @@ async def reindex_list(list_id: str) -> Response:
 
 @dataclass(frozen=True, slots=True)
 class _Checked:
-    """What a verify/repair turn found: the problems left (empty: healthy) and the settings."""
+    """What a verify/repair turn found: the problems left (empty: healthy), the settings and
+    whether the list is a live leaderboard (which ``clear`` may not reset)."""
 
     problems: list[str]
     settings: ListSettings
+    board: bool = False
 
 
 def _checked(list_id: str, *, verify: bool, repair: bool) -> Callable[[ListState], _Checked]:
@@ -529,15 +571,16 @@ def _checked(list_id: str, *, verify: bool, repair: bool) -> Callable[[ListState
     def op(state: ListState) -> _Checked:
         ranked = state.require(list_id)
         assert state.settings is not None
+        board = state.board is not None
         problems = ranked.verify() if verify else ["repair requested"]
         if problems and repair:
             try:
                 ranked.repair()
             except Exception as exc:  # a list too broken to rebuild is RankDB's {"error"} case
                 log.exception("repair of list %r failed", list_id)
-                return _Checked([f"repair failed: {type(exc).__name__}: {exc}"], state.settings)
+                return _Checked([f"repair failed: {type(exc).__name__}: {exc}"], state.settings, board)
             problems = ranked.verify()
-        return _Checked(problems, state.settings)
+        return _Checked(problems, state.settings, board)
 
     return op
 
@@ -547,6 +590,8 @@ async def _check_list(list_id: str, *, verify: bool, repair: bool, clear: bool) 
     by a logged ``CreateList(replace=True)`` with its own settings."""
     checked = await _ask(list_id, _checked(list_id, verify=verify, repair=repair))
     if checked.problems and clear:
+        if checked.board:
+            await _refuse_live_board(list_id, "resets by clear")
         await _submit_one(
             CreateList(list_id=list_id, settings=checked.settings, populate=[], replace=True,
                        now=_now()),
@@ -638,6 +683,7 @@ async def create_element(list_id: str) -> Response:
     list_id = _path_list_id(list_id)
     radius = _radius()
     element = check_element(_object(await _body(), "an Element"), "body")
+    await _refuse_unwritable_list(list_id, "element writes")
     if await _ask(list_id, lambda state: element.id in state.require(list_id)):
         raise Conflict(f"element(s) already exist: {[element.id]!r}", "id")
     result = await _submit_one(
@@ -655,7 +701,7 @@ async def put_elements(list_id: str) -> Response:
     list_id = _path_list_id(list_id)
     results = _arg_bool("results")
     elements = check_elements(await _body(), "body")
-    await _refuse_missing_list(list_id)
+    await _refuse_unwritable_list(list_id, "element writes")
     written = await _submit_one(
         PutElements(list_ids=[list_id], elements=elements, insert_only=False, now=_now()), list_id
     )
@@ -690,7 +736,7 @@ async def delete_elements(list_id: str) -> Response:
         if not _ELEMENT_ID.match(value) or int(value) > U64:
             raise InvalidParam(f"element_ids must be uint64 values, got {value!r}", "element_ids")
         ids.append(int(value))
-    await _refuse_missing_list(list_id)
+    await _refuse_unwritable_list(list_id, "element deletes")
     await _submit_one(DeleteElements(list_ids=[list_id], ids=ids), list_id)
     return Response(b"", status=204)
 
@@ -733,7 +779,7 @@ async def put_element(list_id: str, element_id: str) -> Response:
     element = check_element(_object(await _body(), "an Element"), "body")
     if element.id != eid:
         raise InvalidInput(f"id mismatch: path has {eid}, body has {element.id}", "id")
-    await _refuse_missing_list(list_id)
+    await _refuse_unwritable_list(list_id, "element writes")
     result = await _submit_one(
         PutElements(list_ids=[list_id], elements=[element], insert_only=False, now=_now(),
                     radius=radius),
@@ -747,7 +793,7 @@ async def delete_element(list_id: str, element_id: str) -> Response:
     """Delete one element: 204 also when it is absent; 404 when the list is missing."""
     list_id = _path_list_id(list_id)
     eid = _path_element_id(element_id)
-    await _refuse_missing_list(list_id)
+    await _refuse_unwritable_list(list_id, "element deletes")
     await _submit_one(DeleteElements(list_ids=[list_id], ids=[eid]), list_id)
     return Response(b"", status=204)
 
@@ -814,15 +860,16 @@ async def _xlist_write(insert_only: bool) -> Response:
         raise InvalidInput("payload is required (a list of elements)", "payload")
     elements = check_elements(body["payload"], "payload")
     selected, missing = selection.resolve(_engine().list_catalog(), all_if_empty=False)
-    outcomes: dict[str, Any] = {}
+    selected, refused = await _without_boards(selected, "element writes")
+    outcomes: dict[str, Any] = dict(refused)
     if selected:
         command = PutElements(list_ids=selected, elements=elements, insert_only=insert_only,
                               now=_now())
         try:
-            outcomes = await _engine().submit(command)
+            outcomes.update(await _engine().submit(command))
         except (NotFound, Conflict) as exc:
             # One list: the command raises its failure instead of returning it.
-            outcomes = {selected[0]: _failure(exc)}
+            outcomes[selected[0]] = _failure(exc)
     read: dict[str, list[RankedElement]] = {}
     if results:
         written = {k: v for k, v in outcomes.items() if not isinstance(v, ListFailure)}
@@ -870,12 +917,13 @@ async def xlist_delete(element_id: str) -> Response:
     selected, missing = Selection.from_query(request.args).resolve(
         _engine().list_catalog(), all_if_empty=False
     )
-    outcomes: dict[str, Any] = {}
+    selected, refused = await _without_boards(selected, "element deletes")
+    outcomes: dict[str, Any] = dict(refused)
     if selected:
         try:
-            outcomes = await _engine().submit(DeleteElements(list_ids=selected, ids=[eid]))
-        except NotFound as exc:
-            outcomes = {selected[0]: _failure(exc)}
+            outcomes.update(await _engine().submit(DeleteElements(list_ids=selected, ids=[eid])))
+        except (NotFound, Conflict) as exc:
+            outcomes[selected[0]] = _failure(exc)
     return respond(_result_list(outcomes, missing, errors_only, lambda _, __: {}), request)
 
 

@@ -25,12 +25,14 @@ from engine.boards import (
     BoardDefinition,
     BoardRegistry,
     CreateBoard,
+    RestoreBoard,
     RollBoard,
     Standing,
     _set_score,
     check_board,
     due_rolls,
     element_id_of,
+    in_current_window,
     rank_sums,
     registry_of,
     rolling_window,
@@ -39,8 +41,19 @@ from engine.commands import Command, IngestBatch, encode_command
 from engine.engine import Engine
 from engine.errors import Conflict, InvalidInput, NotFound, PointspaceError
 from engine.events import validate_counter_events
-from engine.lists import LIST, U64, CreateList, DeleteList, ListSettings, ListState
-from engine.ranked import RankedElement
+from engine.lists import (
+    LIST,
+    U64,
+    CreateList,
+    DeleteElements,
+    DeleteList,
+    ListFailure,
+    ListSettings,
+    ListState,
+    LiveBoardConflict,
+    PutElements,
+)
+from engine.ranked import ElementIn, RankedElement
 from snapshots.codec import SnapshotEncoder
 from snapshots.codec import iter_snapshot_items as decode_snapshot
 
@@ -680,8 +693,22 @@ async def test_board_delete_stops_feeding_and_ingest_still_works(engine: Engine)
     assert await scores(engine, "gone") == {1: 5, 2: 3}
 
 
-async def test_board_replaced_by_a_plain_list_stops_being_fed(engine: Engine) -> None:
+async def test_board_replace_by_a_plain_list_is_refused_and_the_board_stays_live(
+    engine: Engine,
+) -> None:
     await engine.create_board(fixed("b1", T0, T0 + 100))
+    replace = CreateList(list_id="b1", settings=ListSettings(set="s1"), populate=[], replace=True, now=T0)
+    with pytest.raises(LiveBoardConflict, match=r"^list 'b1' is a live leaderboard of metric 'm': "
+                       r"its entries follow the counters, so replacements by a plain list are "
+                       r"refused; .* DELETE /api/leaderboards/b1$"):
+        await engine.submit(replace)
+    await engine.ingest([ev(1, 5, T0)])
+    assert await scores(engine, "b1") == {1: 5}
+
+
+async def test_board_deleted_then_recreated_as_a_plain_list_stops_being_fed(engine: Engine) -> None:
+    await engine.create_board(fixed("b1", T0, T0 + 100))
+    await engine.delete_board("b1")
     await engine.submit(
         CreateList(list_id="b1", settings=ListSettings(set="s1"), populate=[], replace=True, now=T0)
     )
@@ -1104,3 +1131,76 @@ async def test_run_board_clock_rolls_a_rolling_board(
         assert await scores(engine, "month") == {}
         assert (await engine.board("month"))["window"]["t1"] == local(tz, 2024, 4, 1)
         assert (await engine.board("today"))["window"]["t1"] == local(tz, 2024, 4, 1)
+
+
+############################################################################################
+# Live boards refuse element writes; a restored board is live (security finding 7)
+
+
+async def test_board_refuses_element_writes_and_deletes_live_and_on_replay() -> None:
+    log: list[tuple[int, bytes]] = []
+    async with Engine.open() as live:
+        await logged(live, log, ingest_command(ev(1, 5, T0), ev(2, 3, T0)))
+        await logged(live, log, CreateBoard(board_id="b", definition=BoardDefinition(metric="m", t1=T0, t2=T0 + 100)))
+        await live.submit(CreateList(list_id="plain", settings=ListSettings(set="s1"), populate=[], replace=False, now=T0))
+        forged = [
+            PutElements(list_ids=["b"], elements=[ElementIn(1, 10**9, 0, None)], insert_only=False, now=T0),
+            DeleteElements(list_ids=["b"], ids=[2]),
+        ]
+        for command in forged:
+            with pytest.raises(LiveBoardConflict, match=r"^list 'b' is a live leaderboard of metric 'm'"):
+                await live.submit(command)
+            log.append((live.last_seq, encode_command(command)))  # as in a log from before the rule
+        many = await live.submit(PutElements(list_ids=["b", "plain"], elements=[ElementIn(1, 7, 0, None)],
+                                             insert_only=False, now=T0))
+        assert isinstance(many["b"], ListFailure) and "live leaderboard" in str(many["b"])
+        assert many["plain"].element.score == 7
+        assert await scores(live, "b") == {1: 5, 2: 3}
+    async with Engine.open() as replayed:
+        for seq, record in log:
+            await replayed.replay(seq, record)
+        assert await scores(replayed, "b") == {1: 5, 2: 3}
+
+
+async def test_restore_board_is_live_and_recomputed_from_counters(engine: Engine) -> None:
+    definition = BoardDefinition(metric="m", t1=T0, t2=T0 + 100)
+    await engine.ingest([ev(1, 5, T0), ev(2, 3, T0)])
+    await engine.submit(RestoreBoard(board_id="rb", definition=definition, keep=False))
+    assert await scores(engine, "rb") == {1: 5, 2: 3}
+    await engine.ingest([ev(3, 9, T0 + 1)])
+    assert await scores(engine, "rb") == {3: 9, 1: 5, 2: 3}
+    assert (await engine.board("rb"))["window"] == {"kind": "fixed", "tz": None, "t1": T0, "t2": T0 + 100}
+    # keep: an existing list stays as it is; without keep, a plain list is replaced by the board.
+    other = BoardDefinition(metric="m", t1=T0, t2=T0)
+    await engine.submit(RestoreBoard(board_id="rb", definition=other, keep=True))
+    assert registry_of(engine._router).boards["rb"] == definition
+    assert (await engine.board("rb"))["window"]["t2"] == T0 + 100
+    await engine.submit(CreateList(list_id="pl", settings=ListSettings(set="s1"), populate=[], replace=False, now=T0))
+    await engine.submit(RestoreBoard(board_id="pl", definition=other, keep=False))
+    assert await scores(engine, "pl") == {1: 5, 2: 3}
+    assert (await engine.board("pl"))["window"]["t2"] == T0
+
+
+async def test_restore_board_replays_from_the_log() -> None:
+    log: list[tuple[int, bytes]] = []
+    definition = BoardDefinition(metric="m", members=(1, 2, 4), t1=T0, t2=T0 + 100)
+    async with Engine.open() as live:
+        await logged(live, log, ingest_command(ev(1, 5, T0), ev(2, 3, T0)))
+        await logged(live, log, RestoreBoard(board_id="rb", definition=definition, keep=False))
+        await logged(live, log, ingest_command(ev(4, 8, T0 + 1)))
+        expected = await scores(live, "rb")
+    assert expected == {4: 8, 1: 5, 2: 3}
+    async with Engine.open() as replayed:
+        for seq, record in log:
+            await replayed.replay(seq, record)
+        assert await scores(replayed, "rb") == expected
+        await replayed.ingest([ev(2, 10, T0 + 2)])
+        assert await scores(replayed, "rb") == {2: 13, 4: 8, 1: 5}
+
+
+def test_in_current_window_moves_rolling_boards_only() -> None:
+    fixed_board = BoardDefinition(metric="m", t1=0, t2=10)
+    assert in_current_window(fixed_board, T0) is fixed_board
+    rolling = BoardDefinition(metric="m", window_kind="day", t1=0, t2=DAY - 1)
+    moved = in_current_window(rolling, T0)
+    assert (moved.t1, moved.t2) == rolling_window("day", None, T0)

@@ -746,14 +746,15 @@ affixes = pick(st.one_of(st.just(""), st.from_regex(r"\Afz[a-z0-9_.\-]{0,6}\Z"))
 
 
 def destinations(ctx: Context) -> SearchStrategy[Any]:
-    """Backup destinations. File paths stay inside the scratch directory and server
-    destinations on loopback: a fuzzed path must never write outside the test's directory,
-    and a fuzzed host name must never wait for DNS."""
+    """Backup destinations. File destinations are names in the server's backup directory
+    (the scratch directory, ``--backup-dir``), with paths, dot names and overlong names among
+    them, which the server must refuse; server destinations stay on loopback: a fuzzed host
+    name must never wait for DNS."""
     file_paths = st.one_of(
-        st.from_regex(r"\A[a-z0-9]{1,8}\.bin\Z").map(lambda name: str(ctx.tmp_dir / name)),
-        # Absolute paths only: the server's working directory is the repository.
+        st.from_regex(r"\A[a-z0-9]{1,8}\.bin\Z"),
         st.sampled_from((str(ctx.tmp_dir), str(ctx.tmp_dir / "missing" / "x.bin"), "",
-                         str(ctx.tmp_dir / "  "), str(ctx.tmp_dir / "a" / ".."))),
+                         str(ctx.tmp_dir / "  "), str(ctx.tmp_dir / "a" / ".."), "../x.bin",
+                         ".hidden", "a/b.bin", "x" * 129)),
     )
     server_paths = st.sampled_from((
         ctx.dest, f"http://{ctx.dest}", f"127.0.0.1:{ctx.closed_port}", "127.0.0.1",
@@ -864,11 +865,10 @@ def restore_bodies(ctx: Context) -> SearchStrategy[Body]:
 
 def _backup_routes() -> dict[tuple[str, str], Callable[[Context], SearchStrategy[FuzzRequest]]]:
     def restore(ctx: Context) -> SearchStrategy[FuzzRequest]:
-        src_files = pick(st.sampled_from((str(ctx.backup_file), "")), st.one_of(
-            st.sampled_from((str(ctx.garbage_file), str(ctx.tmp_dir),
-                             str(ctx.tmp_dir / "missing.bin"))),
-            st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=6).map(
-                lambda name: str(ctx.tmp_dir / name)),
+        src_files = pick(st.sampled_from((ctx.backup_file.name, "")), st.one_of(
+            st.sampled_from((ctx.garbage_file.name, "missing.bin", str(ctx.backup_file),
+                             str(ctx.tmp_dir), "../seed.bin", ".seed.bin")),
+            st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=6),
         ))
         return request(
             "/xlist/restore", "POST",

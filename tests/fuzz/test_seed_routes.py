@@ -299,7 +299,8 @@ def fuzzer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzer]:
     tmp = tmp_path_factory.mktemp("fuzz-seed")
     scratch = tmp / "scratch"
     scratch.mkdir()
-    server = start_server(tmp, extra=["--log-format", "text"])
+    server = start_server(tmp, extra=["--log-format", "text", "--backup-dir", str(scratch),
+                                      "--backup-allowed-host", "127.0.0.1"])
     dest = start_server(tmp_path_factory.mktemp("fuzz-dest"))
     try:
         with server.client() as client:
@@ -311,7 +312,7 @@ def fuzzer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzer]:
                 "destination": {"type": "download"}, "lists": {}})).content
             backup_file = scratch / "seed.bin"
             job = ok(client.put("/xlist/backup", json={
-                "destination": {"type": "file", "path": str(backup_file)}, "lists": {}}), 201)
+                "destination": {"type": "file", "path": backup_file.name}, "lists": {}}), 201)
             job_id = job.json()["id"]
             wait_done(client, job_id)
         garbage = scratch / "garbage.bin"

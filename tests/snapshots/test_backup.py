@@ -10,6 +10,7 @@ import msgpack
 import pytest
 import zstandard
 
+from engine.boards import BoardDefinition
 from engine.lists import ListSettings
 from engine.ranked import ElementIn, RankedList
 from snapshots.backup import (
@@ -17,6 +18,7 @@ from snapshots.backup import (
     BackupCorrupted,
     BackupDecoder,
     BackupEncoder,
+    BackupTooLarge,
     decode_backup,
     encode_backup,
 )
@@ -266,3 +268,124 @@ def test_backup_decoder_stays_failed_after_an_error():
     with pytest.raises(BackupCorrupted, match=re.escape("the decoder is in state ERROR after an earlier error: ")):
         decoder.feed(encode_backup([]))
     assert decoder.state == "ERROR"
+
+
+############################################################################################
+# Untrusted input: bounded inflation, no cycles, no quoted bytes, board definitions
+
+
+def _zeros_stream(n: int) -> bytes:
+    compressor = zstandard.ZstdCompressor(level=1).compressobj()
+    return compressor.compress(bytes(n)) + compressor.flush()
+
+
+def test_backup_decoder_bomb_fails_after_its_first_block() -> None:
+    decoder = BackupDecoder()
+    with pytest.raises(BackupCorrupted, match=r"^backup stream is damaged: expected true \(another "
+                       r"list\) or false \(the end\) after 0 list\(s\), got 0$"):
+        decoder.feed(_zeros_stream(256 * 1024 * 1024))
+    # One 128 KiB zstd block was inflated, not 256 MiB (zstandard's decompressobj inflates a
+    # whole input in one call).
+    assert decoder.inflated <= 128 * 1024
+
+
+def test_backup_decoder_max_inflated_counts_decompressed_bytes() -> None:
+    data = encode_backup(sample_lists(6, chunk=50))
+    total = BackupDecoder()
+    total.feed(data)
+    total.close()
+    assert decode_backup(data, max_inflated=total.inflated)  # exactly the limit passes
+    limited = BackupDecoder(max_inflated=total.inflated - 1)
+    with pytest.raises(BackupTooLarge, match=rf"^the backup stream inflates to more than "
+                       rf"{total.inflated - 1} bytes, the limit \(max_inflated_bytes\)"):
+        limited.feed(data)
+    with pytest.raises(BackupCorrupted, match=r"^the decoder is in state ERROR after an earlier "
+                       r"error: the backup stream inflates"):
+        limited.feed(b"")
+
+
+def test_backup_decoder_failure_leaves_no_reference_cycle() -> None:
+    """The reported bomb's buffers lived in a cycle (decoder -> exception -> traceback ->
+    frames -> decoder and buffers) until a later collection: now refcounting frees them."""
+    import gc
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        decoder = BackupDecoder()
+        try:
+            decoder.feed(_zeros_stream(1 << 20))
+        except BackupCorrupted:
+            pass
+        del decoder
+        gc.collect()
+        leaked = [o for o in gc.garbage if isinstance(o, (BackupDecoder, BackupCorrupted))]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert leaked == []
+
+
+def test_backup_decoder_window_over_8_mib_is_refused() -> None:
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=24)
+    compressor = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    data = compressor.compress(bytes(100)) + compressor.flush()  # size unknown: a 16 MiB window
+    with pytest.raises(BackupCorrupted, match=r"^backup stream is damaged \(zstd frame 1\): .*"
+                       r"Frame requires too much memory"):
+        decode_backup(data)
+
+
+@pytest.mark.parametrize("value", [b"\xc3\x02\xa9secret-id", b"\xc3\x07", b"\x01secret"])
+def test_backup_decoder_reveal_false_never_quotes_values(value: bytes) -> None:
+    data = zstandard.ZstdCompressor().compress(value)
+    with pytest.raises(BackupCorrupted) as shown:
+        decode_backup(data)
+    with pytest.raises(BackupCorrupted) as hidden:
+        decoder = BackupDecoder(reveal=False)
+        decoder.feed(data)
+        decoder.close()
+    assert "secret" not in hidden.value.message and "7" not in hidden.value.message.split("version")[-1]
+    assert hidden.value.message != shown.value.message or "secret" not in shown.value.message
+
+
+def test_backup_decoder_reveal_false_hides_the_magic_bytes() -> None:
+    decoder = BackupDecoder(reveal=False)
+    with pytest.raises(BackupCorrupted, match=r"^backup stream is not zstd-compressed: expected the "
+                       r"zstd frame magic '28 b5 2f fd' \(invalid input: magic number mismatch\)$"):
+        decoder.feed(b"root:x:0:0")
+
+
+def test_backup_board_definition_round_trips_and_old_streams_have_none() -> None:
+    board = BoardDefinition(metric="steps", atid=2, members=(1, "ann"), window_kind="week",
+                            tz="Europe/Oslo", t1=NOW, t2=NOW + 7 * 86400 - 1)
+    lists = sample_lists(2)
+    data = encode_backup([(*lists[0], board), lists[1]])
+    first, second = decode_backup(data)
+    assert (first.board, second.board) == (board, None)
+    assert all(b.board is None for b in decode_backup(encode_backup(lists)))
+
+
+@pytest.mark.parametrize(("plain", "field"), [
+    (["steps"], "board"),
+    (["", None, None, "fixed", None, 0, 1], "board[0]"),
+    (["m", "2", None, "fixed", None, 0, 1], "board[1]"),
+    (["m", None, [], "fixed", None, 0, 1], "board[2]"),
+    (["m", None, None, "hour", None, 0, 1], "board[3]"),
+    (["m", None, None, "day", "Mars/Olympus", 0, 1], "board[4]"),
+    (["m", None, None, "fixed", None, 5, 1], "board[5]"),
+])
+def test_backup_invalid_board_definition_is_a_stream_error(plain: list, field: str) -> None:
+    enc = BackupEncoder()
+    data = enc.start_list("lb", ListSettings(set="s1"), elements=0, chunks=0) + enc.finish()
+    # Re-encode with a hand-made header carrying the bad definition.
+    header = {"settings": {"set": "s1", "metadata": {}, "split_size": 2000, "merge_size": 500,
+                           "load_index": False}, "elements": 0, "chunks": 0, "board": plain}
+    inner = b"".join(msgpack.packb(v) for v in (True, LIST_RECORD_VERSION, "lb", header, False))
+    data = zstandard.ZstdCompressor().compress(inner)
+    with pytest.raises(BackupCorrupted, match=r"^list 'lb' has an invalid leaderboard definition: "):
+        decode_backup(data)
+    with pytest.raises(BackupCorrupted, match=rf"field '{re.escape(field)}' is invalid$"):
+        decoder = BackupDecoder(reveal=False)
+        decoder.feed(data)

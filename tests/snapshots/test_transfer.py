@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,11 @@ from snapshots.codec import (
     HEADER_SIZE,
     TRAILER_SIZE,
     SnapshotCorrupted,
+    SnapshotEncoder,
+    SnapshotTooLarge,
     iter_snapshot_items,
     read_snapshot_header,
+    validate_snapshot,
 )
 from snapshots.framing import Record, RecordDecoder
 from snapshots.logscan import list_segments
@@ -168,11 +172,13 @@ def items_of(data: bytes) -> tuple[int, dict[tuple[str, Any], tuple[int, Any]]]:
 
 
 def tree(path: Path) -> dict[str, bytes]:
-    """Every file under ``path`` with its bytes: to show that nothing changed."""
+    """Every file under ``path`` with its bytes: to show that nothing changed (but the
+    directory's ``LOCK``, which holds the PID of whoever last used it)."""
     if not path.exists():
         return {}
     return {
-        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name != "LOCK"
     }
 
 
@@ -564,3 +570,57 @@ async def test_transfer_log_repair_then_serve_starts(tmp_path):
             assert client.get("/api/admin/snapshot").json()["log"]["last_seq"] == 5
     finally:
         server.stop()
+
+
+#####################################################################
+# Untrusted files: bounded inflation (security finding 1)
+#####################################################################
+
+
+def _snapshot_with_body(body: bytes) -> bytes:
+    """A valid header followed by ``body`` (already compressed) and no valid trailer."""
+    encoder = SnapshotEncoder(start_seq=1, created=0.0)
+    return encoder.header_bytes() + body
+
+
+def test_transfer_import_of_a_zstd_bomb_fails_fast_with_flat_memory(tmp_path):
+    compressor = zstandard.ZstdCompressor(level=1).compressobj()
+    zeros = bytes(1 << 24)
+    body = b"".join(compressor.compress(zeros) for _ in range(64)) + compressor.flush()  # 1 GiB
+    source = tmp_path / "bomb.pssnap"
+    source.write_bytes(_snapshot_with_body(body))
+    data_dir = tmp_path / "data"
+    tracemalloc.start()
+    try:
+        with pytest.raises(SnapshotCorrupted, match=r"^snapshot item 0 is not \(kind, key, "
+                           r"applied_seq, state\): 0$"):
+            import_snapshot(source, data_dir)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024  # one 128 KiB block at a time, not the whole inflation
+    assert not data_dir.exists()
+
+
+def test_transfer_import_past_max_inflated_changes_nothing(tmp_path):
+    encoder = SnapshotEncoder(start_seq=1, created=0.0)
+    data = encoder.header_bytes() + encoder.encode_item(("blob", "k", 0, bytes(4 << 20))) + encoder.finish()
+    source = tmp_path / "big.pssnap"
+    source.write_bytes(data)
+    data_dir = tmp_path / "data"
+    with pytest.raises(SnapshotTooLarge, match=r"^the snapshot inflates to more than 1048576 bytes, "
+                       r"the limit \(max_inflated_bytes\); raise that setting if the data is genuine$"):
+        import_snapshot(source, data_dir, max_inflated=1 << 20)
+    assert not data_dir.exists()
+    assert validate_snapshot(io.BytesIO(data), max_inflated=8 << 20).items == 1
+
+
+def test_transfer_import_cli_reads_max_inflated_bytes_from_the_environment(tmp_path, monkeypatch):
+    encoder = SnapshotEncoder(start_seq=1, created=0.0)
+    source = tmp_path / "big.pssnap"
+    source.write_bytes(encoder.header_bytes() + encoder.encode_item(("blob", "k", 0, bytes(4 << 20)))
+                       + encoder.finish())
+    monkeypatch.setenv("POINTSPACE_MAX_INFLATED_BYTES", str(1 << 20))
+    result = cli("snapshot", "import", source, "--data-dir", tmp_path / "data")
+    assert result.returncode == 1
+    assert "the snapshot inflates to more than 1048576 bytes" in result.stdout

@@ -32,10 +32,20 @@ U64 = 2**64 - 1
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    """Two in-memory servers: a source and a destination."""
-    a = start_server(tmp_path_factory.mktemp("backup-a"))
-    b = start_server(tmp_path_factory.mktemp("backup-b"))
+def dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The backup directories of the two servers of ``pair``."""
+    root = tmp_path_factory.mktemp("backup-dirs")
+    return root / "a", root / "b"
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory, dirs: tuple[Path, Path]
+         ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two in-memory servers, a source and a destination, each with a backup directory; the
+    source may send server backups to loopback (any port)."""
+    a = start_server(tmp_path_factory.mktemp("backup-a"),
+                     extra=["--backup-dir", str(dirs[0]), "--backup-allowed-host", "127.0.0.1"])
+    b = start_server(tmp_path_factory.mktemp("backup-b"), extra=["--backup-dir", str(dirs[1])])
     yield a, b
     a.stop()
     b.stop()
@@ -187,13 +197,17 @@ def test_backup_bad_requests_answer_goa_errors(pair):
             ({"destination": {"type": "tape"}, "lists": {}}, "destination.type must be download, file or server"),
             ({"destination": {"type": "file"}, "lists": {}}, "destination.path is required for type 'file'"),
             ({"destination": {"type": "download"}}, "lists is required"),
-            ({"destination": {"type": "file", "path": "/no/such/dir/x.bin"}, "lists": {}}, "destination.path '/no/such/dir/x.bin': directory"),
+            ({"destination": {"type": "file", "path": "/no/such/dir/x.bin"}, "lists": {}},
+             "destination.path must be a file name in the server's backup directory"),
             ({"destination": {"type": "server", "path": "not a host"}, "lists": {}}, "destination.path must be host:port"),
+            ({"destination": {"type": "server", "path": "10.1.2.3:1155"}, "lists": {}},
+             "destination.path: host 10.1.2.3:1155 is not in backup_allowed_hosts"),
         ]
         for body, detail in cases:
             reply = ca.put("/xlist/backup", json=body)
             assert reply.status_code == 400, (body, reply.text)
             assert reply.json()["detail"].startswith(detail), reply.json()
+            assert reply.json()["meta"]["field"].startswith(("destination", "lists")), reply.json()
         missing = ca.get("/backup/nosuchjob1")
         assert missing.status_code == 404
         assert {k: missing.json()[k] for k in ("code", "status")} == {"code": "not_found", "status": 404}
@@ -204,29 +218,35 @@ def test_backup_bad_requests_answer_goa_errors(pair):
 # file and server destinations
 
 
-def test_backup_to_file_then_restore_from_src_file(pair, tmp_path: Path):
+def test_backup_to_file_then_restore_from_src_file(pair, dirs):
     a, b = pair
     with a.client() as ca, b.client() as cb:
         seed(ca, {"file-a": (S1, 120), "file-b": (S2, 3)})
-        target = tmp_path / "lists.bin"
-        reply = ca.put("/xlist/backup", json={"destination": {"type": "file", "path": str(target)},
+        reply = ca.put("/xlist/backup", json={"destination": {"type": "file", "path": "lists.bin"},
                                               "lists": {"lists": ["file-a", "file-b", "file-nope"]}})
         assert reply.status_code == 201
         job = reply.json()
         assert job["callback_url"] == f"/backup/{job['id']}"
         status = wait_done(ca, job["id"])
         assert status["errors"] == {"file-nope": "not found"}
-        assert (status["storage"], status["uri"], status["lists_done"]) == ("file", str(target), 2)
+        assert (status["storage"], status["uri"], status["lists_done"]) == ("file", "lists.bin", 2)
+        target = dirs[0] / "lists.bin"
         assert status["size"] == target.stat().st_size and status["finished"]
-        assert [p.name for p in tmp_path.iterdir()] == ["lists.bin"]  # no temporary file left
+        assert dirs[0].stat().st_mode & 0o777 == 0o700  # created on first use, private
+        assert [p.name for p in dirs[0].iterdir()] == ["lists.bin"]  # no temporary file left
         assert [x.list_id for x in decode_backup(target.read_bytes())] == ["file-a", "file-b"]
 
-        result = cb.post(f"/xlist/restore?src_file={target}&list_id_suffix=.f", content=b"ignored")
+        dirs[1].mkdir(exist_ok=True)
+        (dirs[1] / "from-a.bin").write_bytes(target.read_bytes())
+        result = cb.post("/xlist/restore?src_file=from-a.bin&list_id_suffix=.f", content=b"ignored")
         assert result.json() == {"restored": 2, "skipped": 0, "errors": {}}
         assert download(cb, {"lists": ["file-a.f", "file-b.f"]}) == {
             f"{k}.f": v for k, v in download(ca, {"lists": ["file-a", "file-b"]}).items()}
-        missing = cb.post(f"/xlist/restore?src_file={tmp_path / 'nope.bin'}")
-        assert missing.status_code == 400 and "cannot be read on the server" in missing.json()["detail"]
+        missing = cb.post("/xlist/restore?src_file=nope.bin")
+        assert missing.status_code == 400, missing.text
+        assert missing.json()["detail"] == ("src_file: no backup named 'nope.bin' in the server's "
+                                            "backup directory")
+        assert missing.json()["meta"] == {"field": "src_file"}
 
 
 def test_backup_server_to_server_between_two_processes(pair):
@@ -240,7 +260,7 @@ def test_backup_server_to_server_between_two_processes(pair):
         assert reply.status_code == 201, reply.text
         status = wait_done(ca, reply.json()["id"])
         assert status["errors"] == {}, status
-        assert status["custom"] == {"restored": "2", "skipped": "0"}
+        assert status["custom"] == {"restored": "2", "skipped": "0", "remote_errors": "0"}
         assert status["uri"] == f"http://127.0.0.1:{b.port}/xlist/restore?list_id_prefix=from-a-&list_id_suffix=_x"
         assert download(cb, {"lists": ["from-a-srv-1_x", "from-a-srv-2_x"]}) == {
             f"from-a-{k}_x": v for k, v in download(ca, {"lists": ["srv-1", "srv-2"]}).items()}
@@ -251,7 +271,7 @@ def test_backup_server_unreachable_is_400(pair):
     with a.client() as ca:
         reply = ca.put("/xlist/backup", json={"destination": {"type": "server", "path": "127.0.0.1:1"}, "lists": {}})
         assert reply.status_code == 400
-        assert reply.json()["detail"].startswith("destination server http://127.0.0.1:1 is not reachable")
+        assert reply.json()["detail"] == "destination server http://127.0.0.1:1 is not reachable (ConnectError)"
 
 
 class _StalledRestore(http.server.BaseHTTPRequestHandler):
