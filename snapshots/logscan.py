@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, Literal, ParamSpec, TypeVar
 
-from engine.errors import StorageFailure
+from engine.errors import InvalidInput, StorageFailure
 from snapshots.files import REAL_FS, FileSystem
 from snapshots.framing import (
     NEED_DATA,
@@ -53,6 +53,7 @@ from snapshots.framing import (
     RecordDecoder,
     TornTail,
 )
+from snapshots.lock import DataDirectoryLock
 
 __all__ = [
     "Damage",
@@ -389,9 +390,19 @@ def repair_log(data_dir: Path, *, fs: FileSystem | None = None) -> LogReport:
     Every step is logged (logger ``pointspace.wal``) and listed in the report's ``actions``.
 
     Runtime complexity: O(total log bytes).
+
+    Raises:
+        DataDirectoryInUse: a server runs on ``data_dir`` (it has the segments open).
+        InvalidInput: ``data_dir`` does not exist.
     """
-    fs = fs or REAL_FS
-    walk = _Walk(Path(data_dir), fs)
+    if not Path(data_dir).is_dir():
+        raise InvalidInput(f"no data directory at {str(data_dir)!r}", "data_dir")
+    with DataDirectoryLock(Path(data_dir)):
+        return _repair_locked(Path(data_dir), fs or REAL_FS)
+
+
+def _repair_locked(data_dir: Path, fs: FileSystem) -> LogReport:
+    walk = _Walk(data_dir, fs)
     for _ in walk.records():
         pass
     damage = walk.damage

@@ -62,3 +62,47 @@ def test_second_server_on_one_directory_is_refused(tmp_path):
             assert client.post("/api/query", json=q).json()["results"][0]["sums"] == {"m": 50}
     finally:
         third.stop()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "web.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, input="y\n")
+
+
+def test_offline_tools_refuse_a_directory_in_use(tmp_path):
+    data = tmp_path / "data"
+    server = start_server(tmp_path, data_dir=data)
+    try:
+        with server.client() as client:
+            events = [{"metric": "m", "user": 1, "value": 7, "ts": 1700000000}]
+            assert client.post("/api/events", json=events).status_code == 200
+            assert client.post("/api/admin/snapshot").status_code == 200
+        export = tmp_path / "state.pssnap"
+        assert run_cli("snapshot", "export", str(tmp_path / "x.pssnap"), "--url", server.url).returncode == 0
+        (tmp_path / "x.pssnap").rename(export)
+        wal_before = sorted(p.name for p in (data / "wal").iterdir())
+        for args in (
+            ("snapshot", "import", str(export), "--data-dir", str(data), "--force"),
+            ("snapshot", "export", str(tmp_path / "offline.pssnap"), "--data-dir", str(data)),
+            ("log", "repair", "--data-dir", str(data)),
+        ):
+            result = run_cli(*args)
+            assert result.returncode != 0, args
+            assert f"in use by PID {server.process.pid}" in result.stderr, (args, result.stderr)
+        # Nothing was deleted under the running server; it still takes writes.
+        assert sorted(p.name for p in (data / "wal").iterdir()) == wal_before
+        with server.client() as client:
+            events = [{"metric": "m", "user": 1, "value": 1, "ts": 1700000001}]
+            assert client.post("/api/events", json=events).status_code == 200
+    finally:
+        assert server.stop() == 0
+    # Stopped: the same tools work.
+    assert run_cli("snapshot", "export", str(tmp_path / "offline.pssnap"), "--data-dir", str(data)).returncode == 0
+    assert run_cli("log", "repair", "--data-dir", str(data)).returncode == 0
+
+
+def test_log_tools_refuse_a_missing_directory(tmp_path):
+    for args in (("log", "check"), ("log", "repair")):
+        result = run_cli(*args, "--data-dir", str(tmp_path / "nope"))
+        assert result.returncode != 0
+        assert "no data directory" in result.stderr
