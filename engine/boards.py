@@ -34,6 +34,7 @@ taken at another moment than its users' items converges to the same scores.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,8 @@ from engine.errors import Conflict, InvalidInput
 from engine.lists import LIST, U64, ListSettings, ListState, check_list_id
 from engine.periods import load_zone
 from engine.ranked import RankedList
+
+log = logging.getLogger("pointspace.boards")
 
 ROLLING_UNITS = ("day", "week", "month")
 BOARD_SET = "leaderboards"
@@ -464,7 +467,14 @@ def due_rolls(registry: BoardRegistry, now: int) -> list[RollBoard]:
     out = []
     for board_id, board in sorted(registry.boards.items()):
         if board.window_kind != "fixed" and now > board.t2:
-            t1, t2 = rolling_window(board.window_kind, board.tz, now)
+            try:
+                t1, t2 = rolling_window(board.window_kind, board.tz, now)
+            except InvalidInput as exc:
+                # A zone stored before zone names were checked against the IANA list (or one
+                # a tzdata update dropped): that board keeps its window; the clock, which
+                # serves every other board, must not die of it.
+                log.warning("board %r cannot roll: %s", board_id, exc.message)
+                continue
             out.append(RollBoard(board_id=board_id, t1=t1, t2=t2))
     return out
 

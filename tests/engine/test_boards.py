@@ -1204,3 +1204,16 @@ def test_in_current_window_moves_rolling_boards_only() -> None:
     rolling = BoardDefinition(metric="m", window_kind="day", t1=0, t2=DAY - 1)
     moved = in_current_window(rolling, T0)
     assert (moved.t1, moved.t2) == rolling_window("day", None, T0)
+
+
+def test_a_stored_zone_that_no_longer_loads_does_not_stop_the_clock():
+    from dataclasses import replace as _replace
+
+    from engine.boards import BoardDefinition, BoardRegistry, due_rolls
+
+    registry = BoardRegistry()
+    good = BoardDefinition(metric="m", window_kind="day", tz="Europe/Oslo", t1=0, t2=86399)
+    registry.add("good", good)
+    registry.add("stale", _replace(good, tz="posix/Europe/Oslo"))  # accepted before the IANA check
+    rolls = due_rolls(registry, 10 * 86400)
+    assert [r.board_id for r in rolls] == ["good"]
