@@ -19,8 +19,15 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
-from engine.events import INT64_MAX, INT64_MIN, MAX_BATCH_EVENTS, MAX_NAME_LENGTH
+from engine.events import (
+    FORBIDDEN_IN_NAMES,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_BATCH_EVENTS,
+    MAX_NAME_LENGTH,
+)
 from engine.lists import LIST_ID
+from engine.periods import MAX_ZONE_NAME
 from engine.timebuckets import MAX_TS, MIN_TS
 from snapshots.store import RecoveryReport, SnapshotRecord
 from snapshots.wal import WalStatistics
@@ -31,13 +38,43 @@ Offset = Annotated[int, Meta(ge=-(2**31), le=2**31)]
 Timestamp = Annotated[
     int, Meta(ge=MIN_TS, le=MAX_TS, description="Unix seconds, 1970-01-01 .. 9999-12-31")
 ]
+#: No control characters (Cc) or surrogates (Cs) in names and string ids (``engine/events.py``
+#: says why). In JSON Schema's (ECMA-262) reading ``$`` is the end of the string; Python's
+#: ``re``, which msgspec uses, also lets it match before a final newline, and the engine's
+#: ``check_name`` refuses that one.
+TEXT_PATTERN = f"^[^{FORBIDDEN_IN_NAMES}]*$"
 Name = Annotated[
     str,
-    Meta(min_length=1, max_length=MAX_NAME_LENGTH, description="a metric or counter name"),
+    Meta(
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        pattern=TEXT_PATTERN,
+        description="a metric or counter name, without control characters",
+    ),
+]
+#: A user id given as a string.
+UserText = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        pattern=TEXT_PATTERN,
+        description="a user id as text, without control characters",
+    ),
 ]
 UserId = Annotated[
-    Int64 | Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH)],
+    Int64 | UserText,
     Meta(description='an integer, or a string; "42" and 42 name the same user'),
+]
+#: Checked against the IANA names by ``engine.periods.load_zone`` (one place for the rule);
+#: the document states the length bound and the source of the names.
+TimeZone = Annotated[
+    str,
+    Meta(
+        max_length=MAX_ZONE_NAME,
+        description="an IANA time zone name, such as Europe/Oslo (the tz database's list)",
+        examples=["Europe/Oslo"],
+    ),
 ]
 ListId = Annotated[str, Meta(pattern=LIST_ID.pattern, description="2..100 of [a-zA-Z0-9-_.]")]
 Users = Annotated[list[UserId], Meta(min_length=1)]
@@ -133,7 +170,7 @@ class BreakdownQuery(Struct, forbid_unknown_fields=True):
     t2: Timestamp
     step: Step = "day"
     #: An IANA zone name for calendar periods (``Europe/Paris``).
-    tz: str | None = None
+    tz: TimeZone | None = None
     #: Or a fixed offset from UTC in seconds.
     offset: Offset = 0
     atid: Int64 | None = None
@@ -146,7 +183,7 @@ class Window(Struct, forbid_unknown_fields=True):
     t1: Timestamp | None = None
     t2: Timestamp | None = None
     rolling: Literal["day", "week", "month"] | None = None
-    tz: str | None = None
+    tz: TimeZone | None = None
 
 
 #: One struct with optional fields (msgspec cannot tell two untagged structs apart); the
@@ -197,7 +234,7 @@ class CounterBreakdownArgs(Struct):
     t2: Timestamp
     step: Step = "day"
     #: An IANA zone name for calendar periods (``Europe/Paris``).
-    tz: str | None = None
+    tz: TimeZone | None = None
     #: Or a fixed offset from UTC in seconds.
     offset: Offset = 0
 
@@ -212,7 +249,7 @@ class SeriesArgs(Struct):
     ``last`` seconds up to ``t2`` (default: now, by the server's clock) in ``step`` periods."""
 
     counter: Name | None = None
-    user: Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH)] | None = None
+    user: UserText | None = None
     metric: Name | None = None
     atid: Int64 | None = None
     last: Annotated[int, Meta(ge=1, le=MAX_WINDOW_S)] = 120
@@ -223,7 +260,7 @@ class SeriesArgs(Struct):
 class LeaderboardArgs(Struct):
     top: Annotated[int, Meta(ge=0, le=1000)] = 10
     #: Also answer this user's standing and neighbours.
-    user: Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH)] | None = None
+    user: UserText | None = None
     range: Annotated[int, Meta(ge=0, le=100)] = 5
 
 

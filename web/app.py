@@ -5,6 +5,10 @@ Errors become responses in one place (like hypercorn's ``_send_error_response``)
 framework (unknown route, wrong method, body too large) becomes the same JSON shape, and
 anything else is a bug -- logged, and answered with a JSON 500. Seed-compatible routes that
 had their own error statuses map them in their own modules (``web/routes_psd.py``).
+
+Before any route: ``web/edge.py``'s hook refuses foreign Hosts and Origins and body types the
+route does not take (ahead of ``web/auth.py``'s); every request body is read under a deadline
+and a minimum rate, whoever reads it (``web/bodies.py``, the app's ``request_class``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from engine.engine import Engine
 from engine.errors import PointspaceError
-from web.bodies import respond
+from web.bodies import request_class, respond
 from web.settings import Settings
 
 log = logging.getLogger("pointspace.web")
@@ -27,8 +31,11 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
     """Build the app for a running engine. The caller owns the engine's lifetime."""
     settings = settings or Settings()
     app = QuartTrio("pointspace")
+    # Bodies are read under our own deadline and minimum rate (``web/bodies.py``), whatever
+    # reads them; Quart's BODY_TIMEOUT would only bound ``get_data``, and race ours.
+    app.request_class = request_class(settings)
+    app.config["BODY_TIMEOUT"] = None
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.config["BODY_TIMEOUT"] = settings.body_timeout_s
     app.config["RESPONSE_TIMEOUT"] = settings.response_timeout_s
     app.config["JSON_SORT_KEYS"] = False
     app.extensions["pointspace.engine"] = engine
@@ -49,6 +56,9 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
     app.register_blueprint(backup)
     app.register_blueprint(ui)
     install_auth(app, settings)
+    from web.edge import install as install_edge
+
+    install_edge(app, settings)  # before auth's hook: a foreign Host or Origin gets no 401
     from web.metrics import install as install_metrics
 
     install_metrics(app)

@@ -119,7 +119,21 @@ def load_settings(
         if value is not None:
             values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
             sources[name] = f"--{name.replace('_', '-')}"
-    return Settings(**values), sources
+    settings = Settings(**values)
+    _check_allow_lists(settings, sources)
+    return settings, sources
+
+
+def _check_allow_lists(settings: Settings, sources: Mapping[str, str]) -> None:
+    """Host and Origin allow-list entries parse as the edge will read them (web/edge.py), so a
+    typo stops the server at start instead of refusing every request."""
+    from web.edge import EdgePolicy
+
+    try:
+        EdgePolicy.from_settings(settings)
+    except ValueError as exc:
+        name = "allowed_hosts" if "allowed_hosts" in str(exc) else "allowed_origins"
+        raise InvalidInput(f"{exc} (from {sources[name]})", name) from None
 
 
 def describe(settings: Settings, sources: Mapping[str, str]) -> str:

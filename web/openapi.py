@@ -36,7 +36,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import Rule
 
-from engine.errors import InvalidInput, PayloadTooLarge
+from engine.errors import InvalidInput, PayloadTooLarge, quote
 from engine.events import EXACT_FLOAT_INT, MAX_BATCH_EVENTS
 from web import api_models
 from web.app import settings_of
@@ -322,14 +322,25 @@ def integral_floats_as_ints(value: Any) -> Any:
     return value
 
 
-_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _FIELD = re.compile(r"^Object (?P<what>missing required|contains unknown) field `(?P<name>[^`]*)`$")
+#: msgspec messages that end with the value itself (``Invalid enum value 'xxx...'``), whole.
+_ECHOES = re.compile(r"^(?P<rule>Invalid (?:enum )?value) ")
+#: msgspec's words for a name that breaks ``api_models.TEXT_PATTERN``, said plainly instead.
+_TEXT_MISMATCH = f"Expected `str` matching regex {api_models.TEXT_PATTERN!r}"
+#: Longest key (a client's unknown field name) written into a field path; longer ones are cut.
+MAX_KEY_CHARS = 64
 
 
 def explain(error: str, root: str, value: Any = None) -> tuple[str, str]:
     """msgspec's ``Expected `int`, got `str` - at `$.events[3].ts``` as a message and a
     field in our style: (``events[3].ts: expected `int`, got `str` (was 'x')``,
-    ``events[3].ts``); the value at fault is quoted when ``value`` (the body) holds it.
+    ``events[3].ts``); the value at fault is quoted (its start: ``engine.errors.quote``) when
+    ``value`` (the body) holds it.
+
+    msgspec's message quotes some values whole (an unknown field's name, an invalid enum
+    value), and the client chose them: the message is split with ``str.rpartition`` (a
+    regular expression over it took half a second for a 10 MB name), an echoed value is
+    replaced by the quoted start of it, and a name is cut to ``MAX_KEY_CHARS`` in the field.
 
     >>> explain("Expected `int`, got `str` - at `$.events[0].ts`", "body",
     ...         {"events": [{"ts": "x"}]})
@@ -338,19 +349,33 @@ def explain(error: str, root: str, value: Any = None) -> tuple[str, str]:
     ('t1 is required', 't1')
     >>> explain("Object contains unknown field `x` - at `$[2]`", "body")
     ('body[2].x is not a known field', 'body[2].x')
+    >>> explain("Invalid enum value 'weeks' - at `$.step`", "body", {"step": "weeks"})
+    ("step: invalid enum value (was 'weeks')", 'step')
+    >>> explain(_TEXT_MISMATCH + " - at `$.metric`", "body", {"metric": "a\\x00"})
+    ("metric: expected `str` without control characters or surrogates (was 'a\\\\x00')", 'metric')
     """
-    match = _AT.match(error)
-    assert match is not None  # the pattern matches any string
-    message, path = match["message"], match["path"] or ""
+    message, at, path = error.rpartition(" - at `$")
+    if not at or not path.endswith("`") or "`" in path[:-1]:
+        message, path = error, ""
+    else:
+        path = path[:-1]
     found, culprit = _value_at(value, path)
     field = path[1:] if path.startswith(".") else (root + path if path else "")
     named = _FIELD.match(message)
     if named:
-        field = f"{field}.{named['name']}" if field else named["name"]
+        name = named["name"]
+        if len(name) > MAX_KEY_CHARS:
+            name = f"{name[:MAX_KEY_CHARS]}... ({len(name)} characters)"
+        field = f"{field}.{name}" if field else name
         what = "is required" if named["what"] == "missing required" else "is not a known field"
         return f"{field} {what}", field
     field = field or root
-    was = f" (was {_short(culprit)})" if found else ""
+    echo = _ECHOES.match(message)
+    if echo and found:
+        message = echo["rule"]  # the value follows as "(was ...)", quoted
+    elif message == _TEXT_MISMATCH:
+        message = "Expected `str` without control characters or surrogates"
+    was = f" (was {quote(culprit)})" if found else ""
     return f"{field}: {message[:1].lower()}{message[1:]}{was}", field
 
 
@@ -367,8 +392,3 @@ def _value_at(value: Any, path: str) -> tuple[bool, Any]:
         except (KeyError, IndexError, TypeError):
             return False, None
     return True, value
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -78,7 +78,7 @@ from engine.lists import LIST, LIST_ID, ListSettings, ListState, RestoreList, re
 from engine.ranked import RankedList
 from snapshots.backup import BackupCorrupted, BackupDecoder, BackupEncoder, BackupList
 from web.app import engine_of, settings_of
-from web.bodies import decode_body, mark_body_read, read_body, respond
+from web.bodies import body_chunks, decode_body, read_body, respond
 from web.rankdb_common import Selection, register_goa_errors
 from web.settings import Settings
 
@@ -687,11 +687,11 @@ def _affix_arg(name: str) -> str:
 
 
 async def _decode_body(limit: int, max_inflated: int) -> list[BackupList]:
-    mark_body_read()
     decoder = BackupDecoder(max_inflated=max_inflated)
     lists: list[BackupList] = []
     received = 0
-    async for chunk in request.body:
+    # A stream: no whole-body deadline, the minimum rate alone (web/bodies.py).
+    async for chunk in body_chunks(request, None, stream=True):
         received += len(chunk)
         if received > limit:
             raise PayloadTooLarge(f"restore body exceeds the limit of {limit} bytes; restore from "
@@ -769,8 +769,7 @@ async def restore() -> Response:
     if src_file:
         name = check_backup_name(src_file, "src_file")
         directory = backup_dir(settings, "src_file")
-        mark_body_read()
-        async for _ in request.body:  # RankDB drains and ignores the body
+        async for _ in body_chunks(request, None, stream=True):  # RankDB drains and ignores it
             pass
         lists = await trio.to_thread.run_sync(_decode_file, directory, name,
                                               settings.max_inflated_bytes)

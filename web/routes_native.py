@@ -26,7 +26,7 @@ from engine.events import (
 )
 from web import api_models as m
 from web.app import engine_of, settings_of
-from web.bodies import mark_body_read, respond
+from web.bodies import body_chunks, mark_body_read, respond
 from web.openapi import accepts, answers, document_stream, query_args
 
 native = Blueprint("native", __name__, url_prefix="/api")
@@ -67,7 +67,7 @@ async def ingest_stream() -> Response:
     pending = b""
     received = 0
     limit = settings.max_stream_bytes
-    async for chunk in request.body:
+    async for chunk in body_chunks(request, None, stream=True):  # no deadline; the rate
         received += len(chunk)
         if received > limit:
             await stream.fail_at(stream.line_no + 1, f"stream exceeds the limit of {limit} bytes")

@@ -26,11 +26,12 @@ from quart import Blueprint, Response, current_app, request
 
 from engine.counters import DIFF
 from engine.engine import Engine
-from engine.errors import InvalidInput, PointspaceError
+from engine.errors import InvalidInput, PointspaceError, quote
 from engine.events import (
     UserEvent,
     check_int,
     check_name,
+    check_text,
     check_ts,
     normalize_user,
 )
@@ -85,7 +86,7 @@ def go_int(raw: str) -> int:
     ValueError: not an integer: '1_000'
     """
     if not _GO_INT.fullmatch(raw):
-        raise ValueError(f"not an integer: {raw!r}")
+        raise ValueError(f"not an integer: {quote(raw)}")
     return int(raw)
 
 
@@ -93,7 +94,7 @@ def _path_int(raw: str, field: str) -> int:
     try:
         return go_int(raw)
     except ValueError:
-        raise InvalidPathParameter(f"{field} must be an integer, got {raw!r}", field) from None
+        raise InvalidPathParameter(f"{field} must be an integer, got {quote(raw)}", field) from None
 
 
 def _path_ts(raw: str, field: str) -> int:
@@ -155,7 +156,7 @@ def metric_job_event(job: Any, field: str = "body") -> UserEvent:
         raise InvalidInput("timestamp was invalid: ts2 must be > 0", f"{prefix}ts2")
     ts1 = check_ts(job.get("ts1", 0), f"{prefix}ts1")
     if ts1 > ts2:
-        raise InvalidInput(f"{prefix}ts1 must be <= ts2, got ts1={ts1!r} ts2={ts2!r}", f"{prefix}ts1")
+        raise InvalidInput(f"{prefix}ts1 must be <= ts2, got ts1={ts1} ts2={ts2}", f"{prefix}ts1")
     atid = check_int(job.get("atid", 0), f"{prefix}atid")
     aid = check_int(job.get("aid", 0), f"{prefix}aid")
     value = check_int(job["value"], f"{prefix}value")
@@ -163,7 +164,8 @@ def metric_job_event(job: Any, field: str = "body") -> UserEvent:
 
 
 def count_job(job: Any, field: str) -> tuple[str, int, int]:
-    """PSD's CountJob ``{thing, value, ts}``: thing of 2..64 characters, ts > 0."""
+    """PSD's CountJob ``{thing, value, ts}``: thing of 2..64 characters (no control
+    characters, as for every name: ``engine/events.py``), ts > 0."""
     if not isinstance(job, Mapping):
         raise InvalidInput(f"{field} must be a CountJob object", field)
     for name in ("thing", "value", "ts"):
@@ -171,7 +173,8 @@ def count_job(job: Any, field: str) -> tuple[str, int, int]:
             raise InvalidInput(f"{field}.{name} is required", f"{field}.{name}")
     thing = job["thing"]
     if not isinstance(thing, str) or not 2 <= len(thing) <= 64:
-        raise InvalidInput(f"{field}.thing must be 2..64 characters, got {thing!r}", f"{field}.thing")
+        raise InvalidInput(f"{field}.thing must be 2..64 characters, got {quote(thing)}", f"{field}.thing")
+    check_text(thing, f"{field}.thing")
     ts = check_ts(job["ts"], f"{field}.ts")
     if ts <= 0:
         raise InvalidInput(f"{field}.ts must be > 0", f"{field}.ts")
@@ -208,7 +211,7 @@ async def batch() -> Response:
             counts.append(count_job(message.get("count"), f"{field}.count"))
         else:
             raise InvalidInput(
-                f"{field}.command must be 'metric' or 'count', got {command!r}", f"{field}.command"
+                f"{field}.command must be 'metric' or 'count', got {quote(command)}", f"{field}.command"
             )
     engine = _engine()
     applied = await engine.ingest_validated(events)
@@ -270,7 +273,7 @@ async def _mumt(atid: str, start_ts: str, end_ts: str, with_offsets: bool) -> Re
         try:
             offsets = [go_int(o) for o in raw_offsets]
         except ValueError:
-            raise InvalidInput(f"offsets must be integers, got {raw_offsets!r}", "offsets") from None
+            raise InvalidInput(f"offsets must be integers, got {quote(raw_offsets)}", "offsets") from None
     users = [u for _, u in ids]
     results = await _engine().query(
         users, things, t1, t2, atid=_path_atid(atid), offsets=offsets, with_atids=True

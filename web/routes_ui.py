@@ -39,7 +39,7 @@ from typing import Any
 from quart import Blueprint, Response, current_app, g, request
 
 from engine.boards import BOARD_SET
-from engine.errors import InvalidInput, NotFound
+from engine.errors import InvalidInput, NotFound, quote
 from engine.events import check_name, normalize_user
 from web import api_models as m
 from web.app import engine_of
@@ -172,7 +172,7 @@ async def static_file(name: str) -> Response:
     """A file of the page: immutable under its current ``?v=``, revalidated otherwise."""
     asset = _assets().get(name) if name != "index.html" else None
     if asset is None:
-        raise NotFound(f"no dashboard file {name!r}", "name")
+        raise NotFound(f"no dashboard file {quote(name)}", "name")
     current = request.args.get("v") == asset.version
     return _serve(asset, IMMUTABLE if current else "no-cache")
 

@@ -3,6 +3,28 @@
 One trio run owns everything: the engine's nursery (actors, log flusher, snapshot timer) and
 Hypercorn's serving tasks. SIGINT or SIGTERM stops accepting requests, lets the engine write
 its final snapshot, and exits.
+
+Theory of operation: the connection edge
+----------------------------------------
+Hypercorn's trio worker (``hypercorn.trio.run.worker_serve``) accepts every connection the
+kernel hands it; it has no cap on open connections. :func:`serve` is that worker's serving
+loop (lifespan, listeners, one ``TCPServer`` per connection, graceful shutdown), with one
+change: its listeners are :class:`CappedListener`, which take a slot from a semaphore of
+``max_connections`` *before* accepting, and a connection's handler gives the slot back when
+it ends. The N+1th client completes its TCP handshake in the kernel and waits in the accept
+queue (``backlog`` deep) until a connection closes; the server holds no memory for it. Only
+plain-TCP binds are served (pointspace configures no TLS; put a proxy in front for it).
+
+Timeouts at this layer (the request body's own are in ``web/bodies.py``):
+
+* ``keep_alive_timeout`` (75 s, nginx's ``keepalive_timeout``) closes a connection that has no
+  request in flight: idle keep-alive, and a client that sends partial headers and stops
+  (hypercorn counts a connection idle until a request's headers are complete).
+* ``h11_max_incomplete_size`` (16 KiB, h11's own default) bounds the headers of one request
+  (431 past it); ``h2_max_inbound_frame_size`` and ``max_app_queue_size`` stay hypercorn's.
+* ``read_timeout`` is **not** set: it bounds every wait for client bytes, including the
+  minutes a client rightly sends nothing while it downloads a snapshot export or a backup,
+  and would cut those downloads. Slow bodies are cut by the body guard instead.
 """
 
 from __future__ import annotations
@@ -11,10 +33,17 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState, LifespanState
+from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
+from quart_trio import QuartTrio
 
 from engine.engine import Engine
 from web.app import create_app
@@ -50,7 +79,9 @@ async def run_server(settings: Settings, *, task_status: trio.TaskStatus[None] =
         config.accesslog = "-" if settings.access_log else None
         config.errorlog = "-"
         config.graceful_timeout = 10
-        config.keep_alive_timeout = 75
+        config.keep_alive_timeout = 75  # nginx's keepalive_timeout
+        config.h11_max_incomplete_size = 16 * 1024  # h11's default (node.js: 80 KiB)
+        config.backlog = 511  # nginx's listen backlog on Linux: room for clients over the cap
         shutdown = trio.Event()
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
@@ -70,5 +101,106 @@ async def run_server(settings: Settings, *, task_status: trio.TaskStatus[None] =
                     flush=True,
                 )
                 task_status.started()
-                await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+                await serve(app, config, max_connections=settings.max_connections,
+                            shutdown_trigger=shutdown.wait)
                 nursery.cancel_scope.cancel()
+
+
+############################################################################################
+# Serving with a cap on open connections
+
+
+class CappedListener(trio.abc.Listener[trio.SocketStream]):
+    """A listener that accepts only while a slot is free: ``accept`` takes one of ``slots``
+    first, so past the cap clients wait in the kernel's accept queue, not in our memory.
+    The caller gives the slot back when the connection ends (``slots.release()``)."""
+
+    def __init__(self, inner: trio.SocketListener, slots: trio.Semaphore) -> None:
+        self.inner = inner
+        self.slots = slots
+
+    async def accept(self) -> trio.SocketStream:
+        await self.slots.acquire()
+        try:
+            return await self.inner.accept()
+        except BaseException:
+            self.slots.release()
+            raise
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _TCPServer(TCPServer):
+    """Hypercorn's connection handler, with its socket close shielded from cancellation.
+
+    Hypercorn closes a connection from the task that sent its last event. After an answer
+    given before the request body was read to its end (a 408 or 413 mid-upload, an error
+    before the view read the body), that task is the app's own: hypercorn then tells the app
+    the request is over, quart-trio cancels the request's tasks at once, and the close is
+    cancelled half-way -- the connection stays open with nothing reading it, holding a slot,
+    until the client goes away (tests/web/test_security_http.py reproduces it). Shutting a
+    socket down does not block, so the shield costs no wait.
+    """
+
+    async def _close(self) -> None:
+        with trio.CancelScope(shield=True):
+            await super()._close()
+
+
+async def serve(
+    app: QuartTrio,
+    config: Config,
+    *,
+    max_connections: int,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+) -> None:
+    """Serve ``app`` as ``hypercorn.trio.serve`` does, with at most ``max_connections``
+    client connections open at once (module docstring).
+
+    Follows ``hypercorn.trio.run.worker_serve`` (hypercorn 0.16-0.18) step for step, without
+    TLS, QUIC, statsd and ``max_requests``, which pointspace does not configure.
+    """
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(wrapped, config, lifespan_state)
+    context = WorkerContext(None)
+    slots = trio.Semaphore(max_connections, max_value=max_connections)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            await _TCPServer(wrapped, config, context, ConnectionState(lifespan_state.copy()), stream)
+        finally:
+            slots.release()
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            sockets = config.create_sockets()
+            listeners = []
+            for sock in sockets.insecure_sockets:
+                sock.listen(config.backlog)
+                listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                listeners.append(CappedListener(listener, slots))
+                log.info("serving on http://%s, at most %d connections",
+                         repr_socket_addr(sock.family, sock.getsockname()), max_connections)
+            try:
+                async with trio.open_nursery(strict_exception_groups=True) as nursery:
+                    nursery.start_soon(raise_shutdown, shutdown_trigger)
+                    nursery.start_soon(raise_shutdown, context.terminate.wait)
+                    nursery.start_soon(
+                        partial(trio.serve_listeners, handle, listeners, handler_nursery=server_nursery)
+                    )
+                    await trio.sleep_forever()
+            except BaseExceptionGroup as error:
+                _, others = error.split((ShutdownError, KeyboardInterrupt))
+                if others is not None:
+                    raise others from None  # the ones that are not a shutdown, as hypercorn does
+            finally:
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from engine.lists import ListSettings
 from engine.ranked import ElementIn, RankedList
-from snapshots.backup import decode_backup, encode_backup
+from snapshots.backup import encode_backup
 from web.app import create_app
 from web.auth import Grant, JwtKeyError, KeyRing, native_scope, rankdb_rule
 from web.settings import Settings
@@ -339,27 +339,45 @@ def test_auth_unknown_routes_answer_404_not_401(c):
 
 
 ############################################################################################
-# Server-to-server backup carries the caller's token
+# Server-to-server backup does not carry the caller's token (web/routes_backup.py)
 
 
-def test_auth_server_backup_forwards_the_token(tmp_path, guarded, keys, c):
+def test_auth_server_backup_does_not_forward_the_token(tmp_path, keys):
     other = start_server(tmp_path, extra=["--jwt-key-dir", str(keys.directory)])
+    source = start_server(tmp_path, extra=["--jwt-key-dir", str(keys.directory),
+                                           "--backup-allowed-host", f"127.0.0.1:{other.port}"])
     try:
         manage = auth(keys.token(MANAGE))
-        reply = c.put("/xlist/backup", headers=manage, json={
-            "destination": {"type": "server", "path": f"127.0.0.1:{other.port}", "server_list_id_prefix": "fwd-"},
-            "lists": {"lists": ["a1"]}})
-        assert reply.status_code == 201, reply.text
-        deadline = time.monotonic() + 20
-        while not (status := c.get(reply.json()["callback_url"], headers=manage).json())["done"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        assert status["errors"] == {} and status["custom"]["restored"] == "1", status
+        with source.client() as sc:
+            assert sc.post("/xlist/restore", content=restore_body(), headers=manage).status_code == 200
+            reply = sc.put("/xlist/backup", headers=manage, json={
+                "destination": {"type": "server", "path": f"127.0.0.1:{other.port}"},
+                "lists": {"lists": ["a1"]}})
+        # Without the caller's token the guarded destination's health check answers 401, so
+        # the backup is refused before anything is sent.
+        assert reply.status_code == 400 and "answered 401" in reply.json()["detail"], reply.text
+        assert reply.json()["meta"] == {"field": "destination.path"}
         with other.client() as oc:
-            data = oc.put("/xlist/backup", headers=manage, json={"destination": {"type": "download"}, "lists": {}})
-            assert [b.list_id for b in decode_backup(data.content)] == ["fwd-a1"]
+            assert oc.get("/lists", headers=manage).json()["lists"] == []
     finally:
+        source.stop()
         other.stop()
+
+
+############################################################################################
+# The edge answers before auth (web/edge.py)
+
+
+def test_auth_foreign_host_origin_and_content_type_are_refused_before_auth(c, keys):
+    # No token, or a valid one: what the edge refuses gets the edge's answer, never a 401.
+    for headers in ({}, auth(keys.token(UPDATE))):
+        host = c.get("/lists/a1", headers={**headers, "Host": "evil.example"})
+        assert host.status_code == 421 and host.json()["meta"] == {"field": "Host"}, host.text
+        origin = c.post("/api/events", json=[], headers={**headers, "Origin": "http://evil.example"})
+        assert origin.status_code == 403 and origin.json()["field"] == "Origin", origin.text
+        typed = c.post("/api/events", content=b"[]", headers={**headers, "Content-Type": "text/plain"})
+        assert typed.status_code == 415 and typed.json()["field"] == "Content-Type", typed.text
+    assert c.get("/health/ping", headers={"Host": "evil.example"}).status_code == 421
 
 
 ############################################################################################

@@ -94,3 +94,9 @@ def test_server_logs_are_json_lines(server) -> None:
     assert lines, server.log()
     entry = json.loads(lines[0])
     assert {"ts", "level", "logger", "message"} <= entry.keys()
+
+
+@pytest.mark.parametrize(("key", "value"), [("ALLOWED_HOSTS", "a b"), ("ALLOWED_ORIGINS", "not-an-origin")])
+def test_bad_allow_list_entries_name_their_source(key, value):
+    with pytest.raises(InvalidInput, match=rf"\$POINTSPACE_{key}"):
+        load_settings(None, environ={f"POINTSPACE_{key}": value})

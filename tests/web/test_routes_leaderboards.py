@@ -149,9 +149,9 @@ def test_leaderboards_delete_keeps_the_connection_usable(
     create_board(client, {"id": board, "metric": fresh("lb-m"), "window": {"t1": 0, "t2": 10}})
     # A raw keep-alive connection: httpx would quietly reconnect if it noticed the close first.
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(f"DELETE /api/leaderboards/{board} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        sock.sendall(f"DELETE /api/leaderboards/{board} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         assert read_head(sock).startswith(b"HTTP/1.1 204 ")
-        sock.sendall(b"GET /health/ping HTTP/1.1\r\nHost: test\r\n\r\n")
+        sock.sendall(b"GET /health/ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert read_head(sock).startswith(b"HTTP/1.1 200 ")  # got: the server closed the connection
 
 

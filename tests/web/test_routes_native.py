@@ -1283,7 +1283,7 @@ def test_events_oversize_chunked_body_is_413_naming_body(server):
     # No Content-Length: the server counts as the body arrives and answers 413 mid-upload.
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         )
         chunk = b"%x\r\n%s\r\n" % (1 << 20, b" " * (1 << 20))
