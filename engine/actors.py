@@ -15,10 +15,13 @@ Placement decides which actor owns an entity. A namespace is either
   operations are long enough that one task per list is the right unit), or
 * **partitioned** into ``partitions`` actors by a hash of the id (users, global counters).
 
-Why partition users: waking a trio task costs about 8 us on the reference machine
-(``bench/bench_actors.py``), and a batch of 1,000 events typically touches ~1,000 different
-users. With one task per user that is one wake-up per event, a ceiling of ~100k events/s
-before any counting is done; with 32 partition actors a batch costs at most 32 wake-ups. The
+Why partition users: waking a trio task costs 6 to 8 us on the 2-core dev machine
+(``bench/bench_actors.py``: 6.3 us for a bare ``trio.Event`` wake-up, 7.5 us per no-op message
+fanned out through this Router to 1,000 dedicated actors), and a batch of 1,000 sparse events
+over 10,000 users touches ~950 different users. With one task per user that is one wake-up per
+event, a ceiling of ~130k events/s before any counting is done; with 32 partition actors a batch
+costs at most 32 wake-ups. The same bench ingests such batches through the Router side by side:
+one actor per user 36-41k events/s, 32 partitions 2.6 to 2.9 times that (96-107k events/s). The
 per-entity guarantees are the same either way: one owner task per entity, messages to one
 entity applied in send order, bounded mailboxes, one message per entity per batch.
 
@@ -61,8 +64,10 @@ ActorKey = tuple[str, Hashable]
 DEFAULT_IDLE_SECONDS = 30.0
 
 #: Actors per partitioned namespace. More partitions mean more wake-ups per batch; fewer mean
-#: longer turns (one turn applies everything queued for the partition). 32 keeps a 1,000-event
-#: batch at <= 32 wake-ups; see bench/bench_actors.py before changing it.
+#: longer turns (one turn applies everything queued for the partition, and a read queued behind
+#: it waits). 32 keeps a 1,000-event batch at <= 32 wake-ups; see bench/bench_actors.py before
+#: changing it (in three runs there, one client's sparse batches ingested 5-20% faster on 1 to 16
+#: partitions and 6-16% slower on 64 or 128; that bench does not measure read latency).
 DEFAULT_PARTITIONS = 32
 
 

@@ -1,4 +1,4 @@
-"""Ranked lists: tens of millions of (id, score) elements in RankDB order, in packed numpy blocks.
+"""RankedList: the operations of a ranked list, combining packed rows, blocks, id and rank indexes.
 
 Theory of operation
 ===================
@@ -18,56 +18,24 @@ Rank ``from_top`` 0 is the highest element and ``from_bottom = n - 1 - from_top`
 pure and synchronous: no trio, no clock (time comes in as ``now``), no I/O. An actor owns one
 instance and is its only caller.
 
-The sort key
-------------
-Each element is stored as one 24-byte row, three big-endian uint64 words::
-
-    k1 = 2**64 - 1 - score                              higher score       -> smaller k1
-    k2 = (2**32 - 1 - tie_breaker) << 32 | updated_at   higher tie, earlier -> smaller k2
-    k3 = id                                             lower id           -> smaller k3
-
-Big-endian words make byte order (memcmp) equal to the numeric order of ``(k1, k2, k3)``, so rank
-order is plain ascending byte order. numpy searches a block viewed as a ``'V24'`` array
-(``searchsorted`` compares void items with memcmp), and Python bisects a list of ``bytes``. The row
-*is* the element: score, tie-breaker, time and id all decode back out of it, so nothing is stored
-twice, and no Python object exists per element.
-
-The structure
--------------
-* **Blocks** (the sortedcontainers "list of lists", with packed rows instead of Python objects).
-  Rows live in sorted blocks, each a ``(capacity, 3)`` ``'>u8'`` array holding ``n`` rows. A block
-  splits in halves above ``2 * load`` rows and merges with a neighbour at ``load // 2`` rows or
-  fewer, so an insert or delete moves at most ``2 * load`` rows with one memmove. ``_maxes[i]`` is
-  the last key of block ``i`` (``bytes``), and bisecting it finds the block for any key.
-* **Rank index.** A Fenwick tree over block sizes gives "rows before block i" and "block holding
-  rank r" in ``O(log(n / load))``. A split or merge shifts block positions, so it drops the tree;
-  the next rank query rebuilds it in ``O(n / load)`` with numpy (about 1 ms at 10M elements),
-  which amortises over the >= ``load // 2`` writes between two splits of one block.
-* **Id index.** id -> block *handle* lives in an open-addressing hash table made of two numpy
-  arrays (u64 id, u32 handle): 12 bytes a slot where a ``dict`` costs over 100 bytes per entry
-  (entry, hash slot and two int objects). It uses linear probing *without* wrap-around: the table
-  has ``HASH_PAD`` spare slots past its nominal capacity and its last slot is always empty, so a
-  probe always ends. Home slots come from Fibonacci hashing of the mixed id, and deletion shifts
-  entries back instead of leaving tombstones. Handles stay stable across splits; a split or merge
-  re-points only the rows it moves (vectorised). To find a row inside its block we scan the id
-  column (at most ``2 * load`` compares in one numpy call, 2-3 us at the default load on the
-  2-core dev machine), then bisect ``_maxes`` with the row's key to get the block's position.
-* **Payloads**: a plain ``dict`` from id to payload, only for elements that have one. Payload
+How the parts combine
+---------------------
+* Each element is one 24-byte row whose byte order is rank order (``rows.py``).
+* Rows live in sorted blocks (``blocks.py``). ``_blocks`` holds them in order and ``_maxes[i]``
+  is the last key of block ``i`` (``bytes``), so bisecting ``_maxes`` finds the block for any
+  key. ``_by_handle`` maps a block's stable *handle* to the block; freed handles are reused.
+* The id index (``id_index.py``) maps id -> handle. To find a row, look the id up there, scan
+  that block's id column for the row, then bisect ``_maxes`` with the block's last key to get
+  its position.
+* The rank index (``fenwick.py``) gives "rows before block ``pos``" and "block holding rank
+  ``r``", so a row's rank is ``_prefix(pos) + i``.
+* Payloads: a plain ``dict`` from id to payload, only for elements that have one. Payload
   objects are stored by reference and must be treated as immutable.
 
-Why this and not a tree, a skip list or a sorted array?
--------------------------------------------------------
-A balanced tree or skip list costs a Python object per element: 100+ bytes, and tens of millions
-of objects for the garbage collector to walk. One big sorted array makes inserts ``O(n)``. Blocks of
-about a thousand packed rows keep inserts to a small memmove and keep memory to the payload-free
-row itself. This is RankDB's own "segments" design, without its storage round trips.
-
-Memory without payloads, 10M elements at ``DEFAULT_LOAD``: 24 B per row, plus up to 6% growth
-slack in blocks that have been written to since the bulk load, plus 12 B / hash load (0.65 after a
-build, at most 0.8: 15 to 18.5 B), plus about 1 KB of Python objects per block (0.9 B per
-element). ``bench/bench_ranked.py`` measured 43.7 B per element retained after a 10M bulk load
-(tracemalloc; ``statistics().bytes_estimate`` says 43.1), where Redis 7.0 grew ``used_memory`` by
-126 to 138 B per element for the same sorted set.
+A write is: look the id up, remove its row from its block (merging the block if it got small)
+and insert the new row in the block its key bisects to (splitting it above ``2 * load`` rows),
+keeping ``_maxes``, the Fenwick tree and the id index in step. Splits and merges re-point only the
+moved rows in the id index, and drop the Fenwick tree for the next rank query to rebuild.
 
 Costs and worst cases
 ---------------------
@@ -121,63 +89,57 @@ Example
 from __future__ import annotations
 
 import math
-import struct
 import sys
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from engine.errors import Conflict, InvalidInput, NotFound
-
-__all__ = [
-    "BULK_REBUILD_DIVISOR",
-    "DEFAULT_CHUNK_SIZE",
-    "DEFAULT_LOAD",
-    "ElementIn",
-    "HASH_BUILD_LOAD",
-    "HASH_MAX_LOAD",
-    "RECORDS_VERSION",
-    "RankedChunk",
-    "RankedElement",
-    "RankedList",
-    "RankedListCorrupt",
-    "RankedListStatistics",
-]
-
+from engine.ranked.blocks import (
+    _BLOCK_OVERHEAD_BYTES,
+    DEFAULT_LOAD,
+    MIN_LOAD,
+    _Block,
+    _chunked,
+    _merged,
+    _new_probe,
+    _rows_of,
+)
+from engine.ranked.elements import (
+    ElementIn,
+    Payload,
+    RankedChunk,
+    RankedElement,
+    RankedListStatistics,
+    _element_in,
+    _int_at_least,
+    _int_in,
+    _payload,
+    _uint_array,
+)
+from engine.ranked.fenwick import RankIndex
+from engine.ranked.id_index import HASH_MIN_CAPACITY, HASH_MIN_LOAD, IdIndex
+from engine.ranked.rows import (
+    _KEY,
+    _M32,
+    _M64,
+    _NP_M32,
+    _ROW,
+    _SHIFT32,
+    _VKEY,
+    _ascending,
+    _k2_of,
+    _last_of_each_id,
+    _pack,
+    _rank_order,
+    _rows_from,
+)
 
 ###################################################################################################
 # Tuning constants
 ###################################################################################################
-
-#: Target rows per block. Blocks split above ``2 * load`` and merge at ``load // 2`` or fewer.
-#: Precedents: sortedcontainers' ``DEFAULT_LOAD_FACTOR = 1000``; RankDB splits at 2000 and merges
-#: at 500 rows. A smaller load makes each memmove and id scan cheaper but adds blocks (about 1 KB
-#: of Python objects each) and splits more often; a bigger load does the opposite. Loads from 256
-#: to 2048 measured within noise of each other for single operations at 1M elements (bench
-#: ``--load``), because per-call Python and numpy overhead dominates. It's best to leave the load
-#: at the default until you start benchmarking.
-DEFAULT_LOAD = 1024
-
-#: The smallest load accepted. Tests use 4 to 8 so that splits and merges happen all the time.
-MIN_LOAD = 4
-
-#: Rows of spare capacity a block gets when it is full: ``max(GROW_MIN_ROWS, n >> GROW_SHIFT)``.
-#: At most about 6% slack per written block; bulk-loaded blocks start with none.
-GROW_MIN_ROWS = 16
-GROW_SHIFT = 4
-
-#: Id index load after a (re)build, and the load at which an insert grows it. Linear probing at
-#: 0.8 takes about 3 probes for a hit and 13 for a miss; 12 bytes / 0.65 is 18.5 B per element.
-HASH_BUILD_LOAD = 0.65
-HASH_MAX_LOAD = 0.8
-#: Below this load a delete shrinks the id index (rebuild), so a drained list gives memory back.
-HASH_MIN_LOAD = 0.2
-#: Spare slots past the nominal capacity, so that probing needs no wrap-around.
-HASH_PAD = 64
-HASH_MIN_CAPACITY = 16
 
 #: Bulk writes of ``k >= n / BULK_REBUILD_DIVISOR`` elements (and at least ``BULK_REBUILD_MIN``)
 #: rebuild the whole list instead of applying ``k`` single writes: a single write costs 15 to
@@ -194,299 +156,11 @@ RECORDS_VERSION = 1
 
 
 ###################################################################################################
-# Values in and out
-###################################################################################################
-
-Payload = dict[str, Any] | None
-
-_M64 = (1 << 64) - 1
-_M32 = (1 << 32) - 1
-_EMPTY = _M32  # hash value of an empty slot; block handles are always smaller
-_MULT = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, the Fibonacci-hashing multiplier
-_KEY = struct.Struct(">QQQ")
-_ROW = np.dtype(">u8")
-_VKEY = np.dtype("V24")
-_SHIFT32 = np.uint64(32)
-_NP_M32 = np.uint64(_M32)
-
-# Per-block cost of the Python objects around the rows, measured with tracemalloc: the _Block,
-# the array and its two views, the memoryview, the maxes bytes object and the list slots.
-_BLOCK_OVERHEAD_BYTES = 960
-
-
-class ElementIn(NamedTuple):
-    """One element to write, as taken by ``bulk_upsert`` / ``bulk_load``; plain tuples work too."""
-
-    id: int
-    score: int
-    tie_breaker: int = 0
-    payload: Payload = None
-
-
-class RankedElement(NamedTuple):
-    """An element with its rank, as read. A NamedTuple because ranges build hundreds of them."""
-
-    id: int
-    score: int
-    tie_breaker: int
-    updated_at: int
-    payload: Payload
-    from_top: int
-    from_bottom: int
-
-
-class RankedChunk(NamedTuple):
-    """Consecutive elements in rank order, as numpy arrays (copies), for snapshots."""
-
-    from_top: int
-    ids: np.ndarray  # uint64
-    scores: np.ndarray  # uint64
-    tie_breakers: np.ndarray  # uint32
-    updated_at: np.ndarray  # uint32
-    payloads: dict[int, dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class RankedListStatistics:
-    """What ``RankedList.statistics()`` reports; payload memory is not included."""
-
-    elements: int
-    blocks: int
-    load: int
-    smallest_block: int
-    largest_block: int
-    hash_slots: int
-    hash_load: float
-    payloads: int
-    bytes_estimate: int
-    bytes_per_element: float
-
-
-class RankedListCorrupt(RuntimeError):
-    """The internal structures contradict each other: a bug or memory corruption, never bad input.
-
-    Not a PointspaceError on purpose: it becomes a logged 500. ``repair()`` rebuilds the list.
-    """
-
-
-###################################################################################################
-# Validation
-###################################################################################################
-
-
-def _int_in(value: object, field: str, hi: int) -> int:
-    """Check that ``value`` is an int (not a bool) in ``0..hi`` and return it as a Python int."""
-    if type(value) is int and 0 <= value <= hi:
-        return value
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        v = int(value)
-        if 0 <= v <= hi:
-            return v
-    raise InvalidInput(f"{field} must be an integer in 0..{hi}, got {value!r}", field=field)
-
-
-def _int_at_least(value: object, field: str, lo: int) -> int:
-    if isinstance(value, int | np.integer) and not isinstance(value, bool) and int(value) >= lo:
-        return int(value)
-    raise InvalidInput(f"{field} must be an integer >= {lo}, got {value!r}", field=field)
-
-
-def _payload(value: object) -> Payload:
-    if value is None or type(value) is dict:
-        return value  # type: ignore[return-value]
-    if isinstance(value, dict):
-        return value
-    raise InvalidInput(
-        f"payload must be a JSON object (dict) or None, got {type(value).__name__!r}",
-        field="payload",
-    )
-
-
-def _element_in(item: object, index: int) -> tuple[int, int, int, Payload]:
-    """Validate one element of a bulk call; the field names the element by its index."""
-    if not isinstance(item, tuple | list) or not 2 <= len(item) <= 4:
-        raise InvalidInput(
-            f"elements[{index}] must be a (id, score, tie_breaker, payload) tuple, got {item!r}",
-            field=f"elements[{index}]",
-        )
-    try:
-        element_id = _int_in(item[0], "id", _M64)
-        score = _int_in(item[1], "score", _M64)
-        tie = _int_in(item[2], "tie_breaker", _M32) if len(item) > 2 else 0
-        payload = _payload(item[3]) if len(item) > 3 else None
-    except InvalidInput as exc:
-        raise InvalidInput(
-            f"elements[{index}]: {exc.message}", field=f"elements[{index}].{exc.field}"
-        ) from None
-    return element_id, score, tie, payload
-
-
-def _uint_array(values: object, field: str, hi: int) -> np.ndarray:
-    """Convert ``values`` to a uint64 array, checking every value is an integer in ``0..hi``."""
-    try:
-        arr = np.asarray(values)
-    except (OverflowError, TypeError, ValueError):
-        arr = np.asarray(values, dtype=object)
-    if arr.dtype == object:
-        try:
-            arr = np.array(values, dtype=np.uint64)
-        except (OverflowError, TypeError, ValueError):
-            raise InvalidInput(
-                f"{field} must be integers in 0..{hi}, got values that are not", field=field
-            ) from None
-    if arr.ndim != 1:
-        raise InvalidInput(f"{field} must be one-dimensional, got shape {arr.shape!r}", field=field)
-    if not arr.size:
-        return np.empty(0, dtype=np.uint64)  # [] is float64 to numpy
-    if arr.dtype.kind not in "ui":
-        raise InvalidInput(
-            f"{field} must be integers in 0..{hi}, got dtype {str(arr.dtype)!r}", field=field
-        )
-    if arr.size:
-        if arr.dtype.kind == "i" and int(arr.min()) < 0:
-            raise InvalidInput(
-                f"{field} must be integers in 0..{hi}, got {int(arr.min())!r}", field=field
-            )
-        if hi < _M64 and int(arr.max()) > hi:
-            raise InvalidInput(
-                f"{field} must be integers in 0..{hi}, got {int(arr.max())!r}", field=field
-            )
-    return arr.astype(np.uint64, copy=False)
-
-
-###################################################################################################
-# Keys, hashing and sorting
-###################################################################################################
-
-
-def _pack(score: int, tie: int, updated: int, element_id: int) -> bytes:
-    return _KEY.pack(_M64 - score, ((_M32 - tie) << 32) | updated, element_id)
-
-
-def _swapped(value: int) -> int:
-    """``value`` as the signed native int64 that its big-endian bytes read as."""
-    return int.from_bytes(value.to_bytes(8, "big"), "little", signed=True)
-
-
-def _home(element_id: int, cap: int) -> int:
-    """Home slot of ``element_id`` in a table of nominal capacity ``cap`` (see ``_homes``)."""
-    x = ((element_id ^ (element_id >> 32)) * _MULT) & _M64
-    return ((x >> 32) * cap) >> 32
-
-
-def _homes(ids: np.ndarray, cap: int) -> np.ndarray:
-    """Vectorised ``_home``: mix, multiply (wrapping), then map the top 32 bits onto ``0..cap``."""
-    x = ids ^ (ids >> _SHIFT32)
-    x *= np.uint64(_MULT)
-    x >>= _SHIFT32
-    x *= np.uint64(cap)
-    x >>= _SHIFT32
-    return x
-
-
-def _ascending(k1: np.ndarray, k2: np.ndarray, k3: np.ndarray) -> np.ndarray:
-    """For each adjacent pair of rows, whether ``(k1, k2, k3)[i] < (k1, k2, k3)[i + 1]``."""
-    a1, b1 = k1[:-1], k1[1:]
-    a2, b2 = k2[:-1], k2[1:]
-    lower = (a2 < b2) | ((a2 == b2) & (k3[:-1] < k3[1:]))
-    return (a1 < b1) | ((a1 == b1) & lower)
-
-
-def _rank_order(k1: np.ndarray, k2: np.ndarray, ids: np.ndarray, by_id: np.ndarray) -> np.ndarray:
-    """Indices that sort rows by ``(k1, k2, id)``, given ``by_id``: indices of unique ids, id-sorted.
-
-    A chain of stable argsorts, least significant key first, like ``np.lexsort`` but about 30%
-    faster here (quicksort on the unique ids, and the ``k2`` pass is skipped when all ``k2`` are
-    equal, as they are in a bulk load without tie-breakers).
-    """
-    order = by_id
-    sub2 = k2[order]
-    if sub2.size and sub2.min() != sub2.max():
-        order = order[np.argsort(sub2, kind="stable")]
-    del sub2
-    return order[np.argsort(k1[order], kind="stable")]
-
-
-def _rows_from(k1: np.ndarray, k2: np.ndarray, ids: np.ndarray, order: np.ndarray) -> np.ndarray:
-    rows = np.empty((len(order), 3), dtype=_ROW)
-    rows[:, 0] = k1[order]
-    rows[:, 1] = k2[order]
-    rows[:, 2] = ids[order]
-    return rows
-
-
-def _k2_of(ties: np.ndarray, updated: np.ndarray | int) -> np.ndarray:
-    return ((_NP_M32 - ties) << _SHIFT32) | np.asarray(updated, dtype=np.uint64)
-
-
-def _last_of_each_id(ids: np.ndarray) -> np.ndarray:
-    """Indices of unique ids in id order, keeping the *last* occurrence of a duplicated id."""
-    order = np.argsort(ids)  # quicksort: fastest, fine when ids are unique
-    sorted_ids = ids[order]
-    dup = sorted_ids[1:] == sorted_ids[:-1]
-    if not dup.any():
-        return order
-    order = np.argsort(ids, kind="stable")  # equal ids keep input order: the last one is last
-    dup = ids[order][1:] == ids[order][:-1]
-    keep = np.ones(len(order), dtype=bool)
-    keep[:-1] = ~dup
-    return order[keep]
-
-
-###################################################################################################
-# Blocks
-###################################################################################################
-
-
-def _spare(n: int) -> int:
-    return max(GROW_MIN_ROWS, n >> GROW_SHIFT)
-
-
-class _Block:
-    """``n`` sorted rows at the front of ``arr``, plus three views of the same memory.
-
-    ``keys`` views the rows as ``'V24'`` items for memcmp searches; ``idcol`` is the id column as
-    native int64 words (so it holds byte-swapped ids) for the vectorised id scan; ``mv`` is a
-    flat byte memoryview, because CPython's memoryview slice assignment is a plain memmove: shifting rows
-    through it costs a third of numpy's overlap-checked copy, and reading or writing one key
-    through it a quarter (see bench/bench_ranked.py::update).
-    """
-
-    __slots__ = ("arr", "keys", "idcol", "mv", "n", "handle", "maxkey")
-
-    def __init__(self, arr: np.ndarray, n: int, handle: int, maxkey: bytes) -> None:
-        self.handle = handle
-        self.maxkey = maxkey
-        self.set_rows(arr, n)
-
-    def set_rows(self, arr: np.ndarray, n: int) -> None:
-        self.arr = arr
-        self.keys = arr.view(_VKEY).reshape(-1)
-        self.idcol = arr.view(np.int64)[:, 2]
-        self.mv = memoryview(arr).cast("B")
-        self.n = n
-
-    def key(self, i: int) -> bytes:
-        return self.mv[24 * i : 24 * i + 24].tobytes()
-
-    def ids(self) -> np.ndarray:
-        """The ids of the rows, as native uint64."""
-        return self.arr[: self.n, 2].astype(np.uint64)
-
-
-def _alloc_rows(rows: np.ndarray, spare: int) -> np.ndarray:
-    """A fresh ``(len(rows) + spare, 3)`` array starting with a copy of ``rows``."""
-    arr = np.empty((len(rows) + spare, 3), dtype=_ROW)
-    arr[: len(rows)] = rows
-    return arr
-
-
-###################################################################################################
 # Ranked list
 ###################################################################################################
 
 
-class RankedList:
+class RankedList(IdIndex, RankIndex):
     """Elements ordered by score (RankDB order), with O(log n) rank queries and updates.
 
     Methods for writing: ``upsert``, ``insert``, ``bulk_upsert``, ``delete``, ``bulk_delete``,
@@ -517,10 +191,8 @@ class RankedList:
         self._set_rows(np.empty((0, 3), dtype=_ROW))
 
     def _init_probe(self) -> None:
-        # A one-key array reused for every in-block search: filling it through a memoryview
-        # is several times cheaper than building an np.void scalar per search.
-        self._probe = np.zeros(1, dtype=_VKEY)
-        self._probe_mv = memoryview(self._probe.view(np.uint8))
+        # A one-key array reused for every in-block search (see blocks._new_probe).
+        self._probe, self._probe_mv = _new_probe()
 
     def __repr__(self) -> str:
         return f"RankedList(len={self._len}, load={self._load})"
@@ -639,21 +311,15 @@ class RankedList:
         self._maxes: list[bytes] = []
         self._by_handle: list[_Block | None] = []
         self._free: list[int] = []
-        self._tree: list[int] | None = None
+        self._tree = None
         self._tree_top = 0
         self._len = n
         if n:
-            nblocks = -(-n // load)
-            bounds = ((np.arange(nblocks + 1, dtype=np.int64) * n) // nblocks).tolist()
-            lasts = np.ascontiguousarray(rows[np.asarray(bounds[1:]) - 1]).tobytes()
-            for h in range(nblocks):
-                lo, hi = bounds[h], bounds[h + 1]
-                block = _Block(rows[lo:hi].copy(), hi - lo, h, lasts[24 * h : 24 * h + 24])
-                self._blocks.append(block)
-                self._maxes.append(block.maxkey)
-                self._by_handle.append(block)
-            sizes = np.diff(np.asarray(bounds))
-            handles = np.repeat(np.arange(nblocks, dtype=np.uint32), sizes)
+            blocks = _chunked(rows, load)
+            self._blocks = blocks
+            self._maxes = [block.maxkey for block in blocks]
+            self._by_handle = list(blocks)
+            handles = np.repeat(np.arange(len(blocks), dtype=np.uint32), [b.n for b in blocks])
             self._hash_build(rows[:, 2].astype(np.uint64), handles)
         else:
             self._hash_build(np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint32))
@@ -669,7 +335,7 @@ class RankedList:
         Runtime complexity: ``O(n log n)`` for the id index rebuild.
         """
         self._load = _int_at_least(load, "load", MIN_LOAD)
-        self._set_rows(self._all_rows())
+        self._set_rows(_rows_of(self._blocks))
 
     #####  Reads ################################################################################
 
@@ -740,7 +406,7 @@ class RankedList:
             raise NotFound(f"no element {element_id!r} in this list")
         block = self._by_handle[self._hv[slot]]
         assert block is not None
-        i = self._index_in_block(block, element_id)
+        i = block.find_id(element_id)
         return element_id, block, i, self._prefix(bisect_left(self._maxes, block.maxkey)) + i
 
     def find(self, ids: Iterable[int]) -> tuple[list[RankedElement], list[int]]:
@@ -1059,7 +725,7 @@ class RankedList:
         self._version += 1
         block = self._by_handle[self._hv[slot]]
         assert block is not None
-        i = self._index_in_block(block, element_id)
+        i = block.find_id(element_id)
         self._hdelete(slot)
         self._payloads.pop(element_id, None)
         self._remove_at(bisect_left(self._maxes, block.maxkey), block, i)
@@ -1113,7 +779,7 @@ class RankedList:
         if not wanted:
             return 0
         if self._rebuild_pays(len(wanted)):
-            rows = self._all_rows()
+            rows = _rows_of(self._blocks)
             drop = np.isin(rows[:, 2].astype(np.uint64), np.fromiter(wanted, np.uint64))
             removed = int(drop.sum())
             if removed:
@@ -1135,7 +801,7 @@ class RankedList:
         k1 = ~scores
         k2 = _k2_of(ties, now)
         new_rows = _rows_from(k1, k2, ids, _rank_order(k1, k2, ids, np.argsort(ids)))
-        rows = self._all_rows()
+        rows = _rows_of(self._blocks)
         replaced = np.isin(rows[:, 2].astype(np.uint64), ids)
         created = len(batch) - int(replaced.sum())
         rows = rows[~replaced]
@@ -1312,7 +978,7 @@ class RankedList:
         out._blocks = []
         out._by_handle = [None] * len(self._by_handle)
         for block in self._blocks:
-            copy = _Block(block.arr.copy(), block.n, block.handle, block.maxkey)
+            copy = block.copy()
             out._blocks.append(copy)
             out._by_handle[block.handle] = copy
         out._maxes = list(self._maxes)
@@ -1398,7 +1064,7 @@ class RankedList:
             assert (block is None) == (h in free), f"handle {h} is both used and free"
         if self._len > 1:
             # Order of all rows at once, within and across blocks (one vectorised pass).
-            native = self._all_rows().astype(np.uint64)
+            native = _rows_of(self._blocks).astype(np.uint64)
             ok = _ascending(native[:, 0], native[:, 1], native[:, 2])
             if not ok.all():
                 # See test_ranked_repair_after_swapped_rows for a test that reaches this.
@@ -1408,29 +1074,12 @@ class RankedList:
                 if bad + 1 < ends[pos]:
                     raise AssertionError(f"rows of block {pos} are not strictly ascending")
                 raise AssertionError(f"block {pos} overlaps block {pos + 1}")
-        if self._tree is not None:
-            assert self._tree == self._tree_of_sizes(), (
-                "Fenwick tree does not match the block sizes"
-            )
-            top = 1 << (len(blocks).bit_length() - 1) if blocks else 0
-            assert self._tree_top == top, "Fenwick tree top step does not match the block count"
+        self._check_rank_index()
         self._check_hash()
 
     def _check_hash(self) -> None:
-        keys, vals = self._hkeys, self._hvals
-        occupied = vals != _EMPTY
-        assert not occupied[-1], "last hash slot is not empty"
-        assert not keys[~occupied].any(), "an empty hash slot has a non-zero key"
-        assert self._hcount == int(occupied.sum()) == self._len, (
-            f"hash holds {int(occupied.sum())} ids ({self._hcount} counted) for {self._len} rows"
-        )
-        slots = np.flatnonzero(occupied)
-        homes = _homes(keys[slots], self._hcap).astype(np.int64)
-        assert (homes <= slots).all(), "a hash entry sits before its home slot"
-        filled = np.concatenate(([0], np.cumsum(occupied)))
-        assert (filled[slots + 1] - filled[homes] == slots - homes + 1).all(), (
-            "an empty slot separates a hash entry from its home slot"
-        )
+        """Assert the id index's own invariants, then that it holds exactly the rows' ids."""
+        self._check_id_table(self._len)
         if not self._blocks:
             assert not self._payloads, "payloads stored for an empty list"
             return
@@ -1443,10 +1092,10 @@ class RankedList:
         assert (found >= 0).all(), "a row's id is missing from the hash"
         # A slot holds one id, so distinct slots mean distinct ids (no sort: np.unique of 10M
         # ids takes over ten seconds with numpy 2's hash-based unique).
-        seen = np.zeros(len(keys), dtype=bool)
+        seen = np.zeros(len(self._hkeys), dtype=bool)
         seen[found] = True
         assert int(seen.sum()) == len(ids), "an id appears in two rows"
-        assert (vals[found] == owner).all(), "a hash entry points at the wrong block"
+        assert (self._hvals[found] == owner).all(), "a hash entry points at the wrong block"
         if self._payloads:
             extra = np.fromiter(self._payloads, dtype=np.uint64, count=len(self._payloads))
             assert (self._hslots(extra) >= 0).all(), "a payload belongs to no element"
@@ -1523,47 +1172,11 @@ class RankedList:
 
     #####  Internals: elements in blocks #########################################################
 
-    def _all_rows(self) -> np.ndarray:
-        parts = [b.arr[: b.n] for b in self._blocks]
-        return np.concatenate(parts, dtype=_ROW) if parts else np.empty((0, 3), dtype=_ROW)
-
-    def _index_in_block(self, block: _Block, element_id: int) -> int:
-        """Row index of ``element_id`` in ``block``: a vectorised scan of the id column.
-
-        The scan compares the raw int64 words with the id's byte-swapped value, which skips
-        converting the big-endian column (comparing with a Python int that fits int64 is numpy's
-        fast path).
-        """
-        swapped = _swapped(element_id)
-        # The whole capacity is compared (no slice to build): spare rows past n may hold stale
-        # copies of ids, but live rows come first and are unique, so the first match is live.
-        i = (block.idcol == swapped).argmax().item()
-        if i >= block.n or block.idcol.item(i) != swapped:
-            # See test_ranked_verify_reports_wrong_hash_entry for a test that reaches this.
-            raise RankedListCorrupt(
-                f"id index points element {element_id!r} at block handle {block.handle!r}, "
-                "which does not hold it; run repair()"
-            )
-        return i
-
-    def _search(self, block: _Block, key: bytes) -> int:
-        """Index of the first row of ``block`` whose key is >= ``key`` (memcmp binary search)."""
-        self._probe_mv[:] = key
-        return block.keys[: block.n].searchsorted(self._probe).item()
-
     def _insert_new(self, element_id: int, key: bytes, slot: int) -> None:
         """Insert a row for an id known to be absent; ``slot`` is where its probe ended."""
-        if self._hcount + 1 > self._hcap * HASH_MAX_LOAD:
-            self._hash_rebuild(self._hcount + 1)
-            slot = ~self._hfind(element_id)
-        while slot >= len(self._hkeys) - 1:  # never fill the last slot: probes must end
-            self._hash_rebuild(self._hcount + 1)
-            slot = ~self._hfind(element_id)
-        self._hk[slot] = element_id
-        self._hcount += 1
+        slot = self._hclaim(element_id, slot)
         if not self._blocks:
-            block = _Block(np.empty((_spare(1) + 1, 3), dtype=_ROW), 1, self._new_handle(), key)
-            block.mv[:24] = key
+            block = _Block.single(key, self._new_handle())
             self._by_handle[block.handle] = block
             self._blocks.append(block)
             self._maxes.append(key)
@@ -1585,14 +1198,8 @@ class RankedList:
             j = n  # fast path: appending to the last block, as sequential inserts do
             block.maxkey = maxes[pos] = key
         else:
-            j = self._search(block, key)
-        if n == len(block.arr):
-            block.set_rows(_alloc_rows(block.arr[:n], _spare(n)), n)
-        mv = block.mv
-        if j < n:
-            mv[24 * j + 24 : 24 * n + 24] = mv[24 * j : 24 * n]
-        mv[24 * j : 24 * j + 24] = key
-        block.n = n + 1
+            j = block.search(key, self._probe, self._probe_mv)
+        block.insert(j, key)
         self._len += 1
         self._tree_add(pos, 1)
         self._hv[slot] = block.handle
@@ -1605,7 +1212,7 @@ class RankedList:
         """Give an existing element a new key; return its previous state if asked for."""
         block = self._by_handle[self._hv[slot]]
         assert block is not None
-        i = self._index_in_block(block, element_id)
+        i = block.find_id(element_id)
         maxes = self._maxes
         old_pos = bisect_left(maxes, block.maxkey)
         previous = None
@@ -1628,36 +1235,15 @@ class RankedList:
             self._remove_at(old_pos, block, i)
             self._insert_key(key, slot)
             return previous
-        # Same block. Fast path: a small score change often keeps the row between its two
-        # neighbours, so one comparison (against the neighbour it moves towards) replaces the
-        # binary search; see bench/bench_ranked.py::update_small. Otherwise one memmove shifts
-        # the rows between the old and the new place.
-        n = block.n
-        mv = block.mv
-        if key < block.key(i):
-            stays = i == 0 or block.key(i - 1) < key
-        else:
-            stays = i == n - 1 or key < block.key(i + 1)
-        j = i if stays else self._search(block, key)
-        if j > i:
-            j -= 1
-            mv[24 * i : 24 * j] = mv[24 * i + 24 : 24 * j + 24]
-        elif j < i:
-            mv[24 * j + 24 : 24 * i + 24] = mv[24 * j : 24 * i]
-        mv[24 * j : 24 * j + 24] = key
-        if j == n - 1:
-            block.maxkey = maxes[pos] = key
-        elif i == n - 1:
-            block.maxkey = maxes[pos] = block.key(n - 1)
+        # Same block: move the row inside it (with a fast path for small score changes).
+        if block.move(i, key, self._probe, self._probe_mv):
+            maxes[pos] = block.maxkey
         return previous
 
     def _remove_at(self, pos: int, block: _Block, i: int) -> None:
         """Remove row ``i`` of ``block`` (at position ``pos``); merge or drop the block if small."""
-        n = block.n - 1
-        if i < n:
-            mv = block.mv
-            mv[24 * i : 24 * n] = mv[24 * i + 24 : 24 * n + 24]
-        block.n = n
+        block.remove(i)
+        n = block.n
         self._len -= 1
         self._tree_add(pos, -1)
         if n == 0:
@@ -1670,20 +1256,14 @@ class RankedList:
             block.maxkey = self._maxes[pos] = block.key(n - 1)
         if n <= self._load // 2 and len(self._blocks) > 1:
             self._merge(pos)
-        elif 4 * n < len(block.arr) and len(block.arr) > 2 * GROW_MIN_ROWS:
-            block.set_rows(_alloc_rows(block.arr[:n], _spare(n)), n)
+        else:
+            block.trim()
 
     def _split(self, pos: int) -> None:
         """Split block ``pos`` in halves; the upper half gets a new handle."""
         block = self._blocks[pos]
-        n = block.n
-        half = n >> 1
-        arr = block.arr
-        upper = _Block(_alloc_rows(arr[half:n], _spare(n - half)), n - half, 0, block.maxkey)
-        upper.handle = self._new_handle()
+        upper = block.split(self._new_handle())
         self._by_handle[upper.handle] = upper
-        block.set_rows(_alloc_rows(arr[:half], _spare(half)), half)
-        block.maxkey = block.key(half - 1)
         self._maxes[pos] = block.maxkey
         self._blocks.insert(pos + 1, upper)
         self._maxes.insert(pos + 1, upper.maxkey)
@@ -1694,25 +1274,15 @@ class RankedList:
         """Merge the small block ``pos`` with a neighbour, keeping the bigger one's handle."""
         blocks = self._blocks
         lo = pos if pos + 1 < len(blocks) else pos - 1
-        left, right = blocks[lo], blocks[lo + 1]
-        split_at = left.n
-        n = split_at + right.n
-        arr = np.empty((n + _spare(n), 3), dtype=_ROW)
-        arr[:split_at] = left.arr[:split_at]
-        arr[split_at:n] = right.arr[: right.n]
-        keep, gone = (left, right) if left.n >= right.n else (right, left)
-        keep.set_rows(arr, n)
-        keep.maxkey = right.maxkey
+        keep, gone, moved_ids = _merged(blocks[lo], blocks[lo + 1])
         blocks[lo] = keep
         del blocks[lo + 1]
         self._maxes[lo] = keep.maxkey
         del self._maxes[lo + 1]
         self._drop_handle(gone.handle)
         self._tree = None
-        # Re-point the rows that came from the other block; they sit on its side of the merge.
-        moved = arr[:split_at] if gone is left else arr[split_at:n]
-        self._repoint_ids(moved[:, 2].astype(np.uint64), keep.handle)
-        if n > 2 * self._load:
+        self._repoint_ids(moved_ids, keep.handle)  # the rows that came from the other block
+        if keep.n > 2 * self._load:
             self._split(lo)
 
     def _new_handle(self) -> int:
@@ -1725,96 +1295,15 @@ class RankedList:
         self._by_handle[handle] = None
         self._free.append(handle)
 
-    #####  Internals: rank index (Fenwick tree over block sizes) ################################
+    #####  Internals: what the id and rank indexes need from the blocks #########################
 
-    def _tree_build(self) -> list[int]:
-        tree = self._tree = self._tree_of_sizes()
-        nblocks = len(self._blocks)
-        self._tree_top = 1 << (nblocks.bit_length() - 1) if nblocks else 0
-        return tree
-
-    def _tree_of_sizes(self) -> list[int]:
-        """The Fenwick tree of the block sizes: node ``i`` sums blocks ``(i - lowbit(i), i]``."""
-        nblocks = len(self._blocks)
-        sizes = np.fromiter((b.n for b in self._blocks), dtype=np.int64, count=nblocks)
-        cum = np.zeros(nblocks + 1, dtype=np.int64)
-        np.cumsum(sizes, out=cum[1:])
-        idx = np.arange(1, nblocks + 1, dtype=np.int64)
-        return [0, *(cum[idx] - cum[idx - (idx & -idx)]).tolist()]
-
-    def _tree_add(self, pos: int, delta: int) -> None:
-        tree = self._tree
-        if tree is None:
-            return
-        i = pos + 1
-        size = len(tree)
-        while i < size:
-            tree[i] += delta
-            i += i & -i
-
-    def _prefix(self, pos: int) -> int:
-        """Rows in blocks ``0..pos-1``."""
-        tree = self._tree
-        if tree is None:
-            tree = self._tree_build()
-        total = 0
-        while pos:
-            total += tree[pos]
-            pos &= pos - 1
-        return total
-
-    def _locate_rank(self, rank: int) -> tuple[int, int]:
-        """``(block position, row in block)`` of rank ``0 <= rank < len``."""
-        tree = self._tree
-        if tree is None:
-            tree = self._tree_build()
-        pos = 0
-        step = self._tree_top
-        size = len(tree)
-        while step:
-            nxt = pos + step
-            if nxt < size and tree[nxt] <= rank:
-                pos = nxt
-                rank -= tree[nxt]
-            step >>= 1
-        return pos, rank
-
-    #####  Internals: id index (open addressing, linear probing, no wrap-around) ################
-
-    def _set_hash(self, keys: np.ndarray, vals: np.ndarray, cap: int, count: int) -> None:
-        self._hkeys = keys
-        self._hvals = vals
-        self._hk = memoryview(keys)  # memoryview item access is about twice numpy's .item()
-        self._hv = memoryview(vals)
-        self._hcap = cap
-        self._hcount = count
-
-    def _hash_build(self, ids: np.ndarray, handles: np.ndarray, count: int | None = None) -> None:
-        """Build the table from scratch, sized for ``count`` ids (default ``len(ids)``).
-
-        Sorting the entries by home slot lets numpy place them all at once: in that order linear
-        probing puts entry ``i`` at ``max(home[i], slot[i-1] + 1)``, which is
-        ``i + cummax(home - i)``.
-        """
-        n = len(ids)
-        cap = max(HASH_MIN_CAPACITY, math.ceil(max(n, count or 0) / HASH_BUILD_LOAD))
-        length = cap + HASH_PAD
-        slots = order = None
-        if n:
-            homes = _homes(ids, cap).astype(np.int64)
-            order = np.argsort(homes, kind="stable")
-            ramp = np.arange(n, dtype=np.int64)
-            slots = np.maximum.accumulate(homes[order] - ramp) + ramp
-            del homes, ramp
-            length = max(cap, int(slots[-1]) + 1) + HASH_PAD
-        keys = np.zeros(length, dtype=np.uint64)
-        vals = np.full(length, _EMPTY, dtype=np.uint32)
-        if slots is not None:
-            keys[slots] = ids[order]
-            vals[slots] = handles[order]
-        self._set_hash(keys, vals, cap, n)
+    def _block_sizes(self) -> np.ndarray:
+        """Rows in each block, for the Fenwick tree (``RankIndex``)."""
+        blocks = self._blocks
+        return np.fromiter((b.n for b in blocks), dtype=np.int64, count=len(blocks))
 
     def _hash_rebuild(self, count: int | None = None) -> None:
+        """Rebuild the id index from the rows in the blocks (``IdIndex`` calls it to grow)."""
         blocks = self._blocks
         if not blocks:
             self._hash_build(np.empty(0, np.uint64), np.empty(0, np.uint32), count)
@@ -1825,61 +1314,5 @@ class RankedList:
         )
         self._hash_build(ids, handles, count)
 
-    def _hfind(self, element_id: int) -> int:
-        """Slot holding ``element_id``, or ``~slot`` of the empty slot that ended the probe."""
-        keys = self._hk
-        vals = self._hv
-        x = ((element_id ^ (element_id >> 32)) * _MULT) & _M64  # _home(), inlined: hot path
-        s = ((x >> 32) * self._hcap) >> 32
-        while True:
-            if vals[s] == _EMPTY:
-                return ~s
-            if keys[s] == element_id:
-                return s
-            s += 1
-
-    def _hdelete(self, slot: int) -> None:
-        """Empty ``slot`` and shift later entries of its run back (no tombstones)."""
-        keys = self._hk
-        vals = self._hv
-        cap = self._hcap
-        i = slot
-        j = slot + 1
-        while True:
-            v = vals[j]
-            if v == _EMPTY:
-                break
-            k = keys[j]
-            x = ((k ^ (k >> 32)) * _MULT) & _M64
-            if ((x >> 32) * cap) >> 32 <= i:
-                keys[i] = k
-                vals[i] = v
-                i = j
-            j += 1
-        keys[i] = 0
-        vals[i] = _EMPTY
-        self._hcount -= 1
-
-    def _hslots(self, ids: np.ndarray) -> np.ndarray:
-        """Vectorised ``_hfind`` for many ids: the slot of each, or -1 where absent."""
-        keys, vals = self._hkeys, self._hvals
-        slot = _homes(ids, self._hcap).astype(np.int64)
-        out = np.full(len(ids), -1, dtype=np.int64)
-        todo = np.arange(len(ids))
-        while todo.size:
-            s = slot[todo]
-            empty = vals[s] == _EMPTY
-            hit = ~empty & (keys[s] == ids[todo])
-            out[todo[hit]] = s[hit]
-            todo = todo[~(empty | hit)]
-            slot[todo] += 1
-        return out
-
     def _repoint(self, block: _Block) -> None:
         self._repoint_ids(block.ids(), block.handle)
-
-    def _repoint_ids(self, ids: np.ndarray, handle: int) -> None:
-        slots = self._hslots(ids)
-        # See test_stress_ranked_small_load for a test that exercises this assert:
-        assert (slots >= 0).all(), "moved rows have ids missing from the id index"
-        self._hvals[slots] = handle
