@@ -56,7 +56,7 @@ from bench.common import BASE_TS, batches, make_events, table  # noqa: E402
 from engine.counters import ADD  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.timebuckets import cell_keys  # noqa: E402
-from web.server import tune_gc  # noqa: E402
+from web.serving.server import tune_gc  # noqa: E402
 
 #####################################################################
 # Part 1: HTTP ingest per fsync policy
@@ -103,7 +103,7 @@ def http_rows(events: int, threads: int) -> list[tuple[str, float, str]]:
 
 BATCH = 10_000
 DEFAULT_GC = (700, 10, 10)  # CPython's defaults
-TUNED_GC = (100_000, 50, 1000)  # web/server.py: tune_gc
+TUNED_GC = (100_000, 50, 1000)  # web/serving/server.py: tune_gc
 
 
 class Workload:
@@ -195,7 +195,7 @@ async def snapshot_rows(buckets: int, tmp: Path, ranked: int = 0) -> list[tuple[
     rows.append(("snapshot size", record.bytes / 1e6, "MB"))
     rows.append(("snapshot bytes per bucket", record.bytes / actual, "B"))
     rows.append(("snapshot throughput", actual / snapshot_s, "buckets/s"))
-    # `pointspace serve` recovers *before* it tunes the collector (web/server.py: tune_gc runs
+    # `pointspace serve` recovers *before* it tunes the collector (web/serving/server.py: tune_gc runs
     # after Engine.open), so recovery runs with CPython's default thresholds; the "gc tuned"
     # rows show what tuning first would give.
     for gc_label, thresholds in (("default gc", DEFAULT_GC), ("gc tuned", TUNED_GC)):

@@ -70,7 +70,7 @@ def wait_up(url: str, path: str) -> None:
 def start_pointspace(data_dir: str, fsync: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "web.cli", "serve", "--port", str(port), "--data-dir", data_dir, "--fsync", fsync],
+        [sys.executable, "-m", "web.serving.cli", "serve", "--port", str(port), "--data-dir", data_dir, "--fsync", fsync],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"

@@ -31,7 +31,7 @@ from bench.common import batches, make_events, redis_server, table  # noqa: E402
 from engine.counters import UserCounters  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.events import group_by_user, validate_counter_events  # noqa: E402
-from web.server import tune_gc  # noqa: E402
+from web.serving.server import tune_gc  # noqa: E402
 
 
 def run_engine(events_batches: list[list[dict]], validated: bool) -> float:

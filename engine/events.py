@@ -50,7 +50,7 @@ MAX_BATCH_EVENTS = 100_000
 MAX_NAME_LENGTH = 200
 #: What a name or string id may not contain (see the module docstring): Cc is exactly
 #: U+0000-U+001F and U+007F-U+009F; Cs is U+D800-U+DFFF. The same class, as a JSON Schema
-#: ``pattern``, documents the rule in ``web/api_models.py``.
+#: ``pattern``, documents the rule in ``web/api/models.py``.
 FORBIDDEN_IN_NAMES = r"\u0000-\u001f\u007f-\u009f\ud800-\udfff"
 _FORBIDDEN = re.compile(f"[{FORBIDDEN_IN_NAMES}]")
 

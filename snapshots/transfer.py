@@ -41,7 +41,7 @@ Progress = Callable[[int], None]
 #: Items encoded between yields to the event loop while streaming from live state.
 STREAM_YIELD_EVERY = 500
 
-#: The default of ``Settings.max_inflated_bytes`` (web/settings.py, the layer above; the CLI
+#: The default of ``Settings.max_inflated_bytes`` (web/serving/settings.py, the layer above; the CLI
 #: passes the effective setting), for callers without settings (tests, tools).
 DEFAULT_MAX_INFLATED = 8 * 1024 * 1024 * 1024
 

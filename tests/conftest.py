@@ -69,7 +69,7 @@ def start_server(
     args = [
         sys.executable,
         "-m",
-        "web.cli",
+        "web.serving.cli",
         "serve",
         "--host",
         "127.0.0.1",

@@ -4,7 +4,7 @@ Errors become responses in one place (like hypercorn's ``_send_error_response``)
 ``PointspaceError`` carries its HTTP status and the field at fault, an HTTP error from the
 framework (unknown route, wrong method, body too large) becomes the same JSON shape, and
 anything else is a bug -- logged, and answered with a JSON 500. Seed-compatible routes that
-had their own error statuses map them in their own modules (``web/routes_psd.py``).
+had their own error statuses map them in their own modules (``web/compat/psd.py``).
 
 Before any route: ``web/edge.py``'s hook refuses foreign Hosts and Origins and body types the
 route does not take (ahead of ``web/auth.py``'s); every request body is read under a deadline
@@ -21,8 +21,19 @@ from werkzeug.exceptions import HTTPException
 
 from engine.engine import Engine
 from engine.errors import PointspaceError
+from web.api.admin import admin
+from web.api.routes import native
+from web.auth import install as install_auth
 from web.bodies import request_class, respond
-from web.settings import Settings
+from web.compat.psd import psd
+from web.compat.rankdb.backups import backup
+from web.compat.rankdb.routes import rankdb
+from web.context import ENGINE_KEY, SETTINGS_KEY, closing_on_error
+from web.edge import install as install_edge
+from web.metrics import install as install_metrics
+from web.openapi import install as install_openapi
+from web.serving.settings import Settings
+from web.ui.routes import ui
 
 log = logging.getLogger("pointspace.web")
 
@@ -38,17 +49,10 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["RESPONSE_TIMEOUT"] = settings.response_timeout_s
     app.config["JSON_SORT_KEYS"] = False
-    app.extensions["pointspace.engine"] = engine
-    app.extensions["pointspace.settings"] = settings
+    app.extensions[ENGINE_KEY] = engine
+    app.extensions[SETTINGS_KEY] = settings
 
-    from web.auth import install as install_auth
-    from web.routes_admin import admin
-    from web.routes_backup import backup
-    from web.routes_native import native
-    from web.routes_psd import psd
-    from web.routes_rankdb import rankdb
-    from web.routes_ui import ui
-
+    # Where each request enters: the native API, then the seeds' APIs at their own paths.
     app.register_blueprint(native)
     app.register_blueprint(admin)
     app.register_blueprint(psd)
@@ -56,14 +60,8 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
     app.register_blueprint(backup)
     app.register_blueprint(ui)
     install_auth(app, settings)
-    from web.edge import install as install_edge
-
     install_edge(app, settings)  # before auth's hook: a foreign Host or Origin gets no 401
-    from web.metrics import install as install_metrics
-
     install_metrics(app)
-    from web.openapi import install as install_openapi
-
     install_openapi(app, settings)
 
     @app.after_request
@@ -94,23 +92,3 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
         return closing_on_error(respond(body, request, 500))
 
     return app
-
-
-def closing_on_error(response: Response) -> Response:
-    """Close the connection after an error to a request that carried a body.
-
-    The error may have been raised before the body was read (a bad path parameter, an
-    oversize Content-Length); the unread rest would then be taken for the next request on a
-    keep-alive connection. Closing costs the client one reconnect, only on errors.
-    """
-    if request.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in request.headers:
-        response.headers["Connection"] = "close"
-    return response
-
-
-def engine_of(app: QuartTrio) -> Engine:
-    return app.extensions["pointspace.engine"]
-
-
-def settings_of(app: QuartTrio) -> Settings:
-    return app.extensions["pointspace.settings"]

@@ -8,7 +8,7 @@ that runs after routing and before any view:
 
 1. Find the route's *rule*: the JWT scope it needs and where its list and element ids are
    (``RANKDB_RULES``, a table of method + path pattern from rankdb.md 1.1; patterns rather than
-   view names, so the table does not depend on how ``web/routes_rankdb.py`` names its views).
+   view names, so the table does not depend on how ``web/compat/rankdb/routes.py`` names its views).
    Other routes get a scope by kind (``native_scope``): reads ``api:read``, writes
    ``api:update``, ``/api/admin`` ``api:manage``; health, readiness and metrics stay open.
    A request that matched no route passes, to get its 404 or 405.
@@ -48,10 +48,10 @@ from quart_trio import QuartTrio
 
 from engine.errors import InvalidInput
 from engine.lists import check_element, check_elements, check_ids
-from web.app import closing_on_error, engine_of
 from web.bodies import decode_body, respond
-from web.rankdb_common import Selection, goa_response
-from web.settings import Settings
+from web.compat.rankdb.common import Selection, goa_response
+from web.context import closing_on_error, engine_of
+from web.serving.settings import Settings
 
 log = logging.getLogger("pointspace.web.auth")
 

@@ -58,7 +58,7 @@ from quart import Request, Response, g
 from quart_trio.wrappers.request import TrioBody, TrioRequest
 
 from engine.errors import InvalidInput, PayloadTooLarge, PointspaceError
-from web.settings import Settings
+from web.serving.settings import Settings
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonlines")
@@ -100,13 +100,13 @@ class BodyTimeout(PointspaceError):
     """The request body did not arrive in time: too slow, stalled, or past the deadline."""
 
     http_status = 408
-    #: goa's code on RankDB routes (``web/rankdb_common.py`` reads ``code``).
+    #: goa's code on RankDB routes (``web/compat/rankdb/common.py`` reads ``code``).
     code = "request_timeout"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BodyLimits:
-    """How long a body may take: the settings of the same names (``web/settings.py``)."""
+    """How long a body may take: the settings of the same names (``web/serving/settings.py``)."""
 
     #: Seconds for a whole ordinary body, from its request's headers.
     body_timeout_s: float = 60.0

@@ -41,7 +41,7 @@ runs before JWT auth (``web/auth.py``) and before any body is read, checks in or
    So ``text/plain`` is refused everywhere, and form types everywhere but PSD's form routes
    (which are reads).
 
-Refusals use the route's error shape: goa's on RankDB routes (``web/rankdb_common.py``),
+Refusals use the route's error shape: goa's on RankDB routes (``web/compat/rankdb/common.py``),
 ``{"error", "field"}`` elsewhere (PSD's too); the connection is closed after a refused
 request that carried a body (``closing_on_error``). Health, metrics and the docs are
 checked like every route: a probe must send a Host the server accepts.
@@ -57,10 +57,10 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from engine.errors import quote
-from web.app import closing_on_error
 from web.bodies import MSGPACK_TYPES, NDJSON_TYPES, media_type, respond
-from web.rankdb_common import goa_response
-from web.settings import Settings
+from web.compat.rankdb.common import goa_response
+from web.context import closing_on_error
+from web.serving.settings import Settings
 
 __all__ = [
     "BINARY",

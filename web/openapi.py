@@ -1,7 +1,7 @@
 """``/openapi.json`` and ``/docs`` for the native API, and validation from the same models.
 
 quart-schema builds the OpenAPI 3.1 document from the routes; the shapes come from the msgspec
-structs in ``web/api_models.py``. The decorators here attach a model to a route for the
+structs in ``web/api/models.py``. The decorators here attach a model to a route for the
 document *and* check each request against it, so what the document promises is what the
 server enforces:
 
@@ -38,10 +38,10 @@ from werkzeug.routing import Rule
 
 from engine.errors import InvalidInput, PayloadTooLarge, quote
 from engine.events import EXACT_FLOAT_INT, MAX_BATCH_EVENTS
-from web import api_models
-from web.app import settings_of
+from web.api import models as api_models
 from web.bodies import MSGPACK_TYPES, NDJSON_TYPES, decode_body, media_type, read_body
-from web.settings import Settings
+from web.context import settings_of
+from web.serving.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Response]])
 

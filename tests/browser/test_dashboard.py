@@ -1,4 +1,4 @@
-"""The dashboard at ``/ui`` (web/routes_ui.py, web/ui/) end to end: a real ``pointspace serve``
+"""The dashboard at ``/ui`` (web/ui/routes.py, web/ui/) end to end: a real ``pointspace serve``
 process, written to over HTTP, and Debian's headless chromium showing the page.
 
 What a person would check by looking, checked here by the DOM and by the pixels: the boards

@@ -1,4 +1,4 @@
-"""The dashboard with JWT on (web/routes_ui.py guards /ui/api/, web/auth.py the native API):
+"""The dashboard with JWT on (web/ui/routes.py guards /ui/api/, web/auth.py the native API):
 the page loads without a token, says it needs one, and shows the data once one is typed into
 its form -- kept in sessionStorage, never put in the URL.
 """

@@ -527,7 +527,7 @@ limits = pick(st.integers(1, 1000), st.sampled_from((0, 1001, -1)))
 
 
 ############################################################################################
-# PSD routes (web/routes_psd.py)
+# PSD routes (web/compat/psd.py)
 ############################################################################################
 
 
@@ -621,7 +621,7 @@ def _psd_routes() -> dict[tuple[str, str], Callable[[Context], SearchStrategy[Fu
 
 
 ############################################################################################
-# RankDB routes (web/routes_rankdb.py)
+# RankDB routes (web/compat/rankdb/routes.py)
 ############################################################################################
 
 #: (split_size, merge_size): merge below split in a valid example.
@@ -738,7 +738,7 @@ def _rankdb_routes() -> dict[tuple[str, str], Callable[[Context], SearchStrategy
 
 
 ############################################################################################
-# RankDB backup routes (web/routes_backup.py)
+# RankDB backup routes (web/compat/rankdb/backups.py)
 ############################################################################################
 
 affixes = pick(st.one_of(st.just(""), st.from_regex(r"\Afz[a-z0-9_.\-]{0,6}\Z")),
@@ -900,7 +900,7 @@ _BY_BLUEPRINT = {"psd": _psd_routes(), "rankdb": _rankdb_routes(), "backup": _ba
 ROUTES: dict[tuple[str, str], Callable[[Context], SearchStrategy[FuzzRequest]]] = {
     key: make for routes in _BY_BLUEPRINT.values() for key, make in routes.items()
 }
-#: The blueprint that serves each route (``web/routes_psd.py``: ``psd``, and so on).
+#: The blueprint that serves each route (``web/compat/psd.py``: ``psd``, and so on).
 BLUEPRINTS: dict[tuple[str, str], str] = {
     key: name for name, routes in _BY_BLUEPRINT.items() for key in routes
 }

@@ -279,7 +279,7 @@ def test_crash_sigterm_writes_final_snapshot_and_restart_replays_nothing(tmp_pat
 
 def export_over_http(server: ServerProcess, out: Path) -> tuple[int, dict[Any, Any]]:
     result = subprocess.run(
-        [sys.executable, "-m", "web.cli", "snapshot", "export", str(out), "--url", server.url],
+        [sys.executable, "-m", "web.serving.cli", "snapshot", "export", str(out), "--url", server.url],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout

@@ -37,13 +37,14 @@ async def test_an_open_engine_holds_its_directory(tmp_path):
 
 def test_second_server_on_one_directory_is_refused(tmp_path):
     data = tmp_path / "data"
-    first = start_server(tmp_path, data_dir=data)
+    # fsync always: the write below is durable when acknowledged, whenever the kill comes.
+    first = start_server(tmp_path, data_dir=data, extra=["--fsync", "always"])
     try:
         with first.client() as client:
             events = [{"metric": "m", "user": 1, "value": 50, "ts": 1700000000}]
             assert client.post("/api/events", json=events).status_code == 200
         second = subprocess.run(
-            [sys.executable, "-m", "web.cli", "serve", "--host", "127.0.0.1", "--port",
+            [sys.executable, "-m", "web.serving.cli", "serve", "--host", "127.0.0.1", "--port",
              str(free_port()), "--data-dir", str(data)],
             cwd=ROOT, capture_output=True, text=True, timeout=60,
         )
@@ -65,7 +66,7 @@ def test_second_server_on_one_directory_is_refused(tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "web.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "web.serving.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, input="y\n")
 
 

@@ -4,7 +4,7 @@ Exports are compared as decoded item sets (kind, key, applied_seq and state with
 orderings removed), never as bytes: two exports of the same state differ in their creation
 time and in the order entities were walked.
 
-The commands run as ``python -m web.cli ...`` child processes from the repository root, as an
+The commands run as ``python -m web.serving.cli ...`` child processes from the repository root, as an
 operator would run them; servers are real ``pointspace serve`` processes on 127.0.0.1
 (``conftest.start_server``).
 """
@@ -62,7 +62,7 @@ RANGES = (
 def cli(*args: object, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``pointspace ARGS`` from the repository root; stdout and stderr together."""
     return subprocess.run(
-        [sys.executable, "-m", "web.cli", *map(str, args)],
+        [sys.executable, "-m", "web.serving.cli", *map(str, args)],
         cwd=ROOT,
         input=stdin if stdin is not None else "",
         stdout=subprocess.PIPE,

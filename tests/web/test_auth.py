@@ -26,7 +26,7 @@ from engine.ranked import ElementIn, RankedList
 from snapshots.backup import encode_backup
 from web.app import create_app
 from web.auth import Grant, JwtKeyError, KeyRing, native_scope, rankdb_rule
-from web.settings import Settings
+from web.serving.settings import Settings
 
 READ, UPDATE, DELETE, MANAGE = "api:read", "api:update", "api:delete", "api:manage"
 
@@ -339,7 +339,7 @@ def test_auth_unknown_routes_answer_404_not_401(c):
 
 
 ############################################################################################
-# Server-to-server backup does not carry the caller's token (web/routes_backup.py)
+# Server-to-server backup does not carry the caller's token (web/compat/rankdb/backups.py)
 
 
 def test_auth_server_backup_does_not_forward_the_token(tmp_path, keys):

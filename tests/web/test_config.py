@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InvalidInput
-from web.config import describe, load_settings
+from web.serving.config import describe, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -71,7 +71,7 @@ def test_describe_lists_every_setting_with_its_source() -> None:
 def test_cli_config_show(tmp_path: Path) -> None:
     path = write(tmp_path, "stream_group_events = 77\n")
     out = subprocess.run(
-        [sys.executable, "-m", "web.cli", "config", "show", "--config", str(path)],
+        [sys.executable, "-m", "web.serving.cli", "config", "show", "--config", str(path)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
         env={"PATH": "/usr/bin:/bin", "POINTSPACE_PORT": "4242"},
     )
@@ -82,7 +82,7 @@ def test_cli_config_show(tmp_path: Path) -> None:
 
 def test_cli_config_show_bad_file_is_one_line_error(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "web.cli", "config", "show", "--config", str(write(tmp_path, "nope = 1\n"))],
+        [sys.executable, "-m", "web.serving.cli", "config", "show", "--config", str(write(tmp_path, "nope = 1\n"))],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 1

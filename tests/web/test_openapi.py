@@ -153,7 +153,7 @@ def test_explain_quotes_only_the_start_of_what_msgspec_echoes() -> None:
     import time
 
     from engine.errors import InvalidInput
-    from web import api_models
+    from web.api import models as api_models
     from web.openapi import check
 
     key = "k" * 10_000_000
@@ -204,7 +204,7 @@ def test_admin_answers_of_a_durable_server_fit_their_models(
     import msgspec
 
     from snapshots.store import SnapshotRecord
-    from web import api_models
+    from web.api import models as api_models
 
     work = tmp_path_factory.mktemp("durable")
     server = start_server(work, data_dir=work / "data")

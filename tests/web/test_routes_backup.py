@@ -1,4 +1,4 @@
-"""RankDB backup and restore end to end (web/routes_backup.py), against real server processes.
+"""RankDB backup and restore end to end (web/compat/rankdb/backups.py), against real server processes.
 
 Lists are seeded by restoring a stream made with the codec (so these tests need no other
 route) and read back by downloading a backup; one test also goes through RankDB's ``/lists``
@@ -24,8 +24,8 @@ from engine.lists import LIST, ListSettings, RestoreList
 from engine.ranked import ElementIn, RankedList
 from snapshots.backup import BackupCorrupted, decode_backup, encode_backup
 from web.app import create_app
-from web.routes_backup import BackupJob, backup_stream
-from web.settings import Settings
+from web.compat.rankdb.backups import BackupJob, backup_stream
+from web.serving.settings import Settings
 
 NOW = 1_700_000_000
 U64 = 2**64 - 1
@@ -359,7 +359,7 @@ def test_backup_of_lists_made_through_rankdb_routes(pair):
                                           "populate": [{"id": 1, "score": 10, "payload": {"n": "one"}},
                                                        {"id": 2, "score": 30}, {"id": 3, "score": 20}]})
         if created.status_code in (404, 405):
-            pytest.skip("RankDB's POST /lists is not there yet (web/routes_rankdb.py)")
+            pytest.skip("RankDB's POST /lists is not there yet (web/compat/rankdb/routes.py)")
         assert created.status_code == 200, created.text
         data = ca.put("/xlist/backup", json={"destination": {"type": "download"},
                                              "lists": {"lists": ["via-api"]}}).content

@@ -1,4 +1,4 @@
-"""End-to-end tests of the leaderboard routes of the native API (web/routes_native.py) against a
+"""End-to-end tests of the leaderboard routes of the native API (web/api/routes.py) against a
 real ``pointspace serve`` process.
 
 Live boards: create (201), read (top, a user's standing with neighbours), delete (204), fed by
@@ -453,14 +453,14 @@ def test_leaderboards_read_top_zero_returns_only_the_user(client: httpx.Client) 
 
 
 ############################################################################################
-# Read through the RankDB element endpoints (web/routes_rankdb.py)
+# Read through the RankDB element endpoints (web/compat/rankdb/routes.py)
 
 
 def rankdb_get(client: httpx.Client, path: str, **params: Any) -> httpx.Response:
     """GET a RankDB route, skipping the test if the route itself does not exist (yet)."""
     r = client.get(path, params=params)
     if r.status_code == 404 and "requested url was not found" in r.text.lower():
-        pytest.skip(f"the RankDB route for {path} is not implemented (web/routes_rankdb.py)")
+        pytest.skip(f"the RankDB route for {path} is not implemented (web/compat/rankdb/routes.py)")
     return r
 
 

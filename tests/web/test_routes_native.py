@@ -1,4 +1,4 @@
-"""End-to-end tests of the native API under /api/ (web/routes_native.py) against a real server.
+"""End-to-end tests of the native API under /api/ (web/api/routes.py) against a real server.
 
 Batch and streaming ingest (JSON, {"events": [...]}, msgpack, NDJSON), range queries, per-period
 breakdowns in time zones, global counters, statistics, msgpack answers, and bad input: every

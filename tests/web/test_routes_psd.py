@@ -1,4 +1,4 @@
-"""End-to-end tests of the PSD-compatible routes (web/routes_psd.py) against a real server process.
+"""End-to-end tests of the PSD-compatible routes (web/compat/psd.py) against a real server process.
 
 The reference is ../shared/compat/psd.md: response shapes and content types, inclusive ranges
 at second resolution, diff-add writes, the atid filter, ``_atids``, the mumt drop rules, v2

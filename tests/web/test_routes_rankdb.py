@@ -1,4 +1,4 @@
-"""End-to-end tests of the RankDB-compatible routes (web/routes_rankdb.py) against a real server.
+"""End-to-end tests of the RankDB-compatible routes (web/compat/rankdb/routes.py) against a real server.
 
 The reference is ../shared/compat/rankdb.md sections 1, 2 and 8: payload and view shapes, goa's
 error body, ordering (score desc, tie-breaker desc, updated asc, id asc), ranks from both ends,

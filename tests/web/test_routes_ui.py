@@ -1,4 +1,4 @@
-"""The dashboard's routes (web/routes_ui.py) over HTTP, without a browser: the page and its
+"""The dashboard's routes (web/ui/routes.py) over HTTP, without a browser: the page and its
 files (content types, caching, no file outside web/ui), ``/ui/api/series`` and
 ``/ui/api/boards`` (answers, and bad input as a 4xx naming the field, never a 500), and their
 guard when JWT is on.
@@ -21,7 +21,7 @@ from conftest import ServerProcess, start_server
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from web.routes_ui import IMMUTABLE, MAX_POINTS, UI_DIR, load_assets
+from web.ui.routes import IMMUTABLE, MAX_POINTS, UI_DIR, load_assets
 
 T0 = 1_700_000_040  # a multiple of 60
 

@@ -25,7 +25,7 @@ from engine.engine import Engine
 from snapshots.backup import encode_backup
 from web.app import create_app
 from web.edge import ROUTE_BODIES, EdgePolicy
-from web.settings import Settings
+from web.serving.settings import Settings
 
 #: The body clocks of the servers here: a 1 s rate window at 1 KiB/s, a 3 s whole-body deadline.
 WINDOW_S = 1.0

@@ -8,9 +8,9 @@ from quart import Blueprint, Response, current_app, request
 
 from snapshots.store import SnapshotRecord
 from snapshots.transfer import stream_engine_snapshot
-from web import api_models as m
-from web.app import engine_of
+from web.api import models as m
 from web.bodies import respond
+from web.context import engine_of
 from web.openapi import answers
 
 admin = Blueprint("admin", __name__, url_prefix="/api/admin")

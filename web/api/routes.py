@@ -24,9 +24,9 @@ from engine.events import (
     normalize_user,
     validate_counter_events,
 )
-from web import api_models as m
-from web.app import engine_of, settings_of
+from web.api import models as m
 from web.bodies import body_chunks, mark_body_read, respond
+from web.context import engine_of, settings_of
 from web.openapi import accepts, answers, document_stream, query_args
 
 native = Blueprint("native", __name__, url_prefix="/api")

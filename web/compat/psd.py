@@ -35,8 +35,8 @@ from engine.events import (
     check_ts,
     normalize_user,
 )
-from web.app import closing_on_error, engine_of, settings_of
 from web.bodies import decode_body, json_text, mark_body_read, read_body, respond, text
+from web.context import closing_on_error, engine_of, settings_of
 
 psd = Blueprint("psd", __name__)
 

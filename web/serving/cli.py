@@ -8,8 +8,8 @@ import click
 import trio
 
 from engine.errors import PointspaceError
-from web.logs import configure_logging
-from web.settings import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, Settings
+from web.serving.logs import configure_logging
+from web.serving.settings import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, Settings
 
 
 @click.group()
@@ -43,7 +43,7 @@ def main() -> None:
 @click.option("--max-connections", default=None, type=int, help="Open client connections at once [default: 1000].")
 def serve(config_file: Path | None, retention: tuple[str, ...], **flags: object) -> None:
     """Start the HTTP server (settings: defaults < TOML file < $POINTSPACE_* < flags)."""
-    from web.server import run_server
+    from web.serving.server import run_server
 
     for name in ("backup_allowed_hosts", "allowed_hosts", "allowed_origins"):
         if not flags[name]:
@@ -62,7 +62,7 @@ def config() -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
 def config_show(config_file: Path | None) -> None:
     """Print the settings `serve` would use, each with where its value came from."""
-    from web.config import describe, load_settings
+    from web.serving.config import describe, load_settings
 
     try:
         settings, sources = load_settings(config_file)
@@ -72,7 +72,7 @@ def config_show(config_file: Path | None) -> None:
 
 
 def _settings(config_file: Path | None, flags: dict[str, object], retention: tuple[str, ...]) -> Settings:
-    from web.config import load_settings
+    from web.serving.config import load_settings
 
     if retention:
         flags["retention"] = _parse_retention(retention)
@@ -126,7 +126,7 @@ def snapshot_export(file: Path, data_dir: Path | None, url: str | None) -> None:
 def _max_inflated() -> int:
     """``max_inflated_bytes`` as ``serve`` would read it (file, environment, default): the
     snapshot tools bound what a file from elsewhere may inflate to, as the server does."""
-    from web.config import load_settings
+    from web.serving.config import load_settings
 
     try:
         return load_settings(None)[0].max_inflated_bytes

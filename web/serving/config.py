@@ -2,7 +2,7 @@
 
 Precedence (later wins), documented in the README and shown by ``pointspace config show``:
 
-1. the defaults in ``web/settings.py``;
+1. the defaults in ``web/serving/settings.py``;
 2. a TOML file: ``--config FILE``, else ``$POINTSPACE_CONFIG``, else ``./pointspace.toml`` when
    it exists -- top-level keys named like the settings (``port = 1155``,
    ``data_dir = "/var/lib/pointspace"``, ``[retention]`` with ``second = 7776000``);
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidInput
-from web.settings import Settings
+from web.serving.settings import Settings
 
 ENV_PREFIX = "POINTSPACE_"
 DEFAULT_CONFIG_FILE = Path("pointspace.toml")

@@ -47,7 +47,7 @@ from quart_trio import QuartTrio
 
 from engine.engine import Engine
 from web.app import create_app
-from web.settings import Settings
+from web.serving.settings import Settings
 
 log = logging.getLogger("pointspace")
 

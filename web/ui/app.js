@@ -1,4 +1,4 @@
-/* pointspace dashboard (served at /ui by web/routes_ui.py).
+/* pointspace dashboard (served at /ui by web/ui/routes.py).
  *
  * What to show comes from the URL query, so a dashboard is a link that can be shared:
  *   /ui?board=b1&board=b2&counter=signups&user=42&metric=points&window=120&step=1
@@ -46,7 +46,7 @@
     return Math.min(high, Math.max(low, value));
   }
 
-  /** Most periods in one series answer: web/routes_ui.py's MAX_POINTS. */
+  /** Most periods in one series answer: web/ui/routes.py's MAX_POINTS. */
   const MAX_POINTS = 2000;
 
   function readConfig(search) {
@@ -59,7 +59,7 @@
       users: all("user"),
       metrics: all("metric"),
       window,
-      // The server answers at most MAX_POINTS periods (web/routes_ui.py): by default, the
+      // The server answers at most MAX_POINTS periods (web/ui/routes.py): by default, the
       // finest step that fits the window (one period spare for the alignment to the step).
       step: intParam(query, "step", Math.max(1, Math.ceil(window / (MAX_POINTS - 1))), 1, 86400),
       top: intParam(query, "top", 10, 1, 1000),

@@ -24,7 +24,7 @@ and ``/ui/api/boards`` lists only the boards a token's ``only_lists`` claim allo
 keeps a token in ``sessionStorage`` and sends it as ``Authorization: Bearer`` on every call.
 
 The data routes are part of the native API document (``web/openapi.py``): their query strings
-are checked against ``web/api_models.SeriesArgs``.
+are checked against ``web/api/models.SeriesArgs``.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from quart import Blueprint, Response, current_app, g, request
 from engine.boards import BOARD_SET
 from engine.errors import InvalidInput, NotFound, quote
 from engine.events import check_name, normalize_user
-from web import api_models as m
-from web.app import engine_of
+from web.api import models as m
 from web.bodies import respond
+from web.context import engine_of
 from web.openapi import answers, query_args
 
 __all__ = [
@@ -57,7 +57,7 @@ __all__ = [
 
 ui = Blueprint("ui", __name__)
 
-UI_DIR = Path(__file__).resolve().parent / "ui"
+UI_DIR = Path(__file__).resolve().parent
 
 #: Most periods one series answer may hold. A chart is at most a couple of thousand pixels wide,
 #: so more points than that cannot be seen; the cap also bounds the work of one poll (one

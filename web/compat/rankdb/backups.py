@@ -44,7 +44,7 @@ brings it back live (``RestoreBoard``, ``engine/boards.py``): recomputed from th
 counters and fed by later writes. A rolling board comes back in the current period.
 
 Errors on these routes use RankDB's goa body ``{"id", "code", "status", "detail", "meta"}``
-(``web/rankdb_common.py``, which also holds the cross-list selection).
+(``web/compat/rankdb/common.py``, which also holds the cross-list selection).
 """
 
 from __future__ import annotations
@@ -77,10 +77,10 @@ from engine.errors import InvalidInput, NotFound, PayloadTooLarge, PointspaceErr
 from engine.lists import LIST, LIST_ID, ListSettings, ListState, RestoreList, refuse_live_board
 from engine.ranked import RankedList
 from snapshots.backup import BackupCorrupted, BackupDecoder, BackupEncoder, BackupList
-from web.app import engine_of, settings_of
 from web.bodies import body_chunks, decode_body, read_body, respond
-from web.rankdb_common import Selection, register_goa_errors
-from web.settings import Settings
+from web.compat.rankdb.common import Selection, register_goa_errors
+from web.context import engine_of, settings_of
+from web.serving.settings import Settings
 
 log = logging.getLogger("pointspace.web.backup")
 

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The RankDB routes live in two blueprints (``web/routes_rankdb.py``, ``web/routes_backup.py``)
+The RankDB routes live in two blueprints (``web/compat/rankdb/routes.py``, ``web/compat/rankdb/backups.py``)
 and are guarded by ``web/auth.py``; all three answer errors with goa v1's body and read
 RankDB's cross-list selection (ListQL), so both live here, once.
 
@@ -35,8 +35,8 @@ from werkzeug.exceptions import HTTPException
 
 from engine.errors import EngineClosed, InvalidInput, PointspaceError
 from engine.lists import ListSettings
-from web.app import closing_on_error
 from web.bodies import respond
+from web.context import closing_on_error
 
 __all__ = [
     "GOA_CODES",

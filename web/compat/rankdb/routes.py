@@ -112,9 +112,9 @@ from engine.lists import (
     refuse_live_board,
 )
 from engine.ranked import RankedElement
-from web.app import closing_on_error, engine_of, settings_of
 from web.bodies import decode_body, read_body, respond
-from web.rankdb_common import InvalidParam, Selection, register_goa_errors
+from web.compat.rankdb.common import InvalidParam, Selection, register_goa_errors
+from web.context import closing_on_error, engine_of, settings_of
 
 log = logging.getLogger("pointspace.web.rankdb")
 
@@ -127,7 +127,7 @@ MAX_DELETE_IDS = 10_000
 
 
 ############################################################################################
-# Errors (goa's body: web/rankdb_common.py) and unread bodies
+# Errors (goa's body: web/compat/rankdb/common.py) and unread bodies
 ############################################################################################
 
 register_goa_errors(rankdb, log)
