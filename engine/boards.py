@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from engine.board_definition import ROLLING_UNITS, BoardDefinition
 from engine.commands import USER, Command, EntityKey, Operation, register
 from engine.counters import UserCounters
 from engine.errors import Conflict, InvalidInput
@@ -49,7 +50,6 @@ from engine.ranked import RankedList
 
 log = logging.getLogger("pointspace.boards")
 
-ROLLING_UNITS = ("day", "week", "month")
 BOARD_SET = "leaderboards"
 
 
@@ -58,36 +58,6 @@ def element_id_of(user: Hashable) -> int:
     if type(user) is int and 0 <= user <= U64:
         return user
     return int.from_bytes(hashlib.blake2b(repr(user).encode(), digest_size=8).digest(), "big")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BoardDefinition:
-    """What a live board ranks, and the window it currently covers."""
-
-    metric: str
-    atid: int | None = None
-    members: tuple[Hashable, ...] | None = None
-    #: ``"fixed"`` or one of ``ROLLING_UNITS``.
-    window_kind: str = "fixed"
-    tz: str | None = None
-    #: The current window, inclusive.
-    t1: int = 0
-    t2: int = 0
-
-    def to_plain(self) -> list[Any]:
-        return [self.metric, self.atid, None if self.members is None else list(self.members),
-                self.window_kind, self.tz, self.t1, self.t2]
-
-    @classmethod
-    def from_plain(cls, plain: Sequence[Any]) -> BoardDefinition:
-        members = None if plain[2] is None else tuple(plain[2])
-        return cls(metric=plain[0], atid=plain[1], members=members, window_kind=plain[3],
-                   tz=plain[4], t1=plain[5], t2=plain[6])
-
-    def public(self) -> dict[str, Any]:
-        return {"metric": self.metric, "atid": self.atid,
-                "members": None if self.members is None else list(self.members),
-                "window": {"kind": self.window_kind, "tz": self.tz, "t1": self.t1, "t2": self.t2}}
 
 
 def rolling_window(unit: str, tz: str | None, now: int) -> tuple[int, int]:

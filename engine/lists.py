@@ -21,7 +21,7 @@ counters: every command that would change its entries some other way -- element 
 deletes, one list or many, or replacing it with a plain list (create with ``replace``, restore)
 -- is refused with :class:`LiveBoardConflict` inside the list's turn, so a replay refuses the
 same records (a log written before this rule replays without the forged entries). Routes
-read first and refuse before logging (``web/routes_rankdb.py``), as for a missing list.
+read first and refuse before logging (``web/compat/rankdb/routes.py``), as for a missing list.
 Deleting the list deletes the board.
 
 A clone is a command routed to the *source* list: its turn copies the rows and installs the
@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from engine.board_definition import BoardDefinition
 from engine.commands import Command, EntityKey, Operation, register
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.events import EXACT_FLOAT_INT
@@ -191,7 +192,7 @@ class ListState:
         self.ranked = RankedList()
         self.applied_seq = 0
         #: A live leaderboard's definition when this list is one (``engine/boards.py``).
-        self.board: Any = None
+        self.board: BoardDefinition | None = None
 
     @property
     def exists(self) -> bool:
@@ -219,8 +220,6 @@ class ListState:
         state.settings = ListSettings.from_plain(plain[0])
         state.ranked = RankedList.from_records(plain[1])
         if len(plain) > 2 and plain[2] is not None:
-            from engine.boards import BoardDefinition
-
             state.board = BoardDefinition.from_plain(plain[2])
         return state
 
