@@ -1,4 +1,4 @@
-"""Benchmark for engine/ranked.py: the pure RankedList, in-process, against a Redis sorted set.
+"""Benchmark for engine/ranked/: the pure RankedList, in-process, against a Redis sorted set.
 
 Run it from the repository root::
 

@@ -134,7 +134,7 @@ def check_ids(raw: Any, field_name: str = "element_ids") -> list[int]:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListSettings:
     """RankDB's list options. split/merge sizes are accepted and kept for compatibility; the
-    ranked structure sizes its own blocks (``engine/ranked.py``)."""
+    ranked structure sizes its own blocks (``engine/ranked/blocks.py``)."""
 
     set: str
     metadata: dict[str, str] = field(default_factory=dict)

@@ -56,18 +56,44 @@ SWAGGER_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css"})
 SWAGGER_DIR = Path(swagger_ui.__file__).parent / "static"
 REF_TEMPLATE = "#/components/schemas/{name}"
 
+#: ``/docs``: Swagger UI 5 over ``/openapi.json``, a standards-mode HTML5 document (without the
+#: doctype a browser renders in quirks mode). Static: nothing of the request goes into it.
+DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>pointspace API</title>
+  <link rel="stylesheet" href="/docs/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/swagger-ui-bundle.js"></script>
+  <script>
+    SwaggerUIBundle({
+      url: "/openapi.json",
+      dom_id: "#swagger-ui",
+      deepLinking: true,
+      layout: "BaseLayout",
+      presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset],
+      showExtensions: true,
+      showCommonExtensions: true
+    });
+  </script>
+</body>
+</html>
+"""
+
 
 def install(app: QuartTrio, settings: Settings) -> None:
     """Serve ``/openapi.json`` and ``/docs`` (Swagger UI) for ``app``."""
-    app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = "/docs/swagger-ui-bundle.js"
-    app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = "/docs/swagger-ui.css"
     security: dict[str, Any] | None = None
     if settings.jwt_key_dir is not None:
         security = {"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}}
     QuartSchema(
         app,
         openapi_path="/openapi.json",
-        swagger_ui_path="/docs",
+        swagger_ui_path=None,  # our own page below: quart-schema's lacks <!DOCTYPE html> and <html>
         redoc_ui_path=None,
         scalar_ui_path=None,
         info={
@@ -84,6 +110,12 @@ def install(app: QuartTrio, settings: Settings) -> None:
         conversion_preference="msgspec",
         openapi_provider_class=NativeOpenAPI,
     )
+
+    @app.get("/docs", endpoint="swagger_ui")
+    async def swagger_page() -> Response:
+        response = Response(DOCS_PAGE, content_type="text/html; charset=utf-8")
+        response.cache_control.no_cache = True
+        return response
 
     @app.get("/docs/<path:name>")
     async def swagger_asset(name: str) -> Response:

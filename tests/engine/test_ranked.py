@@ -1,4 +1,4 @@
-"""Tests for engine/ranked.py: RankedList against a brute-force model (a sorted Python list).
+"""Tests for engine/ranked/: RankedList against a brute-force model (a sorted Python list).
 
 Every mutation is followed by ``_check()``, which asserts all invariants of the structure. Small
 loads (4 to 16 rows per block) make splits and merges happen in every test.

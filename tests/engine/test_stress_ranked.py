@@ -1,4 +1,4 @@
-"""Stress tests for engine/ranked.py: seeded random operation mixes with tiny blocks.
+"""Stress tests for engine/ranked/: seeded random operation mixes with tiny blocks.
 
 Like sortedcontainers' ``tests/test_stress_sortedlist.py``: ``random.seed(0)``, a load of 4 to 8
 rows per block so that blocks split and merge all the time, ``_check()`` after every step and a

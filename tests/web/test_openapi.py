@@ -58,6 +58,9 @@ def test_docs_page_loads_swagger_ui_from_this_server(client: httpx.Client) -> No
     r = client.get("/docs")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
+    # A standards-mode HTML5 document (without the doctype a browser falls into quirks mode).
+    assert r.text.startswith("<!DOCTYPE html>\n<html lang=")
+    assert r.text.rstrip().endswith("</html>")
     sources = re.findall(r'(?:src|href)="([^"]+)"', r.text)
     assert sources and all(s.startswith("/") for s in sources), sources
     for source in sources:
