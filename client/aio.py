@@ -1,0 +1,629 @@
+"""The async client: :class:`AsyncPointspaceClient`, for trio and asyncio alike.
+
+It is :class:`~client.sync.PointspaceClient` with ``await``: the same methods, arguments,
+results, errors and retry policy (``client/_transport.py``), built on ``httpx.AsyncClient``.
+httpx runs on anyio, and so does everything here that waits (``anyio.sleep`` between retries,
+``anyio.open_file`` for exports), so it runs unchanged under ``trio.run`` and ``asyncio.run``.
+
+>>> import trio
+>>> from client import AsyncPointspaceClient
+>>> async def main() -> None:
+...     async with AsyncPointspaceClient("http://127.0.0.1:1155") as ps:
+...         await ps.add_counts([{"name": "signups", "value": 1, "ts": 1700000000}])
+...         print((await ps.counter_sum("signups", 1699999999, 1700000000)).sum)
+>>> trio.run(main)                                                 # doctest: +SKIP
+1
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, TypeVar
+
+import anyio
+import httpx
+
+from client import _calls as c
+from client import models as m
+from client._transport import (
+    DEFAULT_RETRY,
+    Call,
+    RetryPolicy,
+    base_headers,
+    error_from_answer,
+    ndjson_chunks,
+    request_was_sent,
+    retry_delay,
+    retryable_transport_error,
+)
+from client.errors import PointspaceTransportError, ServiceUnavailable
+from client.sync import (
+    DEFAULT_URL,
+    EXPORT_CHUNK_BYTES,
+    USER_AGENT,
+    Token,
+    _readiness_from,
+    token_header,
+)
+
+__all__ = ["AsyncPointspaceClient"]
+
+T = TypeVar("T")
+
+
+async def _async_ndjson(events: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[bytes]:
+    """NDJSON chunks of ``events``, drawn lazily from a sync or an async iterable."""
+    if not isinstance(events, AsyncIterable):
+        for chunk in ndjson_chunks(events):
+            yield chunk
+        return
+    batch: list[Any] = []
+    async for event in events:
+        batch.append(event)
+        if len(batch) >= 256:
+            for chunk in ndjson_chunks(batch):
+                yield chunk
+            batch.clear()
+    for chunk in ndjson_chunks(batch):
+        yield chunk
+
+
+class AsyncPointspaceClient:
+    """A pointspace server's native API over HTTP, for ``async`` code (trio or asyncio).
+
+    Arguments and methods are :class:`~client.sync.PointspaceClient`'s (``transport`` is an
+    ``httpx.AsyncBaseTransport``); every method is awaited. Use it as ``async with`` or call
+    :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        token: Token = None,
+        timeout: float | httpx.Timeout = 30.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        batch_format: str = "msgpack",
+        transport: httpx.AsyncBaseTransport | None = None,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        if batch_format not in ("msgpack", "json"):
+            raise ValueError(f"batch_format must be 'msgpack' or 'json', got {batch_format!r}")
+        self.base_url = base_url
+        self.retry = retry
+        self.batch_format = batch_format
+        self._token = token
+        self._rand = random.random
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            transport=transport,
+            headers=base_headers(user_agent),
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connections (also on leaving an ``async with`` block)."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncPointspaceClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncPointspaceClient({self.base_url!r})"
+
+    ########################################################################################
+    # Sending (as PointspaceClient._send, with anyio.sleep)
+
+    def _request(self, call: Call[Any], content: Any, timeout: Any) -> httpx.Request:
+        headers = token_header(self._token)
+        if call.content_type is not None:
+            headers["Content-Type"] = call.content_type
+        return self._http.build_request(
+            call.method,
+            call.path,
+            params=call.params,
+            content=content,
+            headers=headers,
+            timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+        )
+
+    async def _send(
+        self, call: Call[Any], *, content: Any = None, stream: bool = False, timeout: Any = None
+    ) -> httpx.Response:
+        """Send ``call`` (retrying as the policy allows); a 2xx answer, or raise."""
+        attempt = 0
+        while True:
+            attempt += 1
+            request = self._request(call, call.content if content is None else content, timeout)
+            try:
+                response = await self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                sent = request_was_sent(exc)
+                pause = (
+                    retry_delay(
+                        self.retry,
+                        attempt=attempt,
+                        safe=call.safe,
+                        status=None,
+                        retry_after=None,
+                        rand=self._rand,
+                    )
+                    if retryable_transport_error(exc)
+                    else None
+                )
+                if pause is None:
+                    raise PointspaceTransportError(
+                        f"{call.method} {request.url} got no answer after {attempt} "
+                        f"attempt(s): {type(exc).__name__}: {exc}",
+                        request_sent=sent,
+                        attempts=attempt,
+                        method=call.method,
+                        url=str(request.url),
+                    ) from exc
+                await anyio.sleep(pause)
+                continue
+            if response.status_code < 400:
+                return response
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            error = error_from_answer(
+                response.status_code,
+                response.headers.get("Content-Type"),
+                response.content,
+                method=call.method,
+                url=str(request.url),
+                retry_after=response.headers.get("Retry-After"),
+            )
+            pause = retry_delay(
+                self.retry,
+                attempt=attempt,
+                safe=call.safe,
+                status=response.status_code,
+                retry_after=error.retry_after,
+                rand=self._rand,
+            )
+            if pause is None:
+                raise error
+            await anyio.sleep(pause)
+
+    async def _run(self, call: Call[T]) -> T:
+        response = await self._send(call)
+        return call.answer(response.headers.get("Content-Type"), response.content)
+
+    ########################################################################################
+    # Events
+
+    async def ingest(
+        self,
+        events: Iterable[m.Event | Mapping[str, Any]],
+        *,
+        format: str | None = None,
+        idempotent: bool = False,
+    ) -> m.Applied:
+        """Apply a batch of counter events, whole or not at all (``POST /api/events``).
+
+        Sent as msgpack unless ``format="json"`` (or the client's ``batch_format``). At most
+        100,000 events per batch (more is a 413, :class:`~client.errors.PayloadTooLarge`);
+        :meth:`ingest_stream` takes any number.
+
+        Args:
+            events: :class:`~client.models.Event` values or dicts of the same fields.
+            idempotent: retry on failure; true only if applying the batch twice equals
+                applying it once (every event in ``mode="diff"``).
+
+        Raises:
+            InvalidRequest: an event is malformed; ``field`` names it (``body[3].ts``) and
+                nothing was applied.
+        """
+        return await self._run(
+            c.ingest(events, fmt=format or self.batch_format, idempotent=idempotent)
+        )
+
+    async def ingest_stream(
+        self,
+        events: Iterable[m.Event | Mapping[str, Any]] | AsyncIterable[m.Event | Mapping[str, Any]],
+        *,
+        timeout: float | httpx.Timeout | None = None,
+    ) -> m.StreamApplied:
+        """Stream events as NDJSON (``POST /api/events/stream``), drawn from ``events`` as the
+        body is sent: memory stays bounded for any number (a generator, a file's lines).
+
+        The server applies them in groups as they arrive. A bad line stops the stream with
+        :class:`~client.errors.InvalidRequest` whose ``field`` is ``"line N"``; every event
+        before line N was applied, none from it on, so resend from line N. Never retried (an
+        iterator cannot be replayed). ``events`` may be an async iterable.
+        """
+        call = c.ingest_stream_call(idempotent=False)
+        response = await self._send(call, content=_async_ndjson(events), timeout=timeout)
+        return call.decode(response.content)
+
+    ########################################################################################
+    # Reads
+
+    async def query(
+        self,
+        users: Sequence[m.UserId],
+        metrics: str | Sequence[str],
+        t1: int,
+        t2: int,
+        *,
+        atid: int | None = None,
+        aid: int | None = None,
+        offsets: Sequence[int] | None = None,
+        with_atids: bool = False,
+    ) -> m.RangeResult:
+        """Sums per user and metric over the inclusive range [t1, t2] (``POST /api/query``).
+
+        ``atid``/``aid`` filter by activity type or activity; ``offsets`` shifts the range per
+        user (one per user); ``with_atids`` also answers which activity types contributed.
+        ``result.sums()`` gives ``{user: {metric: sum}}``.
+        """
+        return await self._run(
+            c.query(
+                users, metrics, t1, t2, atid=atid, aid=aid, offsets=offsets, with_atids=with_atids
+            )
+        )
+
+    async def breakdown(
+        self,
+        users: Sequence[m.UserId],
+        metrics: str | Sequence[str],
+        t1: int,
+        t2: int,
+        *,
+        step: str | int = "day",
+        tz: str | None = None,
+        offset: int | None = None,
+        atid: int | None = None,
+    ) -> m.BreakdownResult:
+        """Per-period sums over [t1, t2] (``POST /api/breakdown``): ``step`` is year, month,
+        day, hour, minute, second (in ``tz``, an IANA name, or UTC + ``offset`` seconds) or a
+        number of seconds."""
+        return await self._run(
+            c.breakdown(users, metrics, t1, t2, step=step, tz=tz, offset=offset, atid=atid)
+        )
+
+    async def user_sum(
+        self,
+        user: m.UserId,
+        metric: str,
+        t1: int,
+        t2: int,
+        *,
+        atid: int | None = None,
+        aid: int | None = None,
+    ) -> m.UserSum:
+        """One user's sum of one metric over [t1, t2] (``GET /api/users/{user}/sums/{metric}``)."""
+        return await self._run(c.user_sum(user, metric, t1, t2, atid=atid, aid=aid))
+
+    ########################################################################################
+    # Global counters
+
+    async def add_counts(
+        self,
+        counts: Iterable[m.Count | Mapping[str, Any]],
+        *,
+        format: str | None = None,
+        idempotent: bool = False,
+    ) -> m.Applied:
+        """Add to global counters (``POST /api/counters``), whole or not at all."""
+        return await self._run(
+            c.add_counts(counts, fmt=format or self.batch_format, idempotent=idempotent)
+        )
+
+    async def counter_sum(self, name: str, t1: int, t2: int) -> m.CounterSum:
+        """A global counter's sum over [t1, t2] (``GET /api/counters/{name}``)."""
+        return await self._run(c.counter_sum(name, t1, t2))
+
+    async def counter_breakdown(
+        self,
+        name: str,
+        t1: int,
+        t2: int,
+        *,
+        step: str | int = "day",
+        tz: str | None = None,
+        offset: int | None = None,
+    ) -> m.CounterSeries:
+        """A global counter's sums per period (``GET /api/counters/{name}/breakdown``)."""
+        return await self._run(c.counter_breakdown(name, t1, t2, step=step, tz=tz, offset=offset))
+
+    ########################################################################################
+    # Leaderboards
+
+    async def rank(
+        self,
+        metric: str,
+        t1: int,
+        t2: int,
+        *,
+        atid: int | None = None,
+        users: Sequence[m.UserId] | None = None,
+        top: int | None = None,
+        user: m.UserId | None = None,
+        radius: int | None = None,
+    ) -> m.RankResult:
+        """Rank users by a metric's sum over any past window (``POST /api/leaderboards/rank``):
+        the leaderboard as it stood at ``t2``. ``user`` adds that user's standing with
+        ``radius`` neighbours each side (the server's ``range``)."""
+        return await self._run(
+            c.rank(metric, t1, t2, atid=atid, users=users, top=top, user=user, radius=radius)
+        )
+
+    async def create_leaderboard(
+        self,
+        board_id: str,
+        metric: str,
+        window: m.Window | Mapping[str, Any],
+        *,
+        atid: int | None = None,
+        members: Sequence[m.UserId] | None = None,
+        idempotent: bool = False,
+    ) -> m.Leaderboard:
+        """Create a live leaderboard fed by every counter write (``POST /api/leaderboards``).
+
+        ``window``: ``Window(t1=..., t2=...)`` or ``Window(rolling="day", tz="Europe/Oslo")``;
+        ``members`` limits it to those users (default: every user writing ``metric``).
+        """
+        return await self._run(
+            c.create_leaderboard(
+                board_id, metric, window, atid=atid, members=members, idempotent=idempotent
+            )
+        )
+
+    async def leaderboard(
+        self,
+        board_id: str,
+        *,
+        top: int | None = None,
+        user: m.UserId | None = None,
+        radius: int | None = None,
+    ) -> m.LeaderboardView:
+        """A live board's ``top`` and, with ``user``, that user's standing and neighbours."""
+        return await self._run(c.leaderboard(board_id, top=top, user=user, radius=radius))
+
+    async def list_leaderboards(self) -> m.LeaderboardCatalog:
+        """The live leaderboards, sorted by id (``GET /api/leaderboards``; with JWT, those the
+        token's ``only_lists`` allows)."""
+        return await self._run(c.list_leaderboards())
+
+    async def delete_leaderboard(self, board_id: str, *, idempotent: bool = False) -> None:
+        """Delete a live board (no error when there is none; 404 when the id is a plain list)."""
+        await self._run(c.delete_leaderboard(board_id, idempotent=idempotent))
+
+    ########################################################################################
+    # Ranked lists (RankDB's routes)
+
+    async def create_list(
+        self,
+        list_id: str,
+        *,
+        set: str,
+        metadata: Mapping[str, str] | None = None,
+        populate: Iterable[m.NewElement | Mapping[str, Any]] | None = None,
+        replace: bool = False,
+        split_size: int | None = None,
+        merge_size: int | None = None,
+        idempotent: bool = False,
+    ) -> m.RankList:
+        """Create a ranked list (``POST /lists``), optionally with elements; an existing id is
+        :class:`~client.errors.Conflict` unless ``replace``."""
+        return await self._run(
+            c.create_list(
+                list_id,
+                set=set,
+                metadata=metadata,
+                populate=populate,
+                replace=replace,
+                split_size=split_size,
+                merge_size=merge_size,
+                idempotent=idempotent,
+            )
+        )
+
+    async def get_list(self, list_id: str, *, top_bottom: bool = False) -> m.RankList:
+        """A list's settings and size; ``top_bottom`` adds its first and last elements."""
+        return await self._run(c.get_list(list_id, top_bottom=top_bottom))
+
+    async def lists(
+        self, *, after_id: str | None = None, before_id: str | None = None, limit: int | None = None
+    ) -> m.ListsPage:
+        """A page of lists sorted by id (``GET /lists``), after ``after_id`` or before
+        ``before_id``; ``limit`` 1..1000 (default 25)."""
+        return await self._run(c.lists(after_id=after_id, before_id=before_id, limit=limit))
+
+    async def delete_list(self, list_id: str, *, idempotent: bool = False) -> None:
+        """Delete a list (no error when there is none)."""
+        await self._run(c.delete_list(list_id, idempotent=idempotent))
+
+    async def put_elements(
+        self,
+        list_id: str,
+        elements: Iterable[m.NewElement | Mapping[str, Any]],
+        *,
+        results: bool = False,
+        idempotent: bool = False,
+    ) -> m.FoundElements:
+        """Insert or update elements (``PUT /lists/{id}/elements``); ``results`` answers the
+        written elements with their ranks, sorted by rank."""
+        return await self._run(
+            c.put_elements(list_id, elements, results=results, idempotent=idempotent)
+        )
+
+    async def put_element(
+        self,
+        list_id: str,
+        element: m.NewElement | Mapping[str, Any],
+        *,
+        radius: int | None = None,
+        idempotent: bool = False,
+    ) -> m.ElementView:
+        """Insert or update one element; answers its rank, ``radius`` neighbours each side and
+        ``previous_rank`` (``None`` when it is new)."""
+        return await self._run(
+            c.put_element(list_id, element, radius=radius, idempotent=idempotent)
+        )
+
+    async def get_element(
+        self, list_id: str, element_id: int, *, radius: int | None = None
+    ) -> m.ElementView:
+        """One element's rank (``from_top``, 0 is best) and neighbours."""
+        return await self._run(c.get_element(list_id, element_id, radius=radius))
+
+    async def find_elements(self, list_id: str, element_ids: Iterable[int]) -> m.FoundElements:
+        """Many elements by id, sorted by rank; ``not_found`` lists the absent ids."""
+        return await self._run(c.find_elements(list_id, element_ids))
+
+    async def get_range(
+        self,
+        list_id: str,
+        *,
+        from_top: int | None = None,
+        from_bottom: int | None = None,
+        limit: int | None = None,
+    ) -> tuple[m.Element, ...]:
+        """Elements by rank (``GET /lists/{id}/range``): ``limit`` from rank ``from_top``, or
+        walking down from the element whose ``from_bottom`` is given (RankDB's reading)."""
+        return await self._run(
+            c.get_range(list_id, from_top=from_top, from_bottom=from_bottom, limit=limit)
+        )
+
+    async def percentile(
+        self, list_id: str, from_top: float = 50.0, *, radius: int | None = None
+    ) -> m.ElementView:
+        """The element ``from_top`` percent from the top, with neighbours."""
+        return await self._run(c.percentile(list_id, from_top, radius=radius))
+
+    async def delete_elements(
+        self, list_id: str, element_ids: Iterable[int], *, idempotent: bool = False
+    ) -> None:
+        """Delete elements by id (1..10,000 ids; absent ones are ignored)."""
+        await self._run(c.delete_elements(list_id, element_ids, idempotent=idempotent))
+
+    async def delete_element(
+        self, list_id: str, element_id: int, *, idempotent: bool = False
+    ) -> None:
+        """Delete one element (no error when it is absent; 404 when the list is)."""
+        await self._run(c.delete_element(list_id, element_id, idempotent=idempotent))
+
+    ########################################################################################
+    # Operations
+
+    async def take_snapshot(self, *, idempotent: bool = False) -> m.SnapshotRecord:
+        """Write a snapshot now (``POST /api/admin/snapshot``; a 400 for an in-memory server)."""
+        return await self._run(c.take_snapshot(idempotent=idempotent))
+
+    async def snapshot_status(self) -> m.SnapshotStatus:
+        """The last snapshot, recovery figures and the log (``GET /api/admin/snapshot``)."""
+        return await self._run(c.snapshot_status())
+
+    async def export_snapshot(
+        self,
+        dest: str | os.PathLike[str] | IO[bytes],
+        *,
+        timeout: float | httpx.Timeout | None = None,
+    ) -> m.ExportResult:
+        """Stream a snapshot of the live state (``GET /api/admin/snapshot/export``) to a file.
+
+        A path is written as ``<path>.part`` and renamed into place when the whole answer
+        arrived, so a cut download never leaves a file that looks like a snapshot; a file
+        object is written as the bytes arrive. The server streams entity by entity while
+        writes go on; ``pointspace snapshot import`` loads the file. Retried only until the
+        answer starts. (File writes run in a worker thread, ``anyio.open_file``.)
+        """
+        call = c.export_call()
+        response = await self._send(call, stream=True, timeout=timeout)
+        try:
+            if isinstance(dest, (str, os.PathLike)):
+                path = Path(dest)
+                part = anyio.Path(path.with_name(path.name + ".part"))
+                try:
+                    async with await anyio.open_file(part, "wb") as out:
+                        written = await self._copy(response, out.write, call)
+                    await part.replace(path)
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await part.unlink(missing_ok=True)
+                    raise
+                return m.ExportResult(path=str(path), bytes=written)
+
+            async def write(chunk: bytes) -> None:
+                dest.write(chunk)
+
+            return m.ExportResult(path=None, bytes=await self._copy(response, write, call))
+        finally:
+            await response.aclose()
+
+    @staticmethod
+    async def _copy(
+        response: httpx.Response, write: Callable[[bytes], Awaitable[Any]], call: Call[Any]
+    ) -> int:
+        written = 0
+        try:
+            async for chunk in response.aiter_bytes(EXPORT_CHUNK_BYTES):
+                await write(chunk)
+                written += len(chunk)
+        except httpx.TransportError as exc:
+            raise PointspaceTransportError(
+                f"{call.method} {response.request.url} was cut after {written} bytes: "
+                f"{type(exc).__name__}: {exc}",
+                request_sent=True,
+                attempts=1,
+                method=call.method,
+                url=str(response.request.url),
+            ) from exc
+        return written
+
+    async def stats(self) -> m.EngineStatistics:
+        """Engine statistics: entities, live actors, mailbox depth, commands and events."""
+        return await self._run(c.stats())
+
+    async def health(self) -> m.Health:
+        """Liveness (``GET /healthz``): raises when the server does not answer."""
+        return await self._run(c.health())
+
+    async def ready(self) -> m.Readiness:
+        """Readiness (``GET /readyz``): ``.ready`` is false, with ``.error``, while the server
+        cannot take writes (shutting down, log broken). Not retried: a probe answers now."""
+        call = c.ready()
+        try:
+            return await self._run(call)
+        except ServiceUnavailable as exc:
+            return _readiness_from(exc)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Any route (PSD's, or one newer than this client): a JSON body; the decoded JSON
+        answer, or the text of a non-JSON one (``None`` when empty); errors raised as everywhere. Retried for GET and HEAD,
+        or as ``idempotent`` says."""
+        return await self._run(c.raw(method, path, json=json, params=params, idempotent=idempotent))
