@@ -64,8 +64,13 @@ async def stream_engine_snapshot(engine: Engine) -> AsyncIterator[bytes]:
     yield b"".join(pending)
 
 
-async def export_data_dir(data_dir: Path, out: Path, progress: Progress | None = None) -> SnapshotInfo:
+async def export_data_dir(
+    data_dir: Path, out: Path, progress: Progress | None = None, total: Progress | None = None
+) -> SnapshotInfo:
     """Write the state held in ``data_dir`` (snapshot + log) to the snapshot file ``out``.
+
+    ``progress(n)`` is told of entities written as they go, ``total(n)`` once how many there
+    are is known (after the log's replay, before the first is written).
 
     Raises:
         DataDirectoryInUse: a server runs on ``data_dir`` (export from its ``--url`` instead).
@@ -73,10 +78,12 @@ async def export_data_dir(data_dir: Path, out: Path, progress: Progress | None =
     if not data_dir.is_dir():
         raise InvalidInput(f"no data directory at {str(data_dir)!r}", "data_dir")
     with DataDirectoryLock(data_dir):  # a running server's files change under a reader
-        return await _export_locked(data_dir, out, progress)
+        return await _export_locked(data_dir, out, progress, total)
 
 
-async def _export_locked(data_dir: Path, out: Path, progress: Progress | None) -> SnapshotInfo:
+async def _export_locked(
+    data_dir: Path, out: Path, progress: Progress | None, total: Progress | None
+) -> SnapshotInfo:
     from engine.engine import Engine
 
     async with Engine.open() as engine:
@@ -87,13 +94,18 @@ async def _export_locked(data_dir: Path, out: Path, progress: Progress | None) -
                 await engine.replay(seq, payload)
                 last = seq
         encoder = SnapshotEncoder(start_seq=last + 1, created=time.time())
+        if total is not None:
+            total(engine.statistics().router.entities)
         tmp = out.with_name(out.name + ".tmp")
+        count = 0
         with open(tmp, "wb") as f:
             f.write(encoder.header_bytes())
             for count, item in enumerate(engine.iter_snapshot_items(), 1):
                 f.write(encoder.encode_item(item))
                 if progress is not None and count % 1000 == 0:
                     progress(1000)
+            if progress is not None:
+                progress(count % 1000)
             f.write(encoder.finish())
             f.flush()
             os.fsync(f.fileno())

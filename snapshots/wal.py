@@ -201,8 +201,12 @@ class _SegmentFiles:
         # The new name must survive a crash, or recovery would find its records missing.
         self._call("fsync", self.directory, self.fs.fsync_dir, self.directory)
 
-    def write(self, records: list[bytes], first_seq: int, fsync: bool) -> None:
-        """Append framed records (seqs ``first_seq``...), rotating as needed; fsync if asked."""
+    def write(self, records: list[bytes], first_seq: int, fsync: bool, rotate: bool = False) -> None:
+        """Append framed records (seqs ``first_seq``...), rotating as needed; fsync if asked.
+
+        ``rotate``: then close the segment (fsynced) and start the next one at the seq after
+        the last record, unless the open segment is still empty (``WriteAheadLog.rotate``).
+        """
         run: list[bytes] = []
         run_bytes = 0
         seq = first_seq
@@ -216,7 +220,9 @@ class _SegmentFiles:
             run_bytes += len(record)
             seq += 1
         self._write_run(run)
-        if fsync:
+        if rotate and self.size > 0:
+            self._rotate(seq)  # fsyncs the segment it closes
+        elif fsync:
             self.fsync()
 
     def _write_run(self, run: list[bytes]) -> None:
@@ -431,6 +437,22 @@ class WriteAheadLog:
                     f"could not delete log segments covered by seq {seq}: {exc}"
                 ) from exc
 
+    async def rotate(self) -> None:
+        """Write and fsync everything appended so far, then start a new segment.
+
+        A snapshot calls this before it takes its position, so that the records it covers
+        sit in closed segments that :meth:`remove_segments_covered_by` can delete once it
+        is on disk; without it they would share the open segment with newer records and
+        stay until that segment filled (up to ``max_segment_bytes``). An empty open
+        segment is kept as it is: rotating it would only add a file.
+
+        Raises:
+            StorageFailure: the log is broken.
+        """
+        await self._flush(fsync=True, rotate=True)
+        if self._broken is not None:
+            raise StorageFailure(self._broken)
+
     # The design brief names this operation both ways.
     truncate_before = remove_segments_covered_by
 
@@ -478,8 +500,9 @@ class WriteAheadLog:
         finally:
             self._flusher_done.set()
 
-    async def _flush(self, *, fsync: bool) -> None:
-        """Write everything buffered (and fsync if asked) in a worker thread."""
+    async def _flush(self, *, fsync: bool, rotate: bool = False) -> None:
+        """Write everything buffered (and fsync if asked, or rotate: ``rotate``) in a worker
+        thread."""
         async with self._io_lock:
             if self._broken is not None:
                 return
@@ -487,11 +510,11 @@ class WriteAheadLog:
             batch, self._pending, self._pending_bytes = self._pending, [], 0
             last = self._last_seq
             fsync = fsync and last > self._durable_seq
-            if not batch and not fsync:
+            if not batch and not fsync and not rotate:
                 return
             try:
                 await trio.to_thread.run_sync(
-                    self._files.write, batch, last - len(batch) + 1, fsync
+                    self._files.write, batch, last - len(batch) + 1, fsync, rotate
                 )
             except _IOFailed as exc:
                 self._break(str(exc))

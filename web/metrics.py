@@ -35,6 +35,7 @@ histogram would need the log to record every fsync, which it does not yet do.
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -55,6 +56,7 @@ from quart_trio import QuartTrio
 
 from engine.engine import Engine
 from web.bodies import respond
+from web.version import VERSION
 
 __all__ = ["LATENCY_BUCKETS", "UNMATCHED", "EngineCollector", "install", "registry_of"]
 
@@ -107,8 +109,8 @@ async def metrics() -> Response:
 
 
 async def healthz() -> Response:
-    """Liveness: the process answers HTTP."""
-    return respond({"status": "alive"}, request)
+    """Liveness: the process answers HTTP; and which version it runs."""
+    return respond({"status": "alive", "version": VERSION}, request)
 
 
 async def readyz() -> Response:
@@ -211,6 +213,14 @@ class EngineCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
+        # Prometheus's convention for what is running (prometheus_build_info,
+        # node_exporter_build_info): a gauge of 1 whose labels carry the facts.
+        build = GaugeMetricFamily(
+            "pointspace_build_info", "The running pointspace's version (value always 1).",
+            labels=("version", "python"),
+        )
+        build.add_metric((VERSION, platform.python_version()), 1)
+        yield build
         engine = self._engine
         stats = engine.statistics()
         router = stats.router

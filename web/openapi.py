@@ -10,8 +10,9 @@ server enforces:
 * :func:`answers` -- the 2xx response's shape (documented; tests check the server keeps it).
 
 A request that does not fit gets ``InvalidInput`` -- a 400 naming the field
-(``events[3].ts``), never a 500. The document covers the native routes only (``/api/...``,
-health and metrics); the seed-compatible APIs are documented by their own projects.
+(``events[3].ts``), never a 500. The document models the native routes (``/api/...``,
+health and metrics); the seed-compatible routes are listed too (path, method, summary, a
+tag per seed: ``web/apis.py``), their bodies being the seeds' own, documented by the seeds.
 
 Swagger UI's files are served from the ``swagger-ui-py`` package rather than a CDN, so
 ``/docs`` works on a network without the internet.
@@ -39,13 +40,15 @@ from werkzeug.routing import Rule
 from engine.errors import InvalidInput, PayloadTooLarge, quote
 from engine.events import EXACT_FLOAT_INT, MAX_BATCH_EVENTS
 from web.api import models as api_models
+from web.apis import NATIVE, OPERATIONS, declared_family, family_of, plain_text
 from web.bodies import MSGPACK_TYPES, NDJSON_TYPES, decode_body, media_type, read_body
 from web.context import settings_of
 from web.serving.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Response]])
 
-#: Blueprints whose routes make up the native API document.
+#: Blueprints whose routes make up the native API document (besides any blueprint whose
+#: module declares ``SEED = "pointspace"``, see ``web/apis.py``).
 DOCUMENTED_BLUEPRINTS = frozenset({"native", "admin"})
 #: App-level routes documented with them.
 DOCUMENTED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -127,12 +130,9 @@ def install(app: QuartTrio, settings: Settings) -> None:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from web.version import VERSION
 
-    try:
-        return version("pointspace")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0"
+    return VERSION
 
 
 ############################################################################################
@@ -155,11 +155,16 @@ class NativeOpenAPI(OpenAPIProvider):
     """
 
     _cached: dict[str, Any] | None = None
+    #: tag -> description, filled while the paths are built
+    _tags: dict[str, str]
 
     def schema(self) -> dict[str, Any]:
         if self._cached is None:
+            self._tags = {}
             document = super().schema()
             document["paths"] = dict(sorted(document["paths"].items()))
+            document["tags"] = [{"name": name, "description": text}
+                                for name, text in sorted(self._tags.items(), key=_tag_order)]
             self._cached = document
         return self._cached
 
@@ -167,11 +172,47 @@ class NativeOpenAPI(OpenAPIProvider):
         for rule in super().generate_rules():
             blueprint = rule.endpoint.rsplit(".", 1)[0] if "." in rule.endpoint else None
             documented = blueprint in DOCUMENTED_BLUEPRINTS or rule.rule in DOCUMENTED_PATHS
-            if documented or rule.rule.startswith(DOCUMENTED_PREFIXES):
+            # Any blueprint whose module declares an API family (web/apis.py): the native
+            # API's own modules (SEED = "pointspace") are modelled, the seeds' are listed.
+            declared = declared_family(self._app, rule.endpoint) is not None
+            if documented or declared or rule.rule.startswith(DOCUMENTED_PREFIXES):
                 yield rule
+
+    def _tag(self, rule: Rule) -> tuple[str, bool]:
+        """The operation's tag (its API family; the native API's by its first path segment)
+        and whether it is a seed-compatible route. Registers the tag's description."""
+        family, doc = family_of(self._app, rule.endpoint)
+        if family == NATIVE:
+            segment = rule.rule.split("/")[2] if rule.rule.count("/") >= 2 else family
+            self._tags.setdefault(segment, f"pointspace's own API: `/api/{segment}`.")
+            return segment, False
+        seed = family not in (OPERATIONS,) and declared_family(self._app, rule.endpoint) is not None
+        if seed:
+            doc = (f"{doc} Seed-compatible: bodies and errors are the seed's own (listed, "
+                   "not modelled here; `GET /api/apis` lists every path).")
+        elif rule.rule.startswith(DOCUMENTED_PREFIXES):
+            family, doc = "ui", "The dashboard's data (`/ui`)."
+        self._tags.setdefault(family, doc)
+        return family, seed
 
     def build_paths(self, rule: Rule) -> tuple[dict, dict]:
         paths, components = super().build_paths(rule)
+        tag, seed = self._tag(rule)
+        for operations in paths.values():
+            for operation in operations.values():
+                operation["tags"] = [tag]
+                for key in ("summary", "description"):
+                    if key in operation:
+                        operation[key] = plain_text(operation[key])
+                if not operation.get("description"):
+                    operation.pop("description", None)
+                if seed:
+                    operation["x-pointspace-seed"] = tag
+                    operation["responses"] = {"default": {"description": SEED_ANSWER}}
+                    if not operation["parameters"]:
+                        del operation["parameters"]
+        if seed:
+            return paths, components
         error, error_components = type_schema(api_models.Error)
         components.update(error_components)
         for operations in paths.values():
@@ -224,6 +265,17 @@ class NativeOpenAPI(OpenAPIProvider):
             "content": {"application/json": {"schema": schema}, MSGPACK_TYPES[0]: {"schema": schema}},
         }
         return response, components
+
+
+#: What a seed-compatible operation answers, in the document.
+SEED_ANSWER = "The seed system's own answer and error body (see its documentation)."
+
+
+def _tag_order(item: tuple[str, str]) -> tuple[int, str]:
+    """Native tags first, then the seeds', then the dashboard's and operations'."""
+    name, text = item
+    rank = 0 if text.startswith("pointspace's own API") else 2 if name in ("ui", OPERATIONS) else 1
+    return rank, name
 
 
 #: The media types each body model is documented with (see :func:`accepts`).

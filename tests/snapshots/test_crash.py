@@ -389,7 +389,7 @@ def test_crash_torn_tail_is_cut_and_reported(tmp_path):
             f"cut a torn tail off {segment.name}: truncated at byte {size}, dropping 25 byte(s) "
             "(incomplete payload: 8 of 256 bytes)"
         )
-        assert f"pointspace: recovery: {action}" in server.log()
+        assert f"recovery: {action}" in server.log()
         assert recovery_of(server)["recovery"]["log_actions"] == [action]
         assert segment.stat().st_size == size
         assert set(sums(server, writer.acked_users()).values()) == {1}

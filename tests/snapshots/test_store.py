@@ -419,9 +419,10 @@ async def test_store_snapshot_removes_log_segments_it_covers(tmp_path):
         assert len(before) >= 4, before
         record = await engine.snapshot_now()
         after = [first for first, _ in list_segments(data_dir)]
-        # Every segment left holds a record >= start_seq, and the first one still reaches
-        # back to start_seq (it is the only one that may also hold older records).
-        assert after == [f for f in before if f >= after[0]]
+        # The snapshot closed the open segment first (WriteAheadLog.rotate), so every
+        # segment before it is covered and gone: the log starts at start_seq.
+        assert record.start_seq == 61
+        assert after == [61]
         assert after[0] <= record.start_seq
         assert len(after) == 1 or after[1] > record.start_seq
         assert len(after) < len(before)
@@ -431,6 +432,57 @@ async def test_store_snapshot_removes_log_segments_it_covers(tmp_path):
     async with Engine.open(image, fsync="always", max_segment_bytes=1200) as engine:
         assert engine.store.recovery.first_replayed == record.start_seq
         assert engine.store.recovery.last_replayed == 80
+        assert await answers(engine, users) == live
+    assert live == await model_of(plan, users)
+
+
+async def test_store_snapshot_deletes_the_covered_log_without_waiting_for_rotation(tmp_path):
+    # Issue 16: with 64 MiB segments, everything written before POST /api/admin/snapshot
+    # shared the open segment with later records and stayed until that segment filled.
+    users = make_users(20, 5)
+    plan = make_plan(12, users, 30)
+    data_dir = tmp_path / "d"
+    async with Engine.open(data_dir, fsync="everysec") as engine:
+        await apply_plan(engine, plan[:20])
+        assert [first for first, _ in list_segments(data_dir)] == [1]
+        record = await engine.snapshot_now()
+        assert record.start_seq == 21
+        # The first snapshot is the only one kept: the log before it is gone, and the log
+        # holds exactly what comes after it.
+        assert [first for first, _ in list_segments(data_dir)] == [21]
+        await apply_plan(engine, plan[20:25])
+        second = await engine.snapshot_now()
+        # Two snapshots kept: the log from the older one on stays, so that a damaged newer
+        # one still recovers (test_store_falls_back_to_older_snapshot_after_segments_...).
+        assert [first for first, _ in list_segments(data_dir)] == [21, 26]
+        await apply_plan(engine, plan[25:])
+        third = await engine.snapshot_now()
+        assert (second.start_seq, third.start_seq) == (26, 31)
+        assert [first for first, _ in list_segments(data_dir)] == [26, 31]
+        live = await answers(engine, users)
+        image = crash_image(data_dir, tmp_path / "crash")
+    async with Engine.open(image) as engine:
+        assert engine.store.recovery.replayed_records == 0
+        assert await answers(engine, users) == live
+    assert live == await model_of(plan, users)
+
+
+async def test_store_snapshot_during_writes_keeps_every_uncovered_record(tmp_path):
+    # Rotation happens before the snapshot takes its position; records appended meanwhile
+    # land in the new segment, and a segment is deleted only when wholly before the position.
+    users = make_users(20, 5)
+    plan = make_plan(13, users, 60)
+    data_dir = tmp_path / "d"
+    async with Engine.open(data_dir, fsync="always") as engine:
+        await apply_plan(engine, plan[:10])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(apply_plan, engine, plan[10:])
+            records = [await engine.snapshot_now() for _ in range(3)]
+        for record in records:
+            assert 11 <= record.start_seq <= 61
+        live = await answers(engine, users)
+        image = crash_image(data_dir, tmp_path / "crash")
+    async with Engine.open(image, fsync="always") as engine:
         assert await answers(engine, users) == live
     assert live == await model_of(plan, users)
 
@@ -748,7 +800,10 @@ async def test_store_failing_snapshot_keeps_older_snapshots_and_the_log(tmp_path
             str(info.value),
         ), str(info.value)
         assert sorted(os.listdir(data_dir / "snapshots")) == snapshots_before  # no .tmp left
-        assert [(p.name, p.read_bytes()) for _, p in list_segments(data_dir)] == log_before
+        # Every record is still there; the snapshot had only closed the open segment
+        # (WriteAheadLog.rotate) and started an empty one.
+        rotated = (f"wal-{engine.last_seq + 1:020d}.log", b"")
+        assert [(p.name, p.read_bytes()) for _, p in list_segments(data_dir)] == [*log_before, rotated]
         assert engine.store.last_snapshot == older
         # The log is unaffected: writes go on.
         await apply_plan(engine, plan[40:])

@@ -300,6 +300,44 @@ async def test_wal_remove_segments_covered_by(tmp_path):
         list(read_log(tmp_path, 5))
 
 
+async def test_wal_rotate_closes_the_open_segment_durably(tmp_path):
+    async with open_wal(tmp_path, policy="everysec", fsync_interval_s=60.0) as wal:
+        for i in range(1, 4):
+            wal.append(payload(i))
+        await wal.rotate()
+        stats = wal.statistics()
+        # Everything appended before the rotation is written and fsynced, in the old segment.
+        assert (stats.written_seq, stats.durable_seq, stats.segments) == (3, 3, 2)
+        assert segment_files(tmp_path) == [
+            "wal-00000000000000000001.log",
+            "wal-00000000000000000004.log",
+        ]
+        # Rotating an empty open segment adds no file.
+        await wal.rotate()
+        assert wal.statistics().segments == 2
+        wal.append(payload(4))
+        # The closed segment is wholly before seq 4: a snapshot at 4 can delete it.
+        removed = await wal.remove_segments_covered_by(4)
+        assert [p.name for p in removed] == ["wal-00000000000000000001.log"]
+    assert list(read_log(tmp_path, 4)) == [(4, payload(4))]
+    report = check_log(tmp_path)
+    assert report.ok and report.last_seq == 4
+
+
+async def test_wal_restart_after_rotate_appends_to_the_empty_segment(tmp_path):
+    async with open_wal(tmp_path, policy="always") as wal:
+        await wal.wait_durable(wal.append(payload(1)))
+        await wal.rotate()
+    async with open_wal(tmp_path, policy="always") as wal:
+        assert wal.last_seq == 1
+        await wal.wait_durable(wal.append(payload(2)))
+    assert segment_files(tmp_path) == [
+        "wal-00000000000000000001.log",
+        "wal-00000000000000000002.log",
+    ]
+    assert list(read_log(tmp_path)) == [(1, payload(1)), (2, payload(2))]
+
+
 async def test_remove_segments_covered_by_offline(tmp_path):
     await write_records(tmp_path, 9, max_segment_bytes=3 * RECORD_SIZE)
     removed = remove_segments_covered_by(tmp_path, 7)

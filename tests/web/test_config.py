@@ -100,3 +100,22 @@ def test_server_logs_are_json_lines(server) -> None:
 def test_bad_allow_list_entries_name_their_source(key, value):
     with pytest.raises(InvalidInput, match=rf"\$POINTSPACE_{key}"):
         load_settings(None, environ={f"POINTSPACE_{key}": value})
+
+
+def test_unique_settings_from_the_environment_and_their_errors():
+    settings, sources = load_settings(None, environ={
+        "POINTSPACE_UNIQUE_LEVELS": "hour,day", "POINTSPACE_UNIQUE_LG_K": "12",
+        "POINTSPACE_UNIQUE_RETENTION": "hour=86400"})
+    assert settings.unique_levels == ("hour", "day")
+    assert settings.unique_lg_k == 12
+    assert settings.unique_retention == {"hour": 86400}
+    with pytest.raises(InvalidInput, match=r"unique_lg_k.*\(from \$POINTSPACE_UNIQUE_LG_K\)"):
+        load_settings(None, environ={"POINTSPACE_UNIQUE_LG_K": "40"})
+    with pytest.raises(InvalidInput, match=r"unique_levels"):
+        load_settings(None, environ={"POINTSPACE_UNIQUE_LEVELS": "second"})
+
+
+@pytest.mark.parametrize("name", ["STATS_GAUGE_PERIOD_S", "MAX_CONNECTIONS", "BODY_TIMEOUT_S"])
+def test_durations_and_counts_must_be_positive(name):
+    with pytest.raises(InvalidInput, match=rf"{name.lower()} \(from \$POINTSPACE_{name}\) must be greater than 0"):
+        load_settings(None, environ={f"POINTSPACE_{name}": "0"})

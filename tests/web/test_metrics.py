@@ -7,6 +7,7 @@ shared, so tests compare values before and after their own requests rather than 
 from __future__ import annotations
 
 import itertools
+import re
 
 import httpx
 from conftest import start_server
@@ -37,7 +38,19 @@ def label_values(scrape: dict, name: str, label: str) -> set[str]:
 
 def test_healthz_answers_alive(client):
     r = client.get("/healthz")
-    assert (r.status_code, r.json()) == (200, {"status": "alive"})
+    from web.version import VERSION
+
+    assert (r.status_code, r.json()) == (200, {"status": "alive", "version": VERSION})
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", VERSION)  # pyproject's, as installed
+
+
+def test_metrics_has_build_info_with_the_version(client):
+    from web.version import VERSION
+
+    text = client.get("/metrics").text
+    assert re.search(
+        rf'^pointspace_build_info\{{python="[0-9.]+",version="{re.escape(VERSION)}"\}} 1\.0$', text, re.M
+    ), text[:2000]
 
 
 def test_readyz_in_memory_is_ready_without_recovery(client):

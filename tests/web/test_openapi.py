@@ -50,8 +50,27 @@ def test_the_document_is_openapi_3_1_with_models(client: httpx.Client) -> None:
         ("t1", "query", True),
         ("t2", "query", True),
     }
-    # Seed-compatible APIs are documented by their own projects, not here.
-    assert not any(path.startswith(("/v1", "/lists", "/xlist", "/backup")) for path in document["paths"])
+    # Seed-compatible routes are listed (path, method, summary, the seed's tag) but not
+    # modelled: their bodies and errors are the seeds' own.
+    write = document["paths"]["/v1/write"]["post"]
+    assert write["tags"] == ["psd"] and write["x-pointspace-seed"] == "psd"
+    assert write["summary"] == "One MetricJob in diff-add mode; answers the text `ok`."
+    assert "requestBody" not in write and set(write["responses"]) == {"default"}
+    assert document["paths"]["/lists/{list_id}/range"]["get"]["tags"] == ["rankdb"]
+
+
+def test_every_operation_has_a_summary_a_tag_and_no_rst_markup(client: httpx.Client) -> None:
+    document = client.get("/openapi.json").json()
+    tags = [tag["name"] for tag in document["tags"]]
+    assert len(tags) == len(set(tags))
+    assert {"events", "leaderboards", "admin", "psd", "rankdb", "operations"} <= set(tags)
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            where = f"{method.upper()} {path}"
+            assert operation.get("summary"), where
+            assert len(operation["tags"]) == 1 and operation["tags"][0] in tags, where
+            for text in (operation["summary"], operation.get("description", "")):
+                assert "``" not in text, (where, text)
 
 
 def test_docs_page_loads_swagger_ui_from_this_server(client: httpx.Client) -> None:

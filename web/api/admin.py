@@ -14,6 +14,13 @@ from web.context import engine_of
 from web.openapi import answers
 
 admin = Blueprint("admin", __name__, url_prefix="/api/admin")
+#: The API family (``web/apis.py``): the native API.
+SEED = "pointspace"
+SEED_DOC = "pointspace's own API: events, sums, breakdowns, counters, leaderboards, administration."
+
+#: Progress hints on a live export (read by ``pointspace snapshot export --url``).
+ENTITIES_HEADER = "X-Pointspace-Entities"
+ESTIMATE_HEADER = "X-Pointspace-Estimated-Bytes"
 
 
 @admin.post("/snapshot")
@@ -46,8 +53,20 @@ async def last_snapshot() -> Response:
 @admin.get("/snapshot/export")
 @answers(m.SnapshotStream)
 async def export_snapshot() -> Response:
-    """A snapshot of the live state, streamed (``pointspace snapshot export --url``)."""
-    response = Response(stream_engine_snapshot(engine_of(current_app)), content_type="application/octet-stream")
+    """A snapshot of the live state, streamed (``pointspace snapshot export --url``).
+
+    The size is not known before the stream ends, so there is no ``Content-Length``; for a
+    client's progress, ``X-Pointspace-Entities`` says how many entities are held as it starts
+    and, once a snapshot was written, ``X-Pointspace-Estimated-Bytes`` scales the last
+    snapshot's size to them.
+    """
+    engine = engine_of(current_app)
+    response = Response(stream_engine_snapshot(engine), content_type="application/octet-stream")
     response.headers["Content-Disposition"] = 'attachment; filename="pointspace.pssnap"'
+    entities = engine.statistics().router.entities
+    response.headers[ENTITIES_HEADER] = str(entities)
+    last = engine.store.last_snapshot if engine.store is not None else None
+    if last is not None and last.items:
+        response.headers[ESTIMATE_HEADER] = str(last.bytes * max(entities, 1) // last.items)
     response.timeout = None
     return response

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, current_app, g, request
 
 from engine.engine import EngineStatistics, check_range
 from engine.errors import InvalidInput
@@ -25,11 +25,15 @@ from engine.events import (
     validate_counter_events,
 )
 from web.api import models as m
+from web.apis import served_apis
 from web.bodies import body_chunks, mark_body_read, respond
 from web.context import engine_of, settings_of
 from web.openapi import accepts, answers, document_stream, query_args
 
 native = Blueprint("native", __name__, url_prefix="/api")
+#: The API family (``web/apis.py``): the native API.
+SEED = "pointspace"
+SEED_DOC = "pointspace's own API: events, sums, breakdowns, counters, leaderboards, administration."
 
 
 
@@ -277,6 +281,34 @@ async def create_leaderboard(body: Any) -> Response:
     """
     created = await engine_of(current_app).create_board(body)
     return respond(created, request, 201)
+
+
+@native.get("/leaderboards")
+@answers(m.LeaderboardCatalog)
+async def list_leaderboards() -> Response:
+    """The live leaderboards: id, metric, activity type, window, members and size.
+
+    With JWT on, a token's `only_lists` claim limits the answer to the boards it names (as
+    `/ui/api/boards` does).
+
+    Runtime complexity: O(lists), read from the directory without messages to actors.
+    """
+    grant = g.get("grant")
+    allowed = None if grant is None else grant.only_lists
+    boards = [board for board in engine_of(current_app).board_catalog()
+              if allowed is None or board["id"] in allowed]
+    return respond({"leaderboards": boards}, request)
+
+
+@native.get("/apis")
+@answers(m.ApiCatalog)
+async def list_apis() -> Response:
+    """The APIs this server speaks (its own, and each seed system's) with their paths.
+
+    Derived from the routes registered (`web/apis.py`): a seed-compatible API appears here
+    once its blueprint is registered.
+    """
+    return respond({"apis": served_apis(current_app)}, request)
 
 
 @native.get("/leaderboards/<board_id>")

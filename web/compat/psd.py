@@ -39,6 +39,9 @@ from web.bodies import decode_body, json_text, mark_body_read, read_body, respon
 from web.context import closing_on_error, engine_of, settings_of
 
 psd = Blueprint("psd", __name__)
+#: The API family of these routes (``web/apis.py``: GET /api/apis, OpenAPI tags).
+SEED = "psd"
+SEED_DOC = "PSD / pointspaced: per-user time-bucketed sums at pointspaced's own paths."
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -130,6 +133,7 @@ async def _form_users() -> list[tuple[str, Any]]:
 
 @psd.get("/health/ping")
 async def ping() -> Response:
+    """PSD's health check: `{"pong": "OK"}`."""
     return respond({"pong": "OK"})
 
 

@@ -32,6 +32,13 @@ FSYNC_POLICIES = ("always", "everysec", "no")
 LOG_FORMATS = ("json", "text")
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+#: Settings that are TOML tables of level = seconds (``[retention]``); in the environment
+#: ``second=7776000,minute=31536000``.
+TABLES = ("retention", "unique_retention")
+#: Settings that are durations, sizes or counts: zero or less is a mistake, said at start.
+POSITIVE = ("port", "max_body_bytes", "body_timeout_s", "response_timeout_s", "stream_group_events",
+            "max_stream_bytes", "max_inflated_bytes", "body_rate_window_s", "max_connections",
+            "stats_gauge_period_s", "stats_stream_interval_s")
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -41,7 +48,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     try:
         if name in ("data_dir", "jwt_key_dir", "backup_dir"):
             return None if value in (None, "") else Path(value)
-        if name == "retention":
+        if name in TABLES:
             if isinstance(value, str):
                 value = dict(part.split("=", 1) for part in value.split(",") if part.strip())
             if not isinstance(value, Mapping):
@@ -121,7 +128,27 @@ def load_settings(
             sources[name] = f"--{name.replace('_', '-')}"
     settings = Settings(**values)
     _check_allow_lists(settings, sources)
+    _check_uniques(settings, sources)
+    for name in POSITIVE:
+        if not getattr(settings, name) > 0:
+            raise InvalidInput(f"{name} (from {sources[name]}) must be greater than 0, got "
+                               f"{getattr(settings, name)!r}", name)
     return settings, sources
+
+
+def _check_uniques(settings: Settings, sources: Mapping[str, str]) -> None:
+    """The unique-count settings hold together (engine/uniques.py checks them), at start."""
+    from engine.uniques import UniqueSettings
+
+    try:
+        UniqueSettings(
+            levels=settings.unique_levels,
+            exact_limit=None if settings.unique_exact_limit < 0 else settings.unique_exact_limit,
+            lg_k=settings.unique_lg_k, retention=settings.unique_retention,
+        )
+    except InvalidInput as exc:
+        name = exc.field or "unique_levels"
+        raise InvalidInput(f"{exc.message} (from {sources.get(name, 'default')})", name) from None
 
 
 def _check_allow_lists(settings: Settings, sources: Mapping[str, str]) -> None:
@@ -141,7 +168,7 @@ def describe(settings: Settings, sources: Mapping[str, str]) -> str:
     lines = []
     for name in _FIELDS:
         value = getattr(settings, name)
-        if name == "retention":
+        if name in TABLES:
             continue
         if isinstance(value, Path):
             rendered = f'"{value}"'
@@ -156,7 +183,8 @@ def describe(settings: Settings, sources: Mapping[str, str]) -> str:
         else:
             rendered = str(value)
         lines.append(f"{name} = {rendered}  # {sources[name]}")
-    lines.append(f"\n[retention]  # {sources['retention']}")
-    for level, seconds in settings.retention.items():
-        lines.append(f"{level} = {seconds}")
+    for table in TABLES:
+        lines.append(f"\n[{table}]  # {sources[table]}")
+        for level, seconds in getattr(settings, table).items():
+            lines.append(f"{level} = {seconds}")
     return "\n".join(lines)

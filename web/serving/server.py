@@ -29,10 +29,11 @@ Timeouts at this layer (the request body's own are in ``web/bodies.py``):
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import signal
-import sys
+import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -46,8 +47,11 @@ from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wra
 from quart_trio import QuartTrio
 
 from engine.engine import Engine
+from engine.uniques import UniqueSettings
 from web.app import create_app
+from web.serving.logs import AccessLog
 from web.serving.settings import Settings
+from web.version import VERSION
 
 log = logging.getLogger("pointspace")
 
@@ -66,22 +70,95 @@ def tune_gc() -> None:
     gc.set_threshold(100_000, 50, 1000)
 
 
+class StartupError(Exception):
+    """The server cannot start for a reason the operator fixes (a busy port, say).
+
+    ``setting`` names the setting at fault, so the CLI can say where its value came from
+    (a flag, an environment variable or the config file).
+    """
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    """Hypercorn's settings for ``settings``: one plain-TCP bind, our timeouts, and its
+    logging routed through ours (``web/serving/logs.py``)."""
+    config = Config()
+    host = f"[{settings.host}]" if ":" in settings.host and not settings.host.startswith("[") else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.worker_class = "trio"
+    # The access log is ours (logs.AccessLog: one line per request, JSON in JSON mode);
+    # hypercorn's logs a request twice when the connection closes as the answer ends.
+    config.accesslog = None
+    # A Logger object is used as it is: no handler of hypercorn's own (which wrote text
+    # lines beside our JSON, and every line twice through the root's handler too).
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 10
+    config.keep_alive_timeout = 75  # nginx's keepalive_timeout
+    config.h11_max_incomplete_size = 16 * 1024  # h11's default (node.js: 80 KiB)
+    config.backlog = 511  # nginx's listen backlog on Linux: room for clients over the cap
+    return config
+
+
+def bind_sockets(config: Config, settings: Settings) -> list[socket.socket]:
+    """Bind (not yet listen on) the configured address.
+
+    Done before recovery: a busy port or an unknown host is reported at once instead of
+    after minutes of replay, and no client is accepted into a queue before the engine is
+    ready (the socket listens only once it is).
+
+    Raises:
+        StartupError: the address cannot be bound (in use, not local, permission).
+    """
+    try:
+        return list(config.create_sockets().insecure_sockets)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = "; another process listens there (another pointspace?): stop it or choose another --port"
+        elif exc.errno == errno.EACCES:
+            hint = "; ports below 1024 need privileges: choose a port above 1023"
+        setting = "port" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "host"
+        raise StartupError(
+            f"cannot listen on {settings.host}:{settings.port}: {reason}{hint}", setting
+        ) from None
+
+
 async def run_server(settings: Settings, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until SIGINT/SIGTERM. ``task_status.started()`` once the port is bound."""
+    """Serve until SIGINT/SIGTERM. ``task_status.started()`` once the port listens.
+
+    Raises:
+        StartupError: the address cannot be bound.
+    """
+    config = hypercorn_config(settings)
+    sockets = bind_sockets(config, settings)
+    try:
+        await _run_bound(settings, config, sockets, task_status)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def _run_bound(
+    settings: Settings, config: Config, sockets: list[socket.socket], task_status: trio.TaskStatus[None]
+) -> None:
     options: dict[str, object] = {"fsync": settings.fsync} if settings.data_dir is not None else {}
     gc.set_threshold(100_000, 50, 1000)  # before recovery too: replay is 3x faster with it
-    async with Engine.open(settings.data_dir, retention=settings.retention or None, **options) as engine:
+    uniques = UniqueSettings(
+        levels=settings.unique_levels,
+        exact_limit=None if settings.unique_exact_limit < 0 else settings.unique_exact_limit,
+        lg_k=settings.unique_lg_k, retention=settings.unique_retention,
+    )
+    async with Engine.open(settings.data_dir, retention=settings.retention or None,
+                           uniques=uniques, stats_gauge_period_s=settings.stats_gauge_period_s,
+                           **options) as engine:
         tune_gc()
         app = create_app(engine, settings)
-        config = Config()
-        config.bind = [f"{settings.host}:{settings.port}"]
-        config.worker_class = "trio"
-        config.accesslog = "-" if settings.access_log else None
-        config.errorlog = "-"
-        config.graceful_timeout = 10
-        config.keep_alive_timeout = 75  # nginx's keepalive_timeout
-        config.h11_max_incomplete_size = 16 * 1024  # h11's default (node.js: 80 KiB)
-        config.backlog = 511  # nginx's listen backlog on Linux: room for clients over the cap
+        if settings.access_log:
+            app.asgi_app = AccessLog(app.asgi_app)  # type: ignore[method-assign]
         shutdown = trio.Event()
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
@@ -94,15 +171,18 @@ async def run_server(settings: Settings, *, task_status: trio.TaskStatus[None] =
 
                 nursery.start_soon(wait_for_signal)
                 where = settings.data_dir if settings.data_dir is not None else "memory only"
-                print(
-                    f"pointspace listening on http://{settings.host}:{settings.port} "
-                    f"(data: {where}, fsync: {settings.fsync})",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                task_status.started()
+
+                def listening(addresses: list[str]) -> None:
+                    # Only now: the sockets listen, so the line is never a false promise.
+                    log.info(
+                        "pointspace %s listening on %s (data: %s, fsync: %s, at most %d connections)",
+                        VERSION, ", ".join(f"http://{a}" for a in addresses), where,
+                        settings.fsync, settings.max_connections,
+                    )
+                    task_status.started()
+
                 await serve(app, config, max_connections=settings.max_connections,
-                            shutdown_trigger=shutdown.wait)
+                            shutdown_trigger=shutdown.wait, sockets=sockets, on_listening=listening)
                 nursery.cancel_scope.cancel()
 
 
@@ -154,9 +234,15 @@ async def serve(
     *,
     max_connections: int,
     shutdown_trigger: Callable[[], Awaitable[None]],
+    sockets: list[socket.socket] | None = None,
+    on_listening: Callable[[list[str]], None] | None = None,
 ) -> None:
     """Serve ``app`` as ``hypercorn.trio.serve`` does, with at most ``max_connections``
     client connections open at once (module docstring).
+
+    ``sockets``: already bound (``bind_sockets``), else bound here from ``config``.
+    ``on_listening``: called with the addresses once every socket listens (else a line is
+    logged).
 
     Follows ``hypercorn.trio.run.worker_serve`` (hypercorn 0.16-0.18) step for step, without
     TLS, QUIC, statsd and ``max_requests``, which pointspace does not configure.
@@ -179,14 +265,20 @@ async def serve(
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         async with trio.open_nursery() as server_nursery:
-            sockets = config.create_sockets()
+            if sockets is None:
+                sockets = list(config.create_sockets().insecure_sockets)
             listeners = []
-            for sock in sockets.insecure_sockets:
+            addresses = []
+            for sock in sockets:
                 sock.listen(config.backlog)
                 listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
                 listeners.append(CappedListener(listener, slots))
-                log.info("serving on http://%s, at most %d connections",
-                         repr_socket_addr(sock.family, sock.getsockname()), max_connections)
+                addresses.append(repr_socket_addr(sock.family, sock.getsockname()))
+            if on_listening is not None:
+                on_listening(addresses)
+            else:
+                log.info("serving on %s, at most %d connections",
+                         ", ".join(f"http://{a}" for a in addresses), max_connections)
             try:
                 async with trio.open_nursery(strict_exception_groups=True) as nursery:
                     nursery.start_soon(raise_shutdown, shutdown_trigger)

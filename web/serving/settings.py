@@ -43,6 +43,25 @@ class Settings:
     #: Seconds to keep each resolution ("second" .. "month"); empty keeps everything.
     retention: dict[str, int] = field(default_factory=dict)
 
+    # ----- unique counts (engine/uniques.py) ---------------------------------------------------
+
+    #: Resolutions a new unique series keeps, finest first.
+    unique_levels: tuple[str, ...] = ("minute", "hour", "day", "month", "year")
+    #: Members a bucket holds exactly before it becomes a HyperLogLog sketch (Elasticsearch's
+    #: cardinality aggregation switches at 3000 too); -1 keeps every bucket exact.
+    unique_exact_limit: int = 3000
+    #: HyperLogLog precision: 14 gives 0.81% standard error in 8 KB (HLL_4).
+    unique_lg_k: int = 14
+    #: Seconds to keep each unique resolution; empty keeps everything.
+    unique_retention: dict[str, int] = field(default_factory=dict)
+
+    # ----- statshub (engine/stats.py, web/compat/statshub.py) -------------------------------
+
+    #: A gauge keeps each id's last value per period of this many seconds (statshub: 6 min).
+    stats_gauge_period_s: int = 360
+    #: Seconds between updates on a statshub ``/stream/...`` websocket (statshub: 30).
+    stats_stream_interval_s: float = 30.0
+
     # ----- security limits (README "Security"); each default is the safe one -----------------
 
     #: Where RankDB ``file`` backups are written and ``src_file`` restores read: destinations

@@ -85,6 +85,9 @@ from web.serving.settings import Settings
 log = logging.getLogger("pointspace.web.backup")
 
 backup = Blueprint("backup", __name__)
+#: The API family of these routes (``web/apis.py``): RankDB's, like ``routes.py``.
+SEED = "rankdb"
+SEED_DOC = "RankDB: ranked lists and their elements, backups and restores, at RankDB's paths."
 register_goa_errors(backup, log)
 
 RESTORE_PATH = "/xlist/restore"
@@ -647,6 +650,7 @@ def _record_remote_result(job: BackupJob, answer: bytes) -> None:
 
 @backup.get("/backup/<backup_id>")
 async def backup_status(backup_id: str) -> Response:
+    """A backup job's status (`view=default|full`); 404 for an unknown job."""
     job = jobs_of(current_app).get(backup_id)
     view = request.args.get("view", "default")
     return respond(job.status(full=view == "full"), request)
@@ -654,6 +658,7 @@ async def backup_status(backup_id: str) -> Response:
 
 @backup.delete("/backup/<backup_id>")
 async def cancel_backup(backup_id: str) -> Response:
+    """Cancel a backup job if it still runs: 204 either way."""
     job = jobs_of(current_app).get(backup_id)
     if not job.done:
         job.cancel()

@@ -119,6 +119,9 @@ from web.context import closing_on_error, engine_of, settings_of
 log = logging.getLogger("pointspace.web.rankdb")
 
 rankdb = Blueprint("rankdb", __name__)
+#: The API family of these routes (``web/apis.py``: GET /api/apis, OpenAPI tags).
+SEED = "rankdb"
+SEED_DOC = "RankDB: ranked lists and their elements, backups and restores, at RankDB's paths."
 
 #: Lists worked on at once by an xlist read, verify or reindex (the reference uses 8 to 64).
 XLIST_CONCURRENCY = 32
