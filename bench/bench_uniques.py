@@ -1,0 +1,251 @@
+"""Unique counts (engine/uniques.py) and the Narrative API, against Redis HyperLogLog and a
+bare Hypercorn-trio app, side by side in one run. Nothing is asserted.
+
+1. **Adds in-process**: ``UniqueSeries.apply`` (the pure state, five kept levels) and
+   ``Engine.add_uniques_validated`` (batches of 1,000 through the log and the actors), against
+   Redis ``PFADD`` of the same members (pipelines of 1,000; one level, one key).
+2. **Sketch error against exact counts** at each ``--sizes`` (default 10k, 100k, 1M distinct
+   random 64-bit members in one bucket, past the exact limit): our HLL_4 lg_k 14 estimate
+   with its 2-sigma bounds, and Redis ``PFCOUNT`` (its HLL, 2**14 registers, 0.81% RSE),
+   with the bytes each keeps (our compact sketch; Redis ``STRLEN`` of the key) and count
+   reads per second.
+3. **Over HTTP** (a raw-socket keep-alive client on ``--threads`` connections, as
+   ``bench/bench_http.py``): ``POST /api/uniques`` batches of 1,000 in members/s, the
+   Narrative ``POST /analytics`` and the current-hour ``GET /analytics`` in requests/s --
+   each against the bare ASGI app on the same Hypercorn trio worker (the floor: what any
+   request costs before pointspace does anything).
+
+Usage: ``python bench/bench_uniques.py [--sizes 10000,100000,1000000] [--requests 5000]``.
+Redis figures need ``redis-server`` on PATH (``apt-get install -y redis-server``) and the
+``redis`` package (``pip install -e '.[bench]'``); without them those rows are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_http import start_bare, start_pointspace  # noqa: E402
+from bench.common import BASE_TS, redis_server, table  # noqa: E402
+from engine.engine import Engine  # noqa: E402
+from engine.timebuckets import DAY  # noqa: E402
+from engine.uniques import UniqueConfig, UniqueSeries, UniqueSettings  # noqa: E402
+
+
+def random_members(n: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.getrandbits(64) for _ in range(n)]
+
+
+############################################################################################
+# 1. Adds in-process
+
+
+def adds_in_process(n: int, client: Any) -> None:
+    members = random_members(n, 1)
+    items = [(BASE_TS + i % 86400, key) for i, key in enumerate(members)]
+    rows: list[tuple[str, float, str]] = []
+
+    series = UniqueSeries(UniqueConfig())
+    t0 = time.perf_counter()
+    series.apply(items)
+    rows.append(("UniqueSeries.apply, 5 levels", n / (time.perf_counter() - t0), "adds/s"))
+
+    async def through_engine() -> float:
+        async with Engine.open(uniques=UniqueSettings()) as engine:
+            batch = [("bench", ts, key) for ts, key in items]
+            t0 = time.perf_counter()
+            for i in range(0, n, 1000):
+                await engine.add_uniques_validated(batch[i : i + 1000])
+            return time.perf_counter() - t0
+
+    rows.append(("Engine.add_uniques_validated, batches of 1000", n / trio.run(through_engine), "adds/s"))
+    baseline = "redis PFADD, pipelines of 1000"
+    if client is not None:
+        client.delete("bench")
+        t0 = time.perf_counter()
+        for i in range(0, n, 1000):
+            client.pfadd("bench", *members[i : i + 1000])
+        rows.append((baseline, n / (time.perf_counter() - t0), "adds/s"))
+    table(f"Unique adds in-process, {n:,} random 64-bit members", rows,
+          baseline if client is not None else rows[0][0])
+
+
+############################################################################################
+# 2. Sketch error against exact counts
+
+
+def sketch_error(sizes: list[int], client: Any) -> None:
+    print("\nSketch error against exact counts (one bucket; ours HLL_4 lg_k 14, 2-sigma bounds)")
+    print(f"  {'members':>10}  {'ours estimate':>13} {'error':>8} {'bounds':>24} {'bytes':>7} "
+          f"{'counts/s':>9}   {'redis PFCOUNT':>13} {'error':>8} {'bytes':>7} {'counts/s':>9}")
+    for n in sizes:
+        members = random_members(n, n)
+        exact = len(set(members))
+        series = UniqueSeries(UniqueConfig(levels=(DAY,), exact_limit=3000))
+        series.apply([(BASE_TS, key) for key in members])
+        result = series.count(BASE_TS, BASE_TS)
+        plain = series.to_plain()
+        assert plain is not None
+        size = sum(len(cell[2]) for cell in plain[4])
+        reps = 200
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            series.count(BASE_TS, BASE_TS)
+        ours_rate = reps / (time.perf_counter() - t0)
+        line = (f"  {n:>10,}  {result.count:>13,} {100 * (result.count - exact) / exact:>7.2f}% "
+                f"{f'[{result.lower:,.0f}, {result.upper:,.0f}]':>24} {size:>7,} {ours_rate:>9,.0f}")
+        if client is not None:
+            client.delete("err")
+            for i in range(0, n, 1000):
+                client.pfadd("err", *members[i : i + 1000])
+            estimate = client.pfcount("err")
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                client.pfcount("err")
+            redis_rate = reps / (time.perf_counter() - t0)
+            line += (f"   {estimate:>13,} {100 * (estimate - exact) / exact:>7.2f}% "
+                     f"{client.strlen('err'):>7,} {redis_rate:>9,.0f}")
+        print(line)
+
+
+############################################################################################
+# 3. Over HTTP
+
+
+def send_all(url: str, requests: list[bytes], threads: int, ok: tuple[int, ...]) -> float:
+    """Send pre-built requests over ``threads`` keep-alive connections; seconds taken."""
+    host, port = url.removeprefix("http://").split(":")
+    chunks = [requests[i::threads] for i in range(threads)]
+    errors: list[str] = []
+
+    def worker(mine: list[bytes]) -> None:
+        try:
+            with socket.create_connection((host, int(port))) as sock:
+                buf = bytearray()
+                for request in mine:
+                    sock.sendall(request)
+                    status = read_response(sock, buf)
+                    if status not in ok:
+                        errors.append(str(status))
+        except OSError as exc:  # a dropped connection fails the run rather than flatter it
+            errors.append(repr(exc))
+
+    workers = [threading.Thread(target=worker, args=(c,)) for c in chunks]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, first status {errors[0]}")
+    return time.perf_counter() - t0
+
+
+def read_response(sock: socket.socket, buf: bytearray) -> int:
+    """One response: headers, then Content-Length bytes (none for a 204)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buf += chunk
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        rest += chunk
+    buf[:] = rest[length:]
+    return status
+
+
+def request(url: str, method: str, path: str, body: bytes = b"") -> bytes:
+    host = url.removeprefix("http://")
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
+    if body:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode() + body
+
+
+def over_http(n_members: int, n_requests: int, threads: int) -> None:
+    now_ms = int(time.time() * 1000)
+    members = random_members(n_members, 2)
+    bodies = [
+        orjson.dumps([{"name": "http", "member": m, "ts": BASE_TS + j} for j, m in
+                      enumerate(members[i : i + 1000])])
+        for i in range(0, n_members, 1000)
+    ]
+    narrative_posts = [
+        f"/analytics?timestamp={now_ms}&user=user{i % 5000}&event={('click', 'impression')[i % 2]}"
+        for i in range(n_requests)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        bare, bare_url = start_bare(tmp)
+        try:
+            floor_batch = len(members) / send_all(
+                bare_url, [request(bare_url, "POST", "/", b) for b in bodies], threads, (200,))
+            floor_post = n_requests / send_all(
+                bare_url, [request(bare_url, "POST", p) for p in narrative_posts], threads, (200,))
+            floor_get = n_requests / send_all(
+                bare_url, [request(bare_url, "GET", "/") for _ in range(n_requests)], threads, (200,))
+        finally:
+            bare.terminate()
+            bare.wait(10)
+        proc, url = start_pointspace(str(Path(tmp, "data")), "everysec")
+        try:
+            adds = len(members) / send_all(
+                url, [request(url, "POST", "/api/uniques", b) for b in bodies], threads, (200,))
+            posts = n_requests / send_all(
+                url, [request(url, "POST", p) for p in narrative_posts], threads, (204,))
+            gets = n_requests / send_all(
+                url, [request(url, "GET", f"/analytics?timestamp={now_ms}") for _ in range(n_requests)],
+                threads, (200,))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    floor = "bare ASGI on hypercorn-trio (floor)"
+    table(f"POST /api/uniques over HTTP, {n_members:,} members in batches of 1000, {threads} connections",
+          [(floor, floor_batch, "members/s"), ("pointspace POST /api/uniques", adds, "members/s")], floor)
+    table(f"Narrative POST /analytics, {n_requests:,} requests (everysec log), {threads} connections",
+          [(floor, floor_post, "requests/s"), ("pointspace POST /analytics", posts, "requests/s")], floor)
+    table(f"Narrative current-hour GET /analytics (after {n_requests:,} events), {threads} connections",
+          [(floor, floor_get, "requests/s"), ("pointspace GET /analytics", gets, "requests/s")], floor)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--adds", type=int, default=200_000, help="members for the add rates")
+    parser.add_argument("--requests", type=int, default=5000, help="Narrative requests per kind")
+    parser.add_argument("--threads", type=int, default=4)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    with redis_server() as client:
+        if client is not None:
+            print(f"(redis-server {client.info('server').get('redis_version', '?')})")
+        adds_in_process(args.adds, client)
+        sketch_error(sizes, client)
+    over_http(args.adds // 2, args.requests, args.threads)
+
+
+if __name__ == "__main__":
+    main()

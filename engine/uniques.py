@@ -1,0 +1,817 @@
+"""Unique-set series: distinct members per time bucket, exact while small, then a sketch.
+
+Theory of operation
+-------------------
+A :class:`UniqueSeries` answers "how many distinct members were seen in [t1, t2]" for one
+named series. Like a counter (``engine/counters.py``) it pays on write so reads are cheap: a
+member seen at second ``ts`` is added to the one bucket of each *kept* resolution containing
+``ts`` (minute, hour, day, month and year by default; which ones is a setting, fixed per
+series when it is created, so a replay of the log builds the same buckets). Buckets live in
+one dict ``cells: {bucket * 8 + level: cell}`` with the key scheme of ``engine/timebuckets.py``.
+
+Members are 64-bit keys (:func:`member_key`): an integer id in 0 .. 2**64 - 1 is its own key
+(a canonical decimal string such as ``"42"`` is that integer, as user ids are in
+``engine/events.py``); any other string is the first 8 bytes of its BLAKE2b digest. BLAKE2b,
+not Python's ``hash()``, which is salted per process: keys are written to the log and to
+snapshots and must mean the same after a restart. "Exact" is therefore exact over keys: two
+distinct strings share a key with probability about n^2 / 2^65 (3e-8 at a million members).
+
+A cell is one of two things:
+
+* **exact**: a ``pyroaring.BitMap64`` of keys, with its cardinality kept beside it in
+  ``counts`` (the bitmap's own ``len`` walks its containers, and random 64-bit hashes put
+  each key in a container of its own: O(n)). Roaring because integer ids are often dense
+  (a run of ids costs bits, not words) and unions of many buckets run in C.
+* **sketch**: once a bucket holds more than ``exact_limit`` keys it becomes an Apache
+  DataSketches HyperLogLog (``hll_sketch(lg_k, HLL_4)``): fixed size, mergeable, relative
+  standard error ~1.04 / sqrt(2**lg_k) (0.81% at lg_k 14). HLL_4 because it is the compact
+  form: 8,272 bytes serialized at lg_k 14 where HLL_6 takes 12,329 and HLL_8 16,424 (over the
+  16 KiB a saturated bucket may cost); a bucket never goes back to exact. Keys >= 2**63 are
+  fed as their signed 64-bit twin: the library's integer overload takes int64 and would
+  otherwise fall back to its float overload, where large keys collide.
+
+A count over [t1, t2] is the union of the fewest whole buckets that cover it (:meth:`cover`):
+a greedy walk that takes, at each step, the coarsest kept bucket that starts at the cursor,
+ends within the range and has not expired -- optimal for nested calendar buckets. An edge
+that falls inside a bucket of the finest resolution available there is rounded outwards to
+that bucket, and every answer states the range it really covers (``t1``/``t2`` of
+:class:`UniqueCount`), so a rounded answer is never silent. A union of exact cells is exact
+(``BitMap64.union``); a union with any sketch is a sketch (``hll_union``, the exact cells fed
+into it), answered with the estimate and its lower and upper bounds at ``STD_DEVS`` standard
+deviations (the exact part's size also bounds it from below). The finest kept bucket is the
+resolution limit: there are no second buckets. A union's estimate can move in its last digits
+after a restart: a small sketch keeps its hashes in a table whose order depends on its
+history (a live one was built by updates, a loaded one by deserialising), and the union's
+HIP estimator follows the order it is fed; every register, and so the bounds' basis, is the
+same (``tests/engine/test_uniques.py`` checks both answers lie within each other's bounds).
+
+Retention (:meth:`expire`) drops buckets of a level that end before its cutoff, as counters
+do; the coarsest kept level is never dropped, so every instant stays covered by something.
+
+Invariants (``_check``): each exact cell's count is its bitmap's length and at most
+``exact_limit``; an exact cell holds every key of its exact children.
+
+Nothing here imports trio or reads the clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from datasketches import hll_sketch, hll_union, tgt_hll_type
+from pyroaring import BitMap64
+
+from engine.commands import COUNTER, Command, EntityKey, Operation, register
+from engine.counters import GlobalCounter
+from engine.errors import InvalidInput, PayloadTooLarge, quote
+from engine.events import MAX_BATCH_EVENTS, check_name, check_text, check_ts
+from engine.timebuckets import (
+    DAY,
+    HOUR,
+    LEVEL_BY_NAME,
+    LEVEL_NAMES,
+    MINUTE,
+    MONTH,
+    YEAR,
+    _month_of_day_cache,
+    bucket_of,
+    bucket_start,
+    month_of_day,
+)
+
+#: The namespace of unique-set series (``engine/actors.py``).
+UNIQUE = "unique"
+
+#: Resolutions a series may keep: no seconds (a second's distinct members are rarely asked
+#: for, and each kept level costs a bitmap insert per member).
+UNIQUE_LEVELS = (MINUTE, HOUR, DAY, MONTH, YEAR)
+#: Keys past this are not 64-bit.
+MAX_MEMBER = 2**64 - 1
+#: Default switch from exact to sketch, per bucket. Precedent: Elasticsearch's cardinality
+#: aggregation counts exactly below its ``precision_threshold``, default 3000 (max 40000).
+#: At 22 bytes per hashed key (BitMap64, random keys) that is ~66 KB before the switch.
+DEFAULT_EXACT_LIMIT = 3000
+#: HLL precision: 2**14 registers, RSE 0.81%, 8,272 bytes as HLL_4 (see the docstring).
+DEFAULT_LG_K = 14
+#: DataSketches' HLL accepts lg_k 4 .. 21.
+MIN_LG_K, MAX_LG_K = 4, 21
+SKETCH_TYPE = tgt_hll_type.HLL_4
+#: Confidence of the stated bounds: 2 standard deviations (~95.4%).
+STD_DEVS = 2
+#: Most buckets one count may union. A range over kept levels needs at most a few hundred;
+#: this bounds the pathological case of a series keeping only fine levels (precedent:
+#: ``engine.periods.MAX_PERIODS`` bounds breakdowns the same way).
+MAX_QUERY_BUCKETS = 100_000
+#: Series names the native write API may not use: their owners write them (the Narrative
+#: API keeps its users in ``narrative.users``, exact by construction).
+RESERVED_PREFIX = "narrative."
+
+_SIGN = 2**63
+_WRAP = 2**64
+
+
+############################################################################################
+# Members and settings
+############################################################################################
+
+
+def member_key(value: Any, field: str = "member") -> int:
+    """The 64-bit key of a member: an integer in 0 .. 2**64 - 1 as itself, a canonical
+    decimal string as that integer, any other string as the first 8 bytes of its BLAKE2b
+    digest (little-endian).
+
+    >>> member_key(42), member_key("42"), member_key("042") == member_key("042")
+    (42, 42, True)
+    >>> member_key("alice")
+    9933345172075899469
+    >>> member_key(-1)
+    Traceback (most recent call last):
+    ...
+    engine.errors.InvalidInput: member must be an integer in 0 .. 2**64-1 or a non-empty string of at most 200 characters, got -1
+    """
+    kind = type(value)
+    if kind is int:
+        if 0 <= value <= MAX_MEMBER:
+            return value
+    elif kind is float and value.is_integer() and 0 <= value <= 2**53:
+        return int(value)
+    elif kind is str and 0 < len(value) <= 200:
+        if value.isdigit() and value.isascii() and (value == "0" or value[0] != "0"):
+            number = int(value)
+            if number <= MAX_MEMBER:
+                return number
+        if not value.isprintable():
+            check_text(value, field)
+        return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "little")
+    raise InvalidInput(
+        f"{field} must be an integer in 0 .. 2**64-1 or a non-empty string of at most 200 "
+        f"characters, got {quote(value)}",
+        field,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UniqueConfig:
+    """How one series keeps its buckets; fixed when the series is created (and logged with
+    every write, so a replay creates it the same way)."""
+
+    #: Kept levels, finest first (``engine/timebuckets.py`` numbers).
+    levels: tuple[int, ...] = UNIQUE_LEVELS
+    #: Keys a bucket holds exactly before it becomes a sketch; ``None``: always exact.
+    exact_limit: int | None = DEFAULT_EXACT_LIMIT
+    lg_k: int = DEFAULT_LG_K
+
+    def to_plain(self) -> list[Any]:
+        return [list(self.levels), self.exact_limit, self.lg_k]
+
+    @classmethod
+    def from_plain(cls, plain: Sequence[Any]) -> UniqueConfig:
+        return cls(tuple(plain[0]), plain[1], plain[2])
+
+
+@dataclass(frozen=True, slots=True)
+class UniqueSettings:
+    """The engine's settings for unique series (``Engine.open(uniques=...)``).
+
+    Args:
+        levels: resolutions new series keep, by name (``"minute"`` .. ``"year"``).
+        exact_limit: keys per bucket before it turns into a sketch (``None``: never).
+        lg_k: HyperLogLog precision (4 .. 21; 14 gives 0.81% RSE in 8 KB).
+        retention: seconds to keep each level (``{"minute": 7 * 86400}``); the coarsest
+            kept level is kept forever, and a level may only expire if every finer kept
+            level expires no later (as counters' retention).
+    """
+
+    levels: tuple[str, ...] = ("minute", "hour", "day", "month", "year")
+    exact_limit: int | None = DEFAULT_EXACT_LIMIT
+    lg_k: int = DEFAULT_LG_K
+    retention: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        allowed = [LEVEL_NAMES[lv] for lv in UNIQUE_LEVELS]
+        if not self.levels or any(name not in allowed for name in self.levels):
+            raise InvalidInput(
+                f"unique_levels must be a non-empty list of {allowed}, got {quote(list(self.levels))}",
+                "unique_levels",
+            )
+        if self.exact_limit is not None and (type(self.exact_limit) is not int or self.exact_limit < 0):
+            raise InvalidInput(
+                f"unique_exact_limit must be a whole number >= 0 (or none: always exact), got "
+                f"{quote(self.exact_limit)}",
+                "unique_exact_limit",
+            )
+        if type(self.lg_k) is not int or not MIN_LG_K <= self.lg_k <= MAX_LG_K:
+            raise InvalidInput(
+                f"unique_lg_k must be an integer in {MIN_LG_K} .. {MAX_LG_K}, got {quote(self.lg_k)}",
+                "unique_lg_k",
+            )
+        self.retention_ages()
+
+    def config(self) -> UniqueConfig:
+        return UniqueConfig(
+            tuple(sorted(LEVEL_BY_NAME[name] for name in set(self.levels))), self.exact_limit, self.lg_k
+        )
+
+    def retention_ages(self) -> list[int]:
+        """Seconds to keep each level, indexed by level number (0 = keep; [] = keep all)."""
+        if not self.retention:
+            return []
+        levels = self.config().levels
+        kept = {LEVEL_NAMES[lv] for lv in levels[:-1]}  # the coarsest is kept forever
+        unknown = set(self.retention) - kept
+        if unknown:
+            raise InvalidInput(
+                f"unique_retention levels must be among the kept levels but the coarsest "
+                f"{sorted(kept)}, got {sorted(unknown)!r}",
+                "unique_retention",
+            )
+        ages = [0] * 6
+        for name, age in self.retention.items():
+            if type(age) is not int or age < 0:
+                raise InvalidInput(
+                    f"unique_retention ages must be whole seconds >= 0, got {dict(self.retention)!r}",
+                    "unique_retention",
+                )
+            ages[LEVEL_BY_NAME[name]] = age
+        kept_ages = [ages[lv] for lv in levels]
+        for finer, coarser in zip(kept_ages, kept_ages[1:], strict=False):
+            if coarser and (not finer or finer > coarser):
+                raise InvalidInput(
+                    "a level may only expire if every finer kept level expires no later, got "
+                    f"{dict(self.retention)!r}",
+                    "unique_retention",
+                )
+        return ages if any(ages) else []
+
+
+#: The Narrative API's users per hour: exact always, hours only (``web/compat/narrative.py``).
+NARRATIVE_CONFIG = UniqueConfig(levels=(HOUR,), exact_limit=None, lg_k=DEFAULT_LG_K)
+
+
+############################################################################################
+# Answers
+############################################################################################
+
+
+@dataclass(frozen=True, slots=True)
+class UniqueCount:
+    """A distinct count over the range it really covers.
+
+    ``t1``/``t2`` are the covered range (the asked one, or rounded outwards to whole buckets
+    of the finest resolution available at an edge); ``rounded`` says whether they differ.
+    When ``exact`` is false, ``count`` is the sketch's rounded estimate and ``lower`` /
+    ``upper`` bound it at ``std_devs`` standard deviations.
+    """
+
+    t1: int
+    t2: int
+    count: int
+    exact: bool
+    rounded: bool
+    buckets: int
+    lower: float | None = None
+    upper: float | None = None
+    std_devs: int | None = None
+
+    def public(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "t1": self.t1, "t2": self.t2, "count": self.count, "exact": self.exact,
+            "rounded": self.rounded, "buckets": self.buckets,
+        }
+        if not self.exact:
+            out.update(lower=self.lower, upper=self.upper, std_devs=self.std_devs)
+        return out
+
+
+class Partial:
+    """A mergeable union in progress: exact keys, and a sketch once any part is one.
+
+    Series on different actors are unioned by sending each one's partial (copies, never a
+    live cell) to the caller and merging there.
+    """
+
+    __slots__ = ("exact", "sketch", "lg_k", "buckets")
+
+    def __init__(self, lg_k: int = DEFAULT_LG_K) -> None:
+        self.exact: BitMap64 | None = None
+        self.sketch: hll_union | None = None
+        self.lg_k = lg_k
+        self.buckets = 0
+
+    def add_exact(self, bitmap: BitMap64) -> None:
+        self.exact = bitmap.copy() if self.exact is None else self.exact | bitmap
+
+    def add_sketch(self, sketch: hll_sketch, lg_k: int) -> None:
+        if self.sketch is None:
+            self.sketch = hll_union(max(self.lg_k, lg_k))
+        self.sketch.update(sketch)
+
+    def merge(self, other: Partial) -> None:
+        if other.exact is not None:
+            self.add_exact(other.exact)
+        if other.sketch is not None:
+            self.add_sketch(other.sketch.get_result(SKETCH_TYPE), other.sketch.lg_config_k)
+        self.buckets += other.buckets
+
+    def result(self, t1: int, t2: int, rounded: bool, exact_count: int | None = None) -> UniqueCount:
+        """The count; ``exact_count`` is the exact part's size when the caller knows it."""
+        exact = self.exact
+        known = exact_count if exact_count is not None else (len(exact) if exact is not None else 0)
+        if self.sketch is None:
+            return UniqueCount(t1, t2, known, True, rounded, self.buckets)
+        union = self.sketch
+        if exact is not None and len(exact):
+            feed = hll_sketch(union.lg_config_k, tgt_hll_type.HLL_8)
+            update = feed.update
+            for key in exact:
+                update(key - _WRAP if key >= _SIGN else key)
+            union.update(feed)
+        lower = max(float(known), union.get_lower_bound(STD_DEVS))
+        upper = max(lower, union.get_upper_bound(STD_DEVS))
+        estimate = min(max(union.get_estimate(), lower), upper)
+        return UniqueCount(t1, t2, round(estimate), False, rounded, self.buckets, lower, upper, STD_DEVS)
+
+
+############################################################################################
+# One series
+############################################################################################
+
+
+@dataclass(frozen=True, slots=True)
+class UniqueStatistics:
+    cells: int
+    exact_cells: int
+    sketch_cells: int
+    exact_keys: int
+
+
+class UniqueSeries:
+    """Distinct members of one named series, per bucket of each kept resolution.
+
+    >>> s = UniqueSeries(UniqueConfig())
+    >>> s.apply([(1458061005, 1), (1458061008, 2), (1458064800, 1)])
+    >>> s.count(1458061000, 1458064900).public()
+    {'t1': 1458060960, 't2': 1458064919, 'count': 2, 'exact': True, 'rounded': True, 'buckets': 6}
+    """
+
+    __slots__ = ("config", "cells", "counts", "first_ts", "last_ts", "horizons", "applied_seq")
+
+    def __init__(self, config: UniqueConfig | None = None) -> None:
+        #: ``None`` until the first write configures the series (the router's factory makes
+        #: empty states; reads of an unconfigured series answer 0 at the default levels).
+        self.config = config
+        self.cells: dict[int, BitMap64 | hll_sketch] = {}
+        #: Key counts of the exact cells (a cell absent here is a sketch).
+        self.counts: dict[int, int] = {}
+        self.first_ts = -1
+        self.last_ts = -1
+        #: Per level, the first second whose bucket is still kept (retention).
+        self.horizons: dict[int, int] = {}
+        self.applied_seq = 0
+
+    ########################################################################################
+    # Writing
+
+    def configure(self, config: UniqueConfig) -> None:
+        """Fix the series' levels and limits at its first write (later configs are ignored)."""
+        if self.config is None:
+            self.config = config
+
+    def apply(self, items: Iterable[tuple[int, int]]) -> None:
+        """Add ``(ts, key)`` members.
+
+        Runtime complexity: O(kept levels) per member, a bitmap test-and-insert or a sketch
+        update each; a bucket crossing ``exact_limit`` is converted once, O(limit).
+        """
+        config = self.config
+        if config is None:
+            config = self.config = UniqueConfig()
+        levels = config.levels
+        limit = config.exact_limit
+        cells = self.cells
+        counts = self.counts
+        months = _month_of_day_cache
+        for ts, key in items:
+            day = ts // 86400
+            month = months.get(day)
+            if month is None:
+                month = month_of_day(day)
+            for level in levels:
+                if level == HOUR:
+                    k = (ts // 3600) * 8 + 2
+                elif level == MINUTE:
+                    k = (ts // 60) * 8 + 1
+                elif level == DAY:
+                    k = day * 8 + 3
+                elif level == MONTH:
+                    k = month * 8 + 4
+                else:
+                    k = (month // 12) * 8 + 5
+                cell = cells.get(k)
+                if cell is None:
+                    if limit == 0:
+                        sketch = cells[k] = hll_sketch(config.lg_k, SKETCH_TYPE)
+                        sketch.update(key - _WRAP if key >= _SIGN else key)
+                    else:
+                        cells[k] = BitMap64((key,))
+                        counts[k] = 1
+                elif k in counts:
+                    if key not in cell:
+                        cell.add(key)
+                        n = counts[k] + 1
+                        counts[k] = n
+                        if limit is not None and n > limit:
+                            self._to_sketch(k)
+                else:
+                    cell.update(key - _WRAP if key >= _SIGN else key)
+            if ts > self.last_ts:
+                self.last_ts = ts
+                if self.first_ts < 0:
+                    self.first_ts = ts
+            elif ts < self.first_ts:
+                self.first_ts = ts
+
+    def _to_sketch(self, k: int) -> None:
+        assert self.config is not None
+        sketch = hll_sketch(self.config.lg_k, SKETCH_TYPE)
+        update = sketch.update
+        for key in self.cells[k]:
+            update(key - _WRAP if key >= _SIGN else key)
+        self.cells[k] = sketch
+        del self.counts[k]
+
+    def expire(self, cutoffs: Sequence[int]) -> int:
+        """Drop buckets of each level that end at or before ``cutoffs[level]`` (0 keeps the
+        level; the coarsest kept level is always kept). Returns the cells removed.
+
+        Runtime complexity: O(cells).
+        """
+        if self.config is None:
+            return 0
+        limits: dict[int, int] = {}
+        for level in self.config.levels[:-1]:
+            cutoff = cutoffs[level] if level < len(cutoffs) else 0
+            if cutoff > 0:
+                limit = bucket_of(level, cutoff)
+                limits[level] = limit
+                self.horizons[level] = max(self.horizons.get(level, 0), bucket_start(level, limit))
+        if not limits:
+            return 0
+        doomed = [k for k in self.cells if k % 8 in limits and k // 8 < limits[k % 8]]
+        for k in doomed:
+            del self.cells[k]
+            self.counts.pop(k, None)
+        return len(doomed)
+
+    ########################################################################################
+    # Reading
+
+    def cover(self, t1: int, t2: int) -> tuple[int, int, list[int]]:
+        """The fewest whole kept buckets covering [t1, t2]: ``(first second, last second,
+        cell keys)``; the seconds are the range really covered (rounded outwards where an edge
+        falls inside a bucket of the finest resolution available there).
+
+        Only the stretch that holds data is walked (buckets before the first write or after
+        the last are empty), so a long range over a sparse series costs what its data costs.
+
+        Runtime complexity: O(buckets), each step trying at most five levels.
+
+        Raises:
+            InvalidInput: the cover would take more than ``MAX_QUERY_BUCKETS`` buckets.
+        """
+        start, end = self._edges(t1, t2)
+        lo, hi = max(start, self.first_ts), min(end - 1, self.last_ts)
+        if self.first_ts < 0 or lo > hi:
+            return start, end - 1, []
+        inner_start, inner_end = self._edges(lo, hi)
+        inner_end, keys = self._walk(inner_start, inner_end, t1, t2)
+        return start, max(end, inner_end) - 1, keys
+
+    def _available(self, level: int, bucket: int) -> bool:
+        horizons = self.horizons
+        return not horizons or bucket_start(level, bucket) >= horizons.get(level, 0)
+
+    def _edges(self, t1: int, t2: int) -> tuple[int, int]:
+        """[t1, t2] rounded outwards to the finest bucket available at each edge, as
+        (first second, end exclusive)."""
+        levels = (self.config or _DEFAULT_CONFIG).levels
+        out = []
+        for ts, side in ((t1, 0), (t2, 1)):
+            for level in levels:
+                bucket = bucket_of(level, ts)
+                if self._available(level, bucket):
+                    out.append(bucket_start(level, bucket + side))
+                    break
+            else:  # pragma: no cover
+                raise AssertionError("the coarsest kept level never expires")
+        return out[0], out[1]
+
+    def _walk(self, cursor: int, end: int, t1: int, t2: int) -> tuple[int, list[int]]:
+        """Greedy cover of [cursor, end) by the coarsest kept bucket that fits at each step;
+        returns the end really reached (past ``end`` where no kept bucket ends inside it)."""
+        coarse_first = (self.config or _DEFAULT_CONFIG).levels[::-1]
+        available = self._available
+        keys: list[int] = []
+        while cursor < end:
+            chosen = fallback = None
+            for level in coarse_first:
+                bucket = bucket_of(level, cursor)
+                if bucket_start(level, bucket) != cursor or not available(level, bucket):
+                    continue
+                after = bucket_start(level, bucket + 1)
+                if after <= end:
+                    chosen = (level, bucket, after)
+                    break
+                fallback = (level, bucket, after)
+            if chosen is None:
+                assert fallback is not None, "the cursor is aligned to the last bucket's level"
+                chosen = fallback
+                end = fallback[2]  # no kept bucket ends inside: round the end outwards
+            level, bucket, cursor = chosen
+            keys.append(bucket * 8 + level)
+            if len(keys) > MAX_QUERY_BUCKETS:
+                raise InvalidInput(
+                    f"counting [{t1}, {t2}] needs more than {MAX_QUERY_BUCKETS} buckets at the "
+                    f"kept resolutions {[LEVEL_NAMES[lv] for lv in coarse_first[::-1]]}; ask for "
+                    "a shorter range",
+                    "t1",
+                )
+        return end, keys
+
+    def partial(self, keys: Sequence[int], *, detach: bool = False) -> tuple[Partial, int | None]:
+        """The union of the cells at ``keys``, and the exact count when it is known without
+        a union (one exact cell: its kept count, O(1) -- the current-hour fast path).
+
+        ``detach=True`` copies what the union would otherwise share with a live cell (for a
+        union sent out of the owning actor).
+        """
+        cells, counts = self.cells, self.counts
+        lg_k = (self.config or _DEFAULT_CONFIG).lg_k
+        out = Partial(lg_k)
+        out.buckets = len(keys)
+        exact: list[int] = []
+        for k in keys:
+            cell = cells.get(k)
+            if cell is None:
+                continue
+            if k in counts:
+                exact.append(k)
+            else:
+                out.add_sketch(cell, lg_k)
+        if len(exact) == 1:
+            only = cells[exact[0]]
+            out.exact = only.copy() if detach or out.sketch is not None else only
+            return out, counts[exact[0]]
+        if exact:
+            out.exact = BitMap64.union(*(cells[k] for k in exact))
+        return out, None
+
+    def count(self, t1: int, t2: int) -> UniqueCount:
+        """Distinct members over [t1, t2] (see :class:`UniqueCount` for the answer).
+
+        Runtime complexity: :meth:`cover`, then a union of the cells (O(1) for one exact
+        bucket, such as the current hour; O(keys) for a union of exact buckets; O(2**lg_k)
+        per sketch).
+        """
+        if t1 > t2:
+            raise InvalidInput(f"t1 must be <= t2, got t1={t1!r} t2={t2!r}", "t1")
+        start, end, keys = self.cover(t1, t2)
+        rounded = (start, end) != (t1, t2)
+        if not keys:
+            return UniqueCount(start, end, 0, True, rounded, 0)
+        union, known = self.partial(keys)
+        return union.result(start, end, rounded, known)
+
+    def union_part(self, t1: int, t2: int) -> tuple[int, int, Partial]:
+        """As :meth:`count`, but the union itself, detached (for a union across series)."""
+        start, end, keys = self.cover(t1, t2)
+        union, _ = self.partial(keys, detach=True)
+        return start, end, union
+
+    def breakdown(self, bounds: Sequence[int]) -> list[UniqueCount]:
+        """Counts over the periods [bounds[i], bounds[i+1]) (``engine/periods.py``)."""
+        return [self.count(a, b - 1) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+    def statistics(self) -> UniqueStatistics:
+        return UniqueStatistics(
+            cells=len(self.cells),
+            exact_cells=len(self.counts),
+            sketch_cells=len(self.cells) - len(self.counts),
+            exact_keys=sum(self.counts.values()),
+        )
+
+    ########################################################################################
+    # Snapshots
+
+    def to_plain(self) -> list[Any] | None:
+        """``[config, first_ts, last_ts, horizons, [[key, exact count or -1, bytes], ...]]``:
+        exact cells as portable roaring bytes, sketches as DataSketches' compact form."""
+        if self.config is None:
+            return None
+        cells = []
+        for k, cell in self.cells.items():
+            count = self.counts.get(k)
+            if count is None:
+                cells.append([k, -1, cell.serialize_compact()])
+            else:
+                cells.append([k, count, cell.serialize()])
+        return [self.config.to_plain(), self.first_ts, self.last_ts, list(self.horizons.items()), cells]
+
+    @classmethod
+    def from_plain(cls, plain: Sequence[Any]) -> UniqueSeries:
+        series = cls(UniqueConfig.from_plain(plain[0]))
+        series.first_ts, series.last_ts = plain[1], plain[2]
+        series.horizons = {level: ts for level, ts in plain[3]}
+        for k, count, data in plain[4]:
+            if count < 0:
+                series.cells[k] = hll_sketch.deserialize(bytes(data))
+            else:
+                series.cells[k] = BitMap64.deserialize(bytes(data))
+                series.counts[k] = count
+        return series
+
+    def _check(self) -> None:
+        """Assert the invariants of the module docstring; print the cells on failure."""
+        try:
+            limit = (self.config or _DEFAULT_CONFIG).exact_limit
+            for k, count in self.counts.items():
+                cell = self.cells[k]
+                assert isinstance(cell, BitMap64), f"cell {k} counted but not exact"
+                assert len(cell) == count, f"cell {k}: count {count} != {len(cell)} keys"
+                assert limit is None or count <= limit, f"cell {k}: {count} keys > limit {limit}"
+            levels = (self.config or _DEFAULT_CONFIG).levels
+            for k in self.counts:
+                level = k % 8
+                coarser = [lv for lv in levels if lv > level]
+                if not coarser:
+                    continue
+                parent = bucket_of(coarser[0], bucket_start(level, k // 8)) * 8 + coarser[0]
+                if parent in self.counts:
+                    assert self.cells[k].issubset(self.cells[parent]), f"cell {k} not within {parent}"
+        except AssertionError:
+            print("counts", sorted(self.counts.items()), "cells", sorted(self.cells))
+            raise
+
+
+_DEFAULT_CONFIG = UniqueConfig()
+
+
+############################################################################################
+# Validation and commands
+############################################################################################
+
+#: A validated member write: (series name, second, key).
+UniqueItem = tuple[str, int, int]
+
+_ITEM_FIELDS = frozenset({"name", "member", "ts"})
+
+
+def validate_unique_items(items: Any, field: str = "body", *, reserved_ok: bool = False) -> list[UniqueItem]:
+    """Check a whole batch of ``{"name", "member", "ts"}``; nothing is applied unless all pass.
+
+    >>> validate_unique_items([{"name": "visitors", "member": "alice", "ts": 60}])
+    [('visitors', 60, 9933345172075899469)]
+
+    Raises:
+        InvalidInput: naming the first bad field (``body[3].member``).
+        PayloadTooLarge: more than ``MAX_BATCH_EVENTS`` items.
+    """
+    if not isinstance(items, list):
+        raise InvalidInput(f"{field} must be a list of {{name, member, ts}} objects", field)
+    if len(items) > MAX_BATCH_EVENTS:
+        raise PayloadTooLarge(f"{field} holds {len(items)} items; at most {MAX_BATCH_EVENTS} per batch", field)
+    out: list[UniqueItem] = []
+    names: set[str] = set()
+    for i, item in enumerate(items):
+        at = f"{field}[{i}]"
+        if not isinstance(item, Mapping):
+            raise InvalidInput(f"{at} must be an object, got {quote(item)}", at)
+        for key in ("name", "member", "ts"):
+            if key not in item:
+                raise InvalidInput(f"{at}.{key} is required", f"{at}.{key}")
+        if len(item) > 3:
+            unknown = sorted(str(k) for k in item if k not in _ITEM_FIELDS)
+            raise InvalidInput(f"{at} has unknown fields {quote(unknown)}; allowed: name, member, ts",
+                               f"{at}.{unknown[0]}")
+        name = item["name"]
+        if type(name) is not str or name not in names:  # each distinct name checked once
+            names.add(check_name(name, f"{at}.name"))
+            if not reserved_ok and name.startswith(RESERVED_PREFIX):
+                raise InvalidInput(
+                    f"{at}.name: series names starting with {RESERVED_PREFIX!r} are written by "
+                    "the Narrative API (POST /analytics); read them here, write another name",
+                    f"{at}.name",
+                )
+        out.append((name, check_ts(item["ts"], f"{at}.ts"), member_key(item["member"], f"{at}.member")))
+    return out
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddUniques(Command):
+    """Members added to unique series, and (optionally, in the same record) global counter
+    increments: a Narrative event is one of each, applied and logged as one."""
+
+    op: ClassVar[str] = "uniques"
+    items: list[UniqueItem]
+    #: The config a series gets if this command creates it.
+    config: UniqueConfig
+    counts: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def to_plain(self) -> Any:
+        return [self.items, self.config.to_plain(), self.counts]
+
+    @classmethod
+    def from_plain(cls, plain: Any) -> AddUniques:
+        return cls(
+            items=[tuple(i) for i in plain[0]],  # type: ignore[misc]
+            config=UniqueConfig.from_plain(plain[1]),
+            counts=[tuple(c) for c in plain[2]],  # type: ignore[misc]
+        )
+
+    def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
+        groups: dict[str, list[tuple[int, int]]] = {}
+        for name, ts, key in self.items:
+            group = groups.get(name)
+            if group is None:
+                group = groups[name] = []
+            group.append((ts, key))
+        routes: dict[EntityKey, Operation] = {
+            (UNIQUE, name): _add_at(seq, self.config, members) for name, members in groups.items()
+        }
+        counts: dict[str, list[tuple[int, int]]] = {}
+        for name, ts, value in self.counts:
+            counts.setdefault(name, []).append((ts, value))
+        for name, increments in counts.items():
+            routes[(COUNTER, name)] = _count_at(seq, increments)
+        return routes
+
+    def size(self) -> int:
+        return len(self.items)
+
+
+def _add_at(seq: int, config: UniqueConfig, members: list[tuple[int, int]]) -> Operation:
+    def operation(state: UniqueSeries) -> None:
+        if state.applied_seq < seq:
+            state.configure(config)
+            state.apply(members)
+            state.applied_seq = seq
+
+    return operation
+
+
+def _count_at(seq: int, increments: list[tuple[int, int]]) -> Operation:
+    def operation(state: GlobalCounter) -> None:
+        if state.applied_seq < seq:
+            state.apply(increments)
+            state.applied_seq = seq
+
+    return operation
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpireUniques(Command):
+    """Retention for unique series: one cutoff second per level (0 keeps it), computed from
+    the clock when the timer fires and logged, so a replay drops what the live run dropped."""
+
+    op: ClassVar[str] = "expire_uniques"
+    cutoffs: list[int]
+
+    def to_plain(self) -> Any:
+        return self.cutoffs
+
+    @classmethod
+    def from_plain(cls, plain: Any) -> ExpireUniques:
+        return cls(cutoffs=list(plain))
+
+    def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
+        def expire(state: UniqueSeries) -> int:
+            if state.applied_seq >= seq:
+                return 0
+            removed = state.expire(self.cutoffs)
+            state.applied_seq = seq
+            return removed
+
+        return {(UNIQUE, ident): expire for ident in router.ids(UNIQUE)}
+
+
+__all__ = [
+    "DEFAULT_EXACT_LIMIT",
+    "DEFAULT_LG_K",
+    "NARRATIVE_CONFIG",
+    "RESERVED_PREFIX",
+    "UNIQUE",
+    "AddUniques",
+    "ExpireUniques",
+    "Partial",
+    "UniqueConfig",
+    "UniqueCount",
+    "UniqueSeries",
+    "UniqueSettings",
+    "member_key",
+    "validate_unique_items",
+]

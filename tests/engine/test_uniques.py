@@ -1,0 +1,381 @@
+"""Unique-set series (engine/uniques.py): counts against brute force, the exact-to-sketch
+switch, unions, rounding, retention, snapshots and replay through the engine."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.engine import Engine
+from engine.errors import InvalidInput, PayloadTooLarge
+from engine.periods import load_zone, period_bounds
+from engine.timebuckets import DAY, HOUR, MINUTE, MONTH, YEAR
+from engine.uniques import (
+    MAX_QUERY_BUCKETS,
+    NARRATIVE_CONFIG,
+    UNIQUE,
+    AddUniques,
+    UniqueConfig,
+    UniqueSeries,
+    UniqueSettings,
+    member_key,
+    validate_unique_items,
+)
+
+BASE = 1451606400  # 2016-01-01T00:00:00Z
+LEVEL_SETS = [
+    (MINUTE, HOUR, DAY, MONTH, YEAR),
+    (HOUR,),
+    (MINUTE, DAY),
+    (HOUR, MONTH),
+    (DAY, YEAR),
+    (MINUTE, HOUR, YEAR),
+]
+
+
+def brute(points: list[tuple[int, int]], t1: int, t2: int) -> int:
+    return len({key for ts, key in points if t1 <= ts <= t2})
+
+
+def aligned(levels: tuple[int, ...], ts: int) -> bool:
+    """``ts`` starts a bucket of the finest kept level."""
+    from engine.timebuckets import bucket_of, bucket_start
+
+    return bucket_start(levels[0], bucket_of(levels[0], ts)) == ts
+
+
+############################################################################################
+# Counts against brute force
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    levels=st.sampled_from(LEVEL_SETS),
+    points=st.lists(
+        st.tuples(st.integers(0, 70 * 86400), st.integers(0, 40)), min_size=0, max_size=120
+    ),
+    ranges=st.lists(st.tuples(st.integers(-86400, 80 * 86400), st.integers(0, 40 * 86400)),
+                    min_size=1, max_size=8),
+)
+def test_uniqueseries_count_matches_brute_force_over_the_covered_range(
+    levels: tuple[int, ...], points: list[tuple[int, int]], ranges: list[tuple[int, int]]
+) -> None:
+    series = UniqueSeries(UniqueConfig(levels=levels, exact_limit=None))
+    stored = [(BASE + ts, key) for ts, key in points]
+    series.apply(stored)
+    series._check()
+    for offset, length in ranges:
+        t1 = max(0, BASE + offset)
+        t2 = t1 + length
+        result = series.count(t1, t2)
+        assert result.exact
+        assert result.t1 <= t1 and result.t2 >= t2
+        assert result.rounded == ((result.t1, result.t2) != (t1, t2))
+        assert aligned(levels, result.t1) and aligned(levels, result.t2 + 1)
+        assert result.count == brute(stored, result.t1, result.t2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    points=st.lists(st.tuples(st.integers(0, 20 * 86400), st.integers(0, 30)), max_size=80),
+    start=st.integers(0, 10 * 86400),
+    length=st.integers(0, 15 * 86400),
+    step=st.sampled_from(["hour", "day", 7200, 86400 * 3]),
+    tz=st.sampled_from([None, "Europe/Oslo", "Asia/Kolkata", "America/St_Johns"]),
+)
+def test_uniqueseries_breakdown_matches_brute_force_per_period(
+    points: list[tuple[int, int]], start: int, length: int, step: Any, tz: str | None
+) -> None:
+    series = UniqueSeries(UniqueConfig(exact_limit=None))
+    stored = [(BASE + ts, key) for ts, key in points]
+    series.apply(stored)
+    t1, t2 = BASE + start, BASE + start + length
+    bounds = period_bounds(t1, t2, step, zone=load_zone(tz))
+    counts = series.breakdown(bounds)
+    assert len(counts) == len(bounds) - 1
+    for (a, b), result in zip(zip(bounds, bounds[1:], strict=False), counts, strict=True):
+        assert result.t1 <= a and result.t2 >= b - 1
+        assert result.count == brute(stored, result.t1, result.t2)
+        # Minutes are kept, so a period on whole minutes (every one here but Kolkata's and
+        # St John's half hours at a clipped edge) is answered exactly as asked.
+        if a % 60 == 0 and b % 60 == 0:
+            assert (result.t1, result.t2) == (a, b - 1) and not result.rounded
+
+
+def test_uniqueseries_cover_takes_the_fewest_whole_buckets() -> None:
+    series = UniqueSeries(UniqueConfig())
+    series.apply([(BASE, 1), (BASE + 400 * 86400, 2)])
+    # 2016-01-01 .. 2016-12-31 is the year 2016: one bucket.
+    start, end, keys = series.cover(BASE, BASE + 366 * 86400 - 1)
+    assert (start, end, keys) == (BASE, BASE + 366 * 86400 - 1, [46 * 8 + YEAR])
+    # 2016-01-01 00:00 .. 2016-01-02 01:29: a day, an hour, 29 + 1 minutes.
+    start, end, keys = series.cover(BASE, BASE + 86400 + 3600 + 29 * 60 + 59)
+    assert [k % 8 for k in keys] == [DAY, HOUR] + [MINUTE] * 30
+    assert series.count(BASE, BASE + 86400 + 5399).count == 1
+
+
+def test_uniqueseries_edges_inside_a_minute_are_rounded_and_said() -> None:
+    series = UniqueSeries(UniqueConfig())
+    series.apply([(BASE + 10, 1), (BASE + 50, 2), (BASE + 70, 3)])
+    result = series.count(BASE + 30, BASE + 65)
+    assert (result.t1, result.t2, result.rounded) == (BASE, BASE + 119, True)
+    assert result.count == 3
+    exact = series.count(BASE, BASE + 59)
+    assert (exact.count, exact.rounded) == (2, False)
+
+
+def test_uniqueseries_range_needing_too_many_buckets_is_refused() -> None:
+    series = UniqueSeries(UniqueConfig(levels=(MINUTE,)))
+    series.apply([(BASE, 1), (BASE + (MAX_QUERY_BUCKETS + 5) * 60, 2)])
+    with pytest.raises(InvalidInput, match=r"needs more than 100000 buckets at the kept resolutions \['minute'\]"):
+        series.count(BASE, BASE + (MAX_QUERY_BUCKETS + 10) * 60)
+    # The empty stretches of a long range cost nothing: only data is walked.
+    assert series.count(0, BASE + 60).count == 1
+
+
+############################################################################################
+# Exact, then a sketch
+
+
+def test_uniqueseries_switches_a_bucket_to_a_sketch_past_the_limit() -> None:
+    series = UniqueSeries(UniqueConfig(levels=(HOUR, DAY), exact_limit=100))
+    series.apply([(BASE + i, i) for i in range(100)])
+    assert series.statistics().sketch_cells == 0
+    hour = series.count(BASE, BASE + 3599)
+    assert (hour.count, hour.exact) == (100, True)
+    series.apply([(BASE + 100, 100)])
+    series._check()
+    stats = series.statistics()
+    assert (stats.exact_cells, stats.sketch_cells) == (0, 2)
+    result = series.count(BASE, BASE + 3599)
+    assert not result.exact and result.std_devs == 2
+    assert result.lower is not None and result.upper is not None
+    assert result.lower <= 101 <= result.upper
+    assert result.count == 101  # HLL is exact-ish at this size (list/set mode)
+    # A re-added member changes nothing, in the sketch too.
+    series.apply([(BASE + 5, 5)])
+    assert series.count(BASE, BASE + 3599).count == 101
+
+
+def test_uniqueseries_zero_limit_sketches_at_once_and_none_never() -> None:
+    sketching = UniqueSeries(UniqueConfig(exact_limit=0))
+    sketching.apply([(BASE, 1)])
+    assert sketching.statistics().exact_cells == 0
+    assert not sketching.count(BASE, BASE + 59).exact
+    exact = UniqueSeries(UniqueConfig(levels=(HOUR,), exact_limit=None))
+    exact.apply([(BASE, i) for i in range(20_000)])
+    assert exact.count(BASE, BASE).count == 20_000 and exact.count(BASE, BASE).exact
+
+
+def test_union_of_exact_buckets_stays_exact_across_buckets() -> None:
+    series = UniqueSeries(UniqueConfig(levels=(HOUR,), exact_limit=1000))
+    series.apply([(BASE + 10, i) for i in range(600)])  # hour 0: 0..599
+    series.apply([(BASE + 3700, i) for i in range(300, 900)])  # hour 1: 300..899
+    result = series.count(BASE, BASE + 7199)
+    assert (result.count, result.exact, result.buckets) == (900, True, 2)
+
+
+def test_union_with_a_sketch_is_a_sketch_bounded_by_its_exact_part() -> None:
+    series = UniqueSeries(UniqueConfig(levels=(HOUR,), exact_limit=1000))
+    series.apply([(BASE + 10, i) for i in range(5000)])  # hour 0: sketch
+    series.apply([(BASE + 3700, i) for i in range(4500, 5500)])  # hour 1: exact, 500 new
+    result = series.count(BASE, BASE + 7199)
+    assert not result.exact
+    assert result.lower is not None and result.upper is not None
+    assert result.lower >= 1000  # the exact hour alone
+    assert result.lower <= 5500 <= result.upper
+    assert abs(result.count - 5500) / 5500 < 0.03
+
+
+@pytest.mark.parametrize("size", [10_000, 50_000])
+def test_sketch_error_is_within_its_stated_bounds(size: int) -> None:
+    series = UniqueSeries(UniqueConfig(levels=(DAY,), exact_limit=100))
+    rng = random.Random(size)
+    keys = [rng.getrandbits(64) for _ in range(size)]
+    series.apply([(BASE, k) for k in keys])
+    result = series.count(BASE, BASE)
+    assert result.lower is not None and result.upper is not None
+    assert result.lower <= size <= result.upper
+    assert abs(result.count - size) / size < 0.025  # 3 RSE at lg_k 14
+    # A saturated bucket stays small: DataSketches' compact HLL_4 at lg_k 14.
+    plain = series.to_plain()
+    assert plain is not None and len(plain[4][0][2]) <= 16 * 1024
+
+
+def test_keys_past_2_63_are_counted_apart_in_sketches() -> None:
+    series = UniqueSeries(UniqueConfig(levels=(DAY,), exact_limit=0))
+    series.apply([(BASE, 2**64 - 1 - i) for i in range(500)])
+    assert 490 <= series.count(BASE, BASE).count <= 510
+
+
+############################################################################################
+# Members, validation, settings
+
+
+def test_member_key_is_stable_and_canonical() -> None:
+    # BLAKE2b, not hash(): the same in every process (pinned, since keys are in the log).
+    assert member_key("alice") == 9933345172075899469
+    assert member_key("42") == member_key(42) == 42
+    assert member_key("042") != 42
+    assert member_key(2**64 - 1) == 2**64 - 1
+    assert member_key("18446744073709551616") != 0  # past u64: a string, hashed
+    for bad in (-1, 2**64, True, None, "", "a\x00b", "x" * 201, 1.5):
+        with pytest.raises(InvalidInput):
+            member_key(bad)
+
+
+def test_validate_unique_items_names_the_field() -> None:
+    good = {"name": "visitors", "member": "a", "ts": 60}
+    with pytest.raises(InvalidInput, match=r"^body\[1\]\.member is required$"):
+        validate_unique_items([good, {"name": "v", "ts": 1}])
+    with pytest.raises(InvalidInput, match=r"^body\[0\]\.ts must be between 0 and"):
+        validate_unique_items([{**good, "ts": -1}])
+    with pytest.raises(InvalidInput, match=r"^body\[0\] has unknown fields \['x'\]"):
+        validate_unique_items([{**good, "x": 1}])
+    with pytest.raises(InvalidInput, match=r"^body\[0\]\.name: series names starting with 'narrative.'"):
+        validate_unique_items([{**good, "name": "narrative.users"}])
+    assert validate_unique_items([{**good, "name": "narrative.users"}], reserved_ok=True)
+    with pytest.raises(PayloadTooLarge):
+        validate_unique_items([good] * 100_001)
+    with pytest.raises(InvalidInput, match=r"^body must be a list"):
+        validate_unique_items({"name": "x"})
+
+
+def test_unique_settings_are_checked() -> None:
+    assert UniqueSettings(levels=("hour", "day")).config().levels == (HOUR, DAY)
+    with pytest.raises(InvalidInput, match=r"^unique_levels must be"):
+        UniqueSettings(levels=("second",))
+    with pytest.raises(InvalidInput, match=r"^unique_lg_k must be an integer in 4 \.\. 21"):
+        UniqueSettings(lg_k=3)
+    with pytest.raises(InvalidInput, match=r"^unique_exact_limit must be"):
+        UniqueSettings(exact_limit=-1)
+    with pytest.raises(InvalidInput, match=r"^unique_retention levels must be among"):
+        UniqueSettings(retention={"year": 10})
+    with pytest.raises(InvalidInput, match=r"^a level may only expire if every finer"):
+        UniqueSettings(retention={"hour": 100})
+    assert UniqueSettings(retention={"minute": 60, "hour": 3600}).retention_ages()[MINUTE] == 60
+
+
+############################################################################################
+# Retention
+
+
+def test_uniqueseries_expire_rounds_edges_to_what_is_kept() -> None:
+    series = UniqueSeries(UniqueConfig())
+    series.apply([(BASE + 10, 1), (BASE + 70, 2), (BASE + 7200, 3)])
+    removed = series.expire([0, BASE + 3600, 0, 0, 0, 0])  # minutes before 01:00 dropped
+    assert removed == 2
+    series._check()
+    # The edge inside the dropped minutes rounds out to the hour, and the answer says so.
+    result = series.count(BASE + 65, BASE + 7259)
+    assert (result.t1, result.t2, result.rounded, result.count) == (BASE, BASE + 7259, True, 3)
+    # After the horizon minutes are kept: exact as asked.
+    assert series.count(BASE + 7200, BASE + 7259).rounded is False
+
+
+async def test_engine_unique_retention_is_logged_and_applied() -> None:
+    async with Engine.open(uniques=UniqueSettings(retention={"minute": 3600})) as engine:
+        await engine.add_uniques([{"name": "r", "member": 1, "ts": BASE + 10}])
+        await engine.expire_uniques_now(engine.unique_settings.retention_ages(), now=BASE + 7200)
+        result = await engine.unique_count("r", BASE + 10, BASE + 20)
+        assert (result.t1, result.t2, result.count) == (BASE, BASE + 3599, 1)
+
+
+############################################################################################
+# Through the engine: commands, snapshots, replay
+
+
+def assert_same_answer(got: Any, expected: Any) -> None:
+    """Exact answers are identical after a restart; a sketch's estimate may move in its last
+    digits (engine/uniques.py says why) but stays inside the other's bounds."""
+    if expected.exact:
+        assert got == expected
+        return
+    assert (got.t1, got.t2, got.exact, got.buckets) == (expected.t1, expected.t2, False, expected.buckets)
+    assert expected.lower <= got.count <= expected.upper
+    assert got.lower <= expected.count <= got.upper
+
+
+def test_add_uniques_record_round_trip() -> None:
+    from engine.commands import decode_command, encode_command
+
+    command = AddUniques(items=[("v", BASE, 2**64 - 1)], config=NARRATIVE_CONFIG,
+                         counts=[("narrative.clicks", BASE, 1)])
+    assert decode_command(encode_command(command)) == command
+
+
+async def test_engine_counts_several_series_and_their_union(engine: Engine) -> None:
+    await engine.add_uniques([{"name": "a", "member": m, "ts": BASE} for m in range(10)]
+                             + [{"name": "b", "member": m, "ts": BASE + 60} for m in range(5, 20)])
+    counts, union = await engine.unique_counts(["a", "b", "never"], BASE, BASE + 3599, union=True)
+    assert {n: c.count for n, c in counts.items()} == {"a": 10, "b": 15, "never": 0}
+    assert union is not None and (union.count, union.exact) == (20, True)
+    bounds, per_period = await engine.unique_breakdown("b", BASE, BASE + 179, 60)
+    assert bounds == [BASE, BASE + 60, BASE + 120, BASE + 180]
+    assert [c.count for c in per_period] == [0, 15, 0]
+
+
+async def test_engine_unique_and_counts_answer_in_one_round_trip(engine: Engine) -> None:
+    await engine.add_uniques_validated(
+        [("narrative.users", BASE, 1), ("narrative.users", BASE + 5, 1)],
+        config=NARRATIVE_CONFIG, counts=[("narrative.clicks", BASE, 1), ("narrative.clicks", BASE + 5, 1)],
+    )
+    users, sums = await engine.unique_and_counts(
+        "narrative.users", BASE, BASE + 3599, ["narrative.clicks", "narrative.impressions"]
+    )
+    assert (users.count, users.exact, users.buckets) == (1, True, 1)
+    assert sums == {"narrative.clicks": 2, "narrative.impressions": 0}
+
+
+def test_current_hour_count_is_the_kept_count_not_a_union() -> None:
+    series = UniqueSeries(NARRATIVE_CONFIG)
+    series.apply([(BASE + i % 3600, i) for i in range(50_000)])
+    start, end, keys = series.cover(BASE, BASE + 3599)
+    union, known = series.partial(keys)
+    assert keys == [(BASE // 3600) * 8 + HOUR] and known == 50_000
+    assert union.exact is series.cells[keys[0]]  # shared, not copied: O(1)
+
+
+async def test_engine_snapshot_items_reproduce_sketches_and_exact_cells() -> None:
+    rng = random.Random(7)
+    settings_ = UniqueSettings(exact_limit=200)
+    async with Engine.open(uniques=settings_) as source:
+        for name in ("big", "small"):
+            size = 3000 if name == "big" else 50
+            await source.add_uniques(
+                [{"name": name, "member": rng.getrandbits(63), "ts": BASE + rng.randrange(5 * 86400)}
+                 for _ in range(size)]
+            )
+        items = [msgpack.unpackb(msgpack.packb(item, use_bin_type=True), strict_map_key=False)
+                 for item in source.iter_snapshot_items()]
+        assert {item[0] for item in items} == {UNIQUE}
+        questions = [(BASE, BASE + 5 * 86400), (BASE + 3600, BASE + 90000), (BASE + 61, BASE + 4000)]
+        expected = {(n, q): await source.unique_count(n, *q) for n in ("big", "small") for q in questions}
+    async with Engine.open(uniques=settings_) as target:
+        for namespace, ident, seq, plain in items:
+            target.load_snapshot_item(namespace, ident, seq, plain)
+        for (name, question), answer in expected.items():
+            assert_same_answer(await target.unique_count(name, *question), answer)
+
+
+async def test_engine_recovers_uniques_from_snapshot_and_log(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    settings_ = UniqueSettings(exact_limit=100)
+    batch1 = [{"name": "s", "member": f"user-{i}", "ts": BASE + i} for i in range(1000)]
+    batch2 = [{"name": "s", "member": f"user-{i}", "ts": BASE + 90000 + i} for i in range(500, 700)]
+    async with Engine.open(data, uniques=settings_) as engine:
+        await engine.add_uniques(batch1)
+        await engine.snapshot_now()
+        await engine.add_uniques(batch2)  # only in the log
+        before = await engine.unique_count("s", BASE, BASE + 2 * 86400)
+        day2 = await engine.unique_count("s", BASE + 86400, BASE + 2 * 86400 - 1)
+    assert not before.exact and day2.exact and day2.count == 200
+    async with Engine.open(data, uniques=settings_) as engine:
+        assert_same_answer(await engine.unique_count("s", BASE, BASE + 2 * 86400), before)
+        assert await engine.unique_count("s", BASE + 86400, BASE + 2 * 86400 - 1) == day2

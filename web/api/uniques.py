@@ -1,0 +1,104 @@
+"""Unique counts in the native API: ``/api/uniques`` (engine: ``engine/uniques.py``).
+
+* ``POST /api/uniques`` -- a batch of ``{name, member, ts}`` (JSON, msgpack or NDJSON),
+  validated whole;
+* ``GET /api/uniques/{name}?t1=&t2=`` -- distinct members over [t1, t2];
+* ``GET /api/uniques/{name}/breakdown?t1=&t2=&step=&tz=`` -- per period;
+* ``POST /api/uniques/query`` -- several series at once, optionally their union.
+
+Every count says the range it really covers (whole buckets), whether it is exact, and when it
+is not, the sketch's bounds. The routes are added to the native blueprint (``native`` of
+``web/api/routes.py``), so they share its ``/api`` prefix and belong to the OpenAPI document
+that ``web/openapi.py`` builds from the ``native`` and ``admin`` blueprints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from quart import Response, current_app, request
+
+from engine.engine import check_range
+from engine.events import check_name, check_names
+from engine.uniques import UniqueCount
+from web.api import models as m
+from web.api import unique_models as um
+from web.api.routes import native
+from web.bodies import respond
+from web.context import engine_of
+from web.openapi import accepts, answers, query_args
+
+
+def count_body(result: UniqueCount) -> dict[str, Any]:
+    """A ``UniqueCount`` as the API answers it (bounds only when not exact)."""
+    return result.public()
+
+
+@native.post("/uniques")
+@accepts(um.UniquesBody, ndjson=True, raw=True, batch="members")
+@answers(m.Applied)
+async def add_uniques(body: Any) -> Response:
+    """Add members to unique series: a list, ``{"members": [...]}``, or NDJSON lines.
+
+    The batch is applied whole or not at all. A bucket holds its members exactly up to the
+    server's ``unique_exact_limit``, then becomes a HyperLogLog sketch.
+    """
+    members = body.get("members") if isinstance(body, Mapping) else body
+    field = "members" if isinstance(body, Mapping) else "body"
+    applied = await engine_of(current_app).add_uniques(members, field)
+    return respond({"applied": applied}, request)
+
+
+@native.get("/uniques/<name>")
+@query_args(um.UniqueArgs)
+@answers(um.UniqueSeriesCount)
+async def read_uniques(name: str, args: um.UniqueArgs) -> Response:
+    """Distinct members of series ``name`` over [t1, t2] (Unix seconds, inclusive)."""
+    name = check_name(name, "name")
+    t1, t2 = check_range(args.t1, args.t2)
+    result = await engine_of(current_app).unique_count(name, t1, t2)
+    return respond({"name": name, "asked": [t1, t2], **count_body(result)}, request)
+
+
+@native.get("/uniques/<name>/breakdown")
+@query_args(um.UniqueBreakdownArgs)
+@answers(um.UniqueBreakdown)
+async def unique_breakdown(name: str, args: um.UniqueBreakdownArgs) -> Response:
+    """Distinct members per period over [t1, t2] (periods as in ``/api/breakdown``: a
+    calendar ``step`` in ``tz`` or at UTC + ``offset``, or a number of seconds)."""
+    name = check_name(name, "name")
+    t1, t2 = check_range(args.t1, args.t2)
+    bounds, counts = await engine_of(current_app).unique_breakdown(
+        name, t1, t2, args.step, tz=args.tz, offset=args.offset
+    )
+    periods = [[bounds[i], bounds[i + 1] - 1] for i in range(len(bounds) - 1)]
+    body = {"name": name, "step": args.step, "periods": periods,
+            "counts": [count_body(c) for c in counts]}
+    return respond(body, request)
+
+
+@native.post("/uniques/query")
+@accepts(um.UniqueQuery)
+@answers(um.UniqueQueryResult)
+async def query_uniques(body: um.UniqueQuery) -> Response:
+    """Distinct counts of several series over [t1, t2]; ``union: true`` also answers the
+    members distinct across all of them (exact only if every part is)."""
+    names = check_names(body.names, "names")
+    t1, t2 = check_range(body.t1, body.t2)
+    counts, union = await engine_of(current_app).unique_counts(names, t1, t2, union=body.union)
+    out: dict[str, Any] = {
+        "t1": t1,
+        "t2": t2,
+        "results": [{"name": n, "asked": [t1, t2], **count_body(c)} for n, c in counts.items()],
+    }
+    if union is not None:
+        out["union"] = count_body(union)
+    return respond(out, request)
+
+
+#: The routes this module adds to ``native`` (``web/app.py`` imports this, so they exist
+#: before the blueprint is registered).
+UNIQUE_ROUTES = (add_uniques, read_uniques, unique_breakdown, query_uniques)
+
+__all__ = ["UNIQUE_ROUTES", "add_uniques", "query_uniques", "read_uniques", "unique_breakdown"]
