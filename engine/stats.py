@@ -1,0 +1,733 @@
+"""Dimensional stats (the statshub seed): per-id detail and per-dimension-value roll-ups.
+
+Theory of operation
+-------------------
+A client -- a *stat id*, one reporting process -- posts an update: a set of dimensions
+(``country=es``, ``user=bob``) and stats of five kinds (``../shared/compat/statshub.md``):
+
+* ``counters`` set the id's absolute value of a stat; ``increments`` add to the same value
+  (one namespace). Each dimension value's roll-up gains the *change* of the id's value, so
+  a roll-up is the sum of what its ids' values moved while they reported that value.
+* ``gauges`` set the id's value of a stat for the current *gauge period* (6 minutes by
+  default: statshub's 5-minute reporting period plus 1 minute of slack), and the roll-up of
+  that period gains the change; so a roll-up per period is the sum over ids of each id's
+  last value reported in that period. ``gauges`` reads the last complete period,
+  ``gaugesCurrent`` the one in progress.
+* ``members`` / ``multiMembers`` add to a unique set per dimension value; its cardinality is
+  reported under ``gauges`` (statshub did so).
+
+Who owns what. Two namespaces, each hashed onto partition actors (``engine/actors.py``):
+
+* ``statid``: a :class:`StatIdState` holds one id's *detail*: its absolute counter values
+  and, per gauge, ``(period, last value)``. Only this decides a roll-up's change.
+* ``statdim``: a :class:`DimValueStats` holds one ``(dimension, value)``'s roll-ups, each
+  also a series in the engine's counter store (:class:`~engine.counters.CounterSeries`):
+  counter changes at the second they were posted (the roll-up's value at instant T is one
+  prefix walk, ``before(T + 1)``), gauge period sums at their period's first second (a
+  period's value is one cell, ``cells[start * 8]``), and members as a
+  :class:`~engine.uniques.UniqueSeries` (exact sets, then a sketch, per minute .. year).
+
+The path of a write. A change is a fact about the id, and replay must find the same change
+for the same record: so the change is decided *before* the record is logged and is part of
+it. ``Engine.stats_update`` holds the id's lock, asks the id's actor for a plan
+(:meth:`StatIdState.plan`: new absolute values and the changes, a pure read), builds one
+:class:`StatsUpdate` holding both, and submits it. Routed, the id gets the new absolute
+values (an assignment) and every dimension value its changes and members (additions, each
+skipped by an entity that already applied the record: ``applied_seq``). No entity derives
+anything from another at apply time, so entities snapshotted at different moments replay to
+exactly the live state. The lock is per id: updates of one id are planned and logged in
+one order; different ids never wait for each other.
+
+Reads: ``GET /stats/<dim>`` asks every value's actor for its figures (one message each) and
+adds ``total`` per dimension at query time, as statshub did (members: the sum of
+cardinalities; the true union is an option). Neither ``total`` nor any combination of
+dimensions is stored.
+
+Deliberate differences from statshub, all of them fail-closed or additions: the reserved
+value ``total`` is a 400 (statshub: 500); a body that is not an object (``null`` included),
+a value that is not a 64-bit integer, a stat or dimension name that is not a printable
+non-empty string of at most 200 characters are 400s that change nothing (statshub's Go
+decoder read ``null`` as an empty update); the per-id member sets statshub wrote and never
+read are not kept; member stat names are known per dimension (statshub kept one global list,
+so a member stat seen only under ``user`` showed 0 under every ``country``).
+
+Nothing here imports trio or reads the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from engine.commands import Command, EntityKey, Operation, register
+from engine.counters import CounterSeries
+from engine.errors import InvalidInput, PayloadTooLarge, quote
+from engine.events import INT64_MAX, INT64_MIN, MAX_BATCH_EVENTS, check_name
+from engine.timebuckets import DAY, HOUR, MINUTE, MONTH, YEAR, bucket_of, bucket_start
+from engine.uniques import Partial, UniqueConfig, UniqueSeries, member_key
+
+#: Namespaces (``engine/actors.py``).
+STAT_ID = "statid"
+STAT_DIM = "statdim"
+
+#: statshub's ``statsPeriod``: its ``reportingPeriod`` (5 minutes, how often clients report)
+#: plus one minute for timing differences.
+DEFAULT_GAUGE_PERIOD_S = 360
+#: The value statshub reserves for its query-time totals.
+TOTAL = "total"
+#: Dimensions one update may carry. Lantern's clients sent a handful; 64 keeps one update's
+#: fan-out bounded (the precedent: ``engine.density.MAX_PLACEMENT_SPACES``).
+MAX_UPDATE_DIMS = 64
+#: Stats one update may carry, all kinds together, and members in all: a batch's bound
+#: (``engine.events.MAX_BATCH_EVENTS``).
+MAX_UPDATE_STATS = 10_000
+MAX_UPDATE_MEMBERS = MAX_BATCH_EVENTS
+#: What member sets keep: minutes to years (as ``engine.uniques``' default), so a count "as
+#: of" an instant (the stream's history, the archive export) is rounded out by less than a
+#: minute; the all-time count unions year cells only.
+MEMBER_LEVELS = (MINUTE, HOUR, DAY, MONTH, YEAR)
+#: The kinds of a stat as the stream and history name them.
+KINDS = ("counter", "gauge", "member")
+
+_INT_KINDS = ("counters", "increments", "gauges")
+_FIELDS = frozenset({"dims", "counters", "increments", "gauges", "gaugesCurrent", "members", "multiMembers"})
+
+
+############################################################################################
+# Validation
+############################################################################################
+
+
+def stat_name(raw: str) -> str:
+    """A stat name as statshub stored it: ``-`` becomes ``_`` (case is kept).
+
+    >>> stat_name("bytes-given")
+    'bytes_given'
+    """
+    return raw.replace("-", "_")
+
+
+def period_start(ts: int, period_s: int) -> int:
+    """The start of the gauge period holding ``ts``: periods are aligned to the epoch (Go's
+    ``time.Truncate``, which statshub used).
+
+    >>> period_start(1000, 360)
+    720
+    """
+    return ts - ts % period_s
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateInput:
+    """One validated statshub update: names normalised, in statshub's order of writing
+    (counters, increments, gauges, members), each kind's stats in sorted raw-name order."""
+
+    dims: tuple[tuple[str, str], ...]
+    counters: tuple[tuple[str, int], ...]
+    increments: tuple[tuple[str, int], ...]
+    gauges: tuple[tuple[str, int], ...]
+    members: tuple[tuple[str, tuple[int, ...]], ...]
+
+    def size(self) -> int:
+        return len(self.counters) + len(self.increments) + len(self.gauges) + len(self.members)
+
+
+def _object(value: Any, field: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{field} must be an object, got {quote(value)}", field)
+    return value
+
+
+def _int64(value: Any, field: str) -> int:
+    # Strict as Go's decoder into int64: 1.0, true and "1" are refused, so is 2**63.
+    if type(value) is not int:
+        raise InvalidInput(f"{field} must be an integer, got {quote(value)}", field)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidInput(f"{field} must be a 64-bit integer ({INT64_MIN} .. {INT64_MAX}), got {quote(value)}", field)
+    return value
+
+
+def validate_update(body: Any, field: str = "body") -> UpdateInput:
+    """Check a whole statshub update body; ``InvalidInput`` naming the field, else the input.
+
+    >>> u = validate_update({"dims": {"Country": "ES"}, "counters": {"a-b": 5}, "members": {"m": "x"}})
+    >>> u.dims, u.counters, len(u.members[0][1])
+    ((('country', 'es'),), (('a_b', 5),), 1)
+    >>> validate_update({"dims": {"country": "Total"}})
+    Traceback (most recent call last):
+    ...
+    engine.errors.InvalidInput: body.dims.country: the value 'total' is reserved for statshub's query-time totals
+    """
+    if not isinstance(body, dict):
+        raise InvalidInput(f"{field} must be a JSON object of dims and stats, got {quote(body)}", field)
+    unknown = set(body) - _FIELDS
+    if unknown:
+        raise InvalidInput(
+            f"{field} has unknown fields {sorted(map(str, unknown))[:5]!r}; statshub updates take "
+            f"{sorted(_FIELDS - {'gaugesCurrent'})}",
+            f"{field}.{sorted(map(str, unknown))[0]}",
+        )
+    raw_dims = _object(body.get("dims"), f"{field}.dims")
+    if len(raw_dims) > MAX_UPDATE_DIMS:
+        raise PayloadTooLarge(f"an update may carry at most {MAX_UPDATE_DIMS} dimensions, got {len(raw_dims)}",
+                              f"{field}.dims")
+    dims: dict[str, str] = {}
+    for name in sorted(raw_dims):
+        where = f"{field}.dims.{name}"
+        check_name(name, f"{field}.dims")
+        value = raw_dims[name]
+        check_name(value, where)
+        value = value.lower()
+        if value == TOTAL:
+            raise InvalidInput(f"{where}: the value 'total' is reserved for statshub's query-time totals", where)
+        dims[name.lower()] = value
+    kinds: dict[str, list[tuple[str, int]]] = {}
+    count = 0
+    for kind in _INT_KINDS:
+        raw = _object(body.get(kind), f"{field}.{kind}")
+        count += len(raw)
+        if count > MAX_UPDATE_STATS:
+            raise PayloadTooLarge(f"an update may carry at most {MAX_UPDATE_STATS} stats", f"{field}.{kind}")
+        kinds[kind] = [
+            (stat_name(check_name(name, f"{field}.{kind}")), _int64(raw[name], f"{field}.{kind}.{name}"))
+            for name in sorted(raw)
+        ]
+    members: dict[str, list[int]] = {}
+    total_members = 0
+    single = _object(body.get("members"), f"{field}.members")
+    multi = _object(body.get("multiMembers"), f"{field}.multiMembers")
+    if count + len(single) + len(multi) > MAX_UPDATE_STATS:
+        raise PayloadTooLarge(f"an update may carry at most {MAX_UPDATE_STATS} stats", f"{field}.members")
+    for name in sorted(single):
+        stat = stat_name(check_name(name, f"{field}.members"))
+        members.setdefault(stat, []).append(_member(single[name], f"{field}.members.{name}"))
+        total_members += 1
+    for name in sorted(multi):
+        stat = stat_name(check_name(name, f"{field}.multiMembers"))
+        items = multi[name]
+        where = f"{field}.multiMembers.{name}"
+        if not isinstance(items, list):
+            raise InvalidInput(f"{where} must be an array of strings, got {quote(items)}", where)
+        total_members += len(items)
+        if total_members > MAX_UPDATE_MEMBERS:
+            raise PayloadTooLarge(f"an update may carry at most {MAX_UPDATE_MEMBERS} members", where)
+        members.setdefault(stat, []).extend(_member(m, f"{where}[{i}]") for i, m in enumerate(items))
+    return UpdateInput(
+        dims=tuple(dims.items()),
+        counters=tuple(kinds["counters"]),
+        increments=tuple(kinds["increments"]),
+        gauges=tuple(kinds["gauges"]),
+        members=tuple((stat, tuple(keys)) for stat, keys in members.items()),
+    )
+
+
+def _member(value: Any, field: str) -> int:
+    if type(value) is not str:
+        raise InvalidInput(f"{field} must be a string, got {quote(value)}", field)
+    return member_key(value, field)
+
+
+############################################################################################
+# Per id: the detail
+############################################################################################
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one update does: the id's new detail and the roll-ups' changes."""
+
+    counters: list[tuple[str, int]]        # new absolute values
+    gauges: list[tuple[str, int]]          # new values in the update's period
+    counter_deltas: list[tuple[str, int]]  # per stat, in first-written order
+    gauge_deltas: list[tuple[str, int]]
+
+
+class StatIdState:
+    """One stat id's detail: absolute counter values, and each gauge's last (period, value).
+
+    >>> s = StatIdState()
+    >>> p = s.plan(validate_update({"counters": {"a": 50}, "increments": {"b": 5}}), 720)
+    >>> s.apply(p.counters, p.gauges, 720); p.counter_deltas
+    [('a', 50), ('b', 5)]
+    >>> s.plan(validate_update({"counters": {"a": 60}}), 720).counter_deltas
+    [('a', 10)]
+    """
+
+    __slots__ = ("counters", "gauges", "applied_seq")
+
+    def __init__(self) -> None:
+        self.counters: dict[str, int] = {}
+        self.gauges: dict[str, tuple[int, int]] = {}
+        self.applied_seq = 0
+
+    def plan(self, update: UpdateInput, period: int) -> Plan:
+        """The new detail and the changes ``update`` makes in gauge period ``period``, as
+        statshub's GETSET / INCRBY sequence made them (a pure read: nothing changes here).
+
+        Runtime complexity: O(stats in the update).
+        """
+        values: dict[str, int] = {}
+        deltas: dict[str, int] = {}
+        for stat, value in update.counters:
+            old = values.get(stat, self.counters.get(stat, 0))
+            values[stat] = value
+            deltas[stat] = deltas.get(stat, 0) + value - old
+        for stat, delta in update.increments:
+            values[stat] = values.get(stat, self.counters.get(stat, 0)) + delta
+            deltas[stat] = deltas.get(stat, 0) + delta
+        gauges: dict[str, int] = {}
+        gauge_deltas: dict[str, int] = {}
+        for stat, value in update.gauges:
+            if stat in gauges:
+                old = gauges[stat]
+            else:
+                last = self.gauges.get(stat)
+                old = last[1] if last is not None and last[0] == period else 0
+            gauges[stat] = value
+            gauge_deltas[stat] = gauge_deltas.get(stat, 0) + value - old
+        return Plan(list(values.items()), list(gauges.items()), list(deltas.items()), list(gauge_deltas.items()))
+
+    def apply(self, counters: Iterable[tuple[str, int]], gauges: Iterable[tuple[str, int]], period: int) -> None:
+        """Assign a plan's new values (idempotent: a replayed record assigns the same)."""
+        self.counters.update(counters)
+        for stat, value in gauges:
+            self.gauges[stat] = (period, value)
+
+    def to_plain(self) -> list[Any]:
+        return [list(self.counters.items()), [[s, p, v] for s, (p, v) in self.gauges.items()]]
+
+    @classmethod
+    def from_plain(cls, plain: Sequence[Any]) -> StatIdState:
+        state = cls()
+        state.counters = {s: v for s, v in plain[0]}
+        state.gauges = {s: (p, v) for s, p, v in plain[1]}
+        return state
+
+
+############################################################################################
+# Per dimension value: the roll-ups and their series
+############################################################################################
+
+
+@dataclass(frozen=True, slots=True)
+class ValueFigures:
+    """One dimension value's statshub figures at one instant."""
+
+    counters: dict[str, int]
+    gauges: dict[str, int]          # the last complete period
+    gauges_current: dict[str, int]  # the period in progress
+    members: dict[str, int]         # cardinalities (statshub reports them under gauges)
+
+
+def year_span(first_ts: int, last_ts: int) -> tuple[int, int]:
+    """Whole UTC years around [first_ts, last_ts]: an all-time member count then unions one
+    year cell per year (O(1) for a series within one year: its kept count)."""
+    return (bucket_start(YEAR, bucket_of(YEAR, first_ts)),
+            bucket_start(YEAR, bucket_of(YEAR, last_ts) + 1) - 1)
+
+
+class DimValueStats:
+    """The roll-ups of one (dimension, value): counter and gauge series, member sets.
+
+    >>> d = DimValueStats()
+    >>> d.apply(100, 0, [("a", 50)], [("g", 7)], [("m", [1, 2])], UniqueConfig(MEMBER_LEVELS))
+    >>> d.figures(360, 0)  # period 0 is in progress at second 0, complete at 360
+    ValueFigures(counters={'a': 50}, gauges={}, gauges_current={'g': 7}, members={'m': 2})
+    >>> d.figures(360, 360).gauges
+    {'g': 7}
+    """
+
+    __slots__ = ("counters", "gauges", "members", "applied_seq")
+
+    def __init__(self) -> None:
+        #: Counter roll-ups: changes at the second they were posted (value = ``total``).
+        self.counters: dict[str, CounterSeries] = {}
+        #: Gauge roll-ups: each period's sum at the period's first second.
+        self.gauges: dict[str, CounterSeries] = {}
+        self.members: dict[str, UniqueSeries] = {}
+        self.applied_seq = 0
+
+    def apply(
+        self,
+        ts: int,
+        period: int,
+        counter_deltas: Iterable[tuple[str, int]],
+        gauge_deltas: Iterable[tuple[str, int]],
+        members: Iterable[tuple[str, Sequence[int]]],
+        member_config: UniqueConfig,
+    ) -> None:
+        """Add one update's changes (a zero change still makes the stat known, as statshub's
+        ``INCRBY 0`` created the key).
+
+        Runtime complexity: O(1) per counter and gauge (six cell increments); O(kept levels)
+        per member.
+        """
+        for stat, delta in counter_deltas:
+            series = self.counters.get(stat)
+            if series is None:
+                series = self.counters[stat] = CounterSeries()
+            series.add(ts, delta)
+        for stat, delta in gauge_deltas:
+            series = self.gauges.get(stat)
+            if series is None:
+                series = self.gauges[stat] = CounterSeries()
+            series.add(period, delta)
+        for stat, keys in members:
+            unique = self.members.get(stat)
+            if unique is None:
+                unique = self.members[stat] = UniqueSeries(member_config)
+            unique.apply([(ts, key) for key in keys])
+
+    ########################################################################################
+    # Reads
+
+    def gauge_at(self, stat: str, period: int) -> int | None:
+        """The roll-up of gauge ``stat`` in the period starting at ``period``; ``None`` when
+        no id reported it then (statshub's key had expired or never existed)."""
+        series = self.gauges.get(stat)
+        if series is None:
+            return None
+        return series.cells.get(period * 8)
+
+    def member_count(self, stat: str) -> int:
+        """All-time distinct members of ``stat`` (statshub's SCARD)."""
+        unique = self.members.get(stat)
+        if unique is None or unique.first_ts < 0:
+            return 0
+        return unique.count(*year_span(unique.first_ts, unique.last_ts)).count
+
+    def member_part(self, stat: str) -> Partial | None:
+        """The all-time member set of ``stat`` as a detached union part (for a true union
+        across values), or ``None``."""
+        unique = self.members.get(stat)
+        if unique is None or unique.first_ts < 0:
+            return None
+        return unique.union_part(*year_span(unique.first_ts, unique.last_ts))[2]
+
+    def figures(self, period_s: int, now: int) -> ValueFigures:
+        """statshub's figures at ``now``: counters, the last complete gauge period, the one in
+        progress, and member cardinalities.
+
+        Runtime complexity: O(stats); a member count is O(1) within one year of writes.
+        """
+        current = period_start(now, period_s)
+        prior = current - period_s
+        gauges: dict[str, int] = {}
+        gauges_current: dict[str, int] = {}
+        for stat, series in self.gauges.items():
+            cells = series.cells
+            value = cells.get(prior * 8)
+            if value is not None:
+                gauges[stat] = value
+            value = cells.get(current * 8)
+            if value is not None:
+                gauges_current[stat] = value
+        return ValueFigures(
+            counters={stat: series.total for stat, series in self.counters.items()},
+            gauges=gauges,
+            gauges_current=gauges_current,
+            members={stat: self.member_count(stat) for stat in self.members},
+        )
+
+    def counter_levels(self, stat: str, bounds: Sequence[int]) -> list[int] | None:
+        """The counter's roll-up at the end of each period [bounds[i], bounds[i+1]): its value
+        as of the last second of the period; ``None`` if the stat is unknown here."""
+        series = self.counters.get(stat)
+        if series is None:
+            return None
+        return [series.before(b) for b in bounds[1:]]
+
+    def counter_changes(self, stat: str, bounds: Sequence[int]) -> list[int] | None:
+        series = self.counters.get(stat)
+        return None if series is None else series.period_sums(bounds)
+
+    def gauge_sums(self, stat: str, bounds: Sequence[int]) -> list[int] | None:
+        """Per period, the sum of the gauge periods that start in it."""
+        series = self.gauges.get(stat)
+        return None if series is None else series.period_sums(bounds)
+
+    def member_breakdown(self, stat: str, bounds: Sequence[int]) -> list[int] | None:
+        """Distinct members seen in each period (edges rounded out to whole minutes)."""
+        unique = self.members.get(stat)
+        if unique is None:
+            return None
+        return [c.count for c in unique.breakdown(bounds)]
+
+    def member_parts(self, stat: str, bounds: Sequence[int]) -> list[Partial] | None:
+        unique = self.members.get(stat)
+        if unique is None:
+            return None
+        return [unique.union_part(a, b - 1)[2] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+    def members_as_of(self, stat: str, ends: Sequence[int]) -> list[int] | None:
+        """All-time distinct members as of each instant in ``ends`` (exclusive), minute-rounded."""
+        unique = self.members.get(stat)
+        if unique is None or unique.first_ts < 0:
+            return None if unique is None else [0] * len(ends)
+        start = year_span(unique.first_ts, unique.first_ts)[0]
+        return [unique.count(start, end - 1).count if end > unique.first_ts else 0 for end in ends]
+
+    def known(self, kind: str, stat: str) -> bool:
+        return stat in {"counter": self.counters, "gauge": self.gauges, "member": self.members}[kind]
+
+    def first_ts(self, kind: str, stat: str) -> int:
+        """When the stat first had data here (-1: never)."""
+        table = {"counter": self.counters, "gauge": self.gauges, "member": self.members}[kind]
+        series = table.get(stat)
+        return -1 if series is None else series.first_ts
+
+    def stat_names(self) -> dict[str, list[str]]:
+        return {"counter": sorted(self.counters), "gauge": sorted(self.gauges), "member": sorted(self.members)}
+
+    ########################################################################################
+    # Snapshots
+
+    def to_plain(self) -> list[Any]:
+        return [
+            [[s, series.to_plain()] for s, series in self.counters.items()],
+            [[s, series.to_plain()] for s, series in self.gauges.items()],
+            [[s, unique.to_plain()] for s, unique in self.members.items() if unique.config is not None],
+        ]
+
+    @classmethod
+    def from_plain(cls, plain: Sequence[Any]) -> DimValueStats:
+        state = cls()
+        state.counters = {s: CounterSeries.from_plain(p) for s, p in plain[0]}
+        state.gauges = {s: CounterSeries.from_plain(p) for s, p in plain[1]}
+        state.members = {s: UniqueSeries.from_plain(p) for s, p in plain[2]}
+        return state
+
+    def _check(self) -> None:
+        for series in (*self.counters.values(), *self.gauges.values()):
+            series._check()
+        for unique in self.members.values():
+            unique._check()
+
+
+def stream_series(
+    state: DimValueStats, kind: str, stat: str, slots: Sequence[tuple[int, int, int]],
+    now: int, current: int, period_s: int,
+) -> list[int | None]:
+    """One value's stream history: per ``(asOf, start, end)`` slot the stat's value, or
+    ``None`` where it had no data (``Engine.stats_stream_values`` says what each kind
+    reads). Runtime complexity: one prefix walk per slot, one union per slot for members.
+    """
+    none: list[int | None] = [None] * len(slots)
+    if kind == "gauge" and stat in state.members:
+        unique = state.members[stat]
+        if unique.first_ts < 0:
+            return none
+        origin = year_span(unique.first_ts, unique.first_ts)[0]
+        out: list[int | None] = []
+        for _, _, end in slots:
+            end = min(end, now + 1)
+            out.append(unique.count(origin, end - 1).count if end > unique.first_ts else None)
+        return out
+    if kind == "counter":
+        series = state.counters.get(stat)
+        if series is None or series.first_ts < 0:
+            return none
+        out = []
+        for _, _, end in slots:
+            end = min(end, now + 1)
+            out.append(series.before(end) if end > series.first_ts else None)
+        return out
+    series = state.gauges.get(stat)
+    if series is None or series.first_ts < 0:
+        return none
+    out = []
+    for _, start, end in slots:
+        stop = min(end, current)  # complete gauge periods only
+        periods = -(-stop // period_s) - -(-start // period_s)
+        if stop <= start or periods <= 0 or series.last_ts < start or series.first_ts >= stop:
+            out.append(None)
+        else:
+            out.append(round(series.range_sum(start, stop - 1) / periods))
+    return out
+
+
+def archive_rows(state: DimValueStats, stamps: Sequence[int], period_s: int) -> list[tuple[dict[str, int], dict[str, int]]]:
+    """statshub's archive rows of one value at each instant of ``stamps``: counters as of the
+    instant, gauges of the last gauge period complete then, member counts as of the instant
+    (reported with the gauges, overriding a gauge of the same name, as statshub's query did).
+
+    Runtime complexity: one prefix walk per counter and stamp, one cell per gauge and stamp,
+    one union per member stat and stamp.
+    """
+    rows = []
+    for ts in stamps:
+        counters = {s: series.before(ts + 1) for s, series in state.counters.items() if series.first_ts <= ts}
+        prior = period_start(ts, period_s) - period_s
+        gauges = {}
+        for s, series in state.gauges.items():
+            value = series.cells.get(prior * 8)
+            if value is not None:
+                gauges[s] = value
+        for s, unique in state.members.items():
+            if 0 <= unique.first_ts <= ts:
+                gauges[s] = unique.count(year_span(unique.first_ts, unique.first_ts)[0], ts).count
+        rows.append((counters, gauges))
+    return rows
+
+
+############################################################################################
+# Query-time totals (statshub's synthetic "total" value)
+############################################################################################
+
+
+def statshub_maps(figures: ValueFigures, member_names: Iterable[str]) -> dict[str, dict[str, int]]:
+    """One value's answer in statshub's shape: ``counters``, ``gauges`` (member counts
+    override gauges of the same name, and every member stat known in the dimension shows,
+    0 where this value has none: statshub SCARDed each known name), ``gaugesCurrent``;
+    empty maps omitted (Go's ``omitempty``)."""
+    gauges = dict(figures.gauges)
+    for stat in member_names:
+        gauges[stat] = figures.members.get(stat, 0)
+    out: dict[str, dict[str, int]] = {}
+    if figures.counters:
+        out["counters"] = figures.counters
+    if gauges:
+        out["gauges"] = gauges
+    if figures.gauges_current:
+        out["gaugesCurrent"] = figures.gauges_current
+    return out
+
+
+def totals(values: Mapping[str, Mapping[str, Mapping[str, int]]]) -> dict[str, dict[str, int]]:
+    """statshub's ``total``: per map and stat, the sum over the values that have it.
+
+    >>> totals({"es": {"counters": {"a": 1}}, "de": {"counters": {"a": 2}, "gauges": {"g": 3}}})
+    {'counters': {'a': 3}, 'gauges': {'g': 3}}
+    """
+    out: dict[str, dict[str, int]] = {}
+    for maps in values.values():
+        for name, stats in maps.items():
+            target = out.setdefault(name, {})
+            for stat, value in stats.items():
+                target[stat] = target.get(stat, 0) + value
+    return {name: out[name] for name in ("counters", "gauges", "gaugesCurrent") if out.get(name)}
+
+
+############################################################################################
+# The command
+############################################################################################
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatsUpdate(Command):
+    """One statshub POST: the id's new detail and every dimension value's changes, decided
+    when it was planned (module docstring) so that replay applies exactly the same."""
+
+    op: ClassVar[str] = "statshub"
+    stat_id: str
+    ts: int
+    period: int
+    dims: list[tuple[str, str]]
+    counters: list[tuple[str, int]]
+    gauges: list[tuple[str, int]]
+    counter_deltas: list[tuple[str, int]]
+    gauge_deltas: list[tuple[str, int]]
+    members: list[tuple[str, list[int]]]
+    member_config: UniqueConfig
+
+    def to_plain(self) -> Any:
+        return [self.stat_id, self.ts, self.period, self.dims, self.counters, self.gauges,
+                self.counter_deltas, self.gauge_deltas, self.members, self.member_config.to_plain()]
+
+    @classmethod
+    def from_plain(cls, plain: Any) -> StatsUpdate:
+        (stat_id, ts, period, dims, counters, gauges, counter_deltas, gauge_deltas, members,
+         config) = plain
+        return cls(
+            stat_id=stat_id, ts=ts, period=period,
+            dims=[(n, v) for n, v in dims],
+            counters=[(s, v) for s, v in counters],
+            gauges=[(s, v) for s, v in gauges],
+            counter_deltas=[(s, v) for s, v in counter_deltas],
+            gauge_deltas=[(s, v) for s, v in gauge_deltas],
+            members=[(s, list(keys)) for s, keys in members],
+            member_config=UniqueConfig.from_plain(config),
+        )
+
+    def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
+        routes: dict[EntityKey, Operation] = {}
+        if self.counters or self.gauges:
+            counters, gauges, period = self.counters, self.gauges, self.period
+
+            def detail(state: StatIdState) -> None:
+                if state.applied_seq < seq:
+                    state.apply(counters, gauges, period)
+                    state.applied_seq = seq
+
+            routes[(STAT_ID, self.stat_id)] = detail
+        if self.counter_deltas or self.gauge_deltas or self.members:
+            for dim in self.dims:
+                routes[(STAT_DIM, dim)] = self._rollup(seq)
+        return routes
+
+    def _rollup(self, seq: int) -> Operation:
+        ts, period, config = self.ts, self.period, self.member_config
+        counter_deltas, gauge_deltas, members = self.counter_deltas, self.gauge_deltas, self.members
+
+        def rollup(state: DimValueStats) -> None:
+            if state.applied_seq < seq:
+                state.apply(ts, period, counter_deltas, gauge_deltas, members, config)
+                state.applied_seq = seq
+
+        return rollup
+
+    def size(self) -> int:
+        return len(self.counter_deltas) + len(self.gauge_deltas) + len(self.members)
+
+
+def build_update(stat_id: str, ts: int, period: int, update: UpdateInput, plan: Plan,
+                 member_config: UniqueConfig) -> StatsUpdate:
+    """The logged command for a planned update."""
+    return StatsUpdate(
+        stat_id=stat_id, ts=ts, period=period, dims=list(update.dims),
+        counters=plan.counters, gauges=plan.gauges,
+        counter_deltas=plan.counter_deltas, gauge_deltas=plan.gauge_deltas,
+        members=[(stat, list(keys)) for stat, keys in update.members],
+        member_config=member_config,
+    )
+
+
+def member_config_from(levels_config: UniqueConfig) -> UniqueConfig:
+    """Member sets keep :data:`MEMBER_LEVELS` with the engine's exact limit and precision."""
+    return UniqueConfig(MEMBER_LEVELS, levels_config.exact_limit, levels_config.lg_k)
+
+
+def check_stat_id(raw: Any) -> str:
+    """A stat id: statshub took the path's last segment as it was; we refuse what no
+    client sends (control characters, over 200 characters, empty)."""
+    return check_name(raw, "id")
+
+
+__all__ = [
+    "DEFAULT_GAUGE_PERIOD_S",
+    "archive_rows",
+    "KINDS",
+    "STAT_DIM",
+    "STAT_ID",
+    "TOTAL",
+    "DimValueStats",
+    "Plan",
+    "StatIdState",
+    "StatsUpdate",
+    "UpdateInput",
+    "ValueFigures",
+    "build_update",
+    "check_stat_id",
+    "member_config_from",
+    "period_start",
+    "stat_name",
+    "statshub_maps",
+    "stream_series",
+    "totals",
+    "validate_update",
+    "year_span",
+]

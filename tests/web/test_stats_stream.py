@@ -1,0 +1,109 @@
+"""statshub's live stream (``/stream/...``) with a real websocket client against a real server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ServerProcess
+from test_statshub import stats_server
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+INTERVAL = 0.5  # seconds between live messages (statshub: 30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = stats_server(tmp_path_factory.mktemp("stream"), None, 360)
+    with httpx.Client(base_url=proc.url, timeout=30) as c:
+        c.post("/stats/a", json={"dims": {"country": "es"}, "counters": {"bytesGiven": 50},
+                                 "members": {"users": "u1"}})
+        c.post("/stats/b", json={"dims": {"country": "de"}, "counters": {"bytesGiven": 5}})
+    yield proc
+    proc.stop()
+
+
+def ws_url(server: ServerProcess, path: str) -> str:
+    return f"ws://127.0.0.1:{server.port}{path}"
+
+
+def test_stream_history_then_updates(server: ServerProcess) -> None:
+    with connect(ws_url(server, "/stream/country/*/counter/bytesGiven"), open_timeout=10) as ws:
+        history = json.loads(ws.recv(timeout=10))
+        assert history["succeeded"] is True and history["error"] == ""
+        last = history["intervals"][-1]
+        assert last["values"] == {"es": 50, "de": 5, "total": 55}
+        assert last["asOfSeconds"] % 3600 == 0  # the hourly history's current hour
+        with httpx.Client(base_url=server.url) as c:
+            c.post("/stats/a", json={"dims": {"country": "es"}, "counters": {"bytesGiven": 70}})
+        seen = []
+        started = time.monotonic()
+        for _ in range(3):
+            message = json.loads(ws.recv(timeout=5))
+            (interval,) = message["intervals"]
+            seen.append(interval)
+        assert time.monotonic() - started < 3 * INTERVAL + 2
+        assert seen[-1]["values"] == {"es": 70, "de": 5, "total": 75}
+        stamps = [i["asOfSeconds"] for i in seen]
+        assert stamps == sorted(stamps)
+
+
+def test_stream_one_value_and_member_gauges(server: ServerProcess) -> None:
+    with connect(ws_url(server, "/stream/Country/es/gauge/users"), open_timeout=10) as ws:
+        history = json.loads(ws.recv(timeout=10))
+        assert history["intervals"][-1]["values"] == {"es": 1}
+        update = json.loads(ws.recv(timeout=5))
+        assert update["intervals"][0]["values"] == {"es": 1}
+
+
+@pytest.mark.parametrize("path", ["/stream/country/es", "/stream/country/es/rate/x", "/stream//country"])
+def test_stream_malformed_path_names_the_expected_form(server: ServerProcess, path: str) -> None:
+    with connect(ws_url(server, path), open_timeout=10) as ws:
+        message = json.loads(ws.recv(timeout=10))
+    assert message["succeeded"] is False
+    assert message["error"].startswith("Wrong path: ")
+    assert message["error"].endswith("Expected something like: /stream/country/*/counter/bytesGiven")
+
+
+def test_stream_cross_site_handshake_is_refused(server: ServerProcess) -> None:
+    """A page on another site can open a websocket to localhost (no CORS applies to them):
+    the edge's Origin rule refuses the handshake; the server's own origin is accepted."""
+    with pytest.raises(InvalidStatus) as info:
+        connect(ws_url(server, "/stream/country/*/counter/bytesGiven"), origin="https://evil.example",
+                open_timeout=10)
+    assert info.value.response.status_code == 403
+    assert b"Origin" in info.value.response.body
+    with connect(ws_url(server, "/stream/country/*/counter/bytesGiven"),
+                 origin=f"http://127.0.0.1:{server.port}", open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["succeeded"] is True
+
+
+def test_stream_rebinding_host_is_refused(server: ServerProcess) -> None:
+    """A page whose name resolves to 127.0.0.1 (DNS rebinding) sends its own name as Host."""
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    with pytest.raises(InvalidStatus) as info:
+        connect(f"ws://attacker.example:{server.port}/stream/country/*/counter/bytesGiven", sock=sock,
+                open_timeout=10)
+    assert info.value.response.status_code == 421
+
+
+def test_stream_interval_is_the_apps_setting(tmp_path: Path) -> None:
+    """Messages arrive at the configured interval's wall-clock boundaries."""
+    server = stats_server(tmp_path, None, 360)
+    try:
+        with connect(ws_url(server, "/stream/country/*/counter/x"), open_timeout=10) as ws:
+            json.loads(ws.recv(timeout=10))  # no history: no intervals
+            stamps = []
+            for _ in range(4):
+                stamps.append(time.time())
+                json.loads(ws.recv(timeout=5))
+        gaps = [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)]
+        assert all(0.2 < gap < 1.0 for gap in gaps), gaps
+    finally:
+        server.stop()

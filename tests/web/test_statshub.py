@@ -1,0 +1,214 @@
+"""statshub's HTTP API on a real server process: its own test sequence, bad input, restarts."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ServerProcess, start_server
+
+PERIOD = 1  # seconds per gauge period in the sequence test (statshub's own test used 2)
+
+
+def stats_server(tmp: Path, data_dir: Path | None, period: int, fsync: str = "everysec") -> ServerProcess:
+    """``pointspace serve`` with statshub's periods shortened (statshub's own test used 2 s)."""
+    return start_server(tmp, data_dir=data_dir, extra=[
+        "--fsync", fsync, "--stats-gauge-period-s", str(period), "--stats-stream-interval-s", "0.5"])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = stats_server(tmp_path_factory.mktemp("statshub"), None, PERIOD)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+def sleep_till_next_bucket() -> None:
+    """statshub_test.go's sleepTillNextBucket (plus 50 ms, so a write lands inside it)."""
+    now = time.time()
+    time.sleep((now // PERIOD + 1) * PERIOD - now + 0.05)
+
+
+def post(client: httpx.Client, stat_id: str, body: Any) -> httpx.Response:
+    return client.post(f"/stats/{stat_id}", json=body)
+
+
+def query(client: httpx.Client) -> dict[str, Any]:
+    response = client.get("/stats/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["succeeded"] is True and body["error"] == ""
+    return body["dims"]
+
+
+def get(dims: dict[str, Any], path: str, table: str) -> int:
+    dim, value, stat = path.split(":")
+    return dims[dim][value].get(table, {}).get(stat, 0)
+
+
+def test_statshub_test_sequence(client: httpx.Client) -> None:
+    """TestUpdateAndQuery (statshub_test.go) over HTTP, with 1-second gauge periods."""
+    refused = post(client, "myid1", {"dims": {"country": "total"}, "counters": {"counterA": 10}})
+    assert refused.status_code == 400 and refused.json()["succeeded"] is False
+    update: dict[str, Any] = {"dims": {"country": "es", "user": "bob"}, "counters": {"counterA": 50},
+                              "increments": {"counterB": 500}, "gauges": {"gaugeA": 5000, "gaugeAA": 0},
+                              "members": {"gaugeB": "item1"}}
+    sleep_till_next_bucket()
+    assert post(client, "myid1", update).json() == {"succeeded": True, "error": ""}
+    sleep_till_next_bucket()
+    d = query(client)
+    for prefix in ("country:es", "user:bob", "country:total", "user:total"):
+        assert get(d, f"{prefix}:counterA", "counters") == 50
+        assert get(d, f"{prefix}:counterB", "counters") == 500
+        assert get(d, f"{prefix}:gaugeA", "gauges") == 5000
+        assert d[prefix.split(":")[0]][prefix.split(":")[1]]["gauges"]["gaugeAA"] == 0  # present, 0
+        assert get(d, f"{prefix}:gaugeB", "gauges") == 1
+
+    update = {"dims": {"country": "es", "user": "bob"}, "counters": {"counterA": 60},
+              "increments": {"counterB": 600}, "gauges": {"gaugeA": 0, "gaugeAA": 50000},
+              "members": {"gaugeB": "item2"}}
+    sleep_till_next_bucket()
+    post(client, "myid1", update)
+    sleep_till_next_bucket()
+    d = query(client)
+    for prefix in ("country:es", "user:bob", "country:total", "user:total"):
+        assert get(d, f"{prefix}:counterA", "counters") == 60
+        assert get(d, f"{prefix}:counterB", "counters") == 1100
+        assert get(d, f"{prefix}:gaugeA", "gauges") == 0
+        assert get(d, f"{prefix}:gaugeAA", "gauges") == 50000
+        assert get(d, f"{prefix}:gaugeB", "gauges") == 2
+
+    sleep_till_next_bucket()
+    post(client, "myid1", {"dims": {"country": "es", "user": "bob"}, "members": {"gaugeB": "item2"}})
+    sleep_till_next_bucket()
+    d = query(client)
+    assert get(d, "country:es:gaugeB", "gauges") == get(d, "user:bob:gaugeB", "gauges") == 2
+
+    sleep_till_next_bucket()
+    post(client, "myid1", {"dims": {"country": "es", "user": "bob"}, "gauges": {"gaugeA": 0, "gaugeAA": 50000}})
+    post(client, "myid2", {"dims": {"country": "de", "user": "bob"}, "counters": {"counterA": 70},
+                           "increments": {"counterB": 700}, "gauges": {"gaugeA": 7000, "gaugeAA": 70000},
+                           "members": {"gaugeB": "item3"}})
+    sleep_till_next_bucket()
+    d = query(client)
+    expected = {
+        "counters": {"country:es:counterA": 60, "country:es:counterB": 1100, "country:de:counterA": 70,
+                     "country:de:counterB": 700, "user:bob:counterA": 130, "user:bob:counterB": 1800,
+                     "country:total:counterA": 130, "country:total:counterB": 1800,
+                     "user:total:counterA": 130, "user:total:counterB": 1800},
+        "gauges": {"country:es:gaugeA": 0, "country:es:gaugeAA": 50000, "country:es:gaugeB": 2,
+                   "country:de:gaugeA": 7000, "country:de:gaugeAA": 70000, "country:de:gaugeB": 1,
+                   "user:bob:gaugeA": 7000, "user:bob:gaugeB": 3, "country:total:gaugeA": 7000,
+                   "country:total:gaugeAA": 120000, "country:total:gaugeB": 3, "user:total:gaugeA": 7000,
+                   "user:total:gaugeAA": 120000, "user:total:gaugeB": 3},
+    }
+    for table, paths in expected.items():
+        assert {p: get(d, p, table) for p in paths} == paths
+
+    sleep_till_next_bucket()
+    d = query(client)
+    for path, want in [("country:es:gaugeA", 0), ("country:es:gaugeB", 2), ("country:de:gaugeA", 0),
+                       ("country:de:gaugeB", 1), ("user:bob:gaugeA", 0), ("user:bob:gaugeB", 3)]:
+        assert get(d, path, "gauges") == want, path
+    # One dimension, with or without a trailing slash; an unknown one has only an empty total.
+    assert client.get("/stats/country/").json()["dims"].keys() == {"country"}
+    assert client.get("/stats/nosuchdim").json() == {"succeeded": True, "error": "",
+                                                     "dims": {"nosuchdim": {"total": {}}}}
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"[]", "must be a JSON object"),
+        (b"null", "must be a JSON object"),
+        (b"{not json", "not valid JSON"),
+        (b'{"dims": {"c": "es"}, "counters": {"a": 1.5}}', "body.counters.a must be an integer"),
+        (b'{"dims": {"c": "es"}, "counters": {"a": "1"}}', "body.counters.a must be an integer"),
+        (b'{"dims": {"c": "es"}, "gauges": {"a": 9223372036854775808}}', "body.gauges.a must be a 64-bit"),
+        (b'{"dims": {"c": "es", "d": "Total"}, "counters": {"a": 1}}', "reserved"),
+        (b'{"dims": {"c": "es"}, "multiMembers": {"m": "x"}}', "body.multiMembers.m must be an array"),
+    ],
+)
+def test_statshub_bad_input_changes_nothing(client: httpx.Client, content: bytes, needle: str) -> None:
+    before = client.get("/stats/c").json()
+    response = client.post("/stats/bad", content=content)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["succeeded"] is False and needle in body["error"], body
+    assert body["error"].startswith(("Unable to decode request: ", "Unable to post stats: "))
+    assert client.get("/stats/c").json() == before
+
+
+def test_statshub_oversize_body_is_413(client: httpx.Client) -> None:
+    members = [f"member-{i:08d}" for i in range(300_000)]  # ~5 MB of JSON
+    response = client.post("/stats/big", json={"dims": {"c": "big"}, "multiMembers": {"m": members}})
+    assert response.status_code == 413
+    assert response.json()["succeeded"] is False
+    assert client.get("/stats/c").json()["dims"]["c"].get("big") is None
+
+
+def test_statshub_methods_and_content_types(client: httpx.Client) -> None:
+    for method in ("PUT", "DELETE", "PATCH"):
+        response = client.request(method, "/stats/x")
+        assert response.status_code == 405 and response.content == b""
+    # curl --data-binary (statshub's README) labels the JSON a form: accepted.
+    response = client.post("/stats/curl", content=b'{"dims": {"c": "curl"}, "counters": {"n": 1}}',
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.json() == {"succeeded": True, "error": ""}
+    assert client.get("/stats/c").json()["dims"]["c"]["curl"] == {"counters": {"n": 1}}
+    # A browser's cross-site POST is refused before anything is read.
+    response = client.post("/stats/curl", content=b'{"dims": {"c": "curl"}, "counters": {"n": 9}}',
+                           headers={"Origin": "https://evil.example", "Content-Type": "text/plain"})
+    assert response.status_code == 403
+    assert client.get("/stats/c").json()["dims"]["c"]["curl"] == {"counters": {"n": 1}}
+
+
+def test_statshub_stat_names_and_ids_without_dimensions(client: httpx.Client) -> None:
+    assert post(client, "nodims", {"counters": {"x-y": 5}}).json()["succeeded"] is True
+    assert "x_y" not in str(client.get("/stats/").json())
+    post(client, "nodims", {"dims": {"Kind": "Lone"}, "counters": {"x-y": 7}})
+    assert client.get("/stats/kind").json()["dims"]["kind"]["lone"] == {"counters": {"x_y": 2}}
+
+
+def _stable(dims: dict[str, Any]) -> dict[str, Any]:
+    """What a restart must keep exactly whatever the clock: counters and member counts."""
+    return {dim: {v: {"counters": m.get("counters"), "members": {k: n for k, n in m.get("gauges", {}).items()
+                                                                  if k.startswith("m")}}
+                  for v, m in values.items()} for dim, values in dims.items()}
+
+
+def test_statshub_survives_sigkill_and_clean_stop(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = stats_server(tmp_path, data, 360, fsync="always")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            for i in range(20):
+                c.post(f"/stats/id{i % 4}", json={"dims": {"country": f"c{i % 3}", "user": f"u{i % 5}"},
+                                                  "counters": {"total": i}, "increments": {"inc": 1},
+                                                  "gauges": {"g": i}, "multiMembers": {"members": [f"x{i}", "y"]}})
+            before = c.get("/stats/").json()["dims"]
+        server.stop(signal.SIGKILL)
+        server = stats_server(tmp_path, data, 360, fsync="always")
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            assert _stable(c.get("/stats/").json()["dims"]) == _stable(before)
+            # The ids' detail came back: a repeated absolute value changes nothing.
+            c.post("/stats/id3", json={"dims": {"country": "c0"}, "counters": {"total": 19}})
+            assert c.get("/stats/").json()["dims"]["country"]["total"]["counters"] == before["country"]["total"]["counters"]
+            after = c.get("/stats/").json()["dims"]
+        server.stop(signal.SIGTERM)
+        server = stats_server(tmp_path, data, 360)
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            assert _stable(c.get("/stats/").json()["dims"]) == _stable(after)
+    finally:
+        server.stop()
