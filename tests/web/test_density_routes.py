@@ -1,0 +1,298 @@
+"""Density over HTTP: the seed's ``/send`` and ``/count``, the batch route, the native sensor
+and space routes, the CSV loader against a real server, and restarts that keep every count.
+
+Every test talks to a real ``pointspace serve`` process on loopback.
+"""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from conftest import ROOT, ServerProcess, start_server
+
+#: The seed's sample data, copied unchanged (tests/engine/test_density.py reads it too).
+SAMPLE = ROOT / "tests" / "data" / "density-dpu-data.csv"
+
+SEED_PLACEMENTS = {
+    "283": {"installed": "2018-01-01T00:00:00Z", "doorway": "X", "spaces": {"A": 1}},
+    "423": {"installed": "2018-01-01T00:00:00Z", "doorway": "Z", "spaces": {"A": 1, "B": -1}},
+}
+#: Counts of the sample with the seed's placements (tests/engine/test_density.py derives them).
+FINAL = {"A": 11, "B": 8}
+#: What the loader stores: it drops the 33 resent rows (all of 283's, 13 more +1 than -1).
+LOADED = {"A": 11 - 13, "B": 8}
+
+
+def sample_rows() -> list[dict[str, Any]]:
+    with SAMPLE.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def place_seed(client: httpx.Client, prefix: str = "") -> None:
+    for dpu, body in SEED_PLACEMENTS.items():
+        spaces = {prefix + name: sign for name, sign in body["spaces"].items()}
+        answer = client.put(f"/api/sensors/{prefix}{dpu}/placement", json={**body, "spaces": spaces})
+        assert answer.status_code == 200, answer.text
+
+
+def rows_for(prefix: str) -> list[dict[str, Any]]:
+    return [{**row, "dpu_id": prefix + row["dpu_id"]} for row in sample_rows()]
+
+
+def count(client: httpx.Client, space: str, timestamp: str | None = None) -> Any:
+    params = {"space": space} | ({"timestamp": timestamp} if timestamp else {})
+    answer = client.get("/count", params=params)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["status"] == "OK"
+    return body["count"]
+
+
+############################################################################################
+# The seed's routes
+
+
+def test_send_and_count_as_the_seed(client: httpx.Client) -> None:
+    place_seed(client, "s1-")
+    for row in sample_rows()[:40]:
+        answer = client.post("/send", json={**row, "dpu_id": "s1-" + row["dpu_id"]})
+        assert answer.json() == {"status": "OK"}
+    # The 13 first rows are 423's (5 in, 8 out of A, the reverse for B), then 27 of 283's
+    # (25 in, 2 out of A).
+    assert count(client, "s1-A") == (5 - 8) + (25 - 2)
+    assert count(client, "s1-B") == 8 - 5
+    assert count(client, "s1-A", "2018-02-24T17:24:25.493Z") == 1  # 423: +1 -1 +1
+    assert count(client, "s1-A", "2018-02-24T17:24:25.492Z") == 0
+    assert count(client, "s1-A", "2018-02-24 17:24:25.493z") == 1  # the seed README's form
+    assert count(client, "s1-nowhere") is None
+
+
+def test_direction_as_integer_or_string(client: httpx.Client) -> None:
+    client.put("/api/sensors/s2/placement", json={"installed": 0, "doorway": "d", "spaces": {"s2-A": 1}})
+    for direction in (1, "1", "+1", -1, "-1", 1):
+        body = {"timestamp": "2020-01-01T00:00:00.000Z", "direction": direction, "dpu_id": "s2"}
+        assert client.post("/send", json=body).status_code == 200
+    assert count(client, "s2-A") == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"timestamp": "2018-02-24T08:45:21.893Z", "direction": "2", "dpu_id": "s3"}, "direction"),
+        ({"timestamp": "2018-02-24T08:45:21.893Z", "direction": 0, "dpu_id": "s3"}, "direction"),
+        ({"timestamp": "not a time", "direction": 1, "dpu_id": "s3"}, "timestamp"),
+        ({"direction": 1, "dpu_id": "s3"}, "timestamp"),
+        ({"timestamp": "2018-02-24T08:45:21.893Z", "dpu_id": "s3"}, "direction"),
+        ({"timestamp": "2018-02-24T08:45:21.893Z", "direction": 1}, "dpu_id"),
+        ([1, 2], "body"),
+        ("a string", "body"),
+    ],
+)
+def test_send_refuses_bad_input_and_stores_nothing(client: httpx.Client, body: Any, field: str) -> None:
+    client.put("/api/sensors/s3/placement", json={"installed": 0, "doorway": "d", "spaces": {"s3-A": 1}})
+    before = client.get("/api/sensors/s3").json()
+    answer = client.post("/send", json=body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == field
+    assert field in answer.json()["error"]
+    assert client.get("/api/sensors/s3").json() == before
+    assert count(client, "s3-A") == 0
+
+
+def test_send_refuses_a_body_that_is_not_json(client: httpx.Client) -> None:
+    answer = client.post("/send", content=b"{nope", headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["field"] == "body"
+    answer = client.post("/send", content=b"{}", headers={"Content-Type": "text/plain"})
+    assert answer.status_code == 415
+
+
+def test_count_refuses_bad_input(client: httpx.Client) -> None:
+    answer = client.get("/count")
+    assert answer.status_code == 400 and answer.json()["field"] == "space"
+    answer = client.get("/count", params={"space": "A", "timestamp": "tomorrow"})
+    assert answer.status_code == 400 and answer.json()["field"] == "timestamp"
+
+
+def test_batch_route_takes_arrays_ndjson_and_refuses_whole(client: httpx.Client) -> None:
+    place_seed(client, "b-")
+    rows = rows_for("b-")
+    bad = [*rows[:10], {**rows[10], "direction": "sideways"}]
+    answer = client.post("/send/batch", json=bad)
+    assert answer.status_code == 400
+    assert answer.json()["field"] == "body[10].direction"
+    assert count(client, "b-A") == 0  # nothing of the batch was stored
+    answer = client.post("/send/batch", json=rows[:300])
+    assert answer.json() == {"status": "OK", "received": 300, "new": 300, "duplicates": 0}
+    ndjson = b"".join(orjson.dumps(row) + b"\n" for row in rows[300:])
+    answer = client.post("/send/batch", content=ndjson, headers={"Content-Type": "application/x-ndjson"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["new"] == len(rows) - 300
+    assert {s: count(client, "b-" + s) for s in FINAL} == FINAL
+    with_ids = [{**row, "event_id": f"e{i}"} for i, row in enumerate(rows[:5])]
+    assert client.post("/send/batch", json={"events": with_ids}).json()["new"] == 5
+    assert client.post("/send/batch", json={"events": with_ids}).json()["duplicates"] == 5
+
+
+############################################################################################
+# Native routes
+
+
+def test_placements_oldest_first_and_listings(client: httpx.Client) -> None:
+    assert client.put("/api/sensors/n1/placement", json={
+        "installed": "2021-06-01T00:00:00Z", "doorway": "n1-Y", "spaces": {"n1-B": 1}}).status_code == 200
+    answer = client.put("/api/sensors/n1/placement", json={
+        "installed": 1609459200, "doorway": "n1-X", "spaces": {"n1-A": 1, "n1-B": -1}})
+    sensor = answer.json()
+    assert [p["doorway"] for p in sensor["placements"]] == ["n1-X", "n1-Y"]
+    assert sensor["current"]["doorway"] == "n1-Y"
+    assert client.get("/api/sensors/n1").json() == sensor
+    assert "n1" in [s["dpu"] for s in client.get("/api/sensors").json()["sensors"]]
+    assert {"n1-A", "n1-B"} <= set(client.get("/api/spaces").json()["spaces"])
+    doorways = {d["doorway"]: d for d in client.get("/api/doorways").json()["doorways"]}
+    assert doorways["n1-Y"]["sensors"] == ["n1"] and doorways["n1-X"]["sensors"] == []
+    assert client.get("/api/sensors/n-unknown").status_code == 404
+    assert client.get("/api/spaces/n-unknown").status_code == 404
+    bad = client.put("/api/sensors/n1/placement", json={"installed": 0, "doorway": "d", "spaces": {"A": 2}})
+    assert bad.status_code == 400 and bad.json()["field"].startswith("spaces")
+    assert client.get("/api/sensors/n1").json() == sensor
+
+
+def test_correction_over_http_recounts_history(client: httpx.Client) -> None:
+    place_seed(client, "c-")
+    client.post("/send/batch", json=rows_for("c-")).raise_for_status()
+    at = "2018-03-01T00:00:00Z"
+    before = count(client, "c-A", at)
+    # 283 was really over a doorway into C from the start: A loses it, C gains it.
+    client.put("/api/sensors/c-283/placement", json={
+        "installed": "2018-01-01T00:00:00Z", "doorway": "X", "spaces": {"c-C": 1}}).raise_for_status()
+    assert count(client, "c-A", at) + count(client, "c-C", at) == before
+    assert count(client, "c-A") == FINAL["A"] - 19 and count(client, "c-C") == 19
+
+
+def test_count_and_occupancy_routes(client: httpx.Client) -> None:
+    place_seed(client, "o-")
+    client.post("/send/batch", json=rows_for("o-")).raise_for_status()
+    answer = client.get("/api/spaces/o-A/count", params={"at": "2018-02-24T17:24:25.493Z"})
+    assert answer.json()["count"] == 1 and answer.json()["at_ms"] == 1519493065493
+    assert client.get("/api/spaces/o-A/count", params={"at": "1519493065.492"}).json()["count"] == 0
+    assert client.get("/api/spaces/o-A/count", params={"at": "x"}).status_code == 400
+    answer = client.get("/api/spaces/o-A/occupancy", params={
+        "t1": 1519430400, "t2": 1520035199, "step": "day", "tz": "Europe/Oslo"})
+    body = answer.json()
+    assert answer.status_code == 200, body
+    assert len(body["periods"]) == len(body["end"]) == len(body["peak"]) == len(body["low"]) == 8
+    assert all(lo <= end <= hi for lo, end, hi in zip(body["low"], body["end"], body["peak"], strict=True))
+    assert body["end"][-1] == FINAL["A"]
+    answer = client.get("/api/spaces/o-A/occupancy", params={"t1": 5, "t2": 1, "step": "day"})
+    assert answer.status_code == 400
+    assert client.put("/api/spaces/o-A", json={"nightly_reset": True, "tz": "Mars/Base"}).status_code == 400
+    view = client.put("/api/spaces/o-A", json={"nightly_reset": True, "tz": "Europe/Oslo"}).json()
+    assert view["nightly_reset"] is True and view["count"] == 0  # years after the last crossing
+
+
+############################################################################################
+# The loader, as a process, against this server
+
+
+def run_loader(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "from web.serving.density_load import density; density()"
+    return subprocess.run(
+        [sys.executable, "-c", code, "load", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_loader_over_http_is_idempotent(server: ServerProcess, client: httpx.Client, tmp_path: Path) -> None:
+    place_seed(client, "l-")
+    data = tmp_path / "l.csv"
+    data.write_text(SAMPLE.read_text().replace(',"283"', ',"l-283"').replace(',"423"', ',"l-423"'))
+    first = run_loader(str(data), "--url", server.url)
+    assert first.returncode == 0, first.stderr
+    assert "563 rows" in first.stdout and "530 new events, 33 already stored" in first.stdout
+    counts = {s: count(client, "l-" + s) for s in FINAL}
+    second = run_loader(str(data), "--url", server.url, "--batch", "100")
+    assert second.returncode == 0 and "0 new events, 563 already stored" in second.stdout
+    assert {s: count(client, "l-" + s) for s in FINAL} == counts == LOADED
+
+
+def test_loader_reports_the_bad_line_and_loads_nothing(server: ServerProcess, tmp_path: Path) -> None:
+    data = tmp_path / "bad.csv"
+    data.write_text('"timestamp","direction","dpu_id"\n"2018-02-24T08:45:21.893Z","1","lb"\n'
+                    '"2018-02-24T08:45:22.000Z","up","lb"\n')
+    result = run_loader(str(data), "--url", server.url)
+    assert result.returncode == 1
+    assert "line 3: direction must be 1 or -1" in result.stderr
+    assert "nothing was loaded" in result.stderr
+    assert httpx.get(f"{server.url}/api/sensors/lb").status_code == 404
+    usage = run_loader(str(data))
+    assert usage.returncode == 2 and "exactly one of --url or --data-dir" in usage.stderr
+
+
+############################################################################################
+# Restarts: log replay after SIGKILL, snapshot + log, clean stop
+
+
+@pytest.fixture
+def durable(tmp_path: Path) -> Iterator[tuple[Path, list[ServerProcess]]]:
+    started: list[ServerProcess] = []
+    yield tmp_path / "data", started
+    for proc in started:
+        proc.stop(signal.SIGKILL)
+
+
+def everything(client: httpx.Client) -> dict[str, Any]:
+    instants = ["2018-02-25T12:00:00Z", "2018-02-27T08:00:00.500Z", "2018-03-02T16:39:37.240Z"]
+    return {
+        "counts": {s: [count(client, s, t) for t in instants] for s in ("A", "B", "C")},
+        "sensors": [client.get(f"/api/sensors/{d}").json() for d in SEED_PLACEMENTS],
+        "spaces": {s: client.get(f"/api/spaces/{s}").json() for s in ("A", "B", "C")},
+        "occupancy": client.get("/api/spaces/A/occupancy", params={
+            "t1": 1519430400, "t2": 1520035199, "step": "hour"}).json(),
+    }
+
+
+def write_history(client: httpx.Client, rows: list[dict[str, Any]]) -> None:
+    client.post("/send/batch", json=rows).raise_for_status()
+    client.put("/api/sensors/283/placement", json={
+        "installed": "2018-02-27T00:00:00Z", "doorway": "Y", "spaces": {"C": 1}}).raise_for_status()
+    client.put("/api/spaces/B", json={"nightly_reset": True, "tz": "Europe/Oslo"}).raise_for_status()
+
+
+@pytest.mark.parametrize("stop", ["sigkill", "snapshot-then-sigkill", "clean"])
+def test_restart_keeps_every_count(durable: tuple[Path, list[ServerProcess]], tmp_path: Path, stop: str) -> None:
+    data_dir, started = durable
+    first = start_server(tmp_path, data_dir=data_dir, extra=["--fsync", "always"])
+    started.append(first)
+    rows = [{**row, "event_id": f"r{i}"} for i, row in enumerate(sample_rows())]
+    with first.client() as client:
+        place_seed(client)
+        write_history(client, rows[:300])
+        if stop == "snapshot-then-sigkill":
+            assert client.post("/api/admin/snapshot").status_code == 200
+        client.post("/send/batch", json=rows[250:]).raise_for_status()  # 50 resent
+        client.put("/api/sensors/423/placement", json={
+            "installed": "2018-02-26T00:00:00Z", "doorway": "Z", "spaces": {"A": 1, "C": -1}}).raise_for_status()
+        before = everything(client)
+    first.stop(signal.SIGKILL if stop != "clean" else signal.SIGTERM)
+    second = start_server(tmp_path, data_dir=data_dir, extra=["--fsync", "always"])
+    started.append(second)
+    with second.client() as client:
+        assert everything(client) == before
+        # Still idempotent after the restart: the event ids survived.
+        assert client.post("/send/batch", json=rows).json()["new"] == 0
+
+
+def test_routes_are_in_the_openapi_document(client: httpx.Client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/api/sensors/{dpu}/placement", "/api/sensors/{dpu}", "/api/sensors", "/api/spaces",
+                 "/api/doorways", "/api/spaces/{space}", "/api/spaces/{space}/count",
+                 "/api/spaces/{space}/occupancy"):
+        assert path in paths, f"{path} missing from /openapi.json"

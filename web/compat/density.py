@@ -1,0 +1,77 @@
+"""Density-compatible routes: the dhw seed's ``POST /send`` and ``GET /count`` at its paths.
+
+See ../shared/compat/density.md. What the seed's clients rely on is kept: the datapoint body
+``{"timestamp", "direction", "dpu_id"}`` with the direction as a string or an integer,
+``{"status": "OK"}`` answers, ``{"status": "OK", "count": n}`` for a count, and ``count: null``
+for a space nobody placed a sensor in (the seed's README; its code answered a 500).
+
+Differences, on purpose:
+
+* ``GET /count?space=A&timestamp=T`` is the exact count at T (every crossing at or before
+  it, counted by the placement valid at each crossing's own time), not the seed's "stored row
+  nearest in time, for space A whatever was asked".
+* Bad input is a 400 naming the field (``{"error", "field"}``), and nothing is stored: the
+  seed answered 500s and had already written part of the datapoint.
+* An optional ``event_id`` makes a resend harmless (a repeated id changes nothing).
+* ``POST /send/batch`` takes thousands of datapoints per request (a JSON array, NDJSON or
+  msgpack), validated whole -- the seed's loader sent one request per row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response, current_app, request
+
+from engine.density import check_ident, parse_instant, validate_dpu_event
+from engine.errors import InvalidInput
+from web.bodies import decode_body, read_body, respond
+from web.context import engine_of, settings_of
+
+#: The API family these routes belong to (``web/apis.py``).
+SEED = "density"
+SEED_DOC = "Density (dhw): doorway sensors' crossings in, people per space out, exact at any instant."
+
+density_compat = Blueprint("density_compat", __name__)
+
+
+async def _body() -> Any:
+    data = await read_body(request, settings_of(current_app).max_body_bytes)
+    return decode_body(data, request.headers.get("Content-Type"))
+
+
+@density_compat.post("/send")
+async def send() -> Response:
+    """One datapoint: ``{"timestamp":"2018-02-24T08:45:21.893Z","direction":"1","dpu_id":"423"}``."""
+    event = validate_dpu_event(await _body())
+    await engine_of(current_app).density_ingest_validated([event])
+    return respond({"status": "OK"}, request)
+
+
+@density_compat.post("/send/batch")
+async def send_batch() -> Response:
+    """Many datapoints, applied whole or not at all: a JSON array (or ``{"events": [...]}``),
+    NDJSON lines, or msgpack. Answers how many were new and how many repeated an
+    ``event_id`` already stored."""
+    body = await _body()
+    if isinstance(body, dict) and set(body) == {"events"}:
+        events, field = body["events"], "events"
+    else:
+        events, field = body, "body"
+    new, duplicates = await engine_of(current_app).density_ingest(events, field)
+    return respond({"status": "OK", "received": new + duplicates, "new": new,
+                    "duplicates": duplicates}, request)
+
+
+@density_compat.get("/count")
+async def count() -> Response:
+    """``?space=A``: the count now; ``&timestamp=<ISO-8601>``: the exact count at that instant.
+    An unknown space answers ``count: null``."""
+    raw_space = request.args.get("space")
+    if raw_space is None:
+        raise InvalidInput("space is required (GET /count?space=A)", "space")
+    space = check_ident(raw_space, "space")
+    raw_ts = request.args.get("timestamp")
+    at = None if raw_ts is None else parse_instant(raw_ts, "timestamp")
+    value = await engine_of(current_app).space_count(space, at)
+    return respond({"status": "OK", "count": value}, request)

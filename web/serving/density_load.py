@@ -1,0 +1,197 @@
+"""``pointspace density load FILE.csv``: load Density sensor events from a CSV file.
+
+The file is the seed's loader input (``timestamp,direction,dpu_id``, quoted or not, a header
+line first; an ``event_id`` column is used when present, other columns are ignored). It is
+read twice: first every row is validated -- nothing is sent if any row is bad, and the first
+bad rows are reported with their line numbers -- then sent in batches of ``--batch`` rows,
+to a running server (``--url``: ``POST /send/batch``) or into a data directory (``--data-dir``:
+an engine opened on it, which takes the directory's lock, so not while a server has it).
+
+Loading the same file twice changes nothing the second time: every row gets an event id, and
+a repeated id is a duplicate the engine keeps once. A row without an ``event_id`` column gets
+``<dpu_id>|<timestamp in ms>|<direction>``: identical rows are ONE crossing. A sensor cannot
+report two crossings in the same millisecond (a crossing takes a person hundreds of
+milliseconds to make, and a DPU reports each once), so identical rows are resends -- the
+seed's sample data holds 33 of them, mostly back to back. For data that does repeat rows on
+purpose, ``--keep-identical`` numbers them instead (``...|#2`` for the second), which keeps the
+load idempotent for the same file.
+
+The lead's ``web/serving/cli.py`` mounts this group with ``main.add_command(density)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+import trio
+
+from engine.density import DensityEvent, iso_ms, validate_dpu_event
+from engine.errors import InvalidInput, PointspaceError
+from web.serving.progress import Progress
+
+#: Rows per request or command: a few hundred kB of JSON, well inside the server's batch and
+#: body limits (``MAX_BATCH_EVENTS``, ``max_body_bytes``), and big enough that per-request
+#: costs vanish (bench/bench_density.py).
+DEFAULT_BATCH = 5000
+#: Bad rows listed before the rest are only counted.
+MAX_REPORTED = 10
+REQUIRED = ("timestamp", "direction", "dpu_id")
+
+
+@click.group()
+def density() -> None:
+    """People counting from doorway sensors (the Density seed)."""
+
+
+@density.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", default=None, help="Send to a running server, e.g. http://127.0.0.1:1155.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Load into this data directory (no server may have it open).")
+@click.option("--batch", default=DEFAULT_BATCH, show_default=True, type=click.IntRange(1, 100_000),
+              help="Rows per request.")
+@click.option("--keep-identical", is_flag=True,
+              help="Count identical rows as separate crossings (default: one crossing, resent).")
+def load(file: Path, url: str | None, data_dir: Path | None, batch: int, keep_identical: bool) -> None:
+    """Load the sensor events of FILE (CSV: timestamp,direction,dpu_id[,event_id])."""
+    if (url is None) == (data_dir is None):
+        raise click.UsageError("give exactly one of --url or --data-dir")
+    total_bytes = file.stat().st_size
+    with Progress("validating", unit="bytes", total=total_bytes) as progress:
+        rows, bad = 0, 0
+        for item in read_rows(file, keep_identical, progress.update):
+            rows += 1
+            if isinstance(item, InvalidInput):
+                bad += 1
+                if bad <= MAX_REPORTED:
+                    click.echo(f"{file}: {item.message}", err=True)
+    if bad:
+        more = f" ({bad - MAX_REPORTED} more not shown)" if bad > MAX_REPORTED else ""
+        raise click.ClickException(f"{bad} of {rows} rows are invalid{more}; nothing was loaded")
+    with Progress("loading", unit="bytes", total=total_bytes) as progress:
+        batches = _batches(read_rows(file, keep_identical, progress.update), batch)
+        if url is not None:
+            new, duplicates = _load_over_http(url.rstrip("/"), batches)
+        else:
+            assert data_dir is not None
+            new, duplicates = trio.run(_load_into, data_dir, batches)
+    click.echo(f"loaded {rows:,} rows from {file}: {new:,} new events, {duplicates:,} already stored")
+
+
+def read_rows(
+    file: Path, keep_identical: bool, progress: Any = None
+) -> Iterator[DensityEvent | InvalidInput]:
+    """Each data row as a validated event (with its event id), or the ``InvalidInput`` that
+    names its line (``line 17: direction must be 1 or -1 ...``)."""
+    with file.open("rb") as raw:
+        lines = _decoded_lines(raw, progress)
+        reader = csv.reader(lines)
+        try:
+            header = next(reader)
+        except StopIteration:
+            yield InvalidInput("line 1: the file is empty; expected a header line "
+                               "timestamp,direction,dpu_id", "line 1")
+            return
+        names = [name.strip().lower() for name in header]
+        missing = [name for name in REQUIRED if name not in names]
+        if missing:
+            yield InvalidInput(f"line 1: the header lacks {', '.join(missing)} (it reads "
+                               f"{','.join(header)[:200]!r})", "line 1")
+            return
+        seen: dict[str, int] = {}
+        for values in reader:
+            line = reader.line_num
+            if not any(v.strip() for v in values):
+                continue
+            if len(values) != len(names):
+                yield InvalidInput(f"line {line}: {len(values)} fields where the header has "
+                                   f"{len(names)}", f"line {line}")
+                continue
+            row = dict(zip(names, values, strict=True))
+            if not row.get("event_id"):
+                row.pop("event_id", None)
+            try:
+                dpu, ts, direction, event_id = validate_dpu_event(row, f"line {line}")
+            except InvalidInput as exc:
+                yield InvalidInput(exc.message.replace(f"line {line}.", f"line {line}: ", 1), exc.field)
+                continue
+            if event_id is None:
+                event_id = f"{dpu}|{ts}|{direction}"
+                if keep_identical:
+                    occurrence = seen[event_id] = seen.get(event_id, 0) + 1
+                    event_id = f"{event_id}|#{occurrence}"
+            yield (dpu, ts, direction, event_id)
+
+
+def _decoded_lines(raw: io.BufferedReader, progress: Any) -> Iterator[str]:
+    for line in raw:
+        if progress is not None:
+            progress(len(line))
+        try:
+            yield line.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise click.ClickException(f"the file is not UTF-8 text ({exc})") from None
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[DensityEvent]]:
+    chunk: list[DensityEvent] = []
+    for item in items:
+        if isinstance(item, InvalidInput):  # the file changed between the two passes
+            raise click.ClickException(f"{item.message} (the file changed while loading)")
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _as_body(events: list[DensityEvent]) -> list[dict[str, Any]]:
+    return [
+        {"timestamp": iso_ms(ts), "direction": direction, "dpu_id": dpu, "event_id": event_id}
+        for dpu, ts, direction, event_id in events
+    ]
+
+
+def _load_over_http(url: str, batches: Iterator[list[DensityEvent]]) -> tuple[int, int]:
+    new = duplicates = 0
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for chunk in batches:
+            try:
+                response = client.post("/send/batch", json=_as_body(chunk))
+            except httpx.HTTPError as exc:
+                raise click.ClickException(f"cannot reach {url}: {exc} (--url)") from None
+            if response.status_code != 200:
+                raise click.ClickException(
+                    f"{url}/send/batch answered {response.status_code}: {response.text[:500]} "
+                    f"({new + duplicates:,} rows were stored before; running the load again "
+                    "sends only what is missing)"
+                )
+            answer = response.json()
+            new += answer["new"]
+            duplicates += answer["duplicates"]
+    return new, duplicates
+
+
+async def _load_into(data_dir: Path, batches: Iterator[list[DensityEvent]]) -> tuple[int, int]:
+    from engine.engine import Engine
+
+    new = duplicates = 0
+    try:
+        async with Engine.open(data_dir) as engine:
+            for chunk in batches:
+                added, repeated = await engine.density_ingest_validated(chunk)
+                new += added
+                duplicates += repeated
+    except PointspaceError as exc:
+        raise click.ClickException(f"{exc} (--data-dir)") from None
+    return new, duplicates
+
+
+__all__ = ["density", "read_rows"]
