@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -38,15 +39,25 @@ for (const p of document.querySelectorAll(".panel.board")) {
 }
 const series = [...document.querySelectorAll(".panel.series")].map((p) => ({
   counter: p.dataset.counter || null, user: p.dataset.user || null,
-  metric: p.dataset.metric || null, color: p.dataset.color,
+  metric: p.dataset.metric || null, name: p.dataset.name || null, color: p.dataset.color,
   total: p.dataset.total === undefined ? null : Number(p.dataset.total),
   changes: Number(p.dataset.changes), drawn: !!p.querySelector("canvas"),
 }));
+const number = (text) => text === undefined ? null : Number(text);
+const spaces = {};
+for (const p of document.querySelectorAll(".panel.space")) {
+  spaces[p.dataset.space] = {
+    color: p.dataset.color, count: number(p.dataset.count), highest: number(p.dataset.highest),
+    lowest: number(p.dataset.lowest), changes: Number(p.dataset.changes),
+    drawn: !!p.querySelector("canvas"), text: p.querySelector(".total").textContent,
+    error: p.querySelector(".error").hidden ? null : p.querySelector(".error").textContent,
+  };
+}
 return {
   polls: Number(document.body.dataset.polls || 0),
   marker: window.__noReload === undefined ? null : window.__noReload,
   navigations: performance.getEntriesByType("navigation").length,
-  boards, series,
+  boards, series, spaces,
   notice: document.getElementById("notice").hidden ? null : document.getElementById("notice").textContent,
 };
 """
@@ -91,3 +102,18 @@ def ingest(client: httpx.Client, path: str, items: list[dict[str, Any]]) -> None
     r = client.post(path, json=items)
     assert r.status_code == 200, r.text
     assert r.json() == {"applied": len(items)}
+
+
+def iso(seconds: float) -> str:
+    """Unix seconds as a Density timestamp (ISO-8601 with milliseconds, UTC)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def send_crossings(client: httpx.Client, dpu: str, crossings: list[tuple[float, int]]) -> None:
+    """Density crossings of sensor ``dpu`` (``(unix seconds, direction)``), as one batch
+    through the seed's ``POST /send/batch``."""
+    events = [{"timestamp": iso(ts), "direction": d, "dpu_id": dpu} for ts, d in crossings]
+    r = client.post("/send/batch", json=events)
+    assert r.status_code == 200, r.text
+    assert r.json()["new"] == len(events), r.json()

@@ -2,8 +2,9 @@
 process, written to over HTTP, and Debian's headless chromium showing the page.
 
 What a person would check by looking, checked here by the DOM and by the pixels: the boards
-show the right users and scores, the charts draw their series, new writes appear without a
-reload, and the page asks nothing of any host but the server.
+show the right users and scores, the charts draw their series (a space's occupancy as a line
+over its peak-to-lowest band), new writes appear without a reload, and the page asks nothing
+of any host but the server.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from .conftest import WINDOW
-from .page import element_image, ingest, rgb, wait_for
+from .page import element_image, ingest, rgb, send_crossings, wait_for
 from .png import decode_png
 
 
@@ -88,6 +89,80 @@ def test_dashboard_live_board_and_series_without_reload(
     assert leader_bar.count_near((0xFF, 0xC0, 0x78), 6) > 2000, "the leader's bar is not drawn"
 
     assert_only_this_server(driver, server)
+
+
+def test_dashboard_space_chart_with_board_counter_and_unique_panels(
+    server: ServerProcess, client: httpx.Client, driver: webdriver.Chrome, tmp_path: Path
+):
+    """One page with every kind of panel; the space's chart follows Density crossings sent
+    over HTTP (placement, then the seed's batch route), without a reload."""
+    now = int(time.time())
+    board, metric, counter, unique, space = (
+        "ui-mix", "ui-mix-points", "ui-mix-signups", "ui-mix-visitors", "ui-mix-lobby")
+    r = client.post("/api/leaderboards", json={
+        "id": board, "metric": metric, "window": {"t1": now - 3600, "t2": now + 3600}})
+    assert r.status_code == 201, r.text
+    ingest(client, "/api/events", [{"metric": metric, "user": "carol", "value": 12, "ts": now - 5}])
+    ingest(client, "/api/counters", [{"name": counter, "value": 4, "ts": now - 50}])
+    ingest(client, "/api/uniques", [{"name": unique, "member": m, "ts": now - 30}
+                                    for m in ("ann", "ben", "cy", "ann")])
+    r = client.put("/api/sensors/ui-mix-dpu/placement", json={
+        "installed": now - 3600, "doorway": "ui-mix-door", "spaces": {space: 1}})
+    assert r.status_code == 200, r.text
+    # One person in before the window; then three in and one out within it: 3 now, 4 at the
+    # peak, 1 at the lowest.
+    send_crossings(client, "ui-mix-dpu", [
+        (now - 400, 1), (now - 95, 1), (now - 94.5, 1), (now - 94, 1), (now - 93, -1)])
+
+    driver.get(f"{server.url}/ui?board={board}&counter={counter}&unique={unique}"
+               f"&space={space}&window=300&step=10")
+    state = wait_for(driver, "every panel, the space at 3", lambda s: (
+        s["boards"].get(board, {}).get("leader") == "carol"
+        and [x["total"] for x in s["series"]] == [4, 3]
+        and all(x["drawn"] for x in s["series"])
+        and s["spaces"].get(space, {}).get("count") == 3
+        and s["spaces"][space]["drawn"]
+    ))
+    assert [(x["counter"], x["name"]) for x in state["series"]] == [(counter, None), (None, unique)]
+    lobby = state["spaces"][space]
+    assert (lobby["highest"], lobby["lowest"], lobby["error"]) == (4, 1, None)
+    assert "3" in lobby["text"] and "1 to 4 in the last 5 min" in lobby["text"], lobby["text"]
+    # The form shows the query it was read from.
+    assert driver.find_element(By.NAME, "space").get_attribute("value") == space
+    css = f'[data-space="{space}"] canvas'
+    canvas_before = driver.execute_script(f"return document.querySelector('{css}').toDataURL()")
+    changes_before = lobby["changes"]
+
+    driver.execute_script("window.__noReload = 1")
+    t = time.time()
+    send_crossings(client, "ui-mix-dpu", [(t, 1), (t + 0.1, 1)])
+    state = wait_for(driver, "the space at 5", lambda s: s["spaces"][space]["count"] == 5)
+    assert state["marker"] == 1 and state["navigations"] == 1, "the page reloaded"
+    lobby = state["spaces"][space]
+    assert (lobby["highest"], lobby["lowest"]) == (5, 1)
+    assert lobby["changes"] > changes_before
+    assert driver.execute_script(f"return document.querySelector('{css}').toDataURL()") != canvas_before
+    # The other panels kept polling beside it.
+    assert state["boards"][board]["leader"] == "carol" and state["series"][0]["total"] == 4
+
+    # The pixels: the count's line in the space's colour, and the peak-to-lowest band (its
+    # colour at 20 % over the white panel) where the crossings were.
+    png = driver.get_screenshot_as_png()
+    (tmp_path / "dashboard-space.png").write_bytes(png)
+    chart = element_image(driver, decode_png(png), css)
+    colour = rgb(lobby["color"])
+    line = chart.count_near(colour)
+    assert line >= 150, f"only {line} pixels of the line colour {lobby['color']}"
+    band = tuple(round(255 - (255 - c) * 0x33 / 255) for c in colour)
+    shaded = chart.count_near(band, 6)  # type: ignore[arg-type]
+    assert shaded >= 100, f"only {shaded} pixels of the band colour {band}"
+    for other in state["series"]:
+        assert chart.count_near(rgb(other["color"]), 8) == 0, "the space chart has another colour"
+
+    assert_only_this_server(driver, server)
+    fetched = {urlsplit(url).path for url in driver.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)")}
+    assert {"/ui/api/occupancy", "/ui/api/uniques", "/api/spaces"} <= fetched, fetched
 
 
 def assert_only_this_server(driver: webdriver.Chrome, server: ServerProcess) -> None:

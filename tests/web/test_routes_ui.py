@@ -1,7 +1,7 @@
 """The dashboard's routes (web/ui/routes.py) over HTTP, without a browser: the page and its
-files (content types, caching, no file outside web/ui), ``/ui/api/series`` and
-``/ui/api/boards`` (answers, and bad input as a 4xx naming the field, never a 500), and their
-guard when JWT is on.
+files (content types, caching, no file outside web/ui), ``/ui/api/series``,
+``/ui/api/occupancy`` and ``/ui/api/boards`` (answers, and bad input as a 4xx naming the
+field, never a 500), and their guard when JWT is on.
 
 These live beside the browser test because they are the dashboard's; they need no browser.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,118 @@ def test_series_max_points_message(client):
 
 
 ############################################################################################
+# /ui/api/occupancy
+
+
+def iso(seconds: float) -> str:
+    """Unix seconds as the Density seed's timestamps (ISO-8601, milliseconds, Z)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def place_and_send(client: httpx.Client, dpu: str, spaces: dict[str, int],
+                   crossings: list[tuple[float, int]]) -> None:
+    """Place sensor ``dpu`` (from an hour before T0) and send its crossings as one batch."""
+    r = client.put(f"/api/sensors/{dpu}/placement", json={
+        "installed": T0 - 3600, "doorway": f"{dpu}-door", "spaces": spaces})
+    assert r.status_code == 200, r.text
+    events = [{"timestamp": iso(ts), "direction": d, "dpu_id": dpu} for ts, d in crossings]
+    r = client.post("/send/batch", json=events)
+    assert r.status_code == 200, r.text
+    assert r.json()["new"] == len(events)
+
+
+def test_occupancy_periods_end_peak_and_low(client):
+    # One crossing before the window (the count enters it at 1), one exactly at a period's
+    # first instant, one after t2 (not in the answer). Sent shuffled: order does not matter.
+    place_and_send(client, "ui-occ-1", {"ui-occ-A": 1, "ui-occ-B": -1}, [
+        (T0 + 25, -1), (T0 - 30, 1), (T0 + 1, 1), (T0 + 2.5, 1), (T0 + 3, -1), (T0 + 20, -1),
+        (T0 + 28, 1), (T0 + 70, 1)])
+    r = client.get("/ui/api/occupancy", params={
+        "space": "ui-occ-A", "t2": T0 + 59, "last": 60, "step": 10})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["kind"], body["space"]) == ("occupancy", "ui-occ-A")
+    assert (body["t1"], body["t2"], body["step"]) == (T0, T0 + 59, 10)
+    assert body["starts"] == [T0 + 10 * i for i in range(6)]
+    assert body["start"] == 1  # the crossing before the window
+    assert body["end"] == [2, 2, 1, 1, 1, 1]
+    assert body["peak"] == [3, 2, 1, 1, 1, 1]  # period 2 starts with its -1: never 2 in it
+    assert body["low"] == [1, 2, 0, 1, 1, 1]
+    assert (body["count"], body["highest"], body["lowest"]) == (1, 3, 0)
+    assert abs(body["now"] - time.time()) < 60
+    # The other side of the doorway counts the opposite way.
+    other = client.get("/ui/api/occupancy", params={
+        "space": "ui-occ-B", "t2": T0 + 59, "last": 60, "step": 10}).json()
+    assert other["start"] == -1 and other["end"] == [-2, -2, -1, -1, -1, -1]
+    assert other["peak"] == [-1, -2, 0, -1, -1, -1] and other["low"] == [-3, -2, -1, -1, -1, -1]
+    # The same figures as the native route over the same periods.
+    native = client.get("/api/spaces/ui-occ-A/occupancy", params={
+        "t1": T0, "t2": T0 + 59, "step": 10}).json()
+    assert [native["end"], native["peak"], native["low"]] == [
+        body["end"], body["peak"], body["low"]]
+    assert [p[0] for p in native["periods"]] == body["starts"]
+
+
+def test_occupancy_window_aligned_to_step_and_ending_now_by_default(client):
+    now = int(time.time())
+    place_and_send(client, "ui-occ-2", {"ui-occ-now": 1}, [(now - 5, 1), (now - 4, 1)])
+    body = client.get("/ui/api/occupancy", params={"space": "ui-occ-now", "step": 7}).json()
+    assert body["t1"] % 7 == 0
+    assert body["t2"] == body["now"]
+    assert body["t2"] - body["t1"] < 120 + 7
+    assert body["starts"][0] == body["t1"]
+    assert len(body["starts"]) == len(body["end"]) == len(body["peak"]) == len(body["low"])
+    assert body["count"] == body["end"][-1] == 2 == body["highest"]
+    assert body["lowest"] == 0 and body["end"][0] == 0 and body["start"] == 0
+
+
+def test_occupancy_window_from_the_epoch_has_nothing_before_it(client):
+    place_and_send(client, "ui-occ-3", {"ui-occ-epoch": 1}, [(T0, 1)])
+    body = client.get("/ui/api/occupancy", params={
+        "space": "ui-occ-epoch", "t2": 25, "last": 100, "step": 10}).json()
+    assert (body["t1"], body["start"], body["starts"]) == (0, 0, [0, 10, 20])
+    assert body["end"] == body["peak"] == body["low"] == [0, 0, 0]
+    now = client.get("/ui/api/occupancy", params={"space": "ui-occ-epoch"}).json()
+    assert now["start"] == now["count"] == 1
+
+
+def test_occupancy_unknown_space_is_404_naming_space(client):
+    r = client.get("/ui/api/occupancy", params={"space": "ui-occ-nowhere"})
+    assert assert_error(r, 404, "space") == (
+        "no space 'ui-occ-nowhere'; a space comes into being when a sensor's placement names it "
+        "(PUT /api/sensors/{dpu}/placement); GET /api/spaces lists them")
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({}, "space"),
+    ({"space": ""}, "space"),
+    ({"space": "x" * 201}, "space"),
+    ({"space": "a\x01b"}, "space"),
+    ({"space": "a\n"}, "space"),
+    ({"space": "s", "step": "0"}, "step"),
+    ({"space": "s", "step": "hour"}, "step"),
+    ({"space": "s", "step": "86401"}, "step"),
+    ({"space": "s", "last": "0"}, "last"),
+    ({"space": "s", "last": str(10**12)}, "last"),
+    ({"space": "s", "t2": "-1"}, "t2"),
+    ({"space": "s", "t2": "253402300800"}, "t2"),
+    ({"space": "s", "last": str(MAX_POINTS + 1), "step": "1"}, "step"),
+])
+def test_occupancy_bad_input_is_400_naming_the_field(client, params, field):
+    assert_error(client.get("/ui/api/occupancy", params=params), 400, field)
+
+
+def test_occupancy_is_in_the_openapi_document_under_ui(client):
+    operation = client.get("/openapi.json").json()["paths"]["/ui/api/occupancy"]["get"]
+    assert operation["tags"] == ["ui"]
+    parameters = {p["name"]: p for p in operation["parameters"]}
+    assert set(parameters) == {"space", "last", "step", "t2"}
+    assert parameters["space"].get("required") is True
+    assert "200" in operation["responses"] and "4XX" in operation["responses"]
+
+
+############################################################################################
 # /ui/api/boards
 
 
@@ -242,6 +355,23 @@ def test_guarded_page_and_files_are_open(guarded):
         assert page.status_code == 200
         for link in linked_assets(page.text):
             assert client.get(link).status_code == 200, link
+
+
+def test_guarded_occupancy_needs_a_read_token(guarded):
+    server, signer = guarded
+    with server.client() as client:
+        r = client.get("/ui/api/occupancy", params={"space": "ui-g-space"})
+        assert "Authorization" in assert_error(r, 401, "Authorization")
+        r = client.get("/ui/api/occupancy", params={"space": "ui-g-space"},
+                       headers=signer.headers("api:update"))
+        assert "api:read" in assert_error(r, 401, "Authorization")
+        r = client.put("/api/sensors/ui-g-dpu/placement", headers=signer.headers("api:update"),
+                       json={"installed": T0, "doorway": "d", "spaces": {"ui-g-space": 1}})
+        assert r.status_code == 200, r.text
+        r = client.get("/ui/api/occupancy", params={"space": "ui-g-space"},
+                       headers=signer.headers("api:read"))
+        assert r.status_code == 200, r.text
+        assert r.json()["count"] == 0
 
 
 @pytest.mark.parametrize("path", ["/ui/api/boards", "/ui/api/series?counter=c"])

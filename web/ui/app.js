@@ -1,22 +1,28 @@
 /* pointspace dashboard (served at /ui by web/ui/routes.py).
  *
  * What to show comes from the URL query, so a dashboard is a link that can be shared:
- *   /ui?board=b1&board=b2&counter=signups&user=42&metric=points&window=120&step=1
- * (every user= is charted for every metric=; top= rows per board; every= milliseconds between
- * polls). The form writes the same query with history.pushState: nothing ever reloads.
+ *   /ui?board=b1&board=b2&counter=signups&user=42&metric=points&unique=visitors&space=lobby&window=120&step=1
+ * (every user= is charted for every metric=; board=, counter=, unique= and space= repeat, one
+ * panel each; top= rows per board; every= milliseconds between polls). The form writes the
+ * same query with history.pushState: nothing ever reloads.
  *
  * Every `every` ms (1 s by default) each panel polls the server once, all in parallel; the next
  * poll starts when this one has finished, so a slow server is never sent a pile of requests.
- * Leaderboards read the native GET /api/leaderboards/<id>; series read GET /ui/api/series, whose
- * window ends at the server's clock. Polling pauses while the tab is hidden.
+ * Leaderboards read the native GET /api/leaderboards/<id>; series read GET /ui/api/series (or
+ * /ui/api/uniques), Density spaces GET /ui/api/occupancy, whose windows end at the server's
+ * clock. Polling pauses while the tab is hidden. The pickers read GET /ui/api/boards and
+ * GET /api/spaces.
  *
  * With JWT on, a token (api:read) is kept in sessionStorage -- this tab only, never in the URL
  * where it would land in history and logs -- and sent as Authorization: Bearer.
  *
  * For tests and tools the state is also in data attributes: body[data-polls] counts finished
  * polls; a board panel has data-board, data-leader, data-size and rows with data-user,
- * data-score; a series panel has data-counter or data-user + data-metric, data-color (its line
- * colour), data-total and data-changes (how many times its data changed).
+ * data-score; a series panel has data-counter, data-user + data-metric, or data-name (a unique
+ * series, from GET /ui/api/uniques, with data-exact), data-color (its line colour), data-total
+ * and data-changes (how many times its data changed); a space panel has data-space,
+ * data-color, data-count (the count at the window's end), data-highest and data-lowest (over
+ * the window) and data-changes.
  */
 "use strict";
 
@@ -58,6 +64,8 @@
       counters: all("counter"),
       users: all("user"),
       metrics: all("metric"),
+      uniques: all("unique"),
+      spaces: all("space"),
       window,
       // The server answers at most MAX_POINTS periods (web/ui/routes.py): by default, the
       // finest step that fits the window (one period spare for the alignment to the step).
@@ -84,6 +92,14 @@
       if (span <= 2 * 86400) return hm;
       return `${t.getDate()} ${t.toLocaleString("en", { month: "short" })}`;
     };
+  }
+
+  /* The axes every chart shares: time along x, whole counts up y. */
+  function chartAxes(windowSeconds) {
+    const axis = { stroke: "#5c5f66", grid: { stroke: "#e9ecef", width: 1 }, ticks: { show: false } };
+    const label = timeLabel(windowSeconds);
+    const xAxis = { ...axis, size: 32, space: 70, values: (u, splits) => splits.map(label) };
+    return [xAxis, { ...axis, size: 56, incrs: COUNT_STEPS }];
   }
 
   /* ---------------------------------------------------------------------------------------- */
@@ -205,10 +221,12 @@
     resize() {}
   }
 
-  /* A time series -- a global counter's, or one user's metric's -- drawn by uPlot. */
+  /* A time series -- a global counter's, one user's metric's, or a unique series' distinct
+   * members per period (path /ui/api/uniques) -- drawn by uPlot. */
   class SeriesPanel {
-    constructor(params, title, color, config) {
+    constructor(params, title, color, config, path = "/ui/api/series") {
       this.params = params;
+      this.path = path;
       this.config = config;
       this.color = color;
       this.el = fromTemplate("series-panel");
@@ -226,8 +244,16 @@
       const query = new URLSearchParams(this.params);
       query.set("last", String(this.config.window));
       query.set("step", String(this.config.step));
-      const series = await api.get(`/ui/api/series?${query}`);
-      this.el.querySelector(".total .value").textContent = numbers.format(series.total);
+      const series = await api.get(`${this.path}?${query}`);
+      /* A unique total is a union over the window; a sketch's is an estimate. */
+      const approx = series.exact === false ? "≈ " : "";
+      this.el.querySelector(".total .value").textContent = approx + numbers.format(series.total);
+      if (series.kind === "unique") {
+        this.el.dataset.exact = String(series.exact);
+        this.el.querySelector(".meta").textContent =
+          `distinct per ${duration(series.step)}, last ${duration(this.config.window)}`;
+        this.el.querySelector(".unit").textContent = `distinct in the last ${duration(this.config.window)}`;
+      }
       this.el.dataset.total = String(series.total);
       const key = JSON.stringify([series.starts[0], series.values]);
       if (key !== this.last) {
@@ -243,8 +269,6 @@
     }
 
     options() {
-      const axis = { stroke: "#5c5f66", grid: { stroke: "#e9ecef", width: 1 }, ticks: { show: false } };
-      const xAxis = { ...axis, size: 32, space: 70, values: (u, splits) => splits.map(timeLabel(this.config.window)) };
       return {
         width: this.width(),
         height: CHART_HEIGHT,
@@ -266,7 +290,112 @@
             points: { show: false },
           },
         ],
-        axes: [xAxis, { ...axis, size: 56, incrs: COUNT_STEPS }],
+        axes: chartAxes(this.config.window),
+      };
+    }
+
+    width() {
+      return Math.max(200, this.chartEl.clientWidth || this.el.clientWidth - 32);
+    }
+
+    resize() {
+      if (this.plot) this.plot.setSize({ width: this.width(), height: CHART_HEIGHT });
+    }
+  }
+
+  /* A Density space's occupancy (GET /ui/api/occupancy), drawn by uPlot: the count at each
+   * period's end as a line through the period ends, over a band from the lowest to the
+   * highest count at any instant within each period (a uPlot band between two stepped
+   * series). The line runs inside the band: the count at a period's end is in that period's
+   * range, and it is where the next period starts (unless a space's nightly reset falls
+   * exactly on a period's first instant). */
+  class SpacePanel {
+    constructor(space, color, config) {
+      this.space = space;
+      this.config = config;
+      this.color = color;
+      this.el = fromTemplate("space-panel");
+      Object.assign(this.el.dataset, { space, color, changes: "0" });
+      this.el.style.setProperty("--series", color);
+      this.el.querySelector(".title").textContent = `space ${space}`;
+      this.el.querySelector(".meta").textContent =
+        `per ${duration(config.step)}, last ${duration(config.window)}`;
+      this.chartEl = this.el.querySelector(".chart");
+      this.plot = null;
+      this.last = "";
+    }
+
+    async refresh() {
+      const query = new URLSearchParams({ space: this.space });
+      query.set("last", String(this.config.window));
+      query.set("step", String(this.config.step));
+      const occ = await api.get(`/ui/api/occupancy?${query}`);
+      this.el.querySelector(".total .value").textContent = numbers.format(occ.count);
+      this.el.querySelector(".unit").textContent =
+        `now · ${numbers.format(occ.lowest)} to ${numbers.format(occ.highest)} in the last ` +
+        duration(this.config.window);
+      Object.assign(this.el.dataset, {
+        count: String(occ.count),
+        highest: String(occ.highest),
+        lowest: String(occ.lowest),
+      });
+      const key = JSON.stringify([occ.starts[0], occ.start, occ.end, occ.peak, occ.low]);
+      if (key !== this.last) {
+        this.last = key;
+        this.el.dataset.changes = String(Number(this.el.dataset.changes) + 1);
+      }
+      /* x: each period's start, and a closing point at the window's end. The band's values
+       * hold from their period's start to the next point; the line's points are the count
+       * as the window starts and at each period's end. */
+      const last = (list) => list[list.length - 1];
+      const data = [
+        [...occ.starts, occ.t2 + 1],
+        [occ.start, ...occ.end],
+        [...occ.peak, last(occ.peak)],
+        [...occ.low, last(occ.low)],
+      ];
+      if (this.plot) this.plot.setData(data);
+      else this.plot = new uPlot(this.options(), data, this.chartEl);
+    }
+
+    options() {
+      const edge = {
+        stroke: `${this.color}80`,
+        width: 1,
+        paths: uPlot.paths.stepped({ align: 1 }),
+        points: { show: false },
+      };
+      return {
+        width: this.width(),
+        height: CHART_HEIGHT,
+        legend: { show: false },
+        cursor: { drag: { x: false, y: false } },
+        scales: {
+          x: { time: true },
+          /* Zero in view, so an empty space looks empty; a count below zero (more exits seen
+           * than entries: sensor drift) shows as such. */
+          y: {
+            range: (u, min, max) => {
+              const low = Math.min(0, min);
+              const high = Math.max(0, max);
+              const pad = (high - low) * 0.1 || 1;
+              return [low < 0 ? low - pad : 0, high + pad];
+            },
+          },
+        },
+        series: [
+          {},
+          {
+            label: `${this.space} at each period's end`,
+            stroke: this.color,
+            width: 2,
+            points: { show: false },
+          },
+          { label: "peak", ...edge },
+          { label: "lowest", ...edge },
+        ],
+        bands: [{ series: [2, 3], fill: `${this.color}33` }],
+        axes: chartAxes(this.config.window),
       };
     }
 
@@ -286,10 +415,16 @@
     for (const name of config.counters) {
       panels.push(new SeriesPanel({ counter: name }, `counter ${name}`, next(), config));
     }
+    for (const name of config.uniques) {
+      panels.push(new SeriesPanel({ name }, `unique ${name}`, next(), config, "/ui/api/uniques"));
+    }
     for (const user of config.users) {
       for (const metric of config.metrics) {
         panels.push(new SeriesPanel({ user, metric }, `user ${user} · ${metric}`, next(), config));
       }
+    }
+    for (const space of config.spaces) {
+      panels.push(new SpacePanel(space, next(), config));
     }
     return panels;
   }
@@ -385,24 +520,31 @@
     noticeEl.hidden = false;
   }
 
-  /* With nothing chosen: offer the server's leaderboards as links. */
+  /* With nothing chosen: offer the server's leaderboards and spaces as links. */
   async function showChooser() {
     const asked = config;
-    let boards = [];
-    try {
-      boards = (await api.get("/ui/api/boards")).boards;
-    } catch (err) {
-      if (asked === config) notice(`Could not list the leaderboards: ${err.message}`);
+    const [boards, spaces] = await Promise.allSettled([
+      api.get("/ui/api/boards"),
+      api.get("/api/spaces"),
+    ]);
+    if (asked !== config) return;
+    if (boards.status === "rejected") {
+      notice(`Could not list the leaderboards: ${boards.reason.message}`);
       return;
     }
-    if (asked !== config) return;
-    const links = boards.flatMap((b, i) => {
-      const a = document.createElement("a");
-      a.href = `?board=${encodeURIComponent(b.id)}`;
-      a.textContent = b.id;
-      return i ? [", ", a] : [a];
-    });
-    if (links.length) notice("Choose what to show above, or a leaderboard: ", links);
+    const links = (param, ids) =>
+      ids.flatMap((id, i) => {
+        const a = document.createElement("a");
+        a.href = `?${param}=${encodeURIComponent(id)}`;
+        a.textContent = id;
+        return i ? [", ", a] : [a];
+      });
+    const boardLinks = links("board", boards.value.boards.map((b) => b.id));
+    /* Spaces are a bonus: a server without Density's data still offers its boards. */
+    const spaceIds = spaces.status === "fulfilled" ? spaces.value.spaces : [];
+    const spaceLinks = spaceIds.length ? ["; or a space: ", ...links("space", spaceIds)] : [];
+    if (boardLinks.length) notice("Choose what to show above, or a leaderboard: ", [...boardLinks, ...spaceLinks]);
+    else if (spaceLinks.length) notice("Choose what to show above, or a space: ", spaceLinks.slice(1));
     else notice("Choose what to show above. This server has no leaderboards yet.");
   }
 
@@ -414,6 +556,8 @@
     form.elements.counter.value = cfg.counters.join(", ");
     form.elements.user.value = cfg.users.join(", ");
     form.elements.metric.value = cfg.metrics.join(", ");
+    form.elements.unique.value = cfg.uniques.join(", ");
+    form.elements.space.value = cfg.spaces.join(", ");
     form.elements.window.value = String(cfg.window);
     form.elements.step.value = String(cfg.step);
     form.elements.token.value = api.token;
@@ -421,7 +565,7 @@
 
   function formQuery() {
     const query = new URLSearchParams();
-    for (const name of ["board", "counter", "user", "metric"]) {
+    for (const name of ["board", "counter", "user", "metric", "unique", "space"]) {
       for (const value of form.elements[name].value.split(",")) {
         if (value.trim()) query.append(name, value.trim());
       }
@@ -465,15 +609,11 @@
     resizing = setTimeout(() => panels.forEach((p) => p.resize()), 100);
   });
 
-  /* The board picker's suggestions; a failure here only costs the suggestions. */
-  api.get("/ui/api/boards").then(
-    (answer) => {
-      $("#board-ids").replaceChildren(
-        ...answer.boards.map((b) => Object.assign(document.createElement("option"), { value: b.id })),
-      );
-    },
-    () => {},
-  );
+  /* The pickers' suggestions; a failure here only costs the suggestions. */
+  const suggest = (list, ids) =>
+    $(list).replaceChildren(...ids.map((id) => Object.assign(document.createElement("option"), { value: id })));
+  api.get("/ui/api/boards").then((answer) => suggest("#board-ids", answer.boards.map((b) => b.id)), () => {});
+  api.get("/api/spaces").then((answer) => suggest("#space-ids", answer.spaces), () => {});
 
   apply(location.search);
 })();

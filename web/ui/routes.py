@@ -3,12 +3,16 @@
 Theory of operation
 -------------------
 ``GET /ui`` serves ``web/ui/index.html``; the page (``web/ui/app.js``) reads what to show from
-its URL query (``?board=b1&board=b2&counter=signups&user=42&metric=points&window=120``) or its
-form, then polls once a second and updates in place, never reloading: live leaderboards through
+its URL query (``?board=b1&counter=c&user=42&metric=m&unique=visitors&space=lobby&window=120``;
+``board``, ``counter``, ``unique`` and ``space`` repeat, a panel each) or its form, then polls once a second and updates in place, never reloading: live leaderboards through
 the native ``GET /api/leaderboards/<id>``, and time series through ``GET /ui/api/series``: a
 counter's or a user's metric over the last N seconds by the *server's* clock, in periods aligned
 to the step, capped at ``MAX_POINTS`` -- one shape for every chart, whatever the browser's clock
-says. ``/`` is not ours: RankDB clients use ``GET /`` as their ping.
+says; unique-set series through ``GET /ui/api/uniques`` (distinct members per period, in
+whole minutes); Density spaces through ``GET /ui/api/occupancy`` (the count at each period's
+end, and the peak and lowest count within it, over the same window). The space and board
+pickers read the native ``GET /api/spaces`` and ``GET /ui/api/boards``. ``/`` is not ours:
+RankDB clients use ``GET /`` as their ping.
 
 Static files are read once (they are small: ~60 KB with uPlot), so a request is a dict lookup
 and never touches the file system -- which also means no path from a URL can reach a file
@@ -24,7 +28,8 @@ and ``/ui/api/boards`` lists only the boards a token's ``only_lists`` claim allo
 keeps a token in ``sessionStorage`` and sends it as ``Authorization: Bearer`` on every call.
 
 The data routes are part of the native API document (``web/openapi.py``): their query strings
-are checked against ``web/api/models.SeriesArgs``.
+are checked against ``web/api/models.SeriesArgs``, ``web/api/unique_models.UniqueChartArgs``
+and ``web/ui/models.OccupancyChartArgs``.
 """
 
 from __future__ import annotations
@@ -39,20 +44,25 @@ from typing import Any
 from quart import Blueprint, Response, current_app, g, request
 
 from engine.boards import BOARD_SET
+from engine.density import check_ident
 from engine.errors import InvalidInput, NotFound, quote
 from engine.events import check_name, normalize_user
 from web.api import models as m
+from web.api import unique_models as um
 from web.bodies import respond
 from web.context import engine_of
 from web.openapi import answers, query_args
+from web.ui import models as ui_models
 
 __all__ = [
     "MAX_POINTS",
     "UI_DIR",
     "Asset",
     "load_assets",
+    "occupancy_chart",
     "series_window",
     "ui",
+    "unique_chart",
 ]
 
 ui = Blueprint("ui", __name__)
@@ -242,6 +252,75 @@ async def series(args: m.SeriesArgs) -> Response:
         raise InvalidInput("give counter=NAME, or user=ID and metric=NAME", "counter")
     body.update(t1=t1, t2=t2, step=step, now=now, starts=bounds[:-1], values=values,
                 total=sum(values))
+    return respond(body, request)
+
+
+@ui.get("/ui/api/uniques")
+@query_args(um.UniqueChartArgs)
+@answers(um.UniqueChart)
+async def unique_chart(args: um.UniqueChartArgs) -> Response:
+    """A unique series for a chart: distinct members per period, and over the whole window.
+
+    The step is rounded up to whole minutes (a unique series keeps no seconds, so a finer
+    period could only be answered rounded); the window is aligned to it as for
+    ``/ui/api/series``. ``total`` is the union over the window, not the sum of the periods
+    (a member seen in two periods counts once).
+
+    Runtime complexity: two messages to the series' actor; a bucket union per period.
+    """
+    now = int(time.time())
+    name = check_name(args.name, "name")
+    step = -(-args.step // 60) * 60
+    t1, t2, step = series_window(m.SeriesArgs(last=args.last, step=step, t2=args.t2), now)
+    engine = engine_of(current_app)
+    bounds, counts = await engine.unique_breakdown(name, t1, t2, step)
+    total = await engine.unique_count(name, t1, t2)
+    body = {
+        "kind": "unique", "name": name, "t1": t1, "t2": t2, "step": step, "now": now,
+        "starts": bounds[:-1], "values": [c.count for c in counts], "total": total.count,
+        "exact": total.exact and all(c.exact for c in counts),
+    }
+    return respond(body, request)
+
+
+@ui.get("/ui/api/occupancy")
+@query_args(ui_models.OccupancyChartArgs)
+@answers(ui_models.OccupancyChart)
+async def occupancy_chart(args: ui_models.OccupancyChartArgs) -> Response:
+    """A Density space's occupancy for a chart: per period, the count at its end and the
+    peak and lowest count at any instant in it (exact, from the crossings).
+
+    The window is ``/ui/api/series``'s: the ``last=`` seconds up to ``t2=`` (default: now,
+    by the server's clock), in ``step=`` periods aligned to multiples of the step, at most
+    ``MAX_POINTS``; the last period is the one in progress, so ``count`` (its ``end``) is
+    the count now, and ``start`` is the count just before ``t1`` (where the chart's line
+    begins). (``GET /api/spaces/{space}/occupancy`` answers any range, in calendar
+    periods of a time zone too; this route is shaped for a chart that polls.)
+
+    Runtime complexity: one message to the space's actor (``SpaceState.occupancy``).
+    """
+    now = int(time.time())
+    space = check_ident(args.space, "space")
+    t1, t2, step = series_window(m.SeriesArgs(last=args.last, step=args.step, t2=args.t2), now)
+    # One period more, before the window: its end is the count as the window starts, so the
+    # chart's line has a first point, read in the same actor turn as the rest.
+    before = t1 >= step
+    found = await engine_of(current_app).occupancy(space, t1 - step if before else t1, t2, step)
+    if found is None:
+        raise NotFound(
+            f"no space {quote(space)}; a space comes into being when a sensor's placement names "
+            "it (PUT /api/sensors/{dpu}/placement); GET /api/spaces lists them",
+            "space",
+        )
+    breakdown, occupancy = found
+    skip = 1 if before else 0
+    end, peak, low = occupancy.end[skip:], occupancy.peak[skip:], occupancy.low[skip:]
+    body = {
+        "kind": "occupancy", "space": space, "t1": t1, "t2": t2, "step": step, "now": now,
+        "start": occupancy.end[0] if before else 0, "starts": breakdown.bounds[skip:-1],
+        "end": end, "peak": peak, "low": low, "count": end[-1], "highest": max(peak),
+        "lowest": min(low),
+    }
     return respond(body, request)
 
 
