@@ -56,6 +56,20 @@ from engine.commands import (
     encode_command,
 )
 from engine.counters import GlobalCounter, UserCounters
+from engine.density import (  # Density: people counting per space
+    DPU,
+    SPACE,
+    DensityEvent,
+    DensityIngest,
+    Occupancy,
+    PlaceSensor,
+    SensorState,
+    SetSpaceOptions,
+    SpaceState,
+    check_placement,
+    check_space_options,
+    validate_dpu_events,
+)
 from engine.errors import (
     Conflict,
     EngineClosed,
@@ -75,6 +89,17 @@ from engine.events import (
 from engine.journal import Journal, MemoryJournal
 from engine.lists import LIST, ListState
 from engine.periods import load_zone, period_bounds
+from engine.uniques import (
+    UNIQUE,
+    AddUniques,
+    ExpireUniques,
+    Partial,
+    UniqueConfig,
+    UniqueCount,
+    UniqueSeries,
+    UniqueSettings,
+    validate_unique_items,
+)
 
 #: The kinds of entity, their empty states and their placement (engine/actors.py). Later
 #: namespaces (statshub dimensions, Density spaces) register here.
@@ -82,6 +107,8 @@ NAMESPACES: list[Namespace] = [
     Namespace(USER, UserCounters),
     Namespace(COUNTER, GlobalCounter),
     Namespace(LIST, ListState, partitions=0, drop_vacant=True),  # an actor per ranked list
+    # Unique-set series, hashed by name onto partitions (engine/uniques.py: why by name).
+    Namespace(UNIQUE, UniqueSeries),
 ]
 
 #: Namespace -> how a snapshot's plain form becomes a state again.
@@ -89,7 +116,42 @@ STATE_LOADERS: dict[str, Callable[[Any], Any]] = {
     USER: UserCounters.from_plain,
     COUNTER: GlobalCounter.from_plain,
     LIST: ListState.from_plain,
+    UNIQUE: UniqueSeries.from_plain,
 }
+
+############################################################################################
+# Density namespaces (engine/density.py): sensors (raw events, placements) and spaces
+# (contributions, counts), each hashed onto partition actors.
+NAMESPACES += [Namespace(DPU, SensorState), Namespace(SPACE, SpaceState)]
+STATE_LOADERS[DPU] = SensorState.from_plain
+STATE_LOADERS[SPACE] = SpaceState.from_plain
+############################################################################################
+
+############################################################################################
+# Dimensional stats (engine/stats.py, the statshub seed): stat ids own their detail,
+# (dimension, value) pairs own their roll-ups and series; both hashed onto partitions.
+from engine.stats import (  # noqa: E402 - kept in this section with its registration
+    DEFAULT_GAUGE_PERIOD_S,
+    STAT_DIM,
+    STAT_ID,
+    DimValueStats,
+    StatIdState,
+    UpdateInput,
+    archive_rows,
+    build_update,
+    check_stat_id,
+    member_config_from,
+    period_start,
+    statshub_maps,
+    stream_series,
+    totals,
+    validate_update,
+)
+
+NAMESPACES += [Namespace(STAT_ID, StatIdState), Namespace(STAT_DIM, DimValueStats)]
+STATE_LOADERS[STAT_ID] = StatIdState.from_plain
+STATE_LOADERS[STAT_DIM] = DimValueStats.from_plain
+############################################################################################
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +201,8 @@ class Engine:
         self._inflight: set[int] = set()
         #: The data directory's store when opened with one (``snapshots/store.py``).
         self.store: Any = None
+        #: How new unique series keep their buckets (``Engine.open(uniques=...)``).
+        self.unique_settings = UniqueSettings()
 
     @classmethod
     @asynccontextmanager
@@ -149,6 +213,8 @@ class Engine:
         idle_seconds: float = DEFAULT_IDLE_SECONDS,
         retention: Mapping[str, int] | None = None,
         retention_every_s: float = 3600.0,
+        uniques: UniqueSettings | None = None,
+        stats_gauge_period_s: int = DEFAULT_GAUGE_PERIOD_S,
         **durability: Any,
     ) -> AsyncIterator[Engine]:
         """Start an engine; with ``data_dir``, recover from and persist to that directory.
@@ -160,11 +226,21 @@ class Engine:
                 (PSD expired data after 90 days); levels second .. month, each no longer
                 than the next coarser one. Default: keep everything.
             retention_every_s: how often the retention sweep runs.
+            uniques: unique-set series settings (``engine/uniques.py``: kept levels, exact
+                limit, sketch precision, retention per level); default ``UniqueSettings()``.
+            stats_gauge_period_s: statshub's gauge period (``engine/stats.py``; 360 s).
             durability: options for ``snapshots.store.open_store`` (``fsync``, intervals).
         """
         try:
             async with cls._open(data_dir, idle_seconds, retention, retention_every_s, durability) as engine:
-                yield engine
+                engine.unique_settings = uniques or UniqueSettings()
+                engine.configure_stats(gauge_period_s=stats_gauge_period_s)
+                async with trio.open_nursery() as unique_timers:
+                    engine._start_unique_retention(unique_timers, retention_every_s)
+                    try:
+                        yield engine
+                    finally:
+                        unique_timers.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # Trio wraps errors from inside the engine's nurseries; a lone domain error (a
             # damaged log, a full disk) is raised as itself so callers can catch it.
@@ -566,6 +642,560 @@ class Engine:
     async def users(self) -> list[Hashable]:
         """Every user id that has counters (unordered)."""
         return self._router.ids(USER)
+
+    ########################################################################################
+    # Unique-set series (engine/uniques.py): distinct members per bucket, exact then sketch
+    ########################################################################################
+
+    async def add_uniques(self, items: Any, field: str = "body") -> int:
+        """Validate and add a batch of ``{"name", "member", "ts"}``; returns how many.
+
+        The whole batch is validated first (``validate_unique_items``); an ``InvalidInput``
+        naming the field means none of it was applied. A series created by this batch keeps
+        the levels and limits of ``unique_settings``.
+        """
+        return await self.add_uniques_validated(validate_unique_items(items, field))
+
+    async def add_uniques_validated(
+        self,
+        items: list[tuple[str, int, int]],
+        *,
+        config: UniqueConfig | None = None,
+        counts: Sequence[tuple[str, int, int]] = (),
+    ) -> int:
+        """Apply validated ``(name, ts, key)`` members and, in the same log record, global
+        counter increments ``(name, ts, value)`` (the Narrative API's event and its click or
+        impression count are one command). ``config`` is what a series created here keeps
+        (default: from ``unique_settings``)."""
+        if items or counts:
+            await self.submit(AddUniques(
+                items=items, config=config or self.unique_settings.config(), counts=list(counts)
+            ))
+        return len(items)
+
+    async def unique_count(self, name: str, t1: int, t2: int) -> UniqueCount:
+        """Distinct members of series ``name`` over [t1, t2] (the covered range, rounded to
+        whole buckets where an edge falls inside one, is in the answer).
+
+        Runtime complexity: one message to the series' actor; ``UniqueSeries.count`` there.
+        """
+        return await self.ask(UNIQUE, name, lambda state: state.count(t1, t2))
+
+    async def unique_counts(
+        self, names: Sequence[str], t1: int, t2: int, *, union: bool = False
+    ) -> tuple[dict[str, UniqueCount], UniqueCount | None]:
+        """Counts of several series over [t1, t2], and with ``union`` the distinct count
+        across all of them (their unions merged here: exact if every part is exact; its
+        range is the widest any series covered)."""
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        distinct = list(dict.fromkeys(names))
+        completion = Completion(len(distinct))
+
+        def op(state: UniqueSeries) -> tuple[UniqueCount, tuple[int, int, Partial] | None]:
+            return state.count(t1, t2), state.union_part(t1, t2) if union else None
+
+        for name in distinct:
+            await self._router.ask((UNIQUE, name), op, completion)
+        results = await completion.wait()
+        counts = {name: results[name][0] for name in distinct}
+        if not union:
+            return counts, None
+        merged = Partial()
+        starts, ends = [], []
+        for name in distinct:
+            start, end, part = results[name][1]
+            starts.append(start)
+            ends.append(end)
+            merged.merge(part)
+        start, end = min(starts), max(ends)
+        return counts, merged.result(start, end, (start, end) != (t1, t2))
+
+    async def unique_breakdown(
+        self,
+        name: str,
+        t1: int,
+        t2: int,
+        step: str | int,
+        *,
+        tz: str | None = None,
+        offset: int = 0,
+    ) -> tuple[list[int], list[UniqueCount]]:
+        """Distinct members per period over [t1, t2] (periods as in :meth:`breakdown`):
+        the period bounds, and one count per period, each stating the range it covers.
+
+        Runtime complexity: one message; one ``UniqueSeries.count`` per period.
+        """
+        bounds = period_bounds(t1, t2, step, zone=load_zone(tz), offset=offset)
+        return bounds, await self.ask(UNIQUE, name, lambda state: state.breakdown(bounds))
+
+    async def unique_and_counts(
+        self, name: str, t1: int, t2: int, counters: Sequence[str]
+    ) -> tuple[UniqueCount, dict[str, int]]:
+        """A series' distinct count and global counters' sums over one range, asked of
+        their actors at once (the Narrative API's hourly answer: one round trip).
+
+        Runtime complexity: O(1) for a range that is one exact bucket (the current hour)
+        and counters' prefix walks inside one hour.
+        """
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        distinct = list(dict.fromkeys(counters))
+        unique, sums = Completion(1), Completion(len(distinct))
+        await self._router.ask((UNIQUE, name), lambda state: state.count(t1, t2), unique)
+        for counter in distinct:
+            await self._router.ask((COUNTER, counter), lambda state: state.range_sum(t1, t2), sums)
+        count = (await unique.wait())[name]
+        results = await sums.wait()
+        return count, {counter: results[counter] for counter in distinct}
+
+    def unique_names(self) -> list[str]:
+        """Every unique series' name, sorted (read between actor turns, as ``list_catalog``)."""
+        return sorted(str(name) for name in list(self._router.directory[UNIQUE]))
+
+    async def expire_uniques_now(self, ages: Sequence[int], now: int | None = None) -> None:
+        """Drop unique buckets older than ``ages[level]`` seconds (0 keeps a level)."""
+        now = int(time.time()) if now is None else now
+        cutoffs = [max(0, now - age) if age else 0 for age in ages]
+        await self.submit(ExpireUniques(cutoffs=cutoffs))
+
+    def _start_unique_retention(self, nursery: trio.Nursery, every_s: float) -> None:
+        ages = self.unique_settings.retention_ages()
+        if ages:
+            nursery.start_soon(self._run_unique_retention, ages, every_s)
+
+    async def _run_unique_retention(self, ages: list[int], every_s: float) -> None:
+        while True:
+            await trio.sleep(min(every_s, 5.0))
+            if not self._closed:
+                await self.expire_uniques_now(ages)
+            await trio.sleep(max(0.0, every_s - 5.0))
+
+    ########################################################################################
+    # (end of unique-set series)
+
+    ########################################################################################
+    # Density: people counting per space from doorway sensors (engine/density.py). Sensors
+    # own raw events and placements, spaces own contributions and counts; a write goes to
+    # the sensors' actors, which forward each space its share (see the module docstring for
+    # what a reader can see while a correction is applied).
+
+    async def density_ingest(self, events: Any, field: str = "body") -> tuple[int, int]:
+        """Validate and apply a batch of crossings (the seed's ``/send`` bodies, plus an
+        optional ``event_id``); returns (new events, duplicates). Nothing is applied unless
+        every event is valid."""
+        return await self.density_ingest_validated(validate_dpu_events(events, field))
+
+    async def density_ingest_validated(self, events: list[DensityEvent]) -> tuple[int, int]:
+        """Apply crossings checked by ``validate_dpu_events``; returns (new, duplicates)."""
+        if not events:
+            return 0, 0
+        command = DensityIngest(events=events)
+        await self.submit(command)
+        return command.tally[0], command.tally[1]
+
+    async def place_sensor(self, dpu: str, body: Any) -> dict[str, Any]:
+        """Place sensor ``dpu`` from ``body``'s ``installed`` on (``engine.density.
+        check_placement``); a past ``installed`` re-counts its stretch from the raw events.
+        Returns the sensor as stored (``sensor``).
+
+        Runtime complexity: O(events of this sensor) in its actor, plus one message per
+        space that gains or loses contributions.
+        """
+        installed, doorway, spaces = check_placement(body)
+        await self.submit(
+            PlaceSensor(dpu=dpu, installed=installed, doorway=doorway, spaces=list(spaces.items()))
+        )
+        return await self.sensor(dpu)  # type: ignore[return-value]
+
+    async def sensor(self, dpu: str) -> dict[str, Any] | None:
+        """A sensor's placements (oldest first) and event statistics; ``None`` if unknown."""
+        return await self.ask(DPU, dpu, lambda state: state.public(dpu) if state.known else None)
+
+    def density_sensors(self) -> list[dict[str, Any]]:
+        """Every known sensor with its current placement, sorted by id (read between turns,
+        as ``list_catalog``: each entry is consistent)."""
+        sensors = self._router.directory[DPU]
+        return [
+            {"dpu": dpu, "current": s.placements[-1].public() if s.placements else None,
+             "events": len(s.raw)}
+            for dpu, s in sorted(list(sensors.items())) if s.known
+        ]
+
+    def density_spaces(self) -> list[str]:
+        """Every space named by a placement or given options, sorted."""
+        return sorted(name for name, s in list(self._router.directory[SPACE].items()) if s.known)
+
+    def density_doorways(self) -> list[dict[str, Any]]:
+        """Every doorway a sensor was ever placed at: the sensors there now, and the spaces
+        their current placements count for."""
+        doorways: dict[str, dict[str, Any]] = {}
+        for dpu, state in sorted(list(self._router.directory[DPU].items())):
+            for placement in state.placements:
+                doorways.setdefault(placement.doorway, {"doorway": placement.doorway, "sensors": [],
+                                                        "spaces": {}})
+            if state.placements:
+                current = state.placements[-1]
+                entry = doorways[current.doorway]
+                entry["sensors"].append(dpu)
+                entry["spaces"][dpu] = dict(current.spaces)
+        return [doorways[name] for name in sorted(doorways)]
+
+    async def set_space_options(self, space: str, body: Any) -> dict[str, Any]:
+        """Set a space's nightly reset (``{"nightly_reset": bool, "tz": zone}``)."""
+        reset, tz = check_space_options(body)
+        await self.submit(SetSpaceOptions(space=space, reset=reset, tz=tz))
+        return await self.space(space)  # type: ignore[return-value]
+
+    async def space(self, space: str, now_ms: int | None = None) -> dict[str, Any] | None:
+        """A space's count now, its options and sensors; ``None`` for an unknown space."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return await self.ask(SPACE, space, lambda s: s.public(space, now) if s.known else None)
+
+    async def space_count(self, space: str, at_ms: int | None = None) -> int | None:
+        """The exact count of ``space`` at instant ``at_ms`` (every crossing at or before it);
+        without ``at_ms``, now (or at its latest crossing, if that is later). ``None`` for a
+        space no placement named.
+
+        Runtime complexity: one message; two prefix walks (four with the nightly reset).
+        """
+        now = int(time.time() * 1000)
+
+        def read(state: SpaceState) -> int | None:
+            if not state.known:
+                return None
+            return state.count_at(max(now, state.last_ms) if at_ms is None else at_ms)
+
+        return await self.ask(SPACE, space, read)
+
+    async def occupancy(
+        self, space: str, t1: int, t2: int, step: str | int, *, tz: str | None = None, offset: int = 0
+    ) -> tuple[Breakdown, Occupancy] | None:
+        """Per period of [t1, t2] (Unix seconds; periods as in :meth:`breakdown`): the count
+        at each period's end and the highest and lowest count at any instant in it. ``None``
+        for an unknown space.
+
+        Runtime complexity: see ``SpaceState.occupancy``.
+        """
+        bounds = period_bounds(t1, t2, step, zone=load_zone(tz), offset=offset)
+        bounds_ms = [b * 1000 for b in bounds]
+
+        def read(state: SpaceState) -> Occupancy | None:
+            return state.occupancy(bounds_ms) if state.known else None
+
+        result = await self.ask(SPACE, space, read)
+        return None if result is None else (Breakdown(bounds, {}), result)
+
+    ########################################################################################
+    # (end of Density)
+
+    ########################################################################################
+    # Board listing (GET /api/leaderboards: discovery, issue 16)
+
+    def board_catalog(self) -> list[dict[str, Any]]:
+        """Every live leaderboard's definition and size, sorted by id: ``{"id", "metric",
+        "atid", "window", "members" (how many, or None for every user), "size"}``.
+
+        Reads the directory between actor turns, as :meth:`list_catalog` does.
+
+        Runtime complexity: O(lists).
+        """
+        out = []
+        for list_id, state in sorted(list(self._router.directory[LIST].items())):
+            if state.settings is None or state.board is None:
+                continue
+            public = state.board.public()
+            members = public["members"]
+            out.append({"id": list_id, "metric": public["metric"], "atid": public["atid"],
+                        "window": public["window"],
+                        "members": None if members is None else len(members),
+                        "size": len(state.ranked)})
+        return out
+
+    ########################################################################################
+    # (end of board listing)
+
+    ########################################################################################
+    # Dimensional stats (engine/stats.py): statshub's updates, roll-ups, totals and series
+
+    #: Seconds per gauge period for new writes and for reads (``Engine.open``'s
+    #: ``stats_gauge_period_s``).
+    stats_gauge_period_s: int = DEFAULT_GAUGE_PERIOD_S
+
+    def configure_stats(self, *, gauge_period_s: int = DEFAULT_GAUGE_PERIOD_S) -> None:
+        """Set the gauge period (whole seconds, 1 .. 86400; statshub's default 360)."""
+        if type(gauge_period_s) is not int or not 1 <= gauge_period_s <= 86400:
+            raise InvalidInput(
+                f"stats_gauge_period_s must be whole seconds in 1 .. 86400, got {gauge_period_s!r}",
+                "stats_gauge_period_s",
+            )
+        self.stats_gauge_period_s = gauge_period_s
+
+    def _stat_locks(self) -> dict[str, list[Any]]:
+        # Created on first use: [lock, holders and waiters] per id being updated now.
+        locks = self.__dict__.get("_stat_id_locks")
+        if locks is None:
+            locks = self.__dict__["_stat_id_locks"] = {}
+        return locks
+
+    async def stats_update(self, stat_id: Any, body: Any, *, now: int | None = None) -> bool:
+        """Validate and apply one statshub update of ``stat_id``; nothing is applied unless
+        the whole body is valid. Returns whether anything was logged (an update without
+        dimensions or detail, such as members with no dims, changes nothing)."""
+        return await self.stats_update_validated(check_stat_id(stat_id), validate_update(body), now=now)
+
+    async def stats_update_validated(self, stat_id: str, update: UpdateInput, *, now: int | None = None) -> bool:
+        """Plan the update in the id's actor, then log and apply it as one command, under
+        the id's lock (``engine/stats.py``: why the change is decided before logging).
+
+        Runtime complexity: two messages to the id's actor and one per dimension.
+        """
+        now = int(time.time()) if now is None else now
+        period = period_start(now, self.stats_gauge_period_s)
+        locks = self._stat_locks()
+        entry = locks.get(stat_id)
+        if entry is None:
+            entry = locks[stat_id] = [trio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                plan = await self.ask(STAT_ID, stat_id, lambda state: state.plan(update, period))
+                command = build_update(stat_id, now, period, update, plan,
+                                       member_config_from(self.unique_settings.config()))
+                if not command.route(0):
+                    return False
+                await self.submit(command)
+                return True
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del locks[stat_id]
+
+    def stat_dimensions(self) -> dict[str, list[str]]:
+        """Every dimension name with its known values, sorted (read between actor turns;
+        rebuilt only when a value was added: entries are never removed)."""
+        directory = self._router.directory[STAT_DIM]
+        cached = self.__dict__.get("_stat_dims")
+        if cached is None or cached[0] != len(directory):
+            index: dict[str, list[str]] = {}
+            for name, value in sorted(list(directory)):
+                index.setdefault(name, []).append(value)
+            cached = self.__dict__["_stat_dims"] = (len(directory), index)
+        return cached[1]
+
+    async def _ask_stat_values(self, dim: str, values: Sequence[str], operation: Callable[[Any], Any]) -> dict[str, Any]:
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        completion = Completion(len(values))
+        for value in values:
+            await self._router.ask((STAT_DIM, (dim, value)), operation, completion)
+        results = await completion.wait()
+        return {value: results[(dim, value)] for value in values}
+
+    async def stats_query(
+        self, dims: Sequence[str] | None = None, *, union: bool = False, now: int | None = None
+    ) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
+        """statshub's ``QueryDims``: per dimension (all when ``dims`` is None), each value's
+        ``counters`` / ``gauges`` / ``gaugesCurrent`` and the query-time ``total``. Member
+        totals are the sum of cardinalities (statshub), or with ``union`` the true distinct
+        count across the dimension's values.
+
+        Runtime complexity: one message per value; O(stats) in each.
+        """
+        now = int(time.time()) if now is None else now
+        period_s = self.stats_gauge_period_s
+        index = self.stat_dimensions()
+        names = sorted(index) if dims is None else list(dict.fromkeys(dims))
+        out: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
+        for dim in names:
+            values = index.get(dim, [])
+
+            def read(state: DimValueStats) -> Any:
+                parts = {s: state.member_part(s) for s in state.members} if union else None
+                return state.figures(period_s, now), parts
+
+            answers = await self._ask_stat_values(dim, values, read)
+            member_names = sorted({s for figures, _ in answers.values() for s in figures.members})
+            shaped = {value: statshub_maps(figures, member_names) for value, (figures, _) in answers.items()}
+            total = totals(shaped)
+            if union and member_names:
+                gauges = total.setdefault("gauges", {})
+                for stat in member_names:
+                    merged = Partial()
+                    for _, parts in answers.values():
+                        part = parts.get(stat) if parts else None
+                        if part is not None:
+                            merged.merge(part)
+                    gauges[stat] = merged.result(0, 0, False).count
+            out[dim] = {**shaped, "total": total}
+        return out
+
+    async def stats_history(
+        self,
+        dim: str,
+        stat: str,
+        kind: str,
+        t1: int,
+        t2: int,
+        step: str | int,
+        *,
+        tz: str | None = None,
+        offset: int = 0,
+        values: Sequence[str] | None = None,
+        union: bool = False,
+    ) -> tuple[list[int], dict[str, dict[str, list[Any]]], dict[str, list[Any]]]:
+        """A roll-up's series per period of [t1, t2] (periods as in :meth:`breakdown`) for
+        the given values of ``dim`` (all when ``values`` is None), and their total.
+
+        Per value, by ``kind``: ``counter`` -- ``values`` (the roll-up at each period's last
+        second) and ``changes``; ``gauge`` -- ``sums`` of the gauge periods starting in each
+        period, ``periods`` (how many start there) and ``values`` (their mean: exactly
+        statshub's gauge when the step is the gauge period); ``member`` -- ``values``, the
+        distinct members seen in each period (edges rounded out to minutes), the total being
+        their sum, or the true union with ``union``. Values without the stat are left out.
+
+        Runtime complexity: one message per value; one prefix walk per bound (counters,
+        gauges) or one union per period (members).
+        """
+        bounds = period_bounds(t1, t2, step, zone=load_zone(tz), offset=offset)
+        known = self.stat_dimensions().get(dim, [])
+        chosen = known if values is None else [v for v in dict.fromkeys(values) if v in known]
+
+        def read(state: DimValueStats) -> dict[str, list[Any]] | None:
+            if kind == "counter":
+                levels = state.counter_levels(stat, bounds)
+                changes = state.counter_changes(stat, bounds)
+                return None if levels is None or changes is None else {"values": levels, "changes": changes}
+            if kind == "gauge":
+                sums = state.gauge_sums(stat, bounds)
+                return None if sums is None else {"sums": sums}
+            if union:
+                parts = state.member_parts(stat, bounds)
+                counts = state.member_breakdown(stat, bounds)
+                return None if parts is None or counts is None else {"values": counts, "parts": parts}
+            counts = state.member_breakdown(stat, bounds)
+            return None if counts is None else {"values": counts}
+
+        answers = {v: a for v, a in (await self._ask_stat_values(dim, chosen, read)).items() if a is not None}
+        n = len(bounds) - 1
+        period_s = self.stats_gauge_period_s
+        counts = [-(-b // period_s) - -(-a // period_s) for a, b in zip(bounds, bounds[1:], strict=False)]
+        total: dict[str, list[Any]] = {}
+        for answer in answers.values():
+            for key, series in answer.items():
+                if key == "parts":
+                    continue
+                acc = total.setdefault(key, [0] * n)
+                for i, x in enumerate(series):
+                    acc[i] += x
+        if kind == "gauge":
+            for answer in [*answers.values(), total]:
+                sums = answer.setdefault("sums", [0] * n)
+                answer["periods"] = counts
+                answer["values"] = [s / c if c else None for s, c in zip(sums, counts, strict=True)]
+        if kind == "member" and union:
+            merged_counts = []
+            for i in range(n):
+                merged = Partial()
+                for answer in answers.values():
+                    merged.merge(answer["parts"][i])
+                merged_counts.append(merged.result(0, 0, False).count)
+            total["values"] = merged_counts
+            for answer in answers.values():
+                del answer["parts"]
+        if kind != "gauge" and not answers:
+            total = {key: [0] * n for key in (("values", "changes") if kind == "counter" else ("values",))}
+        return bounds, answers, total
+
+    async def stats_stream_values(
+        self, dim: str, value: str, kind: str, stat: str, ranges: Sequence[tuple[int, int, int]], now: int
+    ) -> list[dict[str, Any]]:
+        """The stream's history: for each range ``(start, end, interval)``, epoch-aligned
+        intervals of ``interval`` seconds clipped to [start, end), each with the stat's value
+        per dimension value (``value``: one, ``"*"`` every one and ``total``, or ``"total"``).
+
+        A counter's value is its roll-up at the interval's end (its largest, for a counter
+        that only grows: statshub took the MAX of its archive snapshots); a gauge's is the
+        mean of the complete gauge periods in it (statshub sampled one period an hour); a
+        member stat's (read as a gauge, as statshub did) is the all-time distinct count at
+        the interval's end. An interval where no value has data is left out; where a
+        coarser range's last interval is the next one's first, the finer one replaces it.
+        """
+        period_s = self.stats_gauge_period_s
+        current = period_start(now, period_s)
+        slots: list[tuple[int, int, int]] = []  # (asOf, start, end)
+        for start, end, interval in ranges:
+            first = start // interval
+            for index in range(first, (end - 1) // interval + 1):
+                as_of = index * interval
+                slot = (as_of, max(as_of, start), min(as_of + interval, end))
+                if slots and slots[-1][0] == as_of:
+                    slots[-1] = slot
+                else:
+                    slots.append(slot)
+
+        def read(state: DimValueStats) -> list[int | None]:
+            return stream_series(state, kind, stat, slots, now, current, period_s)
+
+        known = self.stat_dimensions().get(dim, [])
+        wanted = known if value in ("*", "total") else [v for v in known if v == value]
+        answers = await self._ask_stat_values(dim, wanted, read)
+        intervals = []
+        for i, (as_of, _, _) in enumerate(slots):
+            figures = {v: series[i] for v, series in answers.items() if series[i] is not None}
+            if not figures:
+                continue
+            if value in ("*", "total"):
+                total = sum(figures.values())
+                figures = {"total": total} if value == "total" else {**figures, "total": total}
+            intervals.append({"asOfSeconds": as_of, "values": figures})
+        return intervals
+
+    async def stats_stream_now(self, dim: str, value: str, kind: str, stat: str, *, now: int | None = None) -> dict[str, int]:
+        """The stream's live figures, as statshub pushed them: per value of ``dim`` (every
+        one and ``total`` for ``"*"``) the counter, or the last complete period's gauge (or
+        member count), 0 where a value lacks the stat."""
+        dims = await self.stats_query([dim], now=now)
+        table = "counters" if kind == "counter" else "gauges"
+        out = {}
+        for name, maps in dims[dim].items():
+            if value == "*" or value == name:
+                out[name] = maps.get(table, {}).get(stat, 0)
+        return out
+
+    async def stats_archive(
+        self, dim: str, stamps: Sequence[int]
+    ) -> tuple[list[str], list[str], list[tuple[str, int, dict[str, int], dict[str, int]]]]:
+        """statshub's archive table of ``dim`` at each instant of ``stamps``: the sorted
+        counter and gauge column names, and ``(value, ts, counters, gauges)`` rows, each
+        instant's values then its ``total`` (the sum over values that have the column).
+
+        Runtime complexity: one message per value; ``engine.stats.archive_rows`` there.
+        """
+        period_s = self.stats_gauge_period_s
+        values = self.stat_dimensions().get(dim, [])
+        answers = await self._ask_stat_values(dim, values, lambda state: archive_rows(state, stamps, period_s))
+        counter_names = sorted({s for rows in answers.values() for c, _ in rows for s in c})
+        gauge_names = sorted({s for rows in answers.values() for _, g in rows for s in g})
+        out = []
+        for i, ts in enumerate(stamps):
+            total_c: dict[str, int] = {}
+            total_g: dict[str, int] = {}
+            for value in values:
+                counters, gauges = answers[value][i]
+                if counters or gauges:
+                    out.append((value, ts, counters, gauges))
+                for s, x in counters.items():
+                    total_c[s] = total_c.get(s, 0) + x
+                for s, x in gauges.items():
+                    total_g[s] = total_g.get(s, 0) + x
+            if total_c or total_g:
+                out.append(("total", ts, total_c, total_g))
+        return counter_names, gauge_names, out
+
+    ########################################################################################
+    # (end of dimensional stats)
+
 
     ########################################################################################
     # Snapshots and statistics

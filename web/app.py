@@ -22,12 +22,18 @@ from werkzeug.exceptions import HTTPException
 from engine.engine import Engine
 from engine.errors import PointspaceError
 from web.api.admin import admin
+from web.api.density import density  # Density's native routes (/api/sensors, /api/spaces)
 from web.api.routes import native
+from web.api.stats import STATS_ROUTES  # the /api/dims routes, on native
+from web.api.uniques import UNIQUE_ROUTES  # the /api/uniques routes, on native
 from web.auth import install as install_auth
 from web.bodies import request_class, respond
+from web.compat.density import density_compat  # the dhw seed's /send, /count
+from web.compat.narrative import narrative
 from web.compat.psd import psd
 from web.compat.rankdb.backups import backup
 from web.compat.rankdb.routes import rankdb
+from web.compat.statshub import statshub  # statshub's /stats and /stream
 from web.context import ENGINE_KEY, SETTINGS_KEY, closing_on_error
 from web.edge import install as install_edge
 from web.metrics import install as install_metrics
@@ -53,11 +59,17 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
     app.extensions[SETTINGS_KEY] = settings
 
     # Where each request enters: the native API, then the seeds' APIs at their own paths.
+    assert UNIQUE_ROUTES, "web/api/uniques.py adds its routes to native before it registers"
+    assert STATS_ROUTES, "web/api/stats.py adds its routes to native before it registers"
     app.register_blueprint(native)
     app.register_blueprint(admin)
     app.register_blueprint(psd)
     app.register_blueprint(rankdb)
     app.register_blueprint(backup)
+    app.register_blueprint(narrative)
+    app.register_blueprint(density)
+    app.register_blueprint(density_compat)
+    app.register_blueprint(statshub)
     app.register_blueprint(ui)
     install_auth(app, settings)
     install_edge(app, settings)  # before auth's hook: a foreign Host or Origin gets no 401

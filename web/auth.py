@@ -178,7 +178,7 @@ def rankdb_rule(method: str, path: str) -> tuple[Rule, re.Match[str]] | None:
 READ_ROUTE_NAMES = frozenset(
     {"query", "breakdown", "query_ids", "mu_query", "mumt_query", "readcount", "readcount_with_ids"}
 )
-READ_POST_PATHS = frozenset({"/api/leaderboards/rank"})
+READ_POST_PATHS = frozenset({"/api/leaderboards/rank", "/api/uniques/query"})
 
 
 _BOARD_PATH = re.compile(r"^/api/leaderboards/(?P<list>[^/]+)$")
@@ -202,6 +202,8 @@ def native_scope(method: str, path: str) -> str | None:
     ('api:read', 'api:update')
     >>> native_scope("GET", "/api/admin/snapshot"), native_scope("GET", "/metrics")
     ('api:manage', None)
+    >>> native_scope("POST", "/stats/query"), native_scope("GET", "/stats/country")
+    ('api:update', 'api:read')
     """
     if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
         return None
@@ -210,6 +212,8 @@ def native_scope(method: str, path: str) -> str | None:
         return MANAGE
     if method in ("GET", "HEAD", "OPTIONS"):
         return READ
+    if parts[1] == "stats":  # statshub: every POST /stats/<id> writes, whatever the id
+        return UPDATE
     if (len(parts) > 2 and parts[2] in READ_ROUTE_NAMES) or path in READ_POST_PATHS:
         return READ
     return UPDATE

@@ -107,6 +107,7 @@ DEFAULT_BODIES = (JSON, MSGPACK)
 ROUTE_BODIES: dict[str, tuple[BodyKind, ...]] = {
     "native.ingest_events": (JSON, MSGPACK, NDJSON),
     "native.ingest_stream": (NDJSON,),
+    "native.add_uniques": (JSON, MSGPACK, NDJSON),
     "psd.write": (JSON,),  # decoded as JSON whatever the type (PSD's MetricJob)
     "psd.batch": (JSON, MSGPACK, NDJSON),
     "psd.query_ids": (FORM,),
@@ -115,6 +116,10 @@ ROUTE_BODIES: dict[str, tuple[BodyKind, ...]] = {
     "psd.mumt_query_v2": (FORM,),
     "psd.readcount_with_ids": (FORM,),
     "backup.restore": (BINARY,),
+    "density_compat.send_batch": (JSON, MSGPACK, NDJSON),  # Density datapoints, many
+    # statshub decoded JSON whatever the type, and its README's client (curl --data-binary)
+    # labels it a form; a browser's cross-site POST is still refused by Origin.
+    "statshub.stats": (JSON, FORM),
 }
 
 #: Methods whose requests may carry a body that changes state.

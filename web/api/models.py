@@ -437,3 +437,41 @@ class SnapshotStream(Struct):
     """A snapshot file (``.pssnap``: zstd-compressed msgpack, see ``snapshots/FORMAT.md``)."""
 
     # Documented as application/octet-stream by web/openapi.py, not as this struct.
+
+
+############################################################################################
+# Discovery (GET /api/leaderboards, GET /api/apis; issue 16)
+
+
+class LeaderboardSummary(Struct):
+    id: str
+    metric: str
+    atid: int | None
+    window: WindowInfo
+    #: How many members a member-set board ranks; ``null``: every user who writes the metric.
+    members: int | None
+    #: Users ranked now.
+    size: int
+
+
+class LeaderboardCatalog(Struct):
+    """The live leaderboards, sorted by id (those a token's ``only_lists`` allows)."""
+
+    leaderboards: list[LeaderboardSummary]
+
+
+class ApiPath(Struct):
+    path: str
+    methods: list[str]
+
+
+class ApiFamily(Struct):
+    name: str
+    doc: str
+    paths: list[ApiPath]
+
+
+class ApiCatalog(Struct):
+    """The APIs this server speaks, each with its paths: the native one first."""
+
+    apis: list[ApiFamily]

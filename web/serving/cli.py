@@ -1,20 +1,134 @@
-"""The ``pointspace`` command: serve, and (with the durability layer) snapshot and log tools."""
+"""The ``pointspace`` command: serve, and (with the durability layer) snapshot and log tools.
+
+Failures are one line, ``Error: <what>`` naming the flag, environment variable or file the
+fix goes to, with a non-zero exit status (1; 2 for a command line click cannot parse). A
+traceback is printed only with ``pointspace --debug ...`` -- an operator reading a service's
+log wants the rule that was broken, not 80 lines of trio's nurseries. An exception nobody
+expected still says so (``unexpected ...: run with --debug``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 import trio
 
 from engine.errors import PointspaceError
+from web.serving.density_load import density
 from web.serving.logs import configure_logging
+from web.serving.progress import Progress
 from web.serving.settings import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, Settings
+from web.serving.stats_export import stats
+from web.version import VERSION
+
+#: ``ctx.meta`` key: where each setting of ``serve`` came from (``config.load_settings``).
+SOURCES_KEY = "pointspace.sources"
 
 
-@click.group()
-def main() -> None:
+class UsageFailure(click.ClickException):
+    """A command line that does not parse: exit status 2, as click's own usage errors."""
+
+    exit_code = 2
+
+
+class PointspaceGroup(click.Group):
+    """The command group: turns every failure of a subcommand into one ``Error:`` line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort):
+            raise
+        except click.UsageError as exc:
+            if ctx.meta.get("debug"):
+                raise
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            raise UsageFailure(_usage_message(exc) + where) from None
+        except click.ClickException:
+            raise
+        except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - the CLI's one edge
+            if ctx.meta.get("debug"):
+                raise
+            raise click.ClickException(explain_failure(exc, ctx.meta.get(SOURCES_KEY))) from None
+
+
+def _usage_message(exc: click.UsageError) -> str:
+    message = exc.format_message()
+    return message[:1].lower() + message[1:] if message[:8] in ("Invalid ", "Missing ", "No such ") else message
+
+
+def explain_failure(exc: BaseException, sources: Mapping[str, str] | None = None) -> str:
+    """One line for ``exc``: the message of the error at fault and, when a setting is at fault,
+    where that setting's value came from (``--port``, ``$POINTSPACE_PORT``, a config file)."""
+    from snapshots.lock import DataDirectoryInUse
+    from web.auth import JwtKeyError
+    from web.serving.server import StartupError
+
+    leaf = _leaf(exc)
+    setting: str | None = None
+    if isinstance(leaf, StartupError):
+        setting = leaf.setting
+    elif isinstance(leaf, JwtKeyError):
+        setting = "jwt_key_dir"
+    elif isinstance(leaf, DataDirectoryInUse):
+        setting = "data_dir"
+    elif isinstance(leaf, PointspaceError):
+        setting = leaf.field if sources is not None and leaf.field in sources else None
+    else:
+        message = _foreign_message(leaf)
+        if message is None:
+            return (f"unexpected {type(leaf).__name__}: {leaf} (a bug? run 'pointspace --debug "
+                    f"...' for the traceback)")
+        return message
+    message = str(leaf)
+    if setting is not None and sources is not None and setting in sources:
+        message += f" (from {sources[setting]})"
+    return message
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The error inside trio's exception groups: the first leaf that is not a cancellation."""
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions if not isinstance(e, trio.Cancelled)] or list(exc.exceptions)
+        exc = inner[0]
+    return exc
+
+
+def _foreign_message(exc: BaseException) -> str | None:
+    """Operator-level failures from outside pointspace (the OS, the network), in one line."""
+    import httpx
+
+    if isinstance(exc, httpx.ConnectError):
+        url = exc.request.url if exc._request is not None else "the server"
+        return f"cannot connect to {url}: {_reason(exc)} (is the server running? check --url)"
+    if isinstance(exc, httpx.TransportError):
+        return f"the connection to the server failed: {type(exc).__name__}: {_reason(exc)} (--url)"
+    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return f"--url: {exc}"
+    if isinstance(exc, OSError):
+        where = f" {str(exc.filename)!r}" if exc.filename is not None else ""
+        return f"cannot use{where}: {exc.strerror or exc}"
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    while not text and cause is not None:
+        text, cause = str(cause), cause.__cause__ or cause.__context__
+    return text.removeprefix("[Errno 111] ") or type(exc).__name__
+
+
+@click.group(cls=PointspaceGroup)
+@click.version_option(VERSION, "--version", prog_name="pointspace", message="%(prog)s %(version)s")
+@click.option("--debug", is_flag=True, help="Print a traceback on errors (for bug reports).")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """pointspace: a real-time counting and ranking server."""
+    ctx.meta["debug"] = debug
 
 
 @main.command()
@@ -41,16 +155,36 @@ def main() -> None:
 @click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
               help="A browser origin allowed besides the server's own, e.g. https://dash.example.com; repeatable.")
 @click.option("--max-connections", default=None, type=int, help="Open client connections at once [default: 1000].")
-def serve(config_file: Path | None, retention: tuple[str, ...], **flags: object) -> None:
+@click.option("--stats-gauge-period-s", default=None, type=int,
+              help="statshub gauges keep each id's last value per period of this many seconds [default: 360].")
+@click.option("--stats-stream-interval-s", default=None, type=float,
+              help="Seconds between updates on statshub's /stream websockets [default: 30].")
+@click.pass_context
+def serve(ctx: click.Context, config_file: Path | None, retention: tuple[str, ...], **flags: object) -> None:
     """Start the HTTP server (settings: defaults < TOML file < $POINTSPACE_* < flags)."""
     from web.serving.server import run_server
 
     for name in ("backup_allowed_hosts", "allowed_hosts", "allowed_origins"):
         if not flags[name]:
             flags[name] = None  # not given: the file, the environment or the default decides
-    settings = _settings(config_file, flags, retention)
+    settings, sources = _settings(config_file, flags, retention)
+    ctx.meta[SOURCES_KEY] = sources
+    _preflight(settings, sources)
     configure_logging(settings.log_format)
     trio.run(run_server, settings)
+
+
+def _preflight(settings: Settings, sources: Mapping[str, str]) -> None:
+    """What can be checked before anything starts, each naming its setting's source."""
+    from engine.engine import check_retention
+
+    check_retention(settings.retention)  # InvalidInput naming "retention"
+    data_dir = settings.data_dir
+    if data_dir is not None and data_dir.exists() and not data_dir.is_dir():
+        raise click.ClickException(
+            f"data directory {str(data_dir)!r} is not a directory; give a directory "
+            f"(from {sources['data_dir']})"
+        )
 
 
 @main.group()
@@ -71,13 +205,15 @@ def config_show(config_file: Path | None) -> None:
     click.echo(describe(settings, sources))
 
 
-def _settings(config_file: Path | None, flags: dict[str, object], retention: tuple[str, ...]) -> Settings:
+def _settings(
+    config_file: Path | None, flags: dict[str, object], retention: tuple[str, ...]
+) -> tuple[Settings, dict[str, str]]:
     from web.serving.config import load_settings
 
     if retention:
         flags["retention"] = _parse_retention(retention)
     try:
-        return load_settings(config_file, flags)[0]
+        return load_settings(config_file, flags)
     except PointspaceError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -112,9 +248,10 @@ def snapshot_export(file: Path, data_dir: Path | None, url: str | None) -> None:
     from engine.errors import first_domain_error
     from snapshots.transfer import export_data_dir
 
+    progress = Progress("exporting", unit="entities")
     try:
-        with click.progressbar(length=0, label="exporting", show_pos=True) as bar:
-            info = trio.run(export_data_dir, data_dir, file, bar.update)
+        with progress:
+            info = trio.run(export_data_dir, data_dir, file, progress.update, progress.set_total)
     except (PointspaceError, BaseExceptionGroup) as exc:
         error = first_domain_error(exc)
         if error is None:
@@ -137,14 +274,24 @@ def _max_inflated() -> int:
 def _export_over_http(url: str, file: Path) -> None:
     import httpx
 
+    from web.api.admin import ESTIMATE_HEADER
+
     tmp = file.with_name(file.name + ".tmp")
-    with httpx.stream("GET", url.rstrip("/") + "/api/admin/snapshot/export", timeout=None) as response:
+    export_url = url.rstrip("/") + "/api/admin/snapshot/export"
+    with httpx.stream("GET", export_url, timeout=httpx.Timeout(30.0, read=None)) as response:
         if response.status_code != 200:
-            raise click.ClickException(f"server answered {response.status_code}: {response.read()[:500]!r}")
-        with open(tmp, "wb") as out, click.progressbar(length=0, label="downloading", show_pos=True) as bar:
+            raise click.ClickException(
+                f"{export_url} answered {response.status_code}: {response.read()[:500]!r} (--url)"
+            )
+        length = response.headers.get("Content-Length") or response.headers.get(ESTIMATE_HEADER)
+        total = int(length) if length is not None and length.isdigit() else None
+        estimated = "Content-Length" not in response.headers
+        with open(tmp, "wb") as out, Progress(
+            "downloading", unit="bytes", total=total, estimated=estimated
+        ) as progress:
             for chunk in response.iter_bytes():
                 out.write(chunk)
-                bar.update(len(chunk))
+                progress.update(len(chunk))
     from snapshots.codec import validate_snapshot
 
     try:
@@ -208,5 +355,10 @@ def log_repair(data_dir: Path) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+# Commands that belong to one API family live in their own modules and register here.
+main.add_command(density)
+main.add_command(stats)
+
+
 if __name__ == "__main__":
-    main()
+    main(prog_name="pointspace")
