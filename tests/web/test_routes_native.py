@@ -1494,3 +1494,28 @@ def test_native_routes_never_answer_500(closing):
             if r.status_code >= 500:
                 failures.append((path, body, r.status_code, r.text))
     assert failures == []
+
+
+def test_events_stream_without_newlines_is_cut_at_the_line_limit_quickly(client):
+    # Security review: a newline-free body was rescanned on every chunk (48 MB took 42 s) and
+    # buffered toward max_stream_bytes. A line over 1 MiB is now refused as it arrives.
+    import time
+
+    from web.api.routes import MAX_LINE_BYTES
+
+    u = new_user()
+    first = json.dumps(ev(u, 5, 1000)).encode() + b"\n"
+
+    def body():
+        yield first
+        for _ in range(8 * MAX_LINE_BYTES // 65536):
+            yield b"x" * 65536
+
+    started = time.monotonic()
+    r = client.post("/api/events/stream", content=body(),
+                    headers={"Content-Type": "application/x-ndjson"})
+    assert time.monotonic() - started < 10
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "line 2"
+    assert f"longer than {MAX_LINE_BYTES} bytes" in r.json()["error"]
+    assert total(client, u) == 5  # the line before it was applied
