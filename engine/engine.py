@@ -278,7 +278,8 @@ class Engine:
                 return
             # The one place the core reaches its persistence edge (engine/ otherwise never
             # imports snapshots/). The store sees this engine only as engine.journal's
-            # Recoverable, so the dependency goes one way: engine -> snapshots.
+            # Recoverable; snapshots/ uses the engine's value types and validators (records,
+            # lists, boards) and, in transfer.py, runs an offline Engine of its own.
             from snapshots.store import open_store
 
             engine = cls(router, MemoryJournal())
@@ -658,14 +659,14 @@ class Engine:
 
     async def add_uniques_validated(
         self,
-        items: list[tuple[str, int, int]],
+        items: list[tuple[str, int, int | str]],
         *,
         config: UniqueConfig | None = None,
         counts: Sequence[tuple[str, int, int]] = (),
     ) -> int:
-        """Apply validated ``(name, ts, key)`` members and, in the same log record, global
-        counter increments ``(name, ts, value)`` (the Narrative API's event and its click or
-        impression count are one command). ``config`` is what a series created here keeps
+        """Apply validated ``(name, ts, member)`` items (``validate_unique_items``) and, in
+        the same log record, global counter increments ``(name, ts, value)`` (the Narrative
+        API's event and its click or impression count are one command). ``config`` is what a series created here keeps
         (default: from ``unique_settings``)."""
         if items or counts:
             await self.submit(AddUniques(
@@ -748,10 +749,6 @@ class Engine:
         count = (await unique.wait())[name]
         results = await sums.wait()
         return count, {counter: results[counter] for counter in distinct}
-
-    def unique_names(self) -> list[str]:
-        """Every unique series' name, sorted (read between actor turns, as ``list_catalog``)."""
-        return sorted(str(name) for name in list(self._router.directory[UNIQUE]))
 
     async def expire_uniques_now(self, ages: Sequence[int], now: int | None = None) -> None:
         """Drop unique buckets older than ``ages[level]`` seconds (0 keeps a level)."""
@@ -1114,9 +1111,11 @@ class Engine:
         intervals of ``interval`` seconds clipped to [start, end), each with the stat's value
         per dimension value (``value``: one, ``"*"`` every one and ``total``, or ``"total"``).
 
-        A counter's value is its roll-up at the interval's end (its largest, for a counter
-        that only grows: statshub took the MAX of its archive snapshots); a gauge's is the
-        mean of the complete gauge periods in it (statshub sampled one period an hour); a
+        statshub sent ``MAX(stat)`` per interval per ``_dim`` of its archive table, whose
+        rows held each value and their ``total``. Here: a counter's value is its roll-up at
+        the interval's end (its largest, for a counter that only grows); a gauge's is the
+        largest of the complete gauge periods in the interval (statshub's archive sampled
+        one period per run), and ``total``'s the largest per-period sum across values; a
         member stat's (read as a gauge, as statshub did) is the all-time distinct count at
         the interval's end. An interval where no value has data is left out; where a
         coarser range's last interval is the next one's first, the finer one replaces it.
@@ -1134,7 +1133,7 @@ class Engine:
                 else:
                     slots.append(slot)
 
-        def read(state: DimValueStats) -> list[int | None]:
+        def read(state: DimValueStats) -> list[dict[int, int]]:
             return stream_series(state, kind, stat, slots, now, current, period_s)
 
         known = self.stat_dimensions().get(dim, [])
@@ -1142,11 +1141,15 @@ class Engine:
         answers = await self._ask_stat_values(dim, wanted, read)
         intervals = []
         for i, (as_of, _, _) in enumerate(slots):
-            figures = {v: series[i] for v, series in answers.items() if series[i] is not None}
+            figures = {v: max(samples[i].values()) for v, samples in answers.items() if samples[i]}
             if not figures:
                 continue
             if value in ("*", "total"):
-                total = sum(figures.values())
+                sums: dict[int, int] = {}  # the total row per sample instant
+                for samples in answers.values():
+                    for instant, x in samples[i].items():
+                        sums[instant] = sums.get(instant, 0) + x
+                total = max(sums.values())
                 figures = {"total": total} if value == "total" else {**figures, "total": total}
             intervals.append({"asOfSeconds": as_of, "values": figures})
         return intervals
