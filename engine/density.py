@@ -86,6 +86,7 @@ Nothing here imports trio or reads the clock.
 from __future__ import annotations
 
 import math
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -131,23 +132,58 @@ Contribution = tuple[EventKey, int, int]
 ############################################################################################
 
 
+#: What an instant may be, for messages: every refusal lists the accepted forms.
+INSTANT_FORMS = (
+    "an ISO-8601 instant such as '2018-02-24T08:45:21.893Z' or '2018-02-24' (UTC when it "
+    "names no offset), or Unix seconds: a number, or 10 digits with an optional fraction "
+    "such as '1519461921.893'"
+)
+_DIGITS = re.compile(r"^([0-9]+)(?:\.([0-9]+))?$")
+#: Digits in Unix seconds from 2001-09-09 to 2286-11-20: the only digit strings taken. Fewer
+#: digits read as a compact ISO date (``20180224``, which ``datetime.fromisoformat`` takes) as
+#: readily as seconds (1970-08-22), and 13 are Unix milliseconds (JavaScript's ``Date.now()``)
+#: -- guessing either way silently moves a count by years, so both are refused.
+SECONDS_DIGITS = 10
+
+
 def parse_instant(value: Any, field: str) -> int:
-    """An instant as Unix milliseconds: ISO-8601 text (``2018-02-24T08:45:21.893Z``; without
-    an offset it is UTC; finer than a millisecond is cut), or Unix seconds as a number.
+    """An instant as Unix milliseconds, by one rule for every route and the loader.
+
+    * ISO-8601 text (``2018-02-24T08:45:21.893Z``, ``2018-02-24 17:24:25.493z``,
+      ``2018-02-24``): UTC when it names no offset; finer than a millisecond is cut.
+    * Unix seconds as a JSON number (``1519461921.893``: a fraction keeps milliseconds).
+    * Unix seconds as text -- a query string has no numbers -- with exactly
+      ``SECONDS_DIGITS`` digits and an optional fraction (``"1519461921.893"``). Other digit
+      strings are refused, naming the forms taken: ``"20180224"`` (a compact date or
+      1970-08-22?) and ``"1519461921893"`` (milliseconds) are ambiguous.
 
     >>> parse_instant("2018-02-24T08:45:21.893Z", "timestamp")
     1519461921893
     >>> parse_instant("2018-02-24 17:24:25.493z", "timestamp"), parse_instant(1.5, "t")
     (1519493065493, 1500)
-    >>> parse_instant("yesterday", "timestamp")
+    >>> parse_instant("1519461921.8939", "at")
+    1519461921893
+    >>> parse_instant("20180224", "timestamp")
     Traceback (most recent call last):
     ...
-    engine.errors.InvalidInput: timestamp must be an ISO-8601 instant such as '2018-02-24T08:45:21.893Z' or Unix seconds, got 'yesterday'
+    engine.errors.InvalidInput: timestamp as digits is Unix seconds, which takes 10 digits (2001-09-09 to 2286-11-20), got '20180224'; write a date in ISO-8601 ('2018-02-24'), and milliseconds as seconds with a fraction ('1519461921.893')
     """
     kind = type(value)
     if kind is str:
         if len(value) <= MAX_TIMESTAMP_CHARS:
             text = value.strip()
+            digits = _DIGITS.match(text)
+            if digits is not None:
+                whole, fraction = digits.groups()
+                if len(whole) != SECONDS_DIGITS:
+                    raise InvalidInput(
+                        f"{field} as digits is Unix seconds, which takes {SECONDS_DIGITS} digits "
+                        f"(2001-09-09 to 2286-11-20), got {quote(value)}; write a date in "
+                        "ISO-8601 ('2018-02-24'), and milliseconds as seconds with a fraction "
+                        "('1519461921.893')",
+                        field,
+                    )
+                return int(whole) * 1000 + int(((fraction or "") + "000")[:3])
             if text[-1:] == "z":
                 text = text[:-1] + "Z"
             try:
@@ -163,18 +199,17 @@ def parse_instant(value: Any, field: str) -> int:
     elif kind is int or kind is float:
         if kind is int or math.isfinite(value):
             return _in_range(math.floor(value * 1000) if kind is float else value * 1000, value, field)
-    raise InvalidInput(
-        f"{field} must be an ISO-8601 instant such as '2018-02-24T08:45:21.893Z' or Unix "
-        f"seconds, got {quote(value)}",
-        field,
-    )
+    raise InvalidInput(f"{field} must be {INSTANT_FORMS}, got {quote(value)}", field)
 
 
 def _in_range(ms: int, value: Any, field: str) -> int:
     if MIN_MS <= ms <= MAX_MS:
         return ms
+    hint = ""
+    if type(value) is not str and MIN_MS <= ms // 1000 <= MAX_MS:
+        hint = " (Unix milliseconds? a number is Unix seconds: divide by 1000)"
     raise InvalidInput(
-        f"{field} must lie between 1970-01-01 and 9999-12-31 UTC, got {quote(value)}", field
+        f"{field} must lie between 1970-01-01 and 9999-12-31 UTC, got {quote(value)}{hint}", field
     )
 
 
@@ -182,18 +217,25 @@ _DIRECTIONS = {"1": 1, "+1": 1, "-1": -1}
 
 
 def check_direction(value: Any, field: str) -> int:
-    """+1 or -1, as an integer or as text (the seed's clients send both).
+    """+1 or -1: an integer, an integral float (``1.0``: what the seed's ``int()`` took from
+    JSON), or text (``"1"``, ``"+1"``, ``"-1"``; the seed's clients send both). ``"1.0"`` is
+    refused, as the seed's ``int("1.0")`` raised.
 
-    >>> check_direction("-1", "direction"), check_direction(1, "direction")
-    (-1, 1)
+    >>> check_direction("-1", "direction"), check_direction(1, "direction"), check_direction(-1.0, "d")
+    (-1, 1, -1)
     """
-    if type(value) is int and (value == 1 or value == -1):
-        return value
-    if type(value) is str:
+    kind = type(value)
+    if (kind is int or kind is float) and (value == 1 or value == -1):
+        return int(value)
+    if kind is str:
         direction = _DIRECTIONS.get(value.strip())
         if direction is not None:
             return direction
-    raise InvalidInput(f"{field} must be 1 or -1 (a number or a string), got {quote(value)}", field)
+    raise InvalidInput(
+        f"{field} must be 1 or -1 (a number, 1.0 included, or the text '1', '+1' or '-1'), "
+        f"got {quote(value)}",
+        field,
+    )
 
 
 def check_ident(value: Any, field: str) -> str:
@@ -259,7 +301,16 @@ def _one_event(event: Any, at: str) -> DensityEvent:
 
 def check_spaces(value: Any, field: str = "spaces") -> dict[str, int]:
     """A placement's ``{space: sign}``: at most ``MAX_PLACEMENT_SPACES`` spaces, signs 1 or -1
-    (``{}`` is a sensor that counts for no space: taken down)."""
+    (``{}`` is a sensor that counts for no space: taken down, or over a doorway inside one
+    space).
+
+    The seed's ``dpu_location`` table translates row by row: a sensor's current rows become
+    one placement at their doorway, each space with the SUM of its rows' ``direction`` signs,
+    and a space whose signs sum to 0 is left out -- it moved by ``sign x direction`` per row,
+    so the seed's DPU 423 with both +1 and -1 for space A counted nothing for A (density.md
+    3.3), which is ``{"doorway": "Z", "spaces": {}}``. Sign 0 is refused rather than stored:
+    a space that counts nothing is not in the map.
+    """
     if not isinstance(value, Mapping):
         raise InvalidInput(f"{field} must be an object of space: 1 or -1, got {quote(value)}", field)
     if len(value) > MAX_PLACEMENT_SPACES:
@@ -272,7 +323,8 @@ def check_spaces(value: Any, field: str = "spaces") -> dict[str, int]:
         if type(sign) is not int or sign not in (1, -1):
             raise InvalidInput(
                 f"{field}.{space} must be 1 (a +1 crossing enters the space) or -1 (it leaves), "
-                f"got {quote(sign)}",
+                f"got {quote(sign)}; a space the sensor counts nothing for is left out (the "
+                "seed's +1 and -1 rows for one space cancel: leave it out)",
                 f"{field}.{space}",
             )
         out[space] = sign

@@ -7,16 +7,23 @@ T sums the events at or before T (since the last local midnight with the nightly
 
 from __future__ import annotations
 
-import csv
 import random
 from collections.abc import Iterable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 import trio
+from density_sample import (
+    SAMPLE_END,
+    SEED_COUNT_A,
+    SEED_PLACEMENTS,
+    SEED_TABLE,
+    TWO_SPACE_PLACEMENTS,
+    placements_from_table,
+    sample_rows,
+)
 
 from engine.commands import encode_command
 from engine.density import (
@@ -31,22 +38,6 @@ from engine.density import (
 )
 from engine.engine import Engine
 from engine.errors import InvalidInput
-
-#: The seed's sample data (app/data/dpu_data.csv of dhw), copied here unchanged.
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "density-dpu-data.csv"
-
-#: The seed's placement table, as its schema meant it (density.md 3.2): 283 over doorway X
-#: into A; 423 over doorway Z. The seed gave 423 both +1 and -1 for A (netting to 0, a bug);
-#: here Z joins A and B, which is what two rows of opposite sign describe.
-SEED_PLACEMENTS = {
-    "283": {"installed": "2018-01-01T00:00:00Z", "doorway": "X", "spaces": {"A": 1}},
-    "423": {"installed": "2018-01-01T00:00:00Z", "doorway": "Z", "spaces": {"A": 1, "B": -1}},
-}
-
-
-def sample_rows() -> list[dict[str, Any]]:
-    with SAMPLE.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 class Model:
@@ -98,14 +89,14 @@ def run(fn: Any) -> Any:
 
 
 async def seeded(engine: Engine, rows: Iterable[dict[str, Any]]) -> None:
-    for dpu, body in SEED_PLACEMENTS.items():
+    for dpu, body in TWO_SPACE_PLACEMENTS.items():
         await engine.place_sensor(dpu, body)
     await engine.density_ingest(list(rows))
 
 
 def model_of(rows: list[dict[str, Any]]) -> Model:
     model = Model()
-    for dpu, body in SEED_PLACEMENTS.items():
+    for dpu, body in TWO_SPACE_PLACEMENTS.items():
         model.place(dpu, parse_instant(body["installed"], "installed"), body["spaces"])
     for dpu, ts, direction, _ in validate_dpu_events(rows):
         model.events.append((dpu, ts, direction))
@@ -132,6 +123,46 @@ def test_parse_instant_forms() -> None:
     assert parse_instant("2018-02-24T08:45:21.893999Z", "t") == 1519461921893  # cut, not rounded
     assert parse_instant(1519461921.893, "t") == 1519461921893
     assert parse_instant(1519461921, "t") == 1519461921000
+    assert parse_instant("2018-02-24", "t") == 1519430400000
+    # Text digits: Unix seconds, 10 of them, a fraction cut to the millisecond (no float error).
+    assert parse_instant("1519461921", "t") == 1519461921000
+    assert parse_instant(" 1519493065.492 ", "t") == 1519493065492
+    assert parse_instant("1519461921.8939", "t") == 1519461921893
+
+
+@pytest.mark.parametrize("text", ["20180224", "1519461921893", "151946192", "0", "00000000000.5"])
+def test_digit_strings_other_than_unix_seconds_are_refused(text: str) -> None:
+    """One rule for /count and /api/spaces/../count: "20180224" was 2018-02-24 on one and
+    1970-08-22 on the other; an ambiguous digit string is now refused with the forms taken."""
+    with pytest.raises(InvalidInput) as caught:
+        parse_instant(text, "timestamp")
+    assert caught.value.field == "timestamp"
+    assert caught.value.message.startswith(
+        "timestamp as digits is Unix seconds, which takes 10 digits (2001-09-09 to 2286-11-20)")
+    assert "ISO-8601 ('2018-02-24')" in caught.value.message
+
+
+def test_an_unparsable_instant_names_every_form() -> None:
+    with pytest.raises(InvalidInput, match=r"^at must be an ISO-8601 instant .* or Unix seconds: a "
+                       r"number, or 10 digits with an optional fraction such as '1519461921.893', "
+                       r"got 'soon'$"):
+        parse_instant("soon", "at")
+    with pytest.raises(InvalidInput, match=r"Unix milliseconds\? a number is Unix seconds"):
+        parse_instant(1519461921893, "timestamp")
+
+
+@pytest.mark.parametrize(("direction", "expected"), [(1.0, 1), (-1.0, -1), (1, 1), ("+1", 1)])
+def test_direction_takes_integral_floats_as_the_seeds_int_did(direction: Any, expected: int) -> None:
+    event = {"timestamp": "2018-02-24T08:45:21.893Z", "direction": direction, "dpu_id": "423"}
+    [(_, _, got, _)] = validate_dpu_events([event])
+    assert got == expected and type(got) is int
+
+
+@pytest.mark.parametrize("direction", ["1.0", 1.5, 0.0, float("nan"), True])
+def test_direction_refuses_what_the_seeds_int_refused_or_rounded(direction: Any) -> None:
+    event = {"timestamp": "2018-02-24T08:45:21.893Z", "direction": direction, "dpu_id": "423"}
+    with pytest.raises(InvalidInput, match=r"^body\[0\]\.direction must be 1 or -1 \(a number, 1\.0 "):
+        validate_dpu_events([event])
 
 
 @pytest.mark.parametrize(
@@ -184,6 +215,19 @@ async def test_bad_placement_is_refused(engine: Engine, body: Any, field: str) -
     assert await engine.sensor("s") is None
 
 
+async def test_sign_zero_is_refused_with_the_seed_tables_translation(engine: Engine) -> None:
+    with pytest.raises(InvalidInput, match=r"^spaces\.A must be 1 .* or -1 \(it leaves\), got 0; a "
+                       r"space the sensor counts nothing for is left out"):
+        await engine.place_sensor("s", {"installed": 0, "doorway": "Z", "spaces": {"A": 0}})
+    assert await engine.sensor("s") is None
+
+
+def test_the_seed_table_translates_to_placements() -> None:
+    """423's +1 and -1 rows for A cancel (the seed moved A by both): it counts for no space."""
+    assert {dpu: body["spaces"] for dpu, body in SEED_PLACEMENTS.items()} == {"283": {"A": 1}, "423": {}}
+    assert placements_from_table([*SEED_TABLE, ("423", "B", "Z", -1)])["423"]["spaces"] == {"B": -1}
+
+
 ############################################################################################
 # The sample data
 
@@ -201,6 +245,19 @@ async def test_sample_csv_counts_match_the_model_at_every_probe(engine: Engine) 
     assert await engine.space_count("A") == 19 - 8
     assert await engine.space_count("B") == 8
     assert await engine.space_count("C") is None
+
+
+async def test_the_seed_table_and_every_row_give_the_seeds_count(engine: Engine) -> None:
+    """density.md 3.1's realtime example, 19 for A: the seed's table (423 counts nothing for
+    A) and all 563 rows, its 33 identical ones included, as its loader posted them."""
+    for dpu, body in SEED_PLACEMENTS.items():
+        await engine.place_sensor(dpu, body)
+    assert await engine.density_ingest(sample_rows()) == (563, 0)
+    end = parse_instant(SAMPLE_END, "t")
+    assert await engine.space_count("A", end) == SEED_COUNT_A == await engine.space_count("A")
+    assert await engine.space_count("A", end - 1) != SEED_COUNT_A  # the last row counts
+    assert (await engine.sensor("423"))["current"]["spaces"] == {}  # type: ignore[index]
+    assert (await engine.space("A"))["sensors"] == ["283"]  # type: ignore[index]
 
 
 async def test_shuffled_arrival_gives_the_same_counts() -> None:
@@ -265,7 +322,7 @@ async def test_corrected_placement_equals_placing_it_first() -> None:
     async with Engine.open() as late, Engine.open() as early:
         await seeded(late, rows)
         await late.place_sensor("283", fix)  # the correction, after the data
-        for dpu, body in SEED_PLACEMENTS.items():
+        for dpu, body in TWO_SPACE_PLACEMENTS.items():
             await early.place_sensor(dpu, body)
         await early.place_sensor("283", fix)
         await early.density_ingest(rows)
@@ -288,7 +345,7 @@ async def test_events_before_any_placement_count_once_placed(engine: Engine) -> 
     await engine.density_ingest(rows)
     assert await engine.space_count("A") is None
     assert (await engine.sensor("283"))["events"] == 525  # type: ignore[index]
-    for dpu, body in SEED_PLACEMENTS.items():
+    for dpu, body in TWO_SPACE_PLACEMENTS.items():
         await engine.place_sensor(dpu, body)
     assert await engine.space_count("A") == 11
 

@@ -6,7 +6,6 @@ Every test talks to a real ``pointspace serve`` process on loopback.
 
 from __future__ import annotations
 
-import csv
 import signal
 import subprocess
 import sys
@@ -18,27 +17,21 @@ import httpx
 import orjson
 import pytest
 from conftest import ROOT, ServerProcess, start_server
+from density_sample import (
+    SAMPLE,
+    SAMPLE_END,
+    SEED_COUNT_A,
+    SEED_PLACEMENTS,
+    TWO_SPACE_PLACEMENTS,
+    sample_rows,
+)
 
-#: The seed's sample data, copied unchanged (tests/engine/test_density.py reads it too).
-SAMPLE = ROOT / "tests" / "data" / "density-dpu-data.csv"
-
-SEED_PLACEMENTS = {
-    "283": {"installed": "2018-01-01T00:00:00Z", "doorway": "X", "spaces": {"A": 1}},
-    "423": {"installed": "2018-01-01T00:00:00Z", "doorway": "Z", "spaces": {"A": 1, "B": -1}},
-}
-#: Counts of the sample with the seed's placements (tests/engine/test_density.py derives them).
+#: Counts of the sample with TWO_SPACE_PLACEMENTS (tests/engine/test_density.py derives them).
 FINAL = {"A": 11, "B": 8}
-#: What the loader stores: it drops the 33 resent rows (all of 283's, 13 more +1 than -1).
-LOADED = {"A": 11 - 13, "B": 8}
 
 
-def sample_rows() -> list[dict[str, Any]]:
-    with SAMPLE.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def place_seed(client: httpx.Client, prefix: str = "") -> None:
-    for dpu, body in SEED_PLACEMENTS.items():
+def place_seed(client: httpx.Client, prefix: str = "", placements: dict[str, Any] | None = None) -> None:
+    for dpu, body in (TWO_SPACE_PLACEMENTS if placements is None else placements).items():
         spaces = {prefix + name: sign for name, sign in body["spaces"].items()}
         answer = client.put(f"/api/sensors/{prefix}{dpu}/placement", json={**body, "spaces": spaces})
         assert answer.status_code == 200, answer.text
@@ -120,6 +113,58 @@ def test_count_refuses_bad_input(client: httpx.Client) -> None:
     assert answer.status_code == 400 and answer.json()["field"] == "space"
     answer = client.get("/count", params={"space": "A", "timestamp": "tomorrow"})
     assert answer.status_code == 400 and answer.json()["field"] == "timestamp"
+
+
+def test_instants_are_read_by_one_rule_on_both_count_routes(client: httpx.Client) -> None:
+    """``/count?timestamp=`` refused Unix seconds its own message offered, and "20180224" was
+    2018-02-24 there but 1970-08-22 on ``/api/spaces/../count``."""
+    place_seed(client, "i-")
+    client.post("/send/batch", json=rows_for("i-")[:13]).raise_for_status()  # 423: +1 -1 +1 ...
+    assert count(client, "i-A", "1519493065.493") == count(client, "i-A", "2018-02-24T17:24:25.493Z") == 1
+    assert count(client, "i-A", "1519493065") == 0
+    native = client.get("/api/spaces/i-A/count", params={"at": "1519493065.493"}).json()
+    assert native["count"] == 1 and native["at_ms"] == 1519493065493
+    for text in ("20180224", "1519493065493"):
+        seed = client.get("/count", params={"space": "i-A", "timestamp": text})
+        ours = client.get("/api/spaces/i-A/count", params={"at": text})
+        assert seed.status_code == ours.status_code == 400, (seed.text, ours.text)
+        assert seed.json()["field"] == "timestamp" and ours.json()["field"] == "at"
+        assert seed.json()["error"].replace("timestamp", "at", 1) == ours.json()["error"]
+        assert "takes 10 digits" in seed.json()["error"]
+
+
+def test_direction_as_an_integral_float(client: httpx.Client) -> None:
+    client.put("/api/sensors/f1/placement", json={"installed": 0, "doorway": "d", "spaces": {"f1-A": 1}})
+    for direction in (1.0, 1.0, -1.0):
+        body = {"timestamp": "2020-01-01T00:00:00.000Z", "direction": direction, "dpu_id": "f1"}
+        answer = client.post("/send", json=body)
+        assert answer.status_code == 200, answer.text
+    for direction in ("1.0", 1.5):
+        body = {"timestamp": "2020-01-01T00:00:00.000Z", "direction": direction, "dpu_id": "f1"}
+        answer = client.post("/send", json=body)
+        assert answer.status_code == 400 and answer.json()["field"] == "direction"
+    assert count(client, "f1-A") == 1
+
+
+def test_an_unknown_space_is_the_same_404_everywhere(client: httpx.Client) -> None:
+    errors = [
+        client.get("/api/spaces/u-nowhere"),
+        client.get("/api/spaces/u-nowhere/count"),
+        client.get("/api/spaces/u-nowhere/occupancy", params={"t1": 0, "t2": 3600}),
+        client.get("/ui/api/occupancy", params={"space": "u-nowhere"}),
+    ]
+    assert [e.status_code for e in errors] == [404] * 4
+    assert len({(e.json()["error"], e.json()["field"]) for e in errors}) == 1, [e.json() for e in errors]
+
+
+def test_the_seed_table_through_the_placement_route(client: httpx.Client) -> None:
+    """423 has +1 and -1 rows for A: they cancel, so its placement names no space."""
+    place_seed(client, "t-", SEED_PLACEMENTS)
+    assert client.get("/api/sensors/t-423").json()["current"]["spaces"] == {}
+    client.post("/send/batch", json=rows_for("t-")).raise_for_status()
+    assert count(client, "t-A", SAMPLE_END) == SEED_COUNT_A == count(client, "t-A")
+    zero = client.put("/api/sensors/t-423/placement", json={**SEED_PLACEMENTS["423"], "spaces": {"t-A": 0}})
+    assert zero.status_code == 400 and zero.json()["field"].startswith("spaces"), zero.text
 
 
 def test_batch_route_takes_arrays_ndjson_and_refuses_whole(client: httpx.Client) -> None:
@@ -204,23 +249,70 @@ def test_count_and_occupancy_routes(client: httpx.Client) -> None:
 
 
 def run_loader(*args: str) -> subprocess.CompletedProcess[str]:
-    code = "from web.serving.density_load import density; density()"
+    """``pointspace density load ...`` as a user runs it (through the command group)."""
     return subprocess.run(
-        [sys.executable, "-c", code, "load", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "web.serving.cli", "density", "load", *args], cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
     )
 
 
-def test_loader_over_http_is_idempotent(server: ServerProcess, client: httpx.Client, tmp_path: Path) -> None:
-    place_seed(client, "l-")
-    data = tmp_path / "l.csv"
-    data.write_text(SAMPLE.read_text().replace(',"283"', ',"l-283"').replace(',"423"', ',"l-423"'))
+def prefixed_sample(tmp_path: Path, prefix: str) -> Path:
+    data = tmp_path / f"{prefix}sample.csv"
+    data.write_text(SAMPLE.read_text().replace(',"283"', f',"{prefix}283"').replace(',"423"', f',"{prefix}423"'))
+    return data
+
+
+def test_loader_counts_every_row_and_gives_the_seeds_count(server: ServerProcess, client: httpx.Client,
+                                                           tmp_path: Path) -> None:
+    """The seed's loader posted all 563 rows (it "does no de-duplication"); with the seed's
+    own placement table (423 counts nothing for A) space A ends at the seed's 19."""
+    place_seed(client, "ls-", SEED_PLACEMENTS)
+    data = prefixed_sample(tmp_path, "ls-")
     first = run_loader(str(data), "--url", server.url)
     assert first.returncode == 0, first.stderr
-    assert "563 rows" in first.stdout and "530 new events, 33 already stored" in first.stdout
-    counts = {s: count(client, "l-" + s) for s in FINAL}
-    second = run_loader(str(data), "--url", server.url, "--batch", "100")
-    assert second.returncode == 0 and "0 new events, 563 already stored" in second.stdout
-    assert {s: count(client, "l-" + s) for s in FINAL} == counts == LOADED
+    assert "563 rows" in first.stdout and "563 new events, 0 already stored" in first.stdout
+    assert count(client, "ls-A") == count(client, "ls-A", SAMPLE_END) == SEED_COUNT_A
+    again = run_loader(str(data), "--url", server.url, "--batch", "100")
+    assert again.returncode == 0 and "0 new events, 563 already stored" in again.stdout
+    # The first of each identical group keeps the bare id, so a merging run adds nothing.
+    merged = run_loader(str(data), "--url", server.url, "--merge-identical")
+    assert merged.returncode == 0 and "0 new events, 563 already stored" in merged.stdout
+    assert count(client, "ls-A") == SEED_COUNT_A
+
+
+def test_loader_merge_identical_then_default_adds_only_the_repeats(server: ServerProcess, client: httpx.Client,
+                                                                   tmp_path: Path) -> None:
+    place_seed(client, "lm-", SEED_PLACEMENTS)
+    data = prefixed_sample(tmp_path, "lm-")
+    merged = run_loader(str(data), "--url", server.url, "--merge-identical")
+    assert merged.returncode == 0, merged.stderr
+    assert "530 new events, 33 already stored" in merged.stdout
+    assert count(client, "lm-A") == SEED_COUNT_A - 13  # the 33 repeats: 13 more +1 than -1
+    default = run_loader(str(data), "--url", server.url)
+    assert default.returncode == 0 and "33 new events, 530 already stored" in default.stdout
+    assert count(client, "lm-A") == SEED_COUNT_A
+    help_text = run_loader("--help").stdout
+    assert "--merge-identical" in help_text and "--keep-identical" not in help_text
+
+
+def test_loader_into_a_data_dir_then_served(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    loaded = run_loader(str(SAMPLE), "--data-dir", str(data_dir))
+    assert loaded.returncode == 0, loaded.stderr
+    assert "563 new events" in loaded.stdout
+    served = start_server(tmp_path, data_dir=data_dir)
+    try:
+        with served.client() as client:
+            place_seed(client, "", SEED_PLACEMENTS)  # placed after: the past is re-counted
+            assert count(client, "A", SAMPLE_END) == SEED_COUNT_A
+            # A data directory a server holds: one Error: line naming it, exit 1.
+            busy = run_loader(str(SAMPLE), "--data-dir", str(data_dir))
+            assert busy.returncode == 1, busy.stderr
+            errors = [line for line in busy.stderr.splitlines() if line.startswith("Error:")]
+            assert len(errors) == 1 and busy.stderr.rstrip().endswith(errors[0]), busy.stderr
+            assert errors[0].startswith("Error: data directory ") and "in use by" in errors[0]
+    finally:
+        served.stop(signal.SIGTERM)
 
 
 def test_loader_reports_the_bad_line_and_loads_nothing(server: ServerProcess, tmp_path: Path) -> None:
@@ -252,7 +344,7 @@ def everything(client: httpx.Client) -> dict[str, Any]:
     instants = ["2018-02-25T12:00:00Z", "2018-02-27T08:00:00.500Z", "2018-03-02T16:39:37.240Z"]
     return {
         "counts": {s: [count(client, s, t) for t in instants] for s in ("A", "B", "C")},
-        "sensors": [client.get(f"/api/sensors/{d}").json() for d in SEED_PLACEMENTS],
+        "sensors": [client.get(f"/api/sensors/{d}").json() for d in TWO_SPACE_PLACEMENTS],
         "spaces": {s: client.get(f"/api/spaces/{s}").json() for s in ("A", "B", "C")},
         "occupancy": client.get("/api/spaces/A/occupancy", params={
             "t1": 1519430400, "t2": 1520035199, "step": "hour"}).json(),

@@ -10,7 +10,6 @@ The seed's own routes (``/send``, ``/count``) are in ``web/compat/density.py``.
 
 from __future__ import annotations
 
-import re
 import time
 
 from quart import Blueprint, Response, current_app, request
@@ -28,18 +27,12 @@ SEED = "pointspace"
 
 density = Blueprint("density", __name__, url_prefix="/api")
 
-_NUMBER = re.compile(r"^[0-9]+(?:\.[0-9]+)?$")
-
-
-def instant_arg(raw: str, field: str) -> int:
-    """A query-string instant: Unix seconds (digits, optionally a fraction) or ISO-8601."""
-    return parse_instant(float(raw) if _NUMBER.match(raw) else raw, field)
-
-
-def _unknown_space(space: str) -> NotFound:
+def unknown_space(space: str) -> NotFound:
+    """The 404 for a space nobody named, the same on every route that reads one (the native
+    API here, the dashboard's ``/ui/api/occupancy``)."""
     return NotFound(
-        f"no space {quote(space)}; spaces come into being when a placement names them "
-        "(PUT /api/sensors/{dpu}/placement) or with PUT /api/spaces/{space}",
+        f"no space {quote(space)}; a space comes into being when a sensor's placement names "
+        "it (PUT /api/sensors/{dpu}/placement); GET /api/spaces lists them",
         "space",
     )
 
@@ -54,6 +47,11 @@ async def put_placement(dpu: str, body: object) -> Response:
     own time. A later ``installed`` moves the sensor (history stays); an earlier one corrects
     history: the events since then are re-counted from the raw events, and each space sees
     the correction in one step.
+
+    From the seed's ``dpu_location`` table: one placement per sensor at its doorway, each
+    space with the sum of its rows' signs, spaces whose signs cancel left out. The seed's
+    283 (A, X, +1) is ``{"doorway": "X", "spaces": {"A": 1}}``; its 423 with both +1 and
+    -1 for A counted nothing for A: ``{"doorway": "Z", "spaces": {}}``.
     """
     dpu = check_ident(dpu, "dpu")
     return respond(await engine_of(current_app).place_sensor(dpu, body), request)
@@ -110,7 +108,7 @@ async def get_space(space: str) -> Response:
     space = check_ident(space, "space")
     view = await engine_of(current_app).space(space)
     if view is None:
-        raise _unknown_space(space)
+        raise unknown_space(space)
     return respond(view, request)
 
 
@@ -118,12 +116,15 @@ async def get_space(space: str) -> Response:
 @query_args(dm.CountArgs)
 @answers(dm.SpaceCount)
 async def get_count(space: str, args: dm.CountArgs) -> Response:
-    """The exact count at instant ``at`` (default now): every crossing at or before it."""
+    """The exact count at instant ``at`` (default now): every crossing at or before it.
+
+    ``at`` is ISO-8601, or Unix seconds as 10 digits with an optional fraction; other digit
+    strings are refused as ambiguous (``engine.density.parse_instant``, also ``/count``'s)."""
     space = check_ident(space, "space")
-    at = int(time.time() * 1000) if args.at is None else instant_arg(args.at, "at")
+    at = int(time.time() * 1000) if args.at is None else parse_instant(args.at, "at")
     count = await engine_of(current_app).space_count(space, at)
     if count is None:
-        raise _unknown_space(space)
+        raise unknown_space(space)
     return respond({"space": space, "at": iso_ms(at), "at_ms": at, "count": count}, request)
 
 
@@ -143,7 +144,7 @@ async def get_occupancy(space: str, args: dm.OccupancyArgs) -> Response:
         space, t1, t2, args.step, tz=args.tz, offset=args.offset
     )
     if found is None:
-        raise _unknown_space(space)
+        raise unknown_space(space)
     breakdown, occupancy = found
     return respond(
         {

@@ -16,17 +16,26 @@ from engine.density import MAX_PLACEMENT_SPACES, MAX_TIMESTAMP_CHARS
 from engine.timebuckets import MAX_TS
 from web.api.models import Name, Offset, Period, Step, Timestamp, TimeZone
 
-#: An instant: ISO-8601 text (UTC when it names no offset), or Unix seconds (a fraction keeps
-#: milliseconds).
+#: An instant (``engine.density.parse_instant``, one rule for every route): ISO-8601 text
+#: (UTC when it names no offset), or Unix seconds -- a number (a fraction keeps milliseconds),
+#: or text of 10 digits with an optional fraction; other digit strings are refused as
+#: ambiguous ('20180224': a date or 1970-08-22?).
+_INSTANT_DOC = (
+    "ISO-8601 (2018-02-24T08:45:21.893Z; UTC when no offset is given), or Unix seconds: a "
+    "number, or 10 digits with an optional fraction (1519461921.893)"
+)
 Instant = Annotated[
     Annotated[str, Meta(min_length=1, max_length=MAX_TIMESTAMP_CHARS)]
     | Annotated[float, Meta(ge=0, lt=MAX_TS + 1)],
+    Meta(description=_INSTANT_DOC, examples=["2018-02-24T08:45:21.893Z"]),
+]
+Sign = Annotated[
+    Literal[1, -1],
     Meta(
-        description="ISO-8601 (2018-02-24T08:45:21.893Z; UTC when no offset is given) or Unix seconds",
-        examples=["2018-02-24T08:45:21.893Z"],
+        description="1: a +1 crossing enters the space; -1: it leaves. A space the sensor counts "
+        "nothing for is left out (the seed's +1 and -1 rows for one space cancel)"
     ),
 ]
-Sign = Annotated[Literal[1, -1], Meta(description="1: a +1 crossing enters the space; -1: it leaves")]
 
 
 ############################################################################################
@@ -41,7 +50,11 @@ class PlacementBody(Struct, forbid_unknown_fields=True):
     doorway: Name
     spaces: Annotated[
         dict[Name, Sign],
-        Meta(max_length=MAX_PLACEMENT_SPACES, description="{} takes the sensor down"),
+        Meta(
+            max_length=MAX_PLACEMENT_SPACES,
+            description="{}: the sensor counts for no space (taken down; or the seed's +1 and "
+            "-1 rows for one space, which cancel)",
+        ),
     ]
 
 
@@ -53,8 +66,10 @@ class SpaceOptionsBody(Struct, forbid_unknown_fields=True):
 
 
 class CountArgs(Struct):
-    #: The instant (ISO-8601 or Unix seconds); default: now.
-    at: Annotated[str, Meta(min_length=1, max_length=MAX_TIMESTAMP_CHARS)] | None = None
+    #: The instant; default: now.
+    at: Annotated[
+        str, Meta(min_length=1, max_length=MAX_TIMESTAMP_CHARS, description=_INSTANT_DOC)
+    ] | None = None
 
 
 class OccupancyArgs(Struct):

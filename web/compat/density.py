@@ -9,7 +9,17 @@ Differences, on purpose:
 
 * ``GET /count?space=A&timestamp=T`` is the exact count at T (every crossing at or before
   it, counted by the placement valid at each crossing's own time), not the seed's "stored row
-  nearest in time, for space A whatever was asked".
+  nearest in time, for space A whatever was asked". ``timestamp`` is read as everywhere
+  else (``engine.density.parse_instant``): ISO-8601, or Unix seconds as 10 digits with an
+  optional fraction; a digit string of another length (``20180224``: a compact date, or
+  1970-08-22 in seconds?) is refused with the forms taken, never guessed.
+* A datapoint's ``direction`` may also be an integral float (``1.0``, which the seed's
+  ``int()`` took); ``"1.0"`` is refused, as the seed's ``int("1.0")`` raised.
+* The seed's placement table (``dpu_location``) becomes ``PUT /api/sensors/{dpu}/placement``
+  bodies: per sensor, each space with the sum of its rows' signs, a space whose signs cancel
+  left out -- the seed's DPU 423 (+1 and -1 for A) is ``{"doorway": "Z", "spaces": {}}``.
+  With that table and every row of the seed's sample loaded (``pointspace density load``),
+  ``/count?space=A`` answers the seed's 19.
 * Bad input is a 400 naming the field (``{"error", "field"}``), and nothing is stored: the
   seed answered 500s and had already written part of the datapoint.
 * An optional ``event_id`` makes a resend harmless (a repeated id changes nothing).
@@ -65,8 +75,8 @@ async def send_batch() -> Response:
 
 @density_compat.get("/count")
 async def count() -> Response:
-    """``?space=A``: the count now; ``&timestamp=<ISO-8601>``: the exact count at that instant.
-    An unknown space answers ``count: null``."""
+    """``?space=A``: the count now; ``&timestamp=<ISO-8601 or 10-digit Unix seconds>``: the
+    exact count at that instant. An unknown space answers ``count: null``."""
     raw_space = request.args.get("space")
     if raw_space is None:
         raise InvalidInput("space is required (GET /count?space=A)", "space")

@@ -7,16 +7,21 @@ bad rows are reported with their line numbers -- then sent in batches of ``--bat
 to a running server (``--url``: ``POST /send/batch``) or into a data directory (``--data-dir``:
 an engine opened on it, which takes the directory's lock, so not while a server has it).
 
+Every row is one crossing, as the seed's own loader (``app/load.py``, which "does no
+de-duplication") posted every row: the seed's sample holds 33 identical rows, and its count
+for space A (19 at the end of the data) counts them all.
+
 Loading the same file twice changes nothing the second time: every row gets an event id, and
 a repeated id is a duplicate the engine keeps once. A row without an ``event_id`` column gets
-``<dpu_id>|<timestamp in ms>|<direction>``: identical rows are ONE crossing. A sensor cannot
-report two crossings in the same millisecond (a crossing takes a person hundreds of
-milliseconds to make, and a DPU reports each once), so identical rows are resends -- the
-seed's sample data holds 33 of them, mostly back to back. For data that does repeat rows on
-purpose, ``--keep-identical`` numbers them instead (``...|#2`` for the second), which keeps the
-load idempotent for the same file.
+``<dpu_id>|<timestamp in ms>|<direction>``, and the n-th identical row of the file gets
+``...|#n`` (``|#2`` for the second): the first occurrence keeps the bare id, so a file's ids
+do not depend on the flag below for any row that occurs once.
 
-The lead's ``web/serving/cli.py`` mounts this group with ``main.add_command(density)``.
+``--merge-identical`` treats identical rows as one crossing sent again (all get the bare id)
+-- for feeds known to resend. Runs with either choice are idempotent with each other where
+ids allow it: a ``--merge-identical`` run after a default one sends only ids already stored
+(nothing changes); a default run after a ``--merge-identical`` one adds the 2nd, 3rd... of
+each identical group, which then count (stored events are never taken back).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import httpx
 import trio
 
 from engine.density import DensityEvent, iso_ms, validate_dpu_event
-from engine.errors import InvalidInput, PointspaceError
+from engine.errors import InvalidInput
 from web.serving.progress import Progress
 
 #: Rows per request or command: a few hundred kB of JSON, well inside the server's batch and
@@ -56,16 +61,21 @@ def density() -> None:
               help="Load into this data directory (no server may have it open).")
 @click.option("--batch", default=DEFAULT_BATCH, show_default=True, type=click.IntRange(1, 100_000),
               help="Rows per request.")
-@click.option("--keep-identical", is_flag=True,
-              help="Count identical rows as separate crossings (default: one crossing, resent).")
-def load(file: Path, url: str | None, data_dir: Path | None, batch: int, keep_identical: bool) -> None:
-    """Load the sensor events of FILE (CSV: timestamp,direction,dpu_id[,event_id])."""
+@click.option("--merge-identical", is_flag=True,
+              help="Count identical rows (same dpu_id, timestamp, direction) as ONE crossing "
+                   "sent again; by default every row counts, as the seed's loader did.")
+def load(file: Path, url: str | None, data_dir: Path | None, batch: int, merge_identical: bool) -> None:
+    """Load the sensor events of FILE (CSV: timestamp,direction,dpu_id[,event_id]).
+
+    Every row counts; the n-th identical row gets the id DPU|MS|DIR|#n (the first: DPU|MS|DIR),
+    so loading the file again adds nothing.
+    """
     if (url is None) == (data_dir is None):
         raise click.UsageError("give exactly one of --url or --data-dir")
     total_bytes = file.stat().st_size
     with Progress("validating", unit="bytes", total=total_bytes) as progress:
         rows, bad = 0, 0
-        for item in read_rows(file, keep_identical, progress.update):
+        for item in read_rows(file, merge_identical, progress.update):
             rows += 1
             if isinstance(item, InvalidInput):
                 bad += 1
@@ -75,7 +85,7 @@ def load(file: Path, url: str | None, data_dir: Path | None, batch: int, keep_id
         more = f" ({bad - MAX_REPORTED} more not shown)" if bad > MAX_REPORTED else ""
         raise click.ClickException(f"{bad} of {rows} rows are invalid{more}; nothing was loaded")
     with Progress("loading", unit="bytes", total=total_bytes) as progress:
-        batches = _batches(read_rows(file, keep_identical, progress.update), batch)
+        batches = _batches(read_rows(file, merge_identical, progress.update), batch)
         if url is not None:
             new, duplicates = _load_over_http(url.rstrip("/"), batches)
         else:
@@ -85,10 +95,10 @@ def load(file: Path, url: str | None, data_dir: Path | None, batch: int, keep_id
 
 
 def read_rows(
-    file: Path, keep_identical: bool, progress: Any = None
+    file: Path, merge_identical: bool = False, progress: Any = None
 ) -> Iterator[DensityEvent | InvalidInput]:
-    """Each data row as a validated event (with its event id), or the ``InvalidInput`` that
-    names its line (``line 17: direction must be 1 or -1 ...``)."""
+    """Each data row as a validated event (with its event id: see the module docstring), or
+    the ``InvalidInput`` that names its line (``line 17: direction must be 1 or -1 ...``)."""
     with file.open("rb") as raw:
         lines = _decoded_lines(raw, progress)
         reader = csv.reader(lines)
@@ -123,9 +133,10 @@ def read_rows(
                 continue
             if event_id is None:
                 event_id = f"{dpu}|{ts}|{direction}"
-                if keep_identical:
+                if not merge_identical:
                     occurrence = seen[event_id] = seen.get(event_id, 0) + 1
-                    event_id = f"{event_id}|#{occurrence}"
+                    if occurrence > 1:
+                        event_id = f"{event_id}|#{occurrence}"
             yield (dpu, ts, direction, event_id)
 
 
@@ -183,14 +194,13 @@ async def _load_into(data_dir: Path, batches: Iterator[list[DensityEvent]]) -> t
     from engine.engine import Engine
 
     new = duplicates = 0
-    try:
-        async with Engine.open(data_dir) as engine:
-            for chunk in batches:
-                added, repeated = await engine.density_ingest_validated(chunk)
-                new += added
-                duplicates += repeated
-    except PointspaceError as exc:
-        raise click.ClickException(f"{exc} (--data-dir)") from None
+    # A refusal (the directory in use, unreadable) is a PointspaceError: ``pointspace``'s
+    # command group prints it as one ``Error:`` line and exits 1 (``cli.explain_failure``).
+    async with Engine.open(data_dir) as engine:
+        for chunk in batches:
+            added, repeated = await engine.density_ingest_validated(chunk)
+            new += added
+            duplicates += repeated
     return new, duplicates
 
 

@@ -49,6 +49,7 @@ from engine.errors import InvalidInput, NotFound, quote
 from engine.events import check_name, normalize_user
 from web.api import models as m
 from web.api import unique_models as um
+from web.api.density import unknown_space
 from web.bodies import respond
 from web.context import engine_of
 from web.openapi import answers, query_args
@@ -307,11 +308,7 @@ async def occupancy_chart(args: ui_models.OccupancyChartArgs) -> Response:
     before = t1 >= step
     found = await engine_of(current_app).occupancy(space, t1 - step if before else t1, t2, step)
     if found is None:
-        raise NotFound(
-            f"no space {quote(space)}; a space comes into being when a sensor's placement names "
-            "it (PUT /api/sensors/{dpu}/placement); GET /api/spaces lists them",
-            "space",
-        )
+        raise unknown_space(space)
     breakdown, occupancy = found
     skip = 1 if before else 0
     end, peak, low = occupancy.end[skip:], occupancy.peak[skip:], occupancy.low[skip:]
