@@ -15,11 +15,8 @@ Target (issue 2): >= 150k events/s over HTTP in batches of 1,000.
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,125 +27,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import batches, free_port, make_events, table  # noqa: E402
-
-BARE_APP = '''
-import orjson
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    n = len(orjson.loads(body)) if body else 0
-    out = orjson.dumps({"applied": n})
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
-    await send({"type": "http.response.body", "body": out})
-'''
-
-
-def wait_up(url: str, path: str) -> None:
-    for _ in range(300):
-        try:
-            if httpx.get(url + path, timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def start_pointspace(data_dir: str, fsync: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "web.serving.cli", "serve", "--port", str(port), "--data-dir", data_dir, "--fsync", fsync],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_up(url, "/health/ping")
-    return proc, url
-
-
-def start_bare(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
-    Path(tmp, "bare_app.py").write_text(BARE_APP)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--bind", f"127.0.0.1:{port}", "bare_app:app"],
-        cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_up(url, "/")
-    return proc, url
-
-
-def _read_response(sock: socket.socket, buf: bytearray) -> int:
-    """Read one HTTP/1.1 response with a Content-Length from ``sock``; return its status."""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        buf += chunk
-    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-        elif name.strip().lower() == b"transfer-encoding":
-            raise ValueError("this client reads only Content-Length responses")
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        rest += chunk
-    buf[:] = rest[length:]
-    return status
-
-
-def post_all(url: str, path: str, bodies: list[bytes], content_type: str, threads: int) -> float:
-    """POST every body over ``threads`` keep-alive connections; seconds taken.
-
-    A raw-socket HTTP/1.1 client with pre-built requests: an httpx client spends more CPU per
-    request than the server does, which on a 2-core machine would measure the client.
-    """
-    host, port = url.removeprefix("http://").split(":")
-    requests = [
-        (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
-         f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-        for body in bodies
-    ]
-    chunks = [requests[i::threads] for i in range(threads)]
-    errors: list[str] = []
-
-    def worker(mine: list[bytes]) -> None:
-        with socket.create_connection((host, int(port))) as sock:
-            buf = bytearray()
-            for request in mine:
-                sock.sendall(request)
-                status = _read_response(sock, buf)
-                if status != 200:
-                    errors.append(str(status))
-
-    workers = [threading.Thread(target=worker, args=(c,)) for c in chunks]
-    t0 = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - t0
-    if errors:
-        raise RuntimeError(f"{len(errors)} failed requests, first status: {errors[0]}")
-    return elapsed
+from bench.common import batches, make_events, post_all, start_bare, start_pointspace, table  # noqa: E402
 
 
 def main() -> None:

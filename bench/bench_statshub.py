@@ -9,7 +9,8 @@ dimensions (``country`` of 50, ``os`` of 5, ``user`` of 2,000) and one stat of e
   16 concurrent writers (different ids proceed in parallel; one id's updates are serialised
   by its lock);
 * HTTP: ``POST /stats/<id>`` against a real ``pointspace serve`` (in memory) from 8 client
-  threads with keep-alive connections;
+  threads with keep-alive connections (``bench/common.py``'s raw-socket client: httpx would
+  spend more CPU per request than the server);
 * Redis, statshub's key layout (``counter:detail:<id>:<stat>``, ``counter:dim:<name>:<value>:
   <stat>``, ``gauge:...:<periodStart>`` with EXPIREAT, ``member:...`` sets, ``key:*`` and
   ``dim`` / ``dim:<name>`` registries) from Python with redis-py, each update in two
@@ -23,21 +24,19 @@ from __future__ import annotations
 
 import argparse
 import random
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import orjson
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_http import wait_up  # noqa: E402
-from bench.common import free_port, redis_server, table  # noqa: E402
+from bench.common import http_request, redis_server, send_all, start_pointspace, table  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 
 IDS = 1000
@@ -87,41 +86,13 @@ def in_process(updates: list[tuple[str, dict[str, Any]]], writers: int) -> float
 
 def over_http(updates: list[tuple[str, dict[str, Any]]], threads: int) -> tuple[float, float]:
     """Updates/s, and the same threads' ``GET /health/ping``/s on the same server (the
-    framework's ceiling on this machine: what a request costs before any work)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "web.serving.cli", "serve", "--port", str(port), "--data-dir", ""],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+    framework's ceiling on this machine: what a request costs before any work), both from
+    ``bench/common.py``'s raw-socket keep-alive client."""
+    proc, url = start_pointspace()
     try:
-        wait_up(url, "/health/ping")
-        chunks = [updates[t::threads] for t in range(threads)]
-        failures: list[str] = []
-
-        def send(chunk: list[tuple[str, dict[str, Any]]]) -> None:
-            with httpx.Client(base_url=url, timeout=30) as client:
-                for stat_id, body in chunk:
-                    response = client.post(f"/stats/{stat_id}", json=body)
-                    if response.status_code != 200:
-                        failures.append(response.text)
-
-        def ping(chunk: list[Any]) -> None:
-            with httpx.Client(base_url=url, timeout=30) as client:
-                for _ in chunk:
-                    client.get("/health/ping")
-
-        rates = []
-        for target in (send, ping):
-            workers = [threading.Thread(target=target, args=(c,)) for c in chunks]
-            t0 = time.perf_counter()
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
-            rates.append(len(updates) / (time.perf_counter() - t0))
-        assert not failures, failures[:3]
-        return rates[0], rates[1]
+        posts = [http_request(url, "POST", f"/stats/{stat_id}", orjson.dumps(body)) for stat_id, body in updates]
+        pings = [http_request(url, "GET", "/health/ping") for _ in updates]
+        return len(updates) / send_all(url, posts, threads), len(updates) / send_all(url, pings, threads)
     finally:
         proc.terminate()
         proc.wait(30)

@@ -9,8 +9,8 @@ bare Hypercorn-trio app, side by side in one run. Nothing is asserted.
    with its 2-sigma bounds, and Redis ``PFCOUNT`` (its HLL, 2**14 registers, 0.81% RSE),
    with the bytes each keeps (our compact sketch; Redis ``STRLEN`` of the key) and count
    reads per second.
-3. **Over HTTP** (a raw-socket keep-alive client on ``--threads`` connections, as
-   ``bench/bench_http.py``): ``POST /api/uniques`` batches of 1,000 in members/s, the
+3. **Over HTTP** (``bench/common.py``'s raw-socket keep-alive client on ``--threads``
+   connections): ``POST /api/uniques`` batches of 1,000 in members/s, the
    Narrative ``POST /analytics`` and the current-hour ``GET /analytics`` in requests/s --
    each against the bare ASGI app on the same Hypercorn trio worker (the floor: what any
    request costs before pointspace does anything).
@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,8 +36,16 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_http import start_bare, start_pointspace  # noqa: E402
-from bench.common import BASE_TS, redis_server, table  # noqa: E402
+from bench.common import (  # noqa: E402
+    BASE_TS,
+    http_request,
+    post_all,
+    redis_server,
+    send_all,
+    start_bare,
+    start_pointspace,
+    table,
+)
 from engine.engine import Engine  # noqa: E402
 from engine.timebuckets import DAY  # noqa: E402
 from engine.uniques import UniqueConfig, UniqueSeries, UniqueSettings  # noqa: E402
@@ -126,66 +132,6 @@ def sketch_error(sizes: list[int], client: Any) -> None:
 # 3. Over HTTP
 
 
-def send_all(url: str, requests: list[bytes], threads: int, ok: tuple[int, ...]) -> float:
-    """Send pre-built requests over ``threads`` keep-alive connections; seconds taken."""
-    host, port = url.removeprefix("http://").split(":")
-    chunks = [requests[i::threads] for i in range(threads)]
-    errors: list[str] = []
-
-    def worker(mine: list[bytes]) -> None:
-        try:
-            with socket.create_connection((host, int(port))) as sock:
-                buf = bytearray()
-                for request in mine:
-                    sock.sendall(request)
-                    status = read_response(sock, buf)
-                    if status not in ok:
-                        errors.append(str(status))
-        except OSError as exc:  # a dropped connection fails the run rather than flatter it
-            errors.append(repr(exc))
-
-    workers = [threading.Thread(target=worker, args=(c,)) for c in chunks]
-    t0 = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    if errors:
-        raise RuntimeError(f"{len(errors)} failed requests, first status {errors[0]}")
-    return time.perf_counter() - t0
-
-
-def read_response(sock: socket.socket, buf: bytearray) -> int:
-    """One response: headers, then Content-Length bytes (none for a 204)."""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        buf += chunk
-    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        rest += chunk
-    buf[:] = rest[length:]
-    return status
-
-
-def request(url: str, method: str, path: str, body: bytes = b"") -> bytes:
-    host = url.removeprefix("http://")
-    head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
-    if body:
-        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    return (head + "\r\n").encode() + body
-
-
 def over_http(n_members: int, n_requests: int, threads: int) -> None:
     now_ms = int(time.time() * 1000)
     members = random_members(n_members, 2)
@@ -201,24 +147,22 @@ def over_http(n_members: int, n_requests: int, threads: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bare, bare_url = start_bare(tmp)
         try:
-            floor_batch = len(members) / send_all(
-                bare_url, [request(bare_url, "POST", "/", b) for b in bodies], threads, (200,))
+            floor_batch = len(members) / post_all(bare_url, "/", bodies, "application/json", threads)
             floor_post = n_requests / send_all(
-                bare_url, [request(bare_url, "POST", p) for p in narrative_posts], threads, (200,))
+                bare_url, [http_request(bare_url, "POST", p) for p in narrative_posts], threads)
             floor_get = n_requests / send_all(
-                bare_url, [request(bare_url, "GET", "/") for _ in range(n_requests)], threads, (200,))
+                bare_url, [http_request(bare_url, "GET", "/") for _ in range(n_requests)], threads)
         finally:
             bare.terminate()
             bare.wait(10)
         proc, url = start_pointspace(str(Path(tmp, "data")), "everysec")
         try:
-            adds = len(members) / send_all(
-                url, [request(url, "POST", "/api/uniques", b) for b in bodies], threads, (200,))
+            adds = len(members) / post_all(url, "/api/uniques", bodies, "application/json", threads)
             posts = n_requests / send_all(
-                url, [request(url, "POST", p) for p in narrative_posts], threads, (204,))
+                url, [http_request(url, "POST", p) for p in narrative_posts], threads, ok=(204,))
             gets = n_requests / send_all(
-                url, [request(url, "GET", f"/analytics?timestamp={now_ms}") for _ in range(n_requests)],
-                threads, (200,))
+                url, [http_request(url, "GET", f"/analytics?timestamp={now_ms}") for _ in range(n_requests)],
+                threads)
         finally:
             proc.terminate()
             proc.wait(30)

@@ -1,4 +1,6 @@
-"""Shared helpers for the benchmarks: workloads, timing, a throwaway Redis, side-by-side tables.
+"""Shared helpers for the benchmarks: workloads, timing, a throwaway Redis, side-by-side tables,
+servers to measure (``pointspace serve``, and the bare ASGI app that is the HTTP baseline) and a
+raw-socket HTTP/1.1 load client.
 
 Benchmarks print figures and ratios against a baseline measured in the same run; they never
 assert on time (the machines are shared and noisy). Run them as scripts:
@@ -12,10 +14,17 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: 2024-01-01 00:00:00 UTC: workloads start here.
 BASE_TS = 1704067200
@@ -108,3 +117,179 @@ def table(title: str, rows: list[tuple[str, float, str]], baseline: str) -> None
     for name, value, unit in rows:
         ratio = f"{value / base:8.2f}x" if base else ""
         print(f"  {name:<44} {value:>14,.1f} {unit:<10} {ratio}  (vs {baseline})")
+
+
+############################################################################################
+# Servers to measure
+
+
+#: The HTTP baseline: a bare ASGI app that reads each body and parses it with orjson, then
+#: answers 200 -- the ceiling for any server on this stack (Hypercorn's trio worker).
+BARE_APP = '''
+import orjson
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    n = len(orjson.loads(body)) if body else 0
+    out = orjson.dumps({"applied": n})
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+    await send({"type": "http.response.body", "body": out})
+'''
+
+
+def wait_up(url: str, path: str) -> None:
+    """Wait (at most about 30 s) until ``url + path`` answers anything under 500."""
+    for _ in range(300):
+        try:
+            if httpx.get(url + path, timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def start_pointspace(
+    data_dir: str = "", fsync: str = "everysec", extra: Sequence[str] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A ``pointspace serve`` on a free loopback port (``data_dir`` "" keeps it in memory),
+    answering; the process and its URL. The caller terminates it."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "web.serving.cli", "serve", "--port", str(port), "--data-dir", data_dir,
+         "--fsync", fsync, *extra],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(url, "/health/ping")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, url
+
+
+def start_bare(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
+    """:data:`BARE_APP` under Hypercorn's trio worker (its module written into ``tmp``)."""
+    Path(tmp, "bare_app.py").write_text(BARE_APP)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--bind", f"127.0.0.1:{port}", "bare_app:app"],
+        cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(url, "/")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, url
+
+
+############################################################################################
+# A raw-socket HTTP/1.1 load client
+#
+# Pre-built requests on keep-alive connections: an httpx client spends more CPU per request
+# than the server does, which on a 2-core machine would measure the client.
+
+
+def http_request(url: str, method: str, path: str, body: bytes = b"",
+                 content_type: str = "application/json") -> bytes:
+    """One HTTP/1.1 request's bytes (a body gets its Content-Type and Content-Length)."""
+    host = url.removeprefix("http://")
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
+    if body:
+        head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode() + body
+
+
+def read_response(sock: socket.socket, buf: bytearray) -> tuple[int, bool]:
+    """Read one HTTP/1.1 response from ``sock`` (its body by Content-Length; none without
+    one, as a 204); return its status, and whether the server closes the connection after it
+    (``Connection: close``). ``buf`` keeps what was read past it."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buf += chunk
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length, closing = 0, False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection":
+            closing = value.strip().lower() == b"close"
+        elif name == b"transfer-encoding":
+            raise ValueError("this client reads only Content-Length responses")
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        rest += chunk
+    buf[:] = rest[length:]
+    return status, closing
+
+
+def send_all(url: str, requests: list[bytes], threads: int, ok: Sequence[int] = (200,)) -> float:
+    """Send pre-built requests (:func:`http_request`) over ``threads`` keep-alive connections;
+    seconds taken. A connection the server closes (Hypercorn's ``keep_alive_max_requests``,
+    1,000 requests) is opened again, as any HTTP client does; any status not in ``ok``, or a
+    connection dropped without ``Connection: close``, fails the run rather than flatter it."""
+    host, port = url.removeprefix("http://").split(":")
+    chunks = [requests[i::threads] for i in range(threads)]
+    errors: list[str] = []
+
+    def worker(mine: list[bytes]) -> None:
+        sock: socket.socket | None = None
+        try:
+            buf = bytearray()
+            for request in mine:
+                if sock is None:
+                    sock = socket.create_connection((host, int(port)))
+                    buf.clear()
+                sock.sendall(request)
+                status, closing = read_response(sock, buf)
+                if status not in ok:
+                    errors.append(str(status))
+                if closing:
+                    sock.close()
+                    sock = None
+        except OSError as exc:
+            errors.append(repr(exc))
+        finally:
+            if sock is not None:
+                sock.close()
+
+    workers = [threading.Thread(target=worker, args=(c,)) for c in chunks]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, first status: {errors[0]}")
+    return elapsed
+
+
+def post_all(url: str, path: str, bodies: list[bytes], content_type: str, threads: int,
+             ok: Sequence[int] = (200,)) -> float:
+    """POST every body to ``path`` (:func:`send_all`); seconds taken."""
+    return send_all(url, [http_request(url, "POST", path, body, content_type) for body in bodies], threads, ok)

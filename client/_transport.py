@@ -49,6 +49,12 @@ least ``Retry-After``. So the worst case is bounded: ``attempts`` times the requ
 plus at most ``sum(min(max_delay, base_delay * 2**i) for i in range(attempts - 1))`` of
 pauses -- 1.75 s with the defaults.
 
+Both clients run the same loop: build the request, send it, and hand the outcome -- the
+answer, or the transport error -- to :func:`next_step`, which does no I/O (as h11's
+``Connection`` does none) and says what comes next: return this answer, raise this error, or
+sleep this long and send again. Only the sending and the sleeping differ (``time.sleep`` in
+:mod:`client.sync`, ``anyio.sleep`` in :mod:`client.aio`).
+
 A write that fails without an answer raises
 :class:`~client.errors.PointspaceTransportError` with ``request_sent`` false only when the
 connection was never made (then nothing reached the server and it may be sent again).
@@ -74,7 +80,13 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from client.errors import PointspaceHTTPError, UnexpectedResponse, error_for_status
+from client.errors import (
+    PointspaceClientError,
+    PointspaceHTTPError,
+    PointspaceTransportError,
+    UnexpectedResponse,
+    error_for_status,
+)
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -83,12 +95,14 @@ __all__ = [
     "NDJSON",
     "NO_RETRY",
     "Call",
+    "Pause",
     "RetryPolicy",
     "base_headers",
     "encode_batch",
     "encode_json",
     "error_from_answer",
     "ndjson_chunks",
+    "next_step",
     "parse_retry_after",
     "path_segment",
     "request_was_sent",
@@ -407,3 +421,71 @@ def retryable_transport_error(exc: httpx.TransportError) -> bool:
     """Whether a failure without an answer may be retried (for a safe call): everything but
     the caller's own mistakes (a URL scheme httpx does not speak, a malformed request)."""
     return not isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError))
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """:func:`next_step`'s "sleep ``seconds``, then send the call again"."""
+
+    seconds: float
+
+
+def next_step(
+    call: Call[Any],
+    policy: RetryPolicy,
+    *,
+    attempt: int,
+    url: str,
+    outcome: httpx.Response | httpx.TransportError,
+    rand: Callable[[], float],
+) -> httpx.Response | Pause | PointspaceClientError:
+    """What a client does after attempt number ``attempt`` (1-based) of ``call`` ended in
+    ``outcome``: return the answer (a ``Response`` under 400), raise the error returned, or
+    sleep and retry (:class:`Pause`). No I/O: the module's theory, "Retries".
+
+    Args:
+        url: the request's full URL, for the error message.
+        outcome: the answer -- one of 400 and up already read, as its body is the error's
+            message -- or the ``httpx.TransportError`` the send raised (then the error
+            returned has it as ``__cause__``).
+        rand: a uniform random number in [0, 1) (``random.random``; fixed in tests).
+
+    >>> call = Call(method="GET", path="/health/ping", safe=True)
+    >>> next_step(call, DEFAULT_RETRY, attempt=1, url="http://h/health/ping",
+    ...           outcome=httpx.Response(503), rand=lambda: 1.0)
+    Pause(seconds=0.25)
+    >>> next_step(call, DEFAULT_RETRY, attempt=4, url="http://h/health/ping",
+    ...           outcome=httpx.Response(503), rand=lambda: 1.0)
+    ServiceUnavailable('503 Service Unavailable')
+    """
+    if isinstance(outcome, httpx.TransportError):
+        pause = (
+            retry_delay(policy, attempt=attempt, safe=call.safe, status=None, retry_after=None, rand=rand)
+            if retryable_transport_error(outcome)
+            else None
+        )
+        if pause is not None:
+            return Pause(pause)
+        error: PointspaceClientError = PointspaceTransportError(
+            f"{call.method} {url} got no answer after {attempt} attempt(s): "
+            f"{type(outcome).__name__}: {outcome}",
+            request_sent=request_was_sent(outcome),
+            attempts=attempt,
+            method=call.method,
+            url=url,
+        )
+        error.__cause__ = outcome
+        return error
+    if outcome.status_code < 400:
+        return outcome
+    http_error = error_from_answer(
+        outcome.status_code,
+        outcome.headers.get("Content-Type"),
+        outcome.content,
+        method=call.method,
+        url=url,
+        retry_after=outcome.headers.get("Retry-After"),
+    )
+    pause = retry_delay(policy, attempt=attempt, safe=call.safe, status=outcome.status_code,
+                        retry_after=http_error.retry_after, rand=rand)
+    return http_error if pause is None else Pause(pause)

@@ -40,13 +40,11 @@ from client import models as m
 from client._transport import (
     DEFAULT_RETRY,
     Call,
+    Pause,
     RetryPolicy,
     base_headers,
-    error_from_answer,
     ndjson_chunks,
-    request_was_sent,
-    retry_delay,
-    retryable_transport_error,
+    next_step,
 )
 from client.errors import PointspaceTransportError, ServiceUnavailable
 from client.sync import (
@@ -156,58 +154,25 @@ class AsyncPointspaceClient:
         while True:
             attempt += 1
             request = self._request(call, call.content if content is None else content, timeout)
+            outcome: httpx.Response | httpx.TransportError
             try:
-                response = await self._http.send(request, stream=stream)
+                outcome = await self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                sent = request_was_sent(exc)
-                pause = (
-                    retry_delay(
-                        self.retry,
-                        attempt=attempt,
-                        safe=call.safe,
-                        status=None,
-                        retry_after=None,
-                        rand=self._rand,
-                    )
-                    if retryable_transport_error(exc)
-                    else None
-                )
-                if pause is None:
-                    raise PointspaceTransportError(
-                        f"{call.method} {request.url} got no answer after {attempt} "
-                        f"attempt(s): {type(exc).__name__}: {exc}",
-                        request_sent=sent,
-                        attempts=attempt,
-                        method=call.method,
-                        url=str(request.url),
-                    ) from exc
-                await anyio.sleep(pause)
-                continue
-            if response.status_code < 400:
-                return response
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-            error = error_from_answer(
-                response.status_code,
-                response.headers.get("Content-Type"),
-                response.content,
-                method=call.method,
-                url=str(request.url),
-                retry_after=response.headers.get("Retry-After"),
-            )
-            pause = retry_delay(
-                self.retry,
-                attempt=attempt,
-                safe=call.safe,
-                status=response.status_code,
-                retry_after=error.retry_after,
-                rand=self._rand,
-            )
-            if pause is None:
-                raise error
-            await anyio.sleep(pause)
+                outcome = exc
+            else:
+                if outcome.status_code >= 400:  # the error's message is in the body
+                    try:
+                        await outcome.aread()
+                    finally:
+                        await outcome.aclose()
+            step = next_step(call, self.retry, attempt=attempt, url=str(request.url), outcome=outcome,
+                             rand=self._rand)
+            if isinstance(step, Pause):
+                await anyio.sleep(step.seconds)
+            elif isinstance(step, httpx.Response):
+                return step
+            else:
+                raise step
 
     async def _run(self, call: Call[T]) -> T:
         response = await self._send(call)

@@ -43,7 +43,8 @@ from typing import Any, ClassVar
 from engine.board_definition import ROLLING_UNITS, BoardDefinition
 from engine.commands import USER, Command, EntityKey, Operation, register
 from engine.counters import UserCounters
-from engine.errors import Conflict, InvalidInput
+from engine.errors import Conflict, InvalidInput, quote
+from engine.events import check_int, check_name, check_ts, normalize_user
 from engine.lists import LIST, U64, ListSettings, ListState, check_list_id
 from engine.periods import load_zone
 from engine.ranked import RankedList
@@ -172,82 +173,82 @@ def registry_of(router: Any) -> BoardRegistry:
 _WINDOW_KINDS = ("fixed", *ROLLING_UNITS)
 
 
-def check_board_plain(plain: Any, field: str = "board") -> BoardDefinition:
-    """A ``BoardDefinition.to_plain()`` from outside (a backup stream), checked as
-    :func:`check_board` checks a request: the same rules, field by field.
+#: Where each position of a ``BoardDefinition.to_plain()`` comes from in a request body.
+_REQUEST_FIELDS = ("metric", "atid", "members", "window.rolling", "window.tz", "window.t1", "window.t2")
+
+
+def check_board_plain(
+    plain: Any, field: str = "board", fields: tuple[str, ...] | None = None
+) -> BoardDefinition:
+    """A ``BoardDefinition.to_plain()`` from outside, checked field by field: the one
+    validator of board definitions (a backup stream's header, and :func:`check_board`, which
+    builds the plain form of a request and passes its own field names).
+
+    The metric obeys :func:`engine.events.check_name` (no control characters), the atid
+    :func:`engine.events.check_int`, the members :func:`engine.events.normalize_user`: a
+    board can name nothing that a counter write could not.
 
     >>> check_board_plain(["steps", None, [1, "ann"], "day", "Europe/Oslo", 0, 86399]).members
     (1, 'ann')
     >>> check_board_plain(["steps", None, None, "hour", None, 0, 1])
     Traceback (most recent call last):
     ...
-    engine.errors.InvalidInput: board[3] (window kind) must be one of ['fixed', 'day', 'week', 'month'], got 'hour'
+    engine.errors.InvalidInput: board[3] must be a window kind, one of ['fixed', 'day', 'week', 'month'], got 'hour'
+
+    Args:
+        plain: ``[metric, atid, members, window kind, tz, t1, t2]``.
+        field: names the whole value, and its positions (``board[0]``...) unless ``fields``.
+        fields: the seven names to give the positions in errors instead.
 
     Raises:
-        InvalidInput: the value's shape or a field is wrong (``field`` names the position).
+        InvalidInput: the value's shape or a field is wrong (naming the field).
     """
-    from engine.events import check_ts, normalize_user
-
     if not isinstance(plain, list) or len(plain) != 7:
         raise InvalidInput(f"{field} must be an array of 7 (metric, atid, members, window kind, "
                            "tz, t1, t2)", field)
+    names = fields or tuple(f"{field}[{i}]" for i in range(7))
     metric, atid, members, kind, tz, t1, t2 = plain
-    if not isinstance(metric, str) or not 0 < len(metric) <= 200:
-        raise InvalidInput(f"{field}[0] (metric) must be a non-empty string of at most 200 "
-                           "characters", f"{field}[0]")
-    if atid is not None and (type(atid) is not int or not -(2**63) <= atid < 2**63):
-        raise InvalidInput(f"{field}[1] (atid) must be an integer or null", f"{field}[1]")
+    metric = check_name(metric, names[0])
+    if atid is not None:
+        atid = check_int(atid, names[1])
     if members is not None:
         if not isinstance(members, list) or not members:
-            raise InvalidInput(f"{field}[2] (members) must be a non-empty array or null", f"{field}[2]")
-        members = tuple(dict.fromkeys(normalize_user(m, f"{field}[2][{i}]") for i, m in enumerate(members)))
+            raise InvalidInput(f"{names[2]} must be a non-empty list of user ids, or omitted (null) "
+                               "for every user", names[2])
+        members = tuple(dict.fromkeys(normalize_user(m, f"{names[2]}[{i}]") for i, m in enumerate(members)))
     if kind not in _WINDOW_KINDS:
-        raise InvalidInput(f"{field}[3] (window kind) must be one of {list(_WINDOW_KINDS)}, got {kind!r:.40}",
-                           f"{field}[3]")
+        raise InvalidInput(f"{names[3]} must be a window kind, one of {list(_WINDOW_KINDS)}, "
+                           f"got {quote(kind)}", names[3])
     if tz is not None:
-        load_zone(tz, f"{field}[4]")
-    t1, t2 = check_ts(t1, f"{field}[5]"), check_ts(t2, f"{field}[6]")
+        load_zone(tz, names[4])
+    t1, t2 = check_ts(t1, names[5]), check_ts(t2, names[6])
     if t1 > t2:
-        raise InvalidInput(f"{field}: window t1 must be <= t2, got {t1} > {t2}", f"{field}[5]")
+        raise InvalidInput(f"{names[5]} must be <= {names[6]}, got {t1} > {t2}", names[5])
     return BoardDefinition(metric=metric, atid=atid, members=members, window_kind=kind, tz=tz,
                            t1=t1, t2=t2)
 
 
 def check_board(body: Any, now: int) -> tuple[str, BoardDefinition]:
-    """Validate a board definition ``{id, metric, atid?, members?, window}``."""
+    """Validate a board definition ``{id, metric, atid?, members?, window}``: the window's
+    shape here (a rolling one becomes the period holding ``now``), every field in
+    :func:`check_board_plain`."""
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a leaderboard object", "body")
     board_id = check_list_id(body.get("id"), "id")
-    metric = body.get("metric")
-    if not isinstance(metric, str) or not 0 < len(metric) <= 200:
-        raise InvalidInput(f"metric must be a non-empty string, got {metric!r}", "metric")
-    atid = body.get("atid")
-    if atid is not None and (type(atid) is not int or not -(2**63) <= atid < 2**63):
-        raise InvalidInput(f"atid must be an integer, got {atid!r}", "atid")
-    members = body.get("members")
-    if members is not None:
-        from engine.events import normalize_user
-
-        if not isinstance(members, list) or not members:
-            raise InvalidInput("members must be a non-empty list of user ids, or omitted for every user", "members")
-        members = tuple(dict.fromkeys(normalize_user(m, f"members[{i}]") for i, m in enumerate(members)))
     window = body.get("window")
     if not isinstance(window, dict):
         raise InvalidInput('window must be {"t1": .., "t2": ..} or {"rolling": "day"|"week"|"month", "tz": ..}', "window")
     if "rolling" in window:
-        unit = window["rolling"]
-        if unit not in ROLLING_UNITS:
-            raise InvalidInput(f"window.rolling must be one of {list(ROLLING_UNITS)}, got {unit!r}", "window.rolling")
-        tz = window.get("tz")
+        kind, tz = window["rolling"], window.get("tz")
+        if kind not in ROLLING_UNITS:
+            raise InvalidInput(f"window.rolling must be one of {list(ROLLING_UNITS)}, got {quote(kind)}",
+                               "window.rolling")
         load_zone(tz, "window.tz")
-        t1, t2 = rolling_window(unit, tz, now)
-        return board_id, BoardDefinition(metric=metric, atid=atid, members=members, window_kind=unit, tz=tz, t1=t1, t2=t2)
-    from engine.events import check_ts
-
-    t1, t2 = check_ts(window.get("t1"), "window.t1"), check_ts(window.get("t2"), "window.t2")
-    if t1 > t2:
-        raise InvalidInput(f"window.t1 must be <= window.t2, got {t1} > {t2}", "window.t1")
-    return board_id, BoardDefinition(metric=metric, atid=atid, members=members, t1=t1, t2=t2)
+        t1, t2 = rolling_window(kind, tz, now)
+    else:
+        kind, tz, t1, t2 = "fixed", None, window.get("t1"), window.get("t2")
+    plain = [body.get("metric"), body.get("atid"), body.get("members"), kind, tz, t1, t2]
+    return board_id, check_board_plain(plain, "body", _REQUEST_FIELDS)
 
 
 @register

@@ -12,9 +12,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
@@ -22,6 +24,16 @@ import pytest
 from engine.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
+#: How the tests run the ``pointspace`` command from the checkout.
+POINTSPACE = (sys.executable, "-m", "web.serving.cli")
+
+
+class _Flag(Enum):
+    OMIT = "omit"
+
+
+#: ``start_server(data_dir=NO_DATA_DIR_FLAG)``: pass no ``--data-dir`` (the server's own default).
+NO_DATA_DIR_FLAG = _Flag.OMIT
 
 
 def free_port() -> int:
@@ -61,30 +73,41 @@ class ServerProcess:
 
 
 def start_server(
-    tmp_path: Path, *, data_dir: Path | None = None, extra: list[str] | None = None
+    tmp_path: Path,
+    *,
+    data_dir: Path | None | Literal[_Flag.OMIT] = None,
+    extra: list[str] | None = None,
+    command: Sequence[str] = POINTSPACE,
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    timeout: float = 30,
 ) -> ServerProcess:
-    """Start ``pointspace serve`` and wait (at most 30 s) until it answers /health/ping."""
-    port = free_port()
+    """Start ``pointspace serve`` and wait (at most ``timeout`` s) until it answers /health/ping.
+
+    Args:
+        tmp_path: where the server's log file goes.
+        data_dir: ``--data-dir`` (None: in memory; ``NO_DATA_DIR_FLAG``: the server's default).
+        extra: more ``serve`` flags.
+        command: the ``pointspace`` program (an installed script, say) instead of the checkout's.
+        cwd: its working directory (the checkout by default).
+        env: its whole environment instead of this process's.
+        port: the port to listen on instead of a free one picked now.
+        timeout: seconds to wait for it to answer.
+    """
+    port = free_port() if port is None else port
     log_path = tmp_path / f"server-{port}.log"
-    args = [
-        sys.executable,
-        "-m",
-        "web.serving.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir) if data_dir is not None else "",
-        *(extra or []),
-    ]
+    args = [*command, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if data_dir is not NO_DATA_DIR_FLAG:
+        args += ["--data-dir", str(data_dir) if data_dir is not None else ""]
+    args += extra or []
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
-        args, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        args, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT,
+        env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
     )
-    server = ServerProcess(process, port, data_dir, log_path)
-    deadline = time.monotonic() + 30
+    server = ServerProcess(process, port, None if data_dir is NO_DATA_DIR_FLAG else data_dir, log_path)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
@@ -95,7 +118,28 @@ def start_server(
             pass
         time.sleep(0.1)
     server.stop(signal.SIGKILL)
-    raise RuntimeError(f"server did not start within 30 s:\n{server.log()}")
+    raise RuntimeError(f"server did not start within {timeout} s:\n{server.log()}")
+
+
+def run_cli(
+    *args: object,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    merge_stderr: bool = False,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``pointspace ARGS...`` from the checkout to its end, as an operator would.
+
+    Args:
+        env: variables to set on top of this process's environment.
+        input: what to type at its prompts.
+        merge_stderr: capture stderr into ``stdout`` (in order) instead of apart.
+    """
+    return subprocess.run(
+        [*POINTSPACE, *map(str, args)], cwd=ROOT, input=input, text=True, timeout=timeout,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import time
 import venv
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import ROOT, free_port
+from conftest import NO_DATA_DIR_FLAG, ROOT, start_server
 
 
 def tracked_tree(dest: Path) -> Path:
@@ -61,29 +58,13 @@ def test_plain_install_has_no_dev_packages(plain_install: Path):
 
 
 def test_plain_install_serves_every_family(plain_install: Path, tmp_path: Path):
-    port = free_port()
     work = tmp_path / "cwd"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POINTSPACE_", "PYTHON"))}
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [str(plain_install / "bin" / "pointspace"), "serve", "--port", str(port)],
-            cwd=work, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, data_dir=NO_DATA_DIR_FLAG, command=[str(plain_install / "bin" / "pointspace")],
+                          cwd=work, env=env, timeout=60)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log_path.read_text(errors="replace")
-            try:
-                if httpx.get(f"{url}/health/ping", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text(errors="replace")
-            time.sleep(0.2)
-        with httpx.Client(base_url=url, timeout=30) as client:
+        with server.client() as client:
             events = [{"metric": "steps", "user": 1, "value": 5, "ts": 1700000000}]
             assert client.post("/api/events", json=events).json() == {"applied": 1}
             query = {"users": [1], "metrics": ["steps"], "t1": 1699990000, "t2": 1700000000}
@@ -97,10 +78,4 @@ def test_plain_install_serves_every_family(plain_install: Path, tmp_path: Path):
         # The embedded default data directory, under the working directory.
         assert (work / "pointspace-data").is_dir()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    assert process.returncode == 0, log_path.read_text(errors="replace")
+        assert server.stop() == 0, server.log()

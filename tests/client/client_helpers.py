@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import conftest
 import httpx
 import jwt
 import pytest
@@ -68,20 +67,16 @@ class LateServer:
     def _start(self, delay: float) -> None:
         time.sleep(delay)
         try:
-            self.server = start_server(self._tmp_path)
+            self.server = start_server(self._tmp_path, port=self.port)
         except BaseException as exc:  # reported by stop()
             self.error = exc
 
     def __enter__(self) -> LateServer:
-        # start_server picks its port with conftest.free_port: pin it to ours.
-        self._patch = pytest.MonkeyPatch()
-        self._patch.setattr(conftest, "free_port", lambda: self.port)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._thread.join(60)
-        self._patch.undo()
         if self.server is not None:
             self.server.stop()
         if self.error is not None:

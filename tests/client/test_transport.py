@@ -20,10 +20,13 @@ from client import _calls, _transport, errors, models
 from client._transport import (
     JSON,
     MSGPACK,
+    Call,
+    Pause,
     RetryPolicy,
     encode_batch,
     error_from_answer,
     ndjson_chunks,
+    next_step,
     parse_retry_after,
     request_was_sent,
     retry_delay,
@@ -254,3 +257,65 @@ def test_models_decode_integers_of_any_size_exactly():
     data = b'{"t1":1,"t2":2,"results":[{"user":"u","sums":{"m":340282366920938463463374607431768211457}}]}'
     result = msgspec.json.decode(data, type=models.RangeResult)
     assert result.sums() == {"u": {"m": 2**128 + 1}}
+
+
+############################################################################################
+# next_step: the retry loop both clients run, without I/O
+
+
+def _step(outcome, *, safe=True, attempt=1, policy=None, rand=lambda: 1.0):
+    call = Call(method="POST" if not safe else "GET", path="/x", safe=safe)
+    return next_step(call, policy or RetryPolicy(attempts=3, base_delay=0.5, max_delay=2.0),
+                     attempt=attempt, url="http://h/x", outcome=outcome, rand=rand)
+
+
+def test_next_step_returns_an_answer_under_400_whatever_the_attempt():
+    answer = httpx.Response(204)
+    assert _step(answer, attempt=3) is answer
+    redirect = httpx.Response(304)
+    assert _step(redirect, safe=False) is redirect
+
+
+def test_next_step_pauses_for_a_retryable_status_then_raises_when_attempts_run_out():
+    assert _step(httpx.Response(503), attempt=1) == Pause(0.5)
+    assert _step(httpx.Response(502), attempt=2, rand=lambda: 0.5) == Pause(0.5)
+    error = _step(httpx.Response(504, json={"error": "upstream down"}), attempt=3)
+    assert isinstance(error, errors.PointspaceHTTPError) and error.status == 504
+    assert error.message == "upstream down"
+
+
+def test_next_step_raises_a_4xx_or_500_at_once_with_the_body_s_message_and_field():
+    error = _step(httpx.Response(400, json={"error": "metric must be a string", "field": "metric"}))
+    assert isinstance(error, errors.InvalidRequest)
+    assert (error.message, error.field, error.method, error.url) == (
+        "metric must be a string", "metric", "GET", "http://h/x")
+    assert isinstance(_step(httpx.Response(500, text="boom")), errors.PointspaceHTTPError)
+
+
+def test_next_step_honours_retry_after_up_to_max_delay():
+    assert _step(httpx.Response(503, headers={"Retry-After": "1"}), rand=lambda: 0.0) == Pause(1.0)
+    long = _step(httpx.Response(503, headers={"Retry-After": "30"}))
+    assert isinstance(long, errors.ServiceUnavailable) and long.retry_after == 30.0
+
+
+def test_next_step_never_repeats_an_unsafe_call():
+    assert isinstance(_step(httpx.Response(503), safe=False), errors.ServiceUnavailable)
+    cut = httpx.ReadError("connection reset")
+    error = _step(cut, safe=False)
+    assert isinstance(error, errors.PointspaceTransportError)
+    assert error.request_sent is True and error.attempts == 1 and error.__cause__ is cut
+
+
+def test_next_step_transport_errors_pause_while_attempts_last_and_name_them_after():
+    refused = httpx.ConnectError("refused")
+    assert _step(refused, attempt=2) == Pause(1.0)
+    error = _step(refused, attempt=3)
+    assert isinstance(error, errors.PointspaceTransportError)
+    assert str(error) == "GET http://h/x got no answer after 3 attempt(s): ConnectError: refused"
+    assert error.request_sent is False and error.attempts == 3 and error.__cause__ is refused
+
+
+def test_next_step_never_retries_the_caller_s_own_mistake():
+    bad = httpx.UnsupportedProtocol("no ftp")
+    error = _step(bad, attempt=1)
+    assert isinstance(error, errors.PointspaceTransportError) and error.__cause__ is bad

@@ -30,6 +30,7 @@ from engine.boards import (
     Standing,
     _set_score,
     check_board,
+    check_board_plain,
     due_rolls,
     element_id_of,
     in_current_window,
@@ -269,16 +270,16 @@ W = {"t1": 0, "t2": 10}
             r"^id must be 2\.\.100 characters of .*, got 'a'$",
         ),
         ({"id": "a b", "metric": "m", "window": W}, "id", r"^id must be 2\.\.100"),
-        ({"id": "b1", "window": W}, "metric", r"^metric must be a non-empty string, got None$"),
+        ({"id": "b1", "window": W}, "metric", r"^metric must be a non-empty string of at most 200 characters, got None$"),
         (
             {"id": "b1", "metric": "", "window": W},
             "metric",
-            r"^metric must be a non-empty string, got ''$",
+            r"^metric must be a non-empty string of at most 200 characters, got ''$",
         ),
         (
             {"id": "b1", "metric": 5, "window": W},
             "metric",
-            r"^metric must be a non-empty string, got 5$",
+            r"^metric must be a non-empty string of at most 200 characters, got 5$",
         ),
         (
             {"id": "b1", "metric": "x" * 201, "window": W},
@@ -298,12 +299,32 @@ W = {"t1": 0, "t2": 10}
         (
             {"id": "b1", "metric": "m", "atid": 2**63, "window": W},
             "atid",
-            r"^atid must be an integer",
+            r"^atid must be between -9223372036854775808 and 9223372036854775807, got ",
+        ),
+        (
+            {"id": "b1", "metric": "a\x07b", "window": W},
+            "metric",
+            r"^metric must not contain control characters or surrogates, got 'a\\x07b' \(U\+0007 at index 1\)$",
+        ),
+        (
+            {"id": "b1", "metric": "st\x00eps", "window": {"rolling": "day"}},
+            "metric",
+            r"^metric must not contain control characters",
+        ),
+        (
+            {"id": "b1", "metric": "m", "atid": 1.5, "window": W},
+            "atid",
+            r"^atid must be an integer, got 1\.5$",
+        ),
+        (
+            {"id": "b1", "metric": "m", "members": ["a\nb"], "window": W},
+            "members[0]",
+            r"^members\[0\] must not contain control characters",
         ),
         (
             {"id": "b1", "metric": "m", "members": [], "window": W},
             "members",
-            r"^members must be a non-empty list of user ids, or omitted for every user$",
+            r"^members must be a non-empty list of user ids, or omitted \(null\) for every user$",
         ),
         (
             {"id": "b1", "metric": "m", "members": "1,2", "window": W},
@@ -382,6 +403,31 @@ def test_check_board_names_the_bad_field(body: Any, field: str, message: str) ->
     with pytest.raises(InvalidInput, match=message) as info:
         check_board(body, T0)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("plain", "field", "message"),
+    [
+        (["st\x00eps", None, None, "fixed", None, 0, 1], "board[0]",
+         r"^board\[0\] must not contain control characters or surrogates, got 'st\\x00eps'"),
+        (["m\ud800", None, None, "fixed", None, 0, 1], "board[0]", r"^board\[0\] must not contain"),
+        (["m", True, None, "fixed", None, 0, 1], "board[1]", r"^board\[1\] must be an integer, got True$"),
+        (["m", 2**63, None, "fixed", None, 0, 1], "board[1]", r"^board\[1\] must be between"),
+        (["m", None, ["\x1b[31m"], "fixed", None, 0, 1], "board[2][0]", r"^board\[2\]\[0\] must not contain"),
+        (["m", None, None, "hour", None, 0, 1], "board[3]",
+         r"^board\[3\] must be a window kind, one of \['fixed', 'day', 'week', 'month'\], got 'hour'$"),
+        (["m", None, None, "fixed", None, 5, 1], "board[5]", r"^board\[5\] must be <= board\[6\], got 5 > 1$"),
+    ],
+)
+def test_check_board_plain_refuses_what_a_request_would(plain: list[Any], field: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message) as info:
+        check_board_plain(plain)
+    assert info.value.field == field
+
+
+def test_check_board_and_check_board_plain_agree_on_a_valid_board() -> None:
+    _, d = check_board(fixed("b1", 10, 20, atid=3, members=["7", "ann"]), T0)
+    assert check_board_plain(d.to_plain()) == d
 
 
 ############################################################################################

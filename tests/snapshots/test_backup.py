@@ -367,6 +367,15 @@ def test_backup_board_definition_round_trips_and_old_streams_have_none() -> None
     assert all(b.board is None for b in decode_backup(encode_backup(lists)))
 
 
+def crafted_board_backup(plain: list) -> bytes:
+    """A one-list backup whose header carries ``plain`` as its board definition, as a
+    hand-made (hostile) stream would."""
+    header = {"settings": {"set": "s1", "metadata": {}, "split_size": 2000, "merge_size": 500,
+                           "load_index": False}, "elements": 0, "chunks": 0, "board": plain}
+    inner = b"".join(msgpack.packb(v) for v in (True, LIST_RECORD_VERSION, "lb", header, False))
+    return zstandard.ZstdCompressor().compress(inner)
+
+
 @pytest.mark.parametrize(("plain", "field"), [
     (["steps"], "board"),
     (["", None, None, "fixed", None, 0, 1], "board[0]"),
@@ -375,17 +384,29 @@ def test_backup_board_definition_round_trips_and_old_streams_have_none() -> None
     (["m", None, None, "hour", None, 0, 1], "board[3]"),
     (["m", None, None, "day", "Mars/Olympus", 0, 1], "board[4]"),
     (["m", None, None, "fixed", None, 5, 1], "board[5]"),
+    (["st\x00eps", None, None, "fixed", None, 0, 1], "board[0]"),
+    (["a\x07b", None, None, "day", None, 0, 1], "board[0]"),
+    (["m", 2**63, None, "fixed", None, 0, 1], "board[1]"),
+    (["m", None, ["ann", "b\x1bob"], "fixed", None, 0, 1], "board[2][1]"),
 ])
 def test_backup_invalid_board_definition_is_a_stream_error(plain: list, field: str) -> None:
-    enc = BackupEncoder()
-    data = enc.start_list("lb", ListSettings(set="s1"), elements=0, chunks=0) + enc.finish()
-    # Re-encode with a hand-made header carrying the bad definition.
-    header = {"settings": {"set": "s1", "metadata": {}, "split_size": 2000, "merge_size": 500,
-                           "load_index": False}, "elements": 0, "chunks": 0, "board": plain}
-    inner = b"".join(msgpack.packb(v) for v in (True, LIST_RECORD_VERSION, "lb", header, False))
-    data = zstandard.ZstdCompressor().compress(inner)
+    data = crafted_board_backup(plain)
     with pytest.raises(BackupCorrupted, match=r"^list 'lb' has an invalid leaderboard definition: "):
         decode_backup(data)
     with pytest.raises(BackupCorrupted, match=rf"field '{re.escape(field)}' is invalid$"):
         decoder = BackupDecoder(reveal=False)
         decoder.feed(data)
+
+
+def test_backup_board_metric_with_a_control_character_is_refused_like_a_request() -> None:
+    """The README promises names never hold control characters: a crafted backup header
+    cannot bring in a board whose metric a POST /api/leaderboards would refuse."""
+    data = crafted_board_backup(["st\x00eps", None, None, "fixed", None, 0, 1])
+    with pytest.raises(BackupCorrupted, match=re.escape(
+        "list 'lb' has an invalid leaderboard definition: board[0] must not contain control "
+        "characters or surrogates, got 'st\\x00eps' (U+0000 at index 2)"
+    )):
+        decode_backup(data)
+    good = crafted_board_backup(["steps", None, None, "fixed", None, 0, 1])
+    assert decode_backup(good)[0].board == BoardDefinition(metric="steps", atid=None, members=None,
+                                                           t1=0, t2=1)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, free_port, start_server
+from conftest import free_port, run_cli, start_server
 
 from engine.engine import Engine
 from snapshots.lock import LOCK_NAME, DataDirectoryInUse, DataDirectoryLock
@@ -43,11 +41,8 @@ def test_second_server_on_one_directory_is_refused(tmp_path):
         with first.client() as client:
             events = [{"metric": "m", "user": 1, "value": 50, "ts": 1700000000}]
             assert client.post("/api/events", json=events).status_code == 200
-        second = subprocess.run(
-            [sys.executable, "-m", "web.serving.cli", "serve", "--host", "127.0.0.1", "--port",
-             str(free_port()), "--data-dir", str(data)],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
-        )
+        second = run_cli("serve", "--host", "127.0.0.1", "--port", free_port(), "--data-dir", data,
+                         timeout=60)
         assert second.returncode != 0
         assert f"in use by PID {first.process.pid}" in second.stderr + second.stdout
         with first.client() as client:  # the first one still serves, its data intact
@@ -63,11 +58,6 @@ def test_second_server_on_one_directory_is_refused(tmp_path):
             assert client.post("/api/query", json=q).json()["results"][0]["sums"] == {"m": 50}
     finally:
         third.stop()
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "web.serving.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, input="y\n")
 
 
 def test_offline_tools_refuse_a_directory_in_use(tmp_path):
@@ -87,7 +77,7 @@ def test_offline_tools_refuse_a_directory_in_use(tmp_path):
             ("snapshot", "export", str(tmp_path / "offline.pssnap"), "--data-dir", str(data)),
             ("log", "repair", "--data-dir", str(data)),
         ):
-            result = run_cli(*args)
+            result = run_cli(*args, input="y\n")  # log repair asks first
             assert result.returncode != 0, args
             assert f"in use by PID {server.process.pid}" in result.stderr, (args, result.stderr)
         # Nothing was deleted under the running server; it still takes writes.
@@ -99,11 +89,11 @@ def test_offline_tools_refuse_a_directory_in_use(tmp_path):
         assert server.stop() == 0
     # Stopped: the same tools work.
     assert run_cli("snapshot", "export", str(tmp_path / "offline.pssnap"), "--data-dir", str(data)).returncode == 0
-    assert run_cli("log", "repair", "--data-dir", str(data)).returncode == 0
+    assert run_cli("log", "repair", "--data-dir", str(data), input="y\n").returncode == 0
 
 
 def test_log_tools_refuse_a_missing_directory(tmp_path):
     for args in (("log", "check"), ("log", "repair")):
-        result = run_cli(*args, "--data-dir", str(tmp_path / "nope"))
+        result = run_cli(*args, "--data-dir", str(tmp_path / "nope"), input="y\n")  # repair asks
         assert result.returncode != 0
         assert "no data directory" in result.stderr

@@ -3,23 +3,14 @@ with a non-zero exit status; a traceback only with ``--debug``. Real processes t
 
 from __future__ import annotations
 
-import os
+import functools
 import socket
 import subprocess
-import sys
-from pathlib import Path
 
-from conftest import free_port, start_server
+from conftest import free_port, run_cli, start_server
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def pointspace(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "web.serving.cli", *map(str, args)], cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
-        env={**os.environ, **(env or {})},
-    )
+#: ``pointspace ARGS...`` with stderr and stdout in one stream: the one line is all there is.
+pointspace = functools.partial(run_cli, merge_stderr=True, timeout=60)
 
 
 def one_error_line(result: subprocess.CompletedProcess[str], status: int = 1) -> str:
@@ -93,3 +84,31 @@ def test_cli_debug_shows_the_traceback(tmp_path):
     assert result.returncode == 1
     assert "Traceback (most recent call last)" in result.stdout
     assert "httpx.ConnectError" in result.stdout
+
+
+def test_cli_domain_error_of_a_tool_names_its_flag(tmp_path):
+    """Commands leave formatting to the group: an error naming a field gets that field's flag."""
+    missing = tmp_path / "missing"
+    line = one_error_line(pointspace("snapshot", "export", tmp_path / "x.pssnap", "--data-dir", missing))
+    assert line == f"Error: no data directory at '{missing}' (--data-dir)"
+    line = one_error_line(pointspace("log", "repair", "--data-dir", missing, "--yes"))
+    assert line == f"Error: no data directory at '{missing}' (--data-dir)"
+
+
+def test_cli_import_into_a_directory_in_use_names_the_flag(tmp_path):
+    server = start_server(tmp_path, data_dir=tmp_path / "d")
+    try:
+        snapshot = tmp_path / "s.pssnap"
+        assert pointspace("snapshot", "export", snapshot, "--url", server.url).returncode == 0
+        result = pointspace("snapshot", "import", snapshot, "--data-dir", tmp_path / "d", "--force")
+        assert result.returncode == 1, result.stdout
+        line = result.stdout.splitlines()[-1]  # after the progress bar's label
+        assert line == (f"Error: data directory '{tmp_path / 'd'}' in use by PID {server.process.pid}; "
+                        "stop it first (one server or tool per data directory) (--data-dir)")
+    finally:
+        server.stop()
+
+
+def test_cli_bad_environment_setting_of_config_show_is_one_line():
+    line = one_error_line(pointspace("config", "show", env={"POINTSPACE_PORT": "eighty"}))
+    assert line.startswith("Error: ") and "POINTSPACE_PORT" in line, line

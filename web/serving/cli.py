@@ -26,6 +26,9 @@ from web.version import VERSION
 
 #: ``ctx.meta`` key: where each setting of ``serve`` came from (``config.load_settings``).
 SOURCES_KEY = "pointspace.sources"
+#: ``ctx.meta`` key: the options of the command that ran, by parameter name (``"data_dir"`` ->
+#: ``"--data-dir"``), so that an error naming a field names the flag the fix goes to.
+FLAGS_KEY = "pointspace.flags"
 
 
 class UsageFailure(click.ClickException):
@@ -34,8 +37,27 @@ class UsageFailure(click.ClickException):
     exit_code = 2
 
 
+class PointspaceCommand(click.Command):
+    """A command that records its flags for :func:`explain_failure` (``FLAGS_KEY``)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        ctx.meta[FLAGS_KEY] = {
+            p.name: max(p.opts, key=len) for p in self.params if isinstance(p, click.Option) and p.name
+        }
+        return super().invoke(ctx)
+
+
 class PointspaceGroup(click.Group):
-    """The command group: turns every failure of a subcommand into one ``Error:`` line."""
+    """The command group: turns every failure of a subcommand into one ``Error:`` line.
+
+    This is the one place CLI failures are formatted: commands let errors propagate (a
+    ``PointspaceError`` naming a ``field`` gets the flag or source of that setting added).
+    Subgroups and commands made with ``@group.group()`` / ``@group.command()`` are of these
+    classes too (an inner group's line passes the outer one unchanged).
+    """
+
+    command_class = PointspaceCommand
+    group_class = type  # subgroups are PointspaceGroups
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -52,7 +74,8 @@ class PointspaceGroup(click.Group):
         except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - the CLI's one edge
             if ctx.meta.get("debug"):
                 raise
-            raise click.ClickException(explain_failure(exc, ctx.meta.get(SOURCES_KEY))) from None
+            message = explain_failure(exc, ctx.meta.get(SOURCES_KEY), ctx.meta.get(FLAGS_KEY))
+            raise click.ClickException(message) from None
 
 
 def _usage_message(exc: click.UsageError) -> str:
@@ -60,9 +83,12 @@ def _usage_message(exc: click.UsageError) -> str:
     return message[:1].lower() + message[1:] if message[:8] in ("Invalid ", "Missing ", "No such ") else message
 
 
-def explain_failure(exc: BaseException, sources: Mapping[str, str] | None = None) -> str:
+def explain_failure(
+    exc: BaseException, sources: Mapping[str, str] | None = None, flags: Mapping[str, str] | None = None
+) -> str:
     """One line for ``exc``: the message of the error at fault and, when a setting is at fault,
-    where that setting's value came from (``--port``, ``$POINTSPACE_PORT``, a config file)."""
+    where that setting's value came from (``--port``, ``$POINTSPACE_PORT``, a config file:
+    ``sources``), or else the flag of the command that sets it (``flags``, ``"(--data-dir)"``)."""
     from snapshots.lock import DataDirectoryInUse
     from web.auth import JwtKeyError
     from web.serving.server import StartupError
@@ -76,7 +102,7 @@ def explain_failure(exc: BaseException, sources: Mapping[str, str] | None = None
     elif isinstance(leaf, DataDirectoryInUse):
         setting = "data_dir"
     elif isinstance(leaf, PointspaceError):
-        setting = leaf.field if sources is not None and leaf.field in sources else None
+        setting = leaf.field
     else:
         message = _foreign_message(leaf)
         if message is None:
@@ -86,6 +112,8 @@ def explain_failure(exc: BaseException, sources: Mapping[str, str] | None = None
     message = str(leaf)
     if setting is not None and sources is not None and setting in sources:
         message += f" (from {sources[setting]})"
+    elif setting is not None and flags is not None and setting in flags:
+        message += f" ({flags[setting]})"
     return message
 
 
@@ -198,10 +226,7 @@ def config_show(config_file: Path | None) -> None:
     """Print the settings `serve` would use, each with where its value came from."""
     from web.serving.config import describe, load_settings
 
-    try:
-        settings, sources = load_settings(config_file)
-    except PointspaceError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings, sources = load_settings(config_file)
     click.echo(describe(settings, sources))
 
 
@@ -212,10 +237,7 @@ def _settings(
 
     if retention:
         flags["retention"] = _parse_retention(retention)
-    try:
-        return load_settings(config_file, flags)
-    except PointspaceError as exc:
-        raise click.ClickException(str(exc)) from None
+    return load_settings(config_file, flags)
 
 
 def _parse_retention(items: tuple[str, ...]) -> dict[str, int]:
@@ -245,18 +267,10 @@ def snapshot_export(file: Path, data_dir: Path | None, url: str | None) -> None:
     if url is not None:
         _export_over_http(url, file)
         return
-    from engine.errors import first_domain_error
     from snapshots.transfer import export_data_dir
 
-    progress = Progress("exporting", unit="entities")
-    try:
-        with progress:
-            info = trio.run(export_data_dir, data_dir, file, progress.update, progress.set_total)
-    except (PointspaceError, BaseExceptionGroup) as exc:
-        error = first_domain_error(exc)
-        if error is None:
-            raise
-        raise click.ClickException(str(error)) from None
+    with Progress("exporting", unit="entities") as progress:
+        info = trio.run(export_data_dir, data_dir, file, progress.update, progress.set_total)
     click.echo(f"exported {info.items:,} entities (log position {info.start_seq:,}) to {file}")
 
 
@@ -265,10 +279,7 @@ def _max_inflated() -> int:
     snapshot tools bound what a file from elsewhere may inflate to, as the server does."""
     from web.serving.config import load_settings
 
-    try:
-        return load_settings(None)[0].max_inflated_bytes
-    except PointspaceError as exc:
-        raise click.ClickException(str(exc)) from None
+    return load_settings(None)[0].max_inflated_bytes
 
 
 def _export_over_http(url: str, file: Path) -> None:
@@ -315,10 +326,7 @@ def snapshot_import(file: Path, data_dir: Path, force: bool) -> None:
 
     max_inflated = _max_inflated()
     with click.progressbar(length=1, label="validating and importing") as bar:
-        try:
-            info = import_snapshot(file, data_dir, replace=force, max_inflated=max_inflated)
-        except PointspaceError as exc:
-            raise click.ClickException(str(exc)) from None
+        info = import_snapshot(file, data_dir, replace=force, max_inflated=max_inflated)
         bar.update(1)
     click.echo(f"imported {info.items:,} entities (log position {info.start_seq:,}) into {data_dir}")
 
@@ -349,10 +357,7 @@ def log_repair(data_dir: Path) -> None:
     """Cut the log at its first damage (records after it are lost) so the server can start."""
     from snapshots.logscan import repair_log
 
-    try:
-        click.echo(repair_log(data_dir).describe())
-    except PointspaceError as exc:
-        raise click.ClickException(str(exc)) from None
+    click.echo(repair_log(data_dir).describe())
 
 
 # Commands that belong to one API family live in their own modules and register here.
