@@ -59,6 +59,13 @@ UserEvent = tuple[User, str, int, "int | None", int, int, int, int]
 
 _EVENT_FIELDS = frozenset({"metric", "user", "value", "ts", "atid", "aid", "ts1", "mode"})
 
+#: Names that only their owning API may write: global counters and unique series under this
+#: prefix are the Narrative API's (``web/compat/narrative.py``: ``narrative.clicks``,
+#: ``narrative.impressions``, ``narrative.users``), whose figures must move only with its own
+#: events. Checked at the validators every generic write goes through
+#: (:func:`check_writable_name`); reading them is open to everyone.
+RESERVED_PREFIX = "narrative."
+
 
 def check_int(value: Any, field: str, low: int = INT64_MIN, high: int = INT64_MAX) -> int:
     """``value`` if it is an integer (not a bool) in [low, high], else ``InvalidInput``."""
@@ -99,6 +106,25 @@ def check_name(value: Any, field: str) -> str:
     if not value.isprintable():  # fast path: printable text holds no Cc or Cs
         check_text(value, field)
     return value
+
+
+def check_writable_name(value: Any, field: str) -> str:
+    """A name a generic write may use: :func:`check_name`, and not under ``RESERVED_PREFIX``
+    (the Narrative API's entities, written only by ``POST /analytics``).
+
+    >>> check_writable_name("narrative.clicks", "counts[0].name")
+    Traceback (most recent call last):
+    ...
+    engine.errors.InvalidInput: counts[0].name: names starting with 'narrative.' are written only by the Narrative API (POST /analytics); read them anywhere, write another name
+    """
+    name = check_name(value, field)
+    if name.startswith(RESERVED_PREFIX):
+        raise InvalidInput(
+            f"{field}: names starting with {RESERVED_PREFIX!r} are written only by the Narrative "
+            "API (POST /analytics); read them anywhere, write another name",
+            field,
+        )
+    return name
 
 
 def check_text(value: str, field: str) -> str:
@@ -233,7 +259,11 @@ def validate_counter_events(events: Any, field: str = "events") -> list[UserEven
 
 
 def validate_count_events(events: Any, field: str = "counts") -> list[tuple[str, int, int]]:
-    """Validate global-counter increments ``{"name", "value", "ts"}`` -> (name, ts, value)."""
+    """Validate global-counter increments ``{"name", "value", "ts"}`` -> (name, ts, value).
+
+    Names under ``RESERVED_PREFIX`` are refused (:func:`check_writable_name`): the Narrative
+    API's clicks and impressions are global counters, moved only by its own events.
+    """
     if not isinstance(events, list):
         raise InvalidInput(f"{field} must be a list of objects", field)
     if len(events) > MAX_BATCH_EVENTS:
@@ -247,7 +277,7 @@ def validate_count_events(events: Any, field: str = "counts") -> list[tuple[str,
                 raise InvalidInput(f"{field}[{i}].{name} is required", f"{field}[{i}].{name}")
         out.append(
             (
-                check_name(event["name"], f"{field}[{i}].name"),
+                check_writable_name(event["name"], f"{field}[{i}].name"),
                 check_ts(event["ts"], f"{field}[{i}].ts"),
                 check_int(event["value"], f"{field}[{i}].value"),
             )

@@ -9,30 +9,57 @@ member seen at second ``ts`` is added to the one bucket of each *kept* resolutio
 series when it is created, so a replay of the log builds the same buckets). Buckets live in
 one dict ``cells: {bucket * 8 + level: cell}`` with the key scheme of ``engine/timebuckets.py``.
 
-Members are 64-bit keys (:func:`member_key`): an integer id in 0 .. 2**64 - 1 is its own key
-(a canonical decimal string such as ``"42"`` is that integer, as user ids are in
-``engine/events.py``); any other string is the first 8 bytes of its BLAKE2b digest. BLAKE2b,
-not Python's ``hash()``, which is salted per process: keys are written to the log and to
-snapshots and must mean the same after a restart. "Exact" is therefore exact over keys: two
-distinct strings share a key with probability about n^2 / 2^65 (3e-8 at a million members).
+Members (:func:`member_of`) are integer ids in 0 .. 2**64 - 1 or strings (a canonical
+decimal string such as ``"42"`` is that integer, as user ids are in ``engine/events.py``;
+``"042"`` stays a string). The two kinds never share a slot: integer ids use the whole u64
+range, so no bit of theirs is free to tag a string with, and a string hashed into that range
+could be made to collide with a chosen integer (``"alice"`` and 9933345172075899469 did, when
+one bitmap held both). An exact cell therefore keeps two sets, and its count is the sum of
+their sizes:
+
+* ``ints``: a ``pyroaring.BitMap64`` of the integer ids -- exact.
+* ``strings``: either the first 8 bytes of each string's BLAKE2b digest in a second
+  ``BitMap64`` (the default, as the issue asked: 22 bytes a member in a snapshot, ~123 in
+  memory -- random keys put each in a roaring container of its own), or the strings
+  themselves in a Python set (``UniqueConfig.text_strings``: ~94 bytes a member in memory
+  and ~11 in a snapshot for 11-character ids, growing by one byte a character). Measured at
+  300,000 ``"user-N"`` ids in one bucket, RSS before and after (not benchmarked further).
+  BLAKE2b, not Python's ``hash()``, which is salted per process: hashes reach snapshots and
+  must mean the same after a restart. Hashed strings are exact up to 64-bit birthday
+  collisions: two of n distinct strings share a hash with probability about n^2 / 2^65
+  (3e-8 at a million members, 3e-14 at a thousand), and one who picks ids can force a pair
+  with a 2^32-step birthday search -- acceptable for analytics, not for the Narrative API, whose per-hour user sets keep the text (``NARRATIVE_CONFIG``) and so
+  count distinct usernames exactly, as the seed's ``count(DISTINCT user_id)`` did.
+
+The log records the member as given (integer or string), and each series hashes or keeps it
+by its own config, so a replay rebuilds the same cells. (These record and snapshot formats
+came with unique series and changed before any release, so no older form is read.)
 
 A cell is one of two things:
 
-* **exact**: a ``pyroaring.BitMap64`` of keys, with its cardinality kept beside it in
-  ``counts`` (the bitmap's own ``len`` walks its containers, and random 64-bit hashes put
-  each key in a container of its own: O(n)). Roaring because integer ids are often dense
-  (a run of ids costs bits, not words) and unions of many buckets run in C.
-* **sketch**: once a bucket holds more than ``exact_limit`` keys it becomes an Apache
+* **exact**: an :class:`ExactCell` (``ints`` and ``strings``, with its size kept beside them:
+  a bitmap's own ``len`` walks its containers, and random 64-bit hashes put each key in a
+  container of its own: O(n)). Roaring because integer ids are often dense (a run of ids
+  costs bits, not words) and unions of many buckets run in C.
+* **sketch**: once a bucket holds more than ``exact_limit`` members it becomes an Apache
   DataSketches HyperLogLog (``hll_sketch(lg_k, HLL_4)``): fixed size, mergeable, relative
   standard error ~1.04 / sqrt(2**lg_k) (0.81% at lg_k 14). HLL_4 because it is the compact
   form: 8,272 bytes serialized at lg_k 14 where HLL_6 takes 12,329 and HLL_8 16,424 (over the
-  16 KiB a saturated bucket may cost); a bucket never goes back to exact. Keys >= 2**63 are
-  fed as their signed 64-bit twin: the library's integer overload takes int64 and would
-  otherwise fall back to its float overload, where large keys collide.
+  16 KiB a saturated bucket may cost); a bucket never goes back to exact. Integer ids are
+  fed as int64 (ids >= 2**63 as their signed twin: the library's integer overload takes
+  int64 and would otherwise fall back to its float overload, where large ids collide);
+  strings are fed as the 16 hex digits of their BLAKE2b key, through the library's string
+  overload -- 16 bytes hashed, never the same input as an 8-byte integer, so the kinds stay
+  apart in sketches too, and a hashed and a text series feed a string alike.
 
 A count over [t1, t2] is the union of the fewest whole buckets that cover it (:meth:`cover`):
 a greedy walk that takes, at each step, the coarsest kept bucket that starts at the cursor,
-ends within the range and has not expired -- optimal for nested calendar buckets. An edge
+ends within the range and has not expired -- optimal for nested calendar buckets, whose
+greedy cover is the set of largest kept buckets inside the range. Buckets of that cover
+holding no data (before the first write or after the last) are skipped without being walked:
+the walk starts at the largest bucket of the cover holding the first written second and stops
+after the last, so a whole-day query answers from the day bucket, and a long range over a
+sparse series costs what its data costs. An edge
 that falls inside a bucket of the finest resolution available there is rounded outwards to
 that bucket, and every answer states the range it really covers (``t1``/``t2`` of
 :class:`UniqueCount`), so a rounded answer is never silent. A union of exact cells is exact
@@ -48,8 +75,8 @@ same (``tests/engine/test_uniques.py`` checks both answers lie within each other
 Retention (:meth:`expire`) drops buckets of a level that end before its cutoff, as counters
 do; the coarsest kept level is never dropped, so every instant stays covered by something.
 
-Invariants (``_check``): each exact cell's count is its bitmap's length and at most
-``exact_limit``; an exact cell holds every key of its exact children.
+Invariants (``_check``): each exact cell's size is its two sets' lengths summed and at most
+``exact_limit``; an exact cell holds every member of its exact children.
 
 Nothing here imports trio or reads the clock.
 """
@@ -67,7 +94,14 @@ from pyroaring import BitMap64
 from engine.commands import COUNTER, Command, EntityKey, Operation, register
 from engine.counters import GlobalCounter
 from engine.errors import InvalidInput, PayloadTooLarge, quote
-from engine.events import MAX_BATCH_EVENTS, check_name, check_text, check_ts
+from engine.events import (
+    MAX_BATCH_EVENTS,
+    RESERVED_PREFIX,
+    check_name,
+    check_text,
+    check_ts,
+    check_writable_name,
+)
 from engine.timebuckets import (
     DAY,
     HOUR,
@@ -92,7 +126,8 @@ UNIQUE_LEVELS = (MINUTE, HOUR, DAY, MONTH, YEAR)
 MAX_MEMBER = 2**64 - 1
 #: Default switch from exact to sketch, per bucket. Precedent: Elasticsearch's cardinality
 #: aggregation counts exactly below its ``precision_threshold``, default 3000 (max 40000).
-#: At 22 bytes per hashed key (BitMap64, random keys) that is ~66 KB before the switch.
+#: At ~123 bytes per hashed key in memory (BitMap64, random keys; 22 in a snapshot) that is
+#: ~370 KB per bucket before the switch.
 DEFAULT_EXACT_LIMIT = 3000
 #: HLL precision: 2**14 registers, RSE 0.81%, 8,272 bytes as HLL_4 (see the docstring).
 DEFAULT_LG_K = 14
@@ -105,9 +140,9 @@ STD_DEVS = 2
 #: this bounds the pathological case of a series keeping only fine levels (precedent:
 #: ``engine.periods.MAX_PERIODS`` bounds breakdowns the same way).
 MAX_QUERY_BUCKETS = 100_000
-#: Series names the native write API may not use: their owners write them (the Narrative
-#: API keeps its users in ``narrative.users``, exact by construction).
-RESERVED_PREFIX = "narrative."
+#: ``RESERVED_PREFIX`` (from ``engine/events.py``, one rule for counters and series): series
+#: names the native write API may not use; the Narrative API keeps its users in
+#: ``narrative.users``, exact by construction.
 
 _SIGN = 2**63
 _WRAP = 2**64
@@ -118,16 +153,17 @@ _WRAP = 2**64
 ############################################################################################
 
 
-def member_key(value: Any, field: str = "member") -> int:
-    """The 64-bit key of a member: an integer in 0 .. 2**64 - 1 as itself, a canonical
-    decimal string as that integer, any other string as the first 8 bytes of its BLAKE2b
-    digest (little-endian).
+#: A member as validated and logged: an integer id, or a string that is not one.
+Member = int | str
 
-    >>> member_key(42), member_key("42"), member_key("042") == member_key("042")
-    (42, 42, True)
-    >>> member_key("alice")
-    9933345172075899469
-    >>> member_key(-1)
+
+def member_of(value: Any, field: str = "member") -> Member:
+    """A member: an integer in 0 .. 2**64 - 1 (a canonical decimal string is that integer),
+    or any other non-empty string of at most 200 characters without control characters.
+
+    >>> member_of(42), member_of("42"), member_of("042"), member_of("alice")
+    (42, 42, '042', 'alice')
+    >>> member_of(-1)
     Traceback (most recent call last):
     ...
     engine.errors.InvalidInput: member must be an integer in 0 .. 2**64-1 or a non-empty string of at most 200 characters, got -1
@@ -145,12 +181,47 @@ def member_key(value: Any, field: str = "member") -> int:
                 return number
         if not value.isprintable():
             check_text(value, field)
-        return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "little")
+        return value
     raise InvalidInput(
         f"{field} must be an integer in 0 .. 2**64-1 or a non-empty string of at most 200 "
         f"characters, got {quote(value)}",
         field,
     )
+
+
+def string_key(value: str) -> int:
+    """A string's 64-bit key: the first 8 bytes of its BLAKE2b digest, little-endian.
+
+    >>> string_key("alice")
+    9933345172075899469
+    """
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "little")
+
+
+def member_key(value: Any, field: str = "member") -> int:
+    """One 64-bit key for any member (:func:`member_of`, strings through :func:`string_key`).
+
+    The key space is shared: a string can be built whose key equals a chosen integer id, so
+    a set of these keys is not exact over mixed members -- :class:`UniqueSeries` keeps the
+    kinds apart and takes :func:`member_of`'s values; this is for callers that need one
+    integer per member.
+
+    >>> member_key(42), member_key("42"), member_key("alice")
+    (42, 42, 9933345172075899469)
+    """
+    member = member_of(value, field)
+    return member if type(member) is int else string_key(member)  # type: ignore[arg-type]
+
+
+def _sketch_int(key: int) -> int:
+    """An integer id as the sketch's int64 datum."""
+    return key - _WRAP if key >= _SIGN else key
+
+
+def _sketch_hash(key: int) -> str:
+    """A string's BLAKE2b key as the sketch's datum: 16 hex digits through the string
+    overload, never the 8 bytes an integer id is hashed as."""
+    return f"{key:016x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,16 +231,20 @@ class UniqueConfig:
 
     #: Kept levels, finest first (``engine/timebuckets.py`` numbers).
     levels: tuple[int, ...] = UNIQUE_LEVELS
-    #: Keys a bucket holds exactly before it becomes a sketch; ``None``: always exact.
+    #: Members a bucket holds exactly before it becomes a sketch; ``None``: always exact.
     exact_limit: int | None = DEFAULT_EXACT_LIMIT
     lg_k: int = DEFAULT_LG_K
+    #: Keep string members as text (exact) rather than as 64-bit hashes (exact up to
+    #: birthday collisions); for short ids text costs no more memory: see the module
+    #: docstring for the figures.
+    text_strings: bool = False
 
     def to_plain(self) -> list[Any]:
-        return [list(self.levels), self.exact_limit, self.lg_k]
+        return [list(self.levels), self.exact_limit, self.lg_k, self.text_strings]
 
     @classmethod
     def from_plain(cls, plain: Sequence[Any]) -> UniqueConfig:
-        return cls(tuple(plain[0]), plain[1], plain[2])
+        return cls(tuple(plain[0]), plain[1], plain[2], bool(plain[3]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +322,9 @@ class UniqueSettings:
         return ages if any(ages) else []
 
 
-#: The Narrative API's users per hour: exact always, hours only (``web/compat/narrative.py``).
-NARRATIVE_CONFIG = UniqueConfig(levels=(HOUR,), exact_limit=None, lg_k=DEFAULT_LG_K)
+#: The Narrative API's users per hour: exact always, hours only, usernames kept as text so
+#: that "exact" means distinct usernames, not distinct hashes (``web/compat/narrative.py``).
+NARRATIVE_CONFIG = UniqueConfig(levels=(HOUR,), exact_limit=None, lg_k=DEFAULT_LG_K, text_strings=True)
 
 
 ############################################################################################
@@ -286,23 +362,60 @@ class UniqueCount:
         return out
 
 
-class Partial:
-    """A mergeable union in progress: exact keys, and a sketch once any part is one.
+class ExactCell:
+    """An exact bucket: integer ids and strings in separate sets (see the module docstring),
+    and their total ``size``.
 
-    Series on different actors are unioned by sending each one's partial (copies, never a
-    live cell) to the caller and merging there.
+    ``strings`` is a ``BitMap64`` of :func:`string_key` hashes, or a ``set`` of the strings
+    themselves when the series keeps text (``UniqueConfig.text_strings``).
     """
 
-    __slots__ = ("exact", "sketch", "lg_k", "buckets")
+    __slots__ = ("ints", "strings", "size")
+
+    def __init__(self, ints: BitMap64, strings: BitMap64 | set[str], size: int = 0) -> None:
+        self.ints = ints
+        self.strings = strings
+        self.size = size
+
+    def copy(self) -> ExactCell:
+        return ExactCell(self.ints.copy(), self.strings.copy(), self.size)
+
+    def sketch_data(self) -> Iterable[int | str]:
+        """Every member as a sketch datum (:func:`_sketch_int`, :func:`_sketch_hash`)."""
+        yield from map(_sketch_int, self.ints)
+        strings = self.strings
+        keys = strings if isinstance(strings, BitMap64) else map(string_key, strings)
+        yield from map(_sketch_hash, keys)
+
+
+class Partial:
+    """A mergeable union in progress: exact members (integer ids; strings as hashes or as
+    text), and a sketch once any part is one.
+
+    Series on different actors are unioned by sending each one's partial (copies, never a
+    live cell) to the caller and merging there. Text and hashed strings meet only in a union
+    across series of both kinds: the text is hashed then (exact up to 64-bit collisions, as
+    the hashed series already is).
+    """
+
+    __slots__ = ("ints", "hashes", "texts", "sketch", "lg_k", "buckets")
 
     def __init__(self, lg_k: int = DEFAULT_LG_K) -> None:
-        self.exact: BitMap64 | None = None
+        self.ints: BitMap64 | None = None
+        self.hashes: BitMap64 | None = None
+        self.texts: set[str] | None = None
         self.sketch: hll_union | None = None
         self.lg_k = lg_k
         self.buckets = 0
 
-    def add_exact(self, bitmap: BitMap64) -> None:
-        self.exact = bitmap.copy() if self.exact is None else self.exact | bitmap
+    def add_exact(self, cell: ExactCell) -> None:
+        """Union ``cell``'s members in (never mutating the cell's sets)."""
+        self.ints = cell.ints.copy() if self.ints is None else self.ints | cell.ints
+        strings = cell.strings
+        if isinstance(strings, BitMap64):
+            self.hashes = strings.copy() if self.hashes is None else self.hashes | strings
+        else:
+            self.texts = set(strings) if self.texts is None else self.texts | strings
 
     def add_sketch(self, sketch: hll_sketch, lg_k: int) -> None:
         if self.sketch is None:
@@ -310,24 +423,43 @@ class Partial:
         self.sketch.update(sketch)
 
     def merge(self, other: Partial) -> None:
-        if other.exact is not None:
-            self.add_exact(other.exact)
+        if other.ints is not None:
+            self.ints = other.ints.copy() if self.ints is None else self.ints | other.ints
+        if other.hashes is not None:
+            self.hashes = other.hashes.copy() if self.hashes is None else self.hashes | other.hashes
+        if other.texts is not None:
+            self.texts = set(other.texts) if self.texts is None else self.texts | other.texts
         if other.sketch is not None:
             self.add_sketch(other.sketch.get_result(SKETCH_TYPE), other.sketch.lg_config_k)
         self.buckets += other.buckets
 
+    def _strings(self) -> BitMap64 | set[str] | None:
+        """The exact strings: text if only text was merged, else hashes (text hashed in)."""
+        if self.texts is None:
+            return self.hashes
+        if self.hashes is None:
+            return self.texts
+        return self.hashes | BitMap64(map(string_key, self.texts))
+
+    def exact_size(self) -> int:
+        """Distinct members of the exact part. Runtime complexity: O(members) at worst."""
+        strings = self._strings()
+        return (len(self.ints) if self.ints is not None else 0) + (len(strings) if strings is not None else 0)
+
     def result(self, t1: int, t2: int, rounded: bool, exact_count: int | None = None) -> UniqueCount:
         """The count; ``exact_count`` is the exact part's size when the caller knows it."""
-        exact = self.exact
-        known = exact_count if exact_count is not None else (len(exact) if exact is not None else 0)
+        known = exact_count if exact_count is not None else self.exact_size()
         if self.sketch is None:
             return UniqueCount(t1, t2, known, True, rounded, self.buckets)
         union = self.sketch
-        if exact is not None and len(exact):
+        if known:
+            strings = self._strings()
             feed = hll_sketch(union.lg_config_k, tgt_hll_type.HLL_8)
+            cell = ExactCell(self.ints if self.ints is not None else BitMap64(),
+                             strings if strings is not None else BitMap64())
             update = feed.update
-            for key in exact:
-                update(key - _WRAP if key >= _SIGN else key)
+            for datum in cell.sketch_data():
+                update(datum)
             union.update(feed)
         lower = max(float(known), union.get_lower_bound(STD_DEVS))
         upper = max(lower, union.get_upper_bound(STD_DEVS))
@@ -352,20 +484,19 @@ class UniqueSeries:
     """Distinct members of one named series, per bucket of each kept resolution.
 
     >>> s = UniqueSeries(UniqueConfig())
-    >>> s.apply([(1458061005, 1), (1458061008, 2), (1458064800, 1)])
+    >>> s.apply([(1458061005, 1), (1458061008, "alice"), (1458064800, 1)])
     >>> s.count(1458061000, 1458064900).public()
     {'t1': 1458060960, 't2': 1458064919, 'count': 2, 'exact': True, 'rounded': True, 'buckets': 6}
     """
 
-    __slots__ = ("config", "cells", "counts", "first_ts", "last_ts", "horizons", "applied_seq")
+    __slots__ = ("config", "cells", "first_ts", "last_ts", "horizons", "applied_seq")
 
     def __init__(self, config: UniqueConfig | None = None) -> None:
         #: ``None`` until the first write configures the series (the router's factory makes
         #: empty states; reads of an unconfigured series answer 0 at the default levels).
         self.config = config
-        self.cells: dict[int, BitMap64 | hll_sketch] = {}
-        #: Key counts of the exact cells (a cell absent here is a sketch).
-        self.counts: dict[int, int] = {}
+        #: Exact cells (:class:`ExactCell`) and sketches (``hll_sketch``) by cell key.
+        self.cells: dict[int, ExactCell | hll_sketch] = {}
         self.first_ts = -1
         self.last_ts = -1
         #: Per level, the first second whose bucket is still kept (retention).
@@ -380,21 +511,30 @@ class UniqueSeries:
         if self.config is None:
             self.config = config
 
-    def apply(self, items: Iterable[tuple[int, int]]) -> None:
-        """Add ``(ts, key)`` members.
+    def apply(self, items: Iterable[tuple[int, Member]]) -> None:
+        """Add ``(ts, member)`` pairs (members as :func:`member_of` gives them).
 
-        Runtime complexity: O(kept levels) per member, a bitmap test-and-insert or a sketch
-        update each; a bucket crossing ``exact_limit`` is converted once, O(limit).
+        Runtime complexity: O(kept levels) per member, a set test-and-insert or a sketch
+        update each (a string hashed once first, unless kept as text); a bucket crossing
+        ``exact_limit`` is converted once, O(limit).
         """
         config = self.config
         if config is None:
             config = self.config = UniqueConfig()
         levels = config.levels
         limit = config.exact_limit
+        text = config.text_strings
         cells = self.cells
-        counts = self.counts
         months = _month_of_day_cache
-        for ts, key in items:
+        for ts, member in items:
+            is_int = type(member) is int
+            if is_int:
+                value: int | str = member
+                datum: int | str = member - _WRAP if member >= _SIGN else member  # type: ignore[operator]
+            else:
+                key = string_key(member)  # type: ignore[arg-type]
+                value = member if text else key
+                datum = _sketch_hash(key)
             day = ts // 86400
             month = months.get(day)
             if month is None:
@@ -414,19 +554,18 @@ class UniqueSeries:
                 if cell is None:
                     if limit == 0:
                         sketch = cells[k] = hll_sketch(config.lg_k, SKETCH_TYPE)
-                        sketch.update(key - _WRAP if key >= _SIGN else key)
-                    else:
-                        cells[k] = BitMap64((key,))
-                        counts[k] = 1
-                elif k in counts:
-                    if key not in cell:
-                        cell.add(key)
-                        n = counts[k] + 1
-                        counts[k] = n
+                        sketch.update(datum)
+                        continue
+                    cell = cells[k] = ExactCell(BitMap64(), set() if text else BitMap64())
+                if type(cell) is ExactCell:
+                    target = cell.ints if is_int else cell.strings
+                    if value not in target:
+                        target.add(value)  # type: ignore[arg-type]
+                        n = cell.size = cell.size + 1
                         if limit is not None and n > limit:
                             self._to_sketch(k)
                 else:
-                    cell.update(key - _WRAP if key >= _SIGN else key)
+                    cell.update(datum)
             if ts > self.last_ts:
                 self.last_ts = ts
                 if self.first_ts < 0:
@@ -437,11 +576,12 @@ class UniqueSeries:
     def _to_sketch(self, k: int) -> None:
         assert self.config is not None
         sketch = hll_sketch(self.config.lg_k, SKETCH_TYPE)
+        cell = self.cells[k]
+        assert type(cell) is ExactCell
         update = sketch.update
-        for key in self.cells[k]:
-            update(key - _WRAP if key >= _SIGN else key)
+        for datum in cell.sketch_data():
+            update(datum)
         self.cells[k] = sketch
-        del self.counts[k]
 
     def expire(self, cutoffs: Sequence[int]) -> int:
         """Drop buckets of each level that end at or before ``cutoffs[level]`` (0 keeps the
@@ -463,19 +603,23 @@ class UniqueSeries:
         doomed = [k for k in self.cells if k % 8 in limits and k // 8 < limits[k % 8]]
         for k in doomed:
             del self.cells[k]
-            self.counts.pop(k, None)
         return len(doomed)
 
     ########################################################################################
     # Reading
 
     def cover(self, t1: int, t2: int) -> tuple[int, int, list[int]]:
-        """The fewest whole kept buckets covering [t1, t2]: ``(first second, last second,
-        cell keys)``; the seconds are the range really covered (rounded outwards where an edge
-        falls inside a bucket of the finest resolution available there).
+        """The fewest whole kept buckets covering [t1, t2] that hold data: ``(first second,
+        last second, cell keys)``; the seconds are the range really covered (rounded
+        outwards where an edge falls inside a bucket of the finest resolution available
+        there).
 
-        Only the stretch that holds data is walked (buckets before the first write or after
-        the last are empty), so a long range over a sparse series costs what its data costs.
+        The buckets are those of the greedy cover of the whole rounded range -- the largest
+        kept buckets inside it -- less those wholly before the first write or after the last.
+        The walk starts at the cover's bucket holding the first written second in range
+        (:meth:`_cover_start`), so the stretch without data is never walked and the
+        alignment of the whole range is kept (a day asked for is the day bucket, however
+        late in it the data starts).
 
         Runtime complexity: O(buckets), each step trying at most five levels.
 
@@ -486,9 +630,27 @@ class UniqueSeries:
         lo, hi = max(start, self.first_ts), min(end - 1, self.last_ts)
         if self.first_ts < 0 or lo > hi:
             return start, end - 1, []
-        inner_start, inner_end = self._edges(lo, hi)
-        inner_end, keys = self._walk(inner_start, inner_end, t1, t2)
-        return start, max(end, inner_end) - 1, keys
+        reached, keys = self._walk(self._cover_start(lo, start, end), end, hi, t1, t2)
+        return start, max(end, reached) - 1, keys
+
+    def _cover_start(self, lo: int, start: int, end: int) -> int:
+        """Where the greedy cover of [start, end) has a bucket holding second ``lo``: the
+        start of the coarsest available bucket holding ``lo`` that lies inside the range
+        (nested buckets: the cover is exactly the largest such buckets). Where none lies
+        inside (the range's end was rounded outwards there), the finest available bucket
+        holding ``lo``, which the walk then takes as its rounded last bucket."""
+        levels = (self.config or _DEFAULT_CONFIG).levels
+        available = self._available
+        for level in levels[::-1]:
+            bucket = bucket_of(level, lo)
+            first = bucket_start(level, bucket)
+            if first >= start and bucket_start(level, bucket + 1) <= end and available(level, bucket):
+                return first
+        for level in levels:
+            bucket = bucket_of(level, lo)
+            if available(level, bucket):
+                return bucket_start(level, bucket)
+        raise AssertionError("the coarsest kept level never expires")  # pragma: no cover
 
     def _available(self, level: int, bucket: int) -> bool:
         horizons = self.horizons
@@ -509,13 +671,14 @@ class UniqueSeries:
                 raise AssertionError("the coarsest kept level never expires")
         return out[0], out[1]
 
-    def _walk(self, cursor: int, end: int, t1: int, t2: int) -> tuple[int, list[int]]:
-        """Greedy cover of [cursor, end) by the coarsest kept bucket that fits at each step;
-        returns the end really reached (past ``end`` where no kept bucket ends inside it)."""
+    def _walk(self, cursor: int, end: int, last: int, t1: int, t2: int) -> tuple[int, list[int]]:
+        """Greedy cover of [cursor, end) by the coarsest kept bucket that fits at each step,
+        stopping after the bucket holding second ``last`` (the last written one); returns
+        the end really reached (past ``end`` where no kept bucket ends inside it)."""
         coarse_first = (self.config or _DEFAULT_CONFIG).levels[::-1]
         available = self._available
         keys: list[int] = []
-        while cursor < end:
+        while cursor <= last and cursor < end:
             chosen = fallback = None
             for level in coarse_first:
                 bucket = bucket_of(level, cursor)
@@ -543,30 +706,38 @@ class UniqueSeries:
 
     def partial(self, keys: Sequence[int], *, detach: bool = False) -> tuple[Partial, int | None]:
         """The union of the cells at ``keys``, and the exact count when it is known without
-        a union (one exact cell: its kept count, O(1) -- the current-hour fast path).
+        a union (one exact cell: its kept size, O(1) -- the current-hour fast path).
 
         ``detach=True`` copies what the union would otherwise share with a live cell (for a
         union sent out of the owning actor).
         """
-        cells, counts = self.cells, self.counts
+        cells = self.cells
         lg_k = (self.config or _DEFAULT_CONFIG).lg_k
         out = Partial(lg_k)
         out.buckets = len(keys)
-        exact: list[int] = []
+        exact: list[ExactCell] = []
         for k in keys:
             cell = cells.get(k)
             if cell is None:
                 continue
-            if k in counts:
-                exact.append(k)
+            if type(cell) is ExactCell:
+                exact.append(cell)
             else:
                 out.add_sketch(cell, lg_k)
         if len(exact) == 1:
-            only = cells[exact[0]]
-            out.exact = only.copy() if detach or out.sketch is not None else only
-            return out, counts[exact[0]]
+            only = exact[0].copy() if detach else exact[0]
+            out.ints = only.ints
+            if isinstance(only.strings, BitMap64):
+                out.hashes = only.strings
+            else:
+                out.texts = only.strings
+            return out, only.size
         if exact:
-            out.exact = BitMap64.union(*(cells[k] for k in exact))
+            out.ints = BitMap64.union(*(c.ints for c in exact))
+            if (self.config or _DEFAULT_CONFIG).text_strings:
+                out.texts = set().union(*(c.strings for c in exact))
+            else:
+                out.hashes = BitMap64.union(*(c.strings for c in exact))  # type: ignore[arg-type]
         return out, None
 
     def count(self, t1: int, t2: int) -> UniqueCount:
@@ -596,28 +767,34 @@ class UniqueSeries:
         return [self.count(a, b - 1) for a, b in zip(bounds, bounds[1:], strict=False)]
 
     def statistics(self) -> UniqueStatistics:
+        sizes = [cell.size for cell in self.cells.values() if type(cell) is ExactCell]
         return UniqueStatistics(
             cells=len(self.cells),
-            exact_cells=len(self.counts),
-            sketch_cells=len(self.cells) - len(self.counts),
-            exact_keys=sum(self.counts.values()),
+            exact_cells=len(sizes),
+            sketch_cells=len(self.cells) - len(sizes),
+            exact_keys=sum(sizes),
         )
 
     ########################################################################################
     # Snapshots
 
     def to_plain(self) -> list[Any] | None:
-        """``[config, first_ts, last_ts, horizons, [[key, exact count or -1, bytes], ...]]``:
-        exact cells as portable roaring bytes, sketches as DataSketches' compact form."""
+        """``[config, first_ts, last_ts, horizons, cells]``, each cell ``[key, -1, sketch]``
+        (DataSketches' compact form) or ``[key, size, ints, strings]``: portable roaring
+        bytes, and the strings as roaring bytes of hashes or as a list of text.
+
+        This format is new with unique series (never released before the integer/string
+        split), so it carries no version of its own; the snapshot's does."""
         if self.config is None:
             return None
-        cells = []
+        cells: list[list[Any]] = []
         for k, cell in self.cells.items():
-            count = self.counts.get(k)
-            if count is None:
-                cells.append([k, -1, cell.serialize_compact()])
+            if type(cell) is ExactCell:
+                strings = cell.strings
+                plain = strings.serialize() if isinstance(strings, BitMap64) else list(strings)
+                cells.append([k, cell.size, cell.ints.serialize(), plain])
             else:
-                cells.append([k, count, cell.serialize()])
+                cells.append([k, -1, cell.serialize_compact()])
         return [self.config.to_plain(), self.first_ts, self.last_ts, list(self.horizons.items()), cells]
 
     @classmethod
@@ -625,34 +802,41 @@ class UniqueSeries:
         series = cls(UniqueConfig.from_plain(plain[0]))
         series.first_ts, series.last_ts = plain[1], plain[2]
         series.horizons = {level: ts for level, ts in plain[3]}
-        for k, count, data in plain[4]:
-            if count < 0:
+        for k, size, data, *rest in plain[4]:
+            if size < 0:
                 series.cells[k] = hll_sketch.deserialize(bytes(data))
             else:
-                series.cells[k] = BitMap64.deserialize(bytes(data))
-                series.counts[k] = count
+                strings = rest[0]
+                series.cells[k] = ExactCell(
+                    BitMap64.deserialize(bytes(data)),
+                    set(strings) if isinstance(strings, list) else BitMap64.deserialize(bytes(strings)),
+                    size,
+                )
         return series
 
     def _check(self) -> None:
         """Assert the invariants of the module docstring; print the cells on failure."""
         try:
-            limit = (self.config or _DEFAULT_CONFIG).exact_limit
-            for k, count in self.counts.items():
-                cell = self.cells[k]
-                assert isinstance(cell, BitMap64), f"cell {k} counted but not exact"
-                assert len(cell) == count, f"cell {k}: count {count} != {len(cell)} keys"
-                assert limit is None or count <= limit, f"cell {k}: {count} keys > limit {limit}"
-            levels = (self.config or _DEFAULT_CONFIG).levels
-            for k in self.counts:
+            config = self.config or _DEFAULT_CONFIG
+            limit = config.exact_limit
+            exact = {k: c for k, c in self.cells.items() if type(c) is ExactCell}
+            for k, cell in exact.items():
+                size = len(cell.ints) + len(cell.strings)
+                assert cell.size == size, f"cell {k}: size {cell.size} != {size} members"
+                assert limit is None or size <= limit, f"cell {k}: {size} members > limit {limit}"
+                text = not isinstance(cell.strings, BitMap64)
+                assert text == config.text_strings, f"cell {k}: strings kept as text={text}"
+            for k, cell in exact.items():
                 level = k % 8
-                coarser = [lv for lv in levels if lv > level]
+                coarser = [lv for lv in config.levels if lv > level]
                 if not coarser:
                     continue
-                parent = bucket_of(coarser[0], bucket_start(level, k // 8)) * 8 + coarser[0]
-                if parent in self.counts:
-                    assert self.cells[k].issubset(self.cells[parent]), f"cell {k} not within {parent}"
+                parent = exact.get(bucket_of(coarser[0], bucket_start(level, k // 8)) * 8 + coarser[0])
+                if parent is not None:
+                    assert cell.ints.issubset(parent.ints), f"cell {k}: ids not within its parent"
+                    assert cell.strings <= parent.strings, f"cell {k}: strings not within its parent"
         except AssertionError:
-            print("counts", sorted(self.counts.items()), "cells", sorted(self.cells))
+            print("cells", sorted((k, getattr(c, "size", -1)) for k, c in self.cells.items()))
             raise
 
 
@@ -663,8 +847,8 @@ _DEFAULT_CONFIG = UniqueConfig()
 # Validation and commands
 ############################################################################################
 
-#: A validated member write: (series name, second, key).
-UniqueItem = tuple[str, int, int]
+#: A validated member write: (series name, second, member).
+UniqueItem = tuple[str, int, Member]
 
 _ITEM_FIELDS = frozenset({"name", "member", "ts"})
 
@@ -673,7 +857,10 @@ def validate_unique_items(items: Any, field: str = "body", *, reserved_ok: bool 
     """Check a whole batch of ``{"name", "member", "ts"}``; nothing is applied unless all pass.
 
     >>> validate_unique_items([{"name": "visitors", "member": "alice", "ts": 60}])
-    [('visitors', 60, 9933345172075899469)]
+    [('visitors', 60, 'alice')]
+
+    Names under ``RESERVED_PREFIX`` are refused unless ``reserved_ok`` (their owner's
+    writes): ``engine.events.check_writable_name``, the rule global counters share.
 
     Raises:
         InvalidInput: naming the first bad field (``body[3].member``).
@@ -698,14 +885,9 @@ def validate_unique_items(items: Any, field: str = "body", *, reserved_ok: bool 
                                f"{at}.{unknown[0]}")
         name = item["name"]
         if type(name) is not str or name not in names:  # each distinct name checked once
-            names.add(check_name(name, f"{at}.name"))
-            if not reserved_ok and name.startswith(RESERVED_PREFIX):
-                raise InvalidInput(
-                    f"{at}.name: series names starting with {RESERVED_PREFIX!r} are written by "
-                    "the Narrative API (POST /analytics); read them here, write another name",
-                    f"{at}.name",
-                )
-        out.append((name, check_ts(item["ts"], f"{at}.ts"), member_key(item["member"], f"{at}.member")))
+            check = check_name if reserved_ok else check_writable_name
+            names.add(check(name, f"{at}.name"))
+        out.append((name, check_ts(item["ts"], f"{at}.ts"), member_of(item["member"], f"{at}.member")))
     return out
 
 
@@ -733,7 +915,7 @@ class AddUniques(Command):
         )
 
     def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
-        groups: dict[str, list[tuple[int, int]]] = {}
+        groups: dict[str, list[tuple[int, Member]]] = {}
         for name, ts, key in self.items:
             group = groups.get(name)
             if group is None:
@@ -753,7 +935,7 @@ class AddUniques(Command):
         return len(self.items)
 
 
-def _add_at(seq: int, config: UniqueConfig, members: list[tuple[int, int]]) -> Operation:
+def _add_at(seq: int, config: UniqueConfig, members: list[tuple[int, Member]]) -> Operation:
     def operation(state: UniqueSeries) -> None:
         if state.applied_seq < seq:
             state.configure(config)
@@ -802,6 +984,8 @@ class ExpireUniques(Command):
 __all__ = [
     "DEFAULT_EXACT_LIMIT",
     "DEFAULT_LG_K",
+    "ExactCell",
+    "Member",
     "NARRATIVE_CONFIG",
     "RESERVED_PREFIX",
     "UNIQUE",
@@ -813,5 +997,7 @@ __all__ = [
     "UniqueSeries",
     "UniqueSettings",
     "member_key",
+    "member_of",
+    "string_key",
     "validate_unique_items",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from quart import Response, g, request
+from quart import Response, g, has_request_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -25,7 +25,7 @@ from web.api.admin import admin
 from web.api.density import density  # Density's native routes (/api/sensors, /api/spaces)
 from web.api.routes import native
 from web.api.stats import STATS_ROUTES  # the /api/dims routes, on native
-from web.api.uniques import UNIQUE_ROUTES  # the /api/uniques routes, on native
+from web.api.uniques import uniques  # the /api/uniques routes
 from web.auth import install as install_auth
 from web.bodies import request_class, respond
 from web.compat.density import density_compat  # the dhw seed's /send, /count
@@ -59,7 +59,6 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
     app.extensions[SETTINGS_KEY] = settings
 
     # Where each request enters: the native API, then the seeds' APIs at their own paths.
-    assert UNIQUE_ROUTES, "web/api/uniques.py adds its routes to native before it registers"
     assert STATS_ROUTES, "web/api/stats.py adds its routes to native before it registers"
     app.register_blueprint(native)
     app.register_blueprint(admin)
@@ -68,6 +67,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
     app.register_blueprint(backup)
     app.register_blueprint(narrative)
     app.register_blueprint(density)
+    app.register_blueprint(uniques)
     app.register_blueprint(density_compat)
     app.register_blueprint(statshub)
     app.register_blueprint(ui)
@@ -84,9 +84,12 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
             return closing_on_error(response)
         return response
 
+    # The handlers also answer websocket handshakes (an unknown path's 404, a route that
+    # is HTTP only): there is no HTTP request then, so the answer is plain JSON, sent by
+    # Quart as the handshake's refusal (ASGI's websocket.http.response).
     @app.errorhandler(PointspaceError)
     async def domain_error(exc: PointspaceError) -> Response:
-        return closing_on_error(respond(exc.to_json(), request, exc.http_status))
+        return _error_response(exc.to_json(), exc.http_status)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -95,12 +98,23 @@ def create_app(engine: Engine, settings: Settings | None = None) -> QuartTrio:
         body: dict[str, object] = {"error": message[:1].lower() + message[1:]}
         if status == 413:
             body["field"] = "body"
-        return closing_on_error(respond(body, request, status))
+        return _error_response(body, status)
 
     @app.errorhandler(Exception)
     async def unexpected_error(exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        if has_request_context():
+            log.exception("unhandled error on %s %s", request.method, request.path)
+        else:
+            log.exception("unhandled error on websocket %s", websocket.path)
         body = {"error": "internal error; the server log has the details"}
-        return closing_on_error(respond(body, request, 500))
+        return _error_response(body, 500)
 
     return app
+
+
+def _error_response(body: dict[str, object], status: int) -> Response:
+    """An error answer to the current HTTP request (closing after an unread body), or to a
+    websocket handshake (JSON: a handshake has no ``Accept`` to honour, nor a body)."""
+    if has_request_context():
+        return closing_on_error(respond(body, request, status))
+    return respond(body, None, status)

@@ -9,7 +9,9 @@ requests cross-site without asking (no CORS preflight): GET, and POST with a
 ``multipart/form-data`` (the Fetch standard's "CORS-safelisted request headers"). And a page
 whose own name is made to resolve to 127.0.0.1 (DNS rebinding) is same-origin with the
 server, so it can read the answers too. One ``before_request`` hook (:func:`install`), which
-runs before JWT auth (``web/auth.py``) and before any body is read, checks in order:
+runs before JWT auth (``web/auth.py``) and before any body is read, checks in order (a
+``before_websocket`` hook checks 1 to 3 on every websocket handshake, with the same
+:func:`header_refusal`):
 
 1. **Host** (421, naming ``Host``). Accepted: any, when the server is bound to a
    non-loopback address and ``allowed_hosts`` is empty; otherwise the loopback names
@@ -53,8 +55,9 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from quart import Response, request
+from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
+from werkzeug.datastructures import Headers
 
 from engine.errors import quote
 from web.bodies import MSGPACK_TYPES, NDJSON_TYPES, media_type, respond
@@ -70,6 +73,7 @@ __all__ = [
     "NDJSON",
     "ROUTE_BODIES",
     "EdgePolicy",
+    "header_refusal",
     "install",
     "is_loopback_name",
     "split_host",
@@ -107,7 +111,7 @@ DEFAULT_BODIES = (JSON, MSGPACK)
 ROUTE_BODIES: dict[str, tuple[BodyKind, ...]] = {
     "native.ingest_events": (JSON, MSGPACK, NDJSON),
     "native.ingest_stream": (NDJSON,),
-    "native.add_uniques": (JSON, MSGPACK, NDJSON),
+    "uniques.add_uniques": (JSON, MSGPACK, NDJSON),
     "psd.write": (JSON,),  # decoded as JSON whatever the type (PSD's MetricJob)
     "psd.batch": (JSON, MSGPACK, NDJSON),
     "psd.query_ids": (FORM,),
@@ -265,28 +269,40 @@ def _must_origin(entry: str) -> tuple[str, str, int | None]:
 # The hook
 
 
+def header_refusal(policy: EdgePolicy, headers: Headers, method: str) -> tuple[int, str, str] | None:
+    """Checks 1 to 3 of the module docstring (Host, Origin, Sec-Fetch-Site) on a request's or
+    a websocket handshake's headers: ``(status, message, field)`` of the refusal, or ``None``.
+    One function for both, so HTTP and websockets can never drift apart."""
+    host = headers.get("Host") or headers.get(":authority")  # HTTP/2
+    why = policy.host_refusal(host)
+    if why is not None:
+        return 421, why, "Host"
+    origin = headers.get("Origin")
+    if origin is not None:
+        why = policy.origin_refusal(origin, host)
+        if why is not None:
+            return 403, why, "Origin"
+    elif headers.get("Sec-Fetch-Site", "").strip().lower() == "cross-site" and not (
+        method in ("GET", "HEAD") and headers.get("Sec-Fetch-Mode", "").strip().lower() == "navigate"
+    ):
+        return 403, ("a request another site's page started (Sec-Fetch-Site: cross-site) may not "
+                     "use this server"), "Sec-Fetch-Site"
+    return None
+
+
 def install(app: QuartTrio, settings: Settings) -> None:
     """Refuse what the edge refuses (module docstring) before every other ``before_request``
-    hook of the app; call it after ``web/auth.py``'s ``install`` and before
-    ``web/metrics.py``'s (which puts its timer first)."""
+    hook of the app, and checks 1 to 3 before every other ``before_websocket`` hook (a
+    websocket handshake is a GET a foreign page can start: browsers apply no CORS to
+    websockets, so the Origin check is the only thing between a page and a stream); call it
+    after ``web/auth.py``'s ``install`` and before ``web/metrics.py``'s (which puts its timer
+    first)."""
     policy = EdgePolicy.from_settings(settings)
 
     async def edge_guard() -> Response | None:
-        host = request.headers.get("Host") or request.headers.get(":authority")  # HTTP/2
-        why = policy.host_refusal(host)
-        if why is not None:
-            return _refuse(421, why, "Host")
-        origin = request.headers.get("Origin")
-        if origin is not None:
-            why = policy.origin_refusal(origin, host)
-            if why is not None:
-                return _refuse(403, why, "Origin")
-        elif request.headers.get("Sec-Fetch-Site", "").strip().lower() == "cross-site" and not (
-            request.method in ("GET", "HEAD")
-            and request.headers.get("Sec-Fetch-Mode", "").strip().lower() == "navigate"
-        ):
-            return _refuse(403, "a request another site's page started (Sec-Fetch-Site: "
-                           "cross-site) may not use this server", "Sec-Fetch-Site")
+        refusal = header_refusal(policy, request.headers, request.method)
+        if refusal is not None:
+            return _refuse(*refusal)
         content_type = request.headers.get("Content-Type")
         if request.method in BODY_METHODS and request.url_rule is not None and content_type:
             kinds = accepted_bodies(request.endpoint)
@@ -295,7 +311,12 @@ def install(app: QuartTrio, settings: Settings) -> None:
                 return _unsupported(content_type, kinds)
         return None
 
+    async def edge_guard_websocket() -> Response | None:
+        refusal = header_refusal(policy, websocket.headers, "GET")
+        return None if refusal is None else _refuse(*refusal)
+
     app.before_request_funcs.setdefault(None, []).insert(0, edge_guard)
+    app.before_websocket_funcs.setdefault(None, []).insert(0, edge_guard_websocket)
 
 
 def _goa() -> bool:
@@ -303,6 +324,10 @@ def _goa() -> bool:
 
 
 def _refuse(status: int, message: str, field: str, code: str | None = None) -> Response:
+    """The refusal in the route's error shape; a websocket handshake (no HTTP request, no
+    goa route) gets ``{"error", "field"}`` as its HTTP answer."""
+    if not has_request_context():
+        return respond({"error": message, "field": field}, None, status)
     if _goa():
         return goa_response(status, message, field=field, code=code or _GOA_CODES.get(status))
     return closing_on_error(respond({"error": message, "field": field}, request, status))

@@ -15,10 +15,12 @@ from engine.events import (
     INT64_MAX,
     INT64_MIN,
     MAX_BATCH_EVENTS,
+    RESERVED_PREFIX,
     check_int,
     check_names,
     check_ts,
     check_users,
+    check_writable_name,
     group_by_user,
     normalize_user,
     validate_count_events,
@@ -453,6 +455,29 @@ def test_validate_count_events() -> None:
         validate_count_events([3])
     with pytest.raises(PayloadTooLarge):
         validate_count_events([{}] * (MAX_BATCH_EVENTS + 1))
+
+
+def test_issue_13_global_counters_under_the_narrative_prefix_are_refused() -> None:
+    # narrative.clicks and narrative.impressions are the Narrative API's figures.
+    good = {"name": "newsignup", "value": 1, "ts": 1}
+    for name in ("narrative.clicks", "narrative.impressions", "narrative.anything"):
+        with pytest.raises(InvalidInput, match=r"^counts\[1\]\.name: names starting with 'narrative\.' "
+                           r"are written only by the Narrative API \(POST /analytics\)") as info:
+            validate_count_events([good, {"name": name, "value": 5, "ts": 5}])
+        assert info.value.field == "counts[1].name"
+    # One rule for counters and unique series: the same constant, not a copy.
+    import engine.uniques
+
+    assert engine.uniques.RESERVED_PREFIX is RESERVED_PREFIX
+    assert check_writable_name("narrative", "name") == "narrative"  # only the prefix is reserved
+
+
+async def test_issue_13_engine_count_refuses_narrative_names_and_applies_nothing(engine: Any) -> None:
+    before = engine.last_seq
+    with pytest.raises(InvalidInput):
+        await engine.count([{"name": "mine", "value": 1, "ts": 5}, {"name": "narrative.clicks", "value": 5, "ts": 5}])
+    assert engine.last_seq == before
+    assert await engine.read_counts(["narrative.clicks", "mine"], 0, 10) == {"narrative.clicks": 0, "mine": 0}
 
 
 def test_group_by_user_keeps_batch_order() -> None:

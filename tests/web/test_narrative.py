@@ -101,6 +101,34 @@ def test_the_json_seed_shape_only_when_json_is_preferred(client: httpx.Client) -
     assert r.json() == {"unique_users": 1, "clicks": 1, "impressions": 0}
 
 
+def test_issue_13_the_type_the_client_lists_first_wins_at_equal_q(client: httpx.Client) -> None:
+    hour = new_hour()
+    post(client, hour, "a", "click")
+    json_answer = {"unique_users": 1, "clicks": 1, "impressions": 0}
+    for accept in ("application/json, text/plain", "application/*, text/plain", "application/json, */*"):
+        r = client.get("/analytics", params={"timestamp": hour}, headers={"Accept": accept})
+        assert r.headers["content-type"] == "application/json", accept
+        assert r.json() == json_answer
+    for accept in ("text/plain, application/json", "application/json;q=0.9, text/plain", "*/*", ""):
+        r = client.get("/analytics", params={"timestamp": hour}, headers={"Accept": accept})
+        assert r.text == lines(1, 1, 0), accept
+
+
+def test_issue_13_usernames_are_counted_exactly_apart_from_integer_ids(client: httpx.Client) -> None:
+    hour = new_hour()
+    # "alice" hashes to 9933345172075899469: counted as one user before.
+    for user in ("alice", "9933345172075899469", "alice"):
+        assert post(client, hour, user, "click").status_code == 204
+    assert figures(client, hour) == lines(2, 3, 0)
+
+
+def test_issue_13_a_post_without_event_says_it_is_required(client: httpx.Client) -> None:
+    r = client.post("/analytics", params={"timestamp": "1000", "user": "u"})
+    assert r.status_code == 400
+    assert r.json()["field"] == "event"
+    assert r.json()["error"].startswith("event is required (click or impression)")
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [

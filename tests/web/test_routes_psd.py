@@ -1139,3 +1139,15 @@ def test_psd_keepalive_survives_error_with_unread_body(tmp_path):
                 assert keepalive.get("/health/ping").status_code == 200
     finally:
         own.stop(signal.SIGKILL)
+
+
+def test_batch_count_refuses_the_narrative_names(client):
+    # Review finding: only POST /analytics writes narrative.* counters; a PSD count job is
+    # refused whole, like a native /api/counters write.
+    before = readcount(client, "narrative.clicks", 0, MAX_TS)
+    r = client.post("/v1/batch", json=[count_message("ok_thing_nr", 1, 1000),
+                                        count_message("narrative.clicks", 5, 1000)])
+    assert r.status_code == 400, r.text
+    assert "narrative." in r.json()["error"] and r.json()["field"].endswith(".thing")
+    assert readcount(client, "narrative.clicks", 0, MAX_TS) == before
+    assert readcount(client, "ok_thing_nr", 0, MAX_TS) == 0

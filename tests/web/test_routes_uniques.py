@@ -154,6 +154,44 @@ def test_reserved_series_are_readable(client: httpx.Client) -> None:
     assert answer["count"] >= 1 and answer["exact"]
 
 
+def test_issue_13_native_counter_writes_cannot_move_narrative_figures(client: httpx.Client) -> None:
+    before = last_seq(client)
+    for body in ([{"name": "narrative.clicks", "value": 5, "ts": 5}],
+                 {"counts": [{"name": "fine", "value": 1, "ts": 5}, {"name": "narrative.impressions", "value": 5, "ts": 5}]}):
+        r = client.post("/api/counters", json=body)
+        assert r.status_code == 400, r.text
+        assert r.json()["field"].endswith(".name") and "narrative." in r.json()["error"]
+    assert last_seq(client) == before
+    r = client.get("/analytics", params={"timestamp": 1000}, headers={"Accept": "application/json"})
+    assert r.json() == {"unique_users": 0, "clicks": 0, "impressions": 0}
+
+
+def test_issue_13_string_members_never_collide_with_integer_ids(client: httpx.Client) -> None:
+    name = new_name()
+    # "alice" hashes to this integer; one bitmap for both counted them as one member.
+    r = client.post("/api/uniques", json=members(name, ["alice", 9933345172075899469, "9933345172075899469"], BASE))
+    assert r.status_code == 200, r.text
+    assert count(client, name, BASE, BASE + 59)["count"] == 2
+
+
+def test_issue_13_a_whole_day_is_one_bucket(client: httpx.Client) -> None:
+    name = new_name()
+    day = 1699920000  # 2023-11-14, data from 15:21 on
+    client.post("/api/uniques", json=members(name, [1, 2], day + 55260) + members(name, [3], day + 80000))
+    answer = count(client, name, day, day + 86399)
+    assert (answer["count"], answer["buckets"], answer["rounded"]) == (3, 1, False)
+
+
+def test_unique_routes_are_their_own_blueprint(client: httpx.Client) -> None:
+    from web.api import uniques
+
+    assert uniques.SEED == "pointspace" and uniques.uniques.url_prefix == "/api"
+    assert not hasattr(uniques, "count_body") and not hasattr(uniques, "UNIQUE_ROUTES")
+    tags = {op["tags"][0] for path, item in client.get("/openapi.json").json()["paths"].items()
+            if path.startswith("/api/uniques") for op in item.values()}
+    assert tags == {"uniques"}
+
+
 def test_openapi_documents_the_unique_routes(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/uniques", "/api/uniques/{name}", "/api/uniques/{name}/breakdown",

@@ -7,9 +7,9 @@
 * ``POST /api/uniques/query`` -- several series at once, optionally their union.
 
 Every count says the range it really covers (whole buckets), whether it is exact, and when it
-is not, the sketch's bounds. The routes are added to the native blueprint (``native`` of
-``web/api/routes.py``), so they share its ``/api`` prefix and belong to the OpenAPI document
-that ``web/openapi.py`` builds from the ``native`` and ``admin`` blueprints.
+is not, the sketch's bounds. The routes are a blueprint of their own under ``/api``, part of
+the native API's OpenAPI document because this module declares ``SEED = "pointspace"``
+(``web/apis.py``), as ``web/api/density.py`` does.
 """
 
 from __future__ import annotations
@@ -17,25 +17,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from quart import Response, current_app, request
+from quart import Blueprint, Response, current_app, request
 
 from engine.engine import check_range
 from engine.events import check_name, check_names
-from engine.uniques import UniqueCount
 from web.api import models as m
 from web.api import unique_models as um
-from web.api.routes import native
 from web.bodies import respond
 from web.context import engine_of
 from web.openapi import accepts, answers, query_args
 
+#: Part of the native API (``web/apis.py``), in a blueprint of its own.
+SEED = "pointspace"
 
-def count_body(result: UniqueCount) -> dict[str, Any]:
-    """A ``UniqueCount`` as the API answers it (bounds only when not exact)."""
-    return result.public()
+uniques = Blueprint("uniques", __name__, url_prefix="/api")
 
 
-@native.post("/uniques")
+@uniques.post("/uniques")
 @accepts(um.UniquesBody, ndjson=True, raw=True, batch="members")
 @answers(m.Applied)
 async def add_uniques(body: Any) -> Response:
@@ -50,7 +48,7 @@ async def add_uniques(body: Any) -> Response:
     return respond({"applied": applied}, request)
 
 
-@native.get("/uniques/<name>")
+@uniques.get("/uniques/<name>")
 @query_args(um.UniqueArgs)
 @answers(um.UniqueSeriesCount)
 async def read_uniques(name: str, args: um.UniqueArgs) -> Response:
@@ -58,10 +56,10 @@ async def read_uniques(name: str, args: um.UniqueArgs) -> Response:
     name = check_name(name, "name")
     t1, t2 = check_range(args.t1, args.t2)
     result = await engine_of(current_app).unique_count(name, t1, t2)
-    return respond({"name": name, "asked": [t1, t2], **count_body(result)}, request)
+    return respond({"name": name, "asked": [t1, t2], **result.public()}, request)
 
 
-@native.get("/uniques/<name>/breakdown")
+@uniques.get("/uniques/<name>/breakdown")
 @query_args(um.UniqueBreakdownArgs)
 @answers(um.UniqueBreakdown)
 async def unique_breakdown(name: str, args: um.UniqueBreakdownArgs) -> Response:
@@ -74,11 +72,11 @@ async def unique_breakdown(name: str, args: um.UniqueBreakdownArgs) -> Response:
     )
     periods = [[bounds[i], bounds[i + 1] - 1] for i in range(len(bounds) - 1)]
     body = {"name": name, "step": args.step, "periods": periods,
-            "counts": [count_body(c) for c in counts]}
+            "counts": [c.public() for c in counts]}
     return respond(body, request)
 
 
-@native.post("/uniques/query")
+@uniques.post("/uniques/query")
 @accepts(um.UniqueQuery)
 @answers(um.UniqueQueryResult)
 async def query_uniques(body: um.UniqueQuery) -> Response:
@@ -90,15 +88,11 @@ async def query_uniques(body: um.UniqueQuery) -> Response:
     out: dict[str, Any] = {
         "t1": t1,
         "t2": t2,
-        "results": [{"name": n, "asked": [t1, t2], **count_body(c)} for n, c in counts.items()],
+        "results": [{"name": n, "asked": [t1, t2], **c.public()} for n, c in counts.items()],
     }
     if union is not None:
-        out["union"] = count_body(union)
+        out["union"] = union.public()
     return respond(out, request)
 
 
-#: The routes this module adds to ``native`` (``web/app.py`` imports this, so they exist
-#: before the blueprint is registered).
-UNIQUE_ROUTES = (add_uniques, read_uniques, unique_breakdown, query_uniques)
-
-__all__ = ["UNIQUE_ROUTES", "add_uniques", "query_uniques", "read_uniques", "unique_breakdown"]
+__all__ = ["add_uniques", "query_uniques", "read_uniques", "unique_breakdown", "uniques"]

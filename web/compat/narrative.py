@@ -9,7 +9,9 @@
       impressions,7
 
   or the seed's JSON ``{"unique_users":3,"clicks":10,"impressions":7}`` when the client's
-  ``Accept`` prefers ``application/json``.
+  ``Accept`` prefers ``application/json``: the higher q-value wins, and at equal q the type
+  the client listed first (``Accept: application/json, text/plain`` is JSON); ``*/*`` or no
+  ``Accept`` is the task's text (:func:`preferred_type`).
 
 Theory of operation
 -------------------
@@ -17,7 +19,8 @@ One event is one engine command (``engine.uniques.AddUniques``): the user joins 
 unique-set series ``narrative.users`` and the global counter ``narrative.clicks`` or
 ``narrative.impressions`` gains 1 -- logged as one record, applied together. The user series
 keeps hour buckets only and is exact always (``NARRATIVE_CONFIG``: the task counts distinct
-usernames), and its exact buckets keep their cardinality beside the bitmap, so the GET for an
+usernames, so usernames are kept as text, not as 64-bit hashes, and integer ids apart from
+them), and its exact buckets keep their cardinality beside the sets, so the GET for an
 hour -- the current one gets 95% of the traffic, says the task -- costs one bucket lookup and
 two counters' walks inside one hour: no work grows with the hour's events (the seed counted
 ``DISTINCT user_id`` over the rows every time). Clicks and impressions are ordinary global
@@ -45,10 +48,12 @@ from typing import Any
 
 import orjson
 from quart import Blueprint, Response, current_app, request
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_list_header
 
 from engine.errors import InvalidInput, quote
 from engine.timebuckets import MAX_TS
-from engine.uniques import NARRATIVE_CONFIG, RESERVED_PREFIX, member_key
+from engine.uniques import NARRATIVE_CONFIG, RESERVED_PREFIX, member_of
 from web.context import engine_of
 
 narrative = Blueprint("narrative", __name__)
@@ -64,6 +69,7 @@ EVENTS = {"click": CLICKS, "impression": IMPRESSIONS}
 #: The last millisecond the engine can place (9999-12-31T23:59:59.999Z).
 MAX_MS = (MAX_TS + 1) * 1000 - 1
 _MILLIS = re.compile(r"^[+-]?[0-9]{1,20}$")
+TEXT, JSON = "text/plain", "application/json"
 
 
 def timestamp_seconds(raw: str | None) -> int:
@@ -95,6 +101,37 @@ def timestamp_seconds(raw: str | None) -> int:
     return millis // 1000
 
 
+def preferred_type(accept: MIMEAccept, raw: str | None) -> str:
+    """Text or JSON for an ``Accept`` header (``raw``, parsed by werkzeug as ``accept``).
+
+    Each type's q-value is werkzeug's (``accept.quality``: the q of the most specific entry
+    that matches it, so ``text/plain;q=0, */*`` refuses text). Between types of equal q the
+    client's order decides (the first entry of ``raw`` that each matches), as RFC 9110
+    gives specificity no say in preference -- werkzeug's ``best_match`` would take
+    ``text/plain`` over ``application/*`` listed first. ``*/*``, no header, or nothing
+    acceptable: text, the task's format.
+
+    >>> from werkzeug.http import parse_accept_header
+    >>> [preferred_type(parse_accept_header(h, MIMEAccept), h) for h in
+    ...  ("application/json, text/plain", "application/*, text/plain", "*/*",
+    ...   "application/json;q=0.5, text/plain", "text/plain;q=0, */*", "")]
+    ['application/json', 'application/json', 'text/plain', 'text/plain', 'application/json', 'text/plain']
+    """
+    if not raw:
+        return TEXT
+    named = [item.split(";", 1)[0].strip().lower() for item in parse_list_header(raw)]
+
+    def first_named(offer: str) -> int:
+        wanted = (offer, offer.split("/", 1)[0] + "/*", "*/*")
+        return next((i for i, value in enumerate(named) if value in wanted), len(named))
+
+    offers = sorted((TEXT, JSON), key=first_named)  # stable: text first on a tie
+    top = max(accept.quality(offer) for offer in offers)
+    if top <= 0:
+        return TEXT
+    return next(offer for offer in offers if accept.quality(offer) == top)
+
+
 @narrative.post("/analytics")
 async def record_event() -> Response:
     """Record one click or impression of ``user`` at ``timestamp`` (ms); 204, no body."""
@@ -103,13 +140,15 @@ async def record_event() -> Response:
     user = args.get("user")
     if not user:
         raise InvalidInput("user is required: ?user=<user id> (a non-empty string)", "user")
-    key = member_key(user, "user")
+    member = member_of(user, "user")
     event = args.get("event")
-    counter = EVENTS.get(event) if event is not None else None
+    if event is None:
+        raise InvalidInput("event is required (click or impression): ?event=click", "event")
+    counter = EVENTS.get(event)
     if counter is None:
         raise InvalidInput(f"event must be 'click' or 'impression', got {quote(event)}", "event")
     await engine_of(current_app).add_uniques_validated(
-        [(USERS, ts, key)], config=NARRATIVE_CONFIG, counts=[(counter, ts, 1)]
+        [(USERS, ts, member)], config=NARRATIVE_CONFIG, counts=[(counter, ts, 1)]
     )
     response = Response(b"", status=204)
     del response.headers["Content-Type"]  # no body, so no type
@@ -128,10 +167,10 @@ async def hourly() -> Response:
     figures: dict[str, Any] = {
         "unique_users": users.count, "clicks": sums[CLICKS], "impressions": sums[IMPRESSIONS],
     }
-    if request.accept_mimetypes.best_match(("text/plain", "application/json")) == "application/json":
-        return Response(orjson.dumps(figures), content_type="application/json")
+    if preferred_type(request.accept_mimetypes, request.headers.get("Accept")) == JSON:
+        return Response(orjson.dumps(figures), content_type=JSON)
     text = "".join(f"{key},{value}\n" for key, value in figures.items())
     return Response(text, content_type="text/plain; charset=utf-8")
 
 
-__all__ = ["CLICKS", "EVENTS", "IMPRESSIONS", "USERS", "narrative", "timestamp_seconds"]
+__all__ = ["CLICKS", "EVENTS", "IMPRESSIONS", "USERS", "narrative", "preferred_type", "timestamp_seconds"]

@@ -31,8 +31,8 @@ from engine.events import (
     UserEvent,
     check_int,
     check_name,
-    check_text,
     check_ts,
+    check_writable_name,
     normalize_user,
 )
 from web.bodies import decode_body, json_text, mark_body_read, read_body, respond, text
@@ -178,7 +178,7 @@ def count_job(job: Any, field: str) -> tuple[str, int, int]:
     thing = job["thing"]
     if not isinstance(thing, str) or not 2 <= len(thing) <= 64:
         raise InvalidInput(f"{field}.thing must be 2..64 characters, got {quote(thing)}", f"{field}.thing")
-    check_text(thing, f"{field}.thing")
+    check_writable_name(thing, f"{field}.thing")  # no control characters, no reserved names
     ts = check_ts(job["ts"], f"{field}.ts")
     if ts <= 0:
         raise InvalidInput(f"{field}.ts must be > 0", f"{field}.ts")
