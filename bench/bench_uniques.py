@@ -15,7 +15,15 @@ bare Hypercorn-trio app, side by side in one run. Nothing is asserted.
    each against the bare ASGI app on the same Hypercorn trio worker (the floor: what any
    request costs before pointspace does anything).
 
-Usage: ``python bench/bench_uniques.py [--sizes 10000,100000,1000000] [--requests 5000]``.
+4. **Expensive reads** (``--expensive``, alone): the red-team's requests over a series with one
+   member at the first and one at the last second (year 9999) -- a 9,999-period breakdown and
+   queries of 100 and 1,000 such series over the whole range -- each timed with the worst
+   ``/healthz`` latency seen while it ran (the loop's stall). The baseline is the same
+   requests on the code before the per-request bucket budget (run it from that checkout);
+   a refused request (400) is the expected answer where its decomposition is over budget.
+
+Usage: ``python bench/bench_uniques.py [--sizes 10000,100000,1000000] [--requests 5000]``,
+``python bench/bench_uniques.py --expensive``.
 Redis figures need ``redis-server`` on PATH (``apt-get install -y redis-server``) and the
 ``redis`` package (``pip install -e '.[bench]'``); without them those rows are skipped.
 """
@@ -175,13 +183,84 @@ def over_http(n_members: int, n_requests: int, threads: int) -> None:
           [(floor, floor_get, "requests/s"), ("pointspace GET /analytics", gets, "requests/s")], floor)
 
 
+############################################################################################
+# 4. Expensive reads (the red-team's requests)
+
+
+def _timed_with_health(url: str, method: str, path: str, body: Any = None) -> tuple[int, float, int, float]:
+    """(status, seconds, body bytes, worst /healthz seconds while it ran)."""
+    import threading
+
+    import httpx
+
+    done = threading.Event()
+    worst = [0.0]
+
+    def probe() -> None:
+        with httpx.Client(base_url=url, timeout=120) as c:
+            while not done.is_set():
+                t0 = time.perf_counter()
+                c.get("/healthz")
+                worst[0] = max(worst[0], time.perf_counter() - t0)
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        with httpx.Client(base_url=url, timeout=300) as c:
+            t0 = time.perf_counter()
+            r = c.request(method, path, json=body)
+            elapsed = time.perf_counter() - t0
+    finally:
+        done.set()
+        thread.join()
+    return r.status_code, elapsed, len(r.content), worst[0]
+
+
+def expensive_reads() -> None:
+    import httpx
+
+    from engine.timebuckets import MAX_TS
+
+    proc, url = start_pointspace("", "everysec")
+    try:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            sparse = [{"name": "w", "member": 1, "ts": 0}, {"name": "w", "member": 2, "ts": MAX_TS}]
+            sparse += [{"name": f"q{i}", "member": m, "ts": ts}
+                       for i in range(1000) for m, ts in ((1, 0), (2, MAX_TS))]
+            assert c.post("/api/uniques", json=sparse).status_code == 200
+        requests = [
+            ("breakdown, 9,999 periods", "GET",
+             f"/api/uniques/w/breakdown?t1=0&t2={MAX_TS}&step=25340231", None),
+            ("query, 100 names", "POST", "/api/uniques/query",
+             {"names": [f"q{i}" for i in range(100)], "t1": 1, "t2": MAX_TS - 1}),
+            ("query, 1,000 names", "POST", "/api/uniques/query",
+             {"names": [f"q{i}" for i in range(1000)], "t1": 1, "t2": MAX_TS - 1}),
+            ("query, 12 names (under budget)", "POST", "/api/uniques/query",
+             {"names": [f"q{i}" for i in range(12)], "t1": 1, "t2": MAX_TS - 1}),
+            ("count, one series, 0 .. 9999-12-31", "GET", f"/api/uniques/w?t1=1&t2={MAX_TS - 1}", None),
+        ]
+        print("\nExpensive reads (sparse series: members at 1970-01-01 and 9999-12-31)")
+        print(f"  {'request':<36} {'status':>6} {'seconds':>8} {'bytes':>10} {'worst /healthz s':>17}")
+        for label, method, path, body in requests:
+            status, elapsed, size, worst = _timed_with_health(url, method, path, body)
+            print(f"  {label:<36} {status:>6} {elapsed:>8.3f} {size:>10,} {worst:>17.3f}")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--adds", type=int, default=200_000, help="members for the add rates")
     parser.add_argument("--requests", type=int, default=5000, help="Narrative requests per kind")
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--expensive", action="store_true", help="only the expensive reads (4.)")
     args = parser.parse_args()
+    if args.expensive:
+        expensive_reads()
+        return
     sizes = [int(s) for s in args.sizes.split(",") if s]
     with redis_server() as client:
         if client is not None:

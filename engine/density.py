@@ -77,6 +77,14 @@ of the next), so a breakdown costs one prefix walk in all. A year by day with an
 hour: 8,760 bucket summaries. With the nightly reset a period is split at the local midnights
 inside it and each piece starts at the count since the midnight before it.
 
+Time. A crossing's timestamp lies between 1970-01-01 and the server's clock plus
+``MAX_AHEAD_MS`` (10 minutes): late data is normal and lands at its time; future data is a
+wrong clock, refused with a 400 naming ``timestamp``. The bound is applied where requests are
+validated (``validate_dpu_events(now_ms=...)``), never on replay: a log written before the
+bound may hold crossings up to 9999-12-31, and every read stays exact for them -- local
+midnights are computed for any instant (``SpaceState.midnight_at_or_before``). "Now" is the
+clock: a crossing stamped after it counts from its own instant, not at once.
+
 Memory: a sensor keeps about 100 bytes per raw event; a space about 200 per contribution
 (``sources`` and a bucket entry) plus the counter cells (at most six per distinct second).
 
@@ -113,11 +121,31 @@ MAX_MS = MAX_TS * 1000 + 999
 MAX_PLACEMENT_SPACES = 64
 #: Longest timestamp text taken: ISO-8601 with microseconds and an offset is 32 characters.
 MAX_TIMESTAMP_CHARS = 64
+#: How far ahead of the server's clock a crossing may be stamped: 10 minutes, the default of
+#: Loki's and Cortex's ``creation_grace_period`` (Mimir: ``-validation.create-grace-period``),
+#: which refuse samples "too far in the future" the same way. A late crossing is normal (a
+#: sensor offline for a week sends its backlog) and taken back to 1970; a crossing from the
+#: future is a wrong clock. Ten minutes is far more than NTP-less drift (a 20 ppm crystal
+#: needs most of a year) and less than any zone's offset (30 minutes at least), so a sensor
+#: that sends local time as UTC east of Greenwich is refused, not counted hours late.
+MAX_AHEAD_MS = 10 * 60_000
 #: Index bits of a derived event key (``seq << 20 | index``): 2**20 > MAX_BATCH_EVENTS.
 _INDEX_BITS = 20
 assert MAX_BATCH_EVENTS < 1 << _INDEX_BITS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DAY_MS = 86_400_000
+#: 400 Gregorian years: 146,097 days, a whole number of weeks (20,871). The calendar repeats
+#: after it, and so does every zone's rule past its last listed transition (a POSIX TZ rule
+#: such as "last Sunday of March, 01:00 UTC"), so the wall clock at t and at t - 400 years
+#: read the same.
+_CYCLE_MS = 146_097 * DAY_MS
+#: Instants whose local date ``datetime`` can hold in every zone (offsets stay within a day):
+#: from 1570 to two days before the end of 9999. East of UTC the last hours of 9999 are local
+#: 10000-01-01, which ``datetime`` cannot hold (``OverflowError``); their midnight is found
+#: 400 years earlier and moved back (``SpaceState.midnight_at_or_before``).
+_LOCAL_LO = MIN_MS - _CYCLE_MS
+_LOCAL_HI = MAX_MS - 2 * DAY_MS
 
 #: A validated crossing: (sensor id, timestamp in ms, direction +1/-1, event id or None).
 DensityEvent = tuple[str, int, int, "str | None"]
@@ -197,20 +225,55 @@ def parse_instant(value: Any, field: str) -> int:
                 ms = delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
                 return _in_range(ms, value, field)
     elif kind is int or kind is float:
-        if kind is int or math.isfinite(value):
+        # The range is checked on the seconds, before multiplying: 1e306 * 1000 is inf, and
+        # math.floor(inf) raises OverflowError (a red-team finding: it answered 500).
+        if MIN_TS <= value < MAX_TS + 1:
             return _in_range(math.floor(value * 1000) if kind is float else value * 1000, value, field)
+        if kind is int or math.isfinite(value):
+            raise _out_of_range(value, value, field)
     raise InvalidInput(f"{field} must be {INSTANT_FORMS}, got {quote(value)}", field)
 
 
 def _in_range(ms: int, value: Any, field: str) -> int:
     if MIN_MS <= ms <= MAX_MS:
         return ms
+    raise _out_of_range(ms // 1000, value, field)
+
+
+def _out_of_range(seconds: float, value: Any, field: str) -> InvalidInput:
     hint = ""
-    if type(value) is not str and MIN_MS <= ms // 1000 <= MAX_MS:
+    if type(value) is not str and MIN_MS <= seconds <= MAX_MS:
         hint = " (Unix milliseconds? a number is Unix seconds: divide by 1000)"
-    raise InvalidInput(
+    return InvalidInput(
         f"{field} must lie between 1970-01-01 and 9999-12-31 UTC, got {quote(value)}{hint}", field
     )
+
+
+def check_not_ahead(ts: int, value: Any, field: str, now_ms: int) -> None:
+    """Refuse a crossing stamped more than ``MAX_AHEAD_MS`` after ``now_ms`` (the server's
+    clock, read by the caller: this module reads none).
+
+    >>> check_not_ahead(1_000_000_000, "x", "timestamp", 0)
+    Traceback (most recent call last):
+    ...
+    engine.errors.InvalidInput: timestamp must not lie more than 10 minutes ahead of this server's clock (1970-01-01T00:00:00.000Z): a crossing from the future comes from a wrong clock, or from local time sent as UTC (name the offset: '2018-02-24T09:45:21.893+01:00'); got 'x', 11 days ahead
+    """
+    if ts > now_ms + MAX_AHEAD_MS:
+        raise InvalidInput(
+            f"{field} must not lie more than {MAX_AHEAD_MS // 60_000} minutes ahead of this "
+            f"server's clock ({iso_ms(now_ms)}): a crossing from the future comes from a wrong "
+            "clock, or from local time sent as UTC (name the offset: "
+            f"'2018-02-24T09:45:21.893+01:00'); got {quote(value)}, {_span(ts - now_ms)} ahead",
+            field,
+        )
+
+
+def _span(ms: int) -> str:
+    """A duration for a message, in its largest unit that is at least 2: ``'9 hours'``."""
+    for unit, size in (("days", DAY_MS), ("hours", HOUR_MS), ("minutes", 60_000)):
+        if ms >= 2 * size:
+            return f"{ms // size} {unit}"
+    return f"{ms // 1000} seconds"
 
 
 _DIRECTIONS = {"1": 1, "+1": 1, "-1": -1}
@@ -250,11 +313,15 @@ def check_ident(value: Any, field: str) -> str:
     return check_name(value, field)
 
 
-def validate_dpu_events(events: Any, field: str = "body") -> list[DensityEvent]:
+def validate_dpu_events(
+    events: Any, field: str = "body", *, now_ms: int | None = None
+) -> list[DensityEvent]:
     """Validate a whole batch of crossings ``{"timestamp", "direction", "dpu_id",
     "event_id"?}`` (the seed's body, plus an optional id); raise on the first bad one.
 
-    Other fields are ignored, as the seed's Flask handler ignored them.
+    Other fields are ignored, as the seed's Flask handler ignored them. A timestamp lies in
+    1970-01-01 .. ``now_ms + MAX_AHEAD_MS``: every route and the loader pass the server's
+    clock as ``now_ms``; ``None`` (tests, benchmarks) only bounds it at 9999-12-31.
 
     >>> validate_dpu_events([{"timestamp": "2018-02-24T08:45:21.893Z", "direction": "1",
     ...                       "dpu_id": "423"}])
@@ -272,16 +339,16 @@ def validate_dpu_events(events: Any, field: str = "body") -> list[DensityEvent]:
     append = out.append
     for i, event in enumerate(events):
         at = f"{field}[{i}]"
-        append(_one_event(event, at))
+        append(_one_event(event, at, now_ms))
     return out
 
 
-def validate_dpu_event(event: Any, field: str = "body") -> DensityEvent:
+def validate_dpu_event(event: Any, field: str = "body", *, now_ms: int | None = None) -> DensityEvent:
     """One crossing (the seed's ``POST /send`` body); see :func:`validate_dpu_events`."""
-    return _one_event(event, field)
+    return _one_event(event, field, now_ms)
 
 
-def _one_event(event: Any, at: str) -> DensityEvent:
+def _one_event(event: Any, at: str, now_ms: int | None) -> DensityEvent:
     if not isinstance(event, Mapping):
         raise InvalidInput(f"{at} must be an object, got {quote(event)}", at)
     prefix = "" if at == "body" else f"{at}."
@@ -289,6 +356,8 @@ def _one_event(event: Any, at: str) -> DensityEvent:
         if name not in event:
             raise InvalidInput(f"{prefix}{name} is required", f"{prefix}{name}")
     ts = parse_instant(event["timestamp"], f"{prefix}timestamp")
+    if now_ms is not None:
+        check_not_ahead(ts, event["timestamp"], f"{prefix}timestamp", now_ms)
     direction = check_direction(event["direction"], f"{prefix}direction")
     dpu = event["dpu_id"]
     if type(dpu) is not str or not 0 < len(dpu) <= 200 or not dpu.isprintable():
@@ -784,10 +853,23 @@ class SpaceState:
         return acc
 
     def midnight_at_or_before(self, t: int) -> int:
-        """The last local midnight (ms) at or before ``t`` in the space's zone (UTC if none)."""
+        """The last local midnight (ms) at or before ``t`` in the space's zone (UTC if none),
+        for any ``t``: the last hours of 9999 east of UTC, whose local date is in year 10000,
+        are read 400 years earlier (``_CYCLE_MS``), where the zone's rules are the same.
+
+        >>> s = SpaceState(); s.set_options(True, "Asia/Tokyo")
+        >>> iso_ms(s.midnight_at_or_before(MAX_MS))  # local 10000-01-01T00:00+09:00
+        '9999-12-31T15:00:00.000Z'
+        """
         zone = self._zone
         if zone is None:
-            return t - t % 86_400_000
+            return t - t % DAY_MS
+        if t > _LOCAL_HI:
+            shift = -(-(t - _LOCAL_HI) // _CYCLE_MS) * _CYCLE_MS
+            return self.midnight_at_or_before(t - shift) + shift
+        if t < _LOCAL_LO:
+            shift = -(-(_LOCAL_LO - t) // _CYCLE_MS) * _CYCLE_MS
+            return self.midnight_at_or_before(t + shift) - shift
         seconds = t // 1000
         local = datetime.fromtimestamp(seconds, zone).replace(tzinfo=None)
         start = local.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -881,12 +963,21 @@ class SpaceState:
         out = [first] if first == a else []
         inner = period_bounds(a // 1000, (b - 1) // 1000, "day", zone=self._zone)[1:-1]
         out.extend(s * 1000 for s in inner if a < s * 1000 < b)
+        # period_bounds walks local dates, which end at 9999-12-31: east of UTC the midnight
+        # starting local 10000-01-01 lies inside 9999 UTC, and only this finds it.
+        last = self.midnight_at_or_before(b - 1)
+        if a < last and (not out or out[-1] < last):
+            out.append(last)
         return out
 
     def public(self, name: str, now_ms: int) -> dict[str, Any]:
+        """The space as the API shows it, its count at ``now_ms``: a crossing stamped later
+        (a sensor clock ahead, within ``MAX_AHEAD_MS``; or any, from an older log) counts
+        from its own instant, never "now" -- one crossing dated 9999 once changed today's
+        count."""
         return {
             "space": name,
-            "count": self.count_at(max(now_ms, self.last_ms)),
+            "count": self.count_at(now_ms),
             "nightly_reset": self.reset,
             "tz": self.tz,
             "sensors": sorted(self.sources),

@@ -90,14 +90,20 @@ from engine.journal import Journal, MemoryJournal
 from engine.lists import LIST, ListState
 from engine.periods import load_zone, period_bounds
 from engine.uniques import (
+    MAX_QUERY_BUCKETS,
+    TURN_BUCKETS,
+    TURN_PERIODS,
     UNIQUE,
     AddUniques,
+    BucketBudget,
     ExpireUniques,
     Partial,
     UniqueConfig,
     UniqueCount,
     UniqueSeries,
     UniqueSettings,
+    breakdown_refused,
+    query_refused,
     validate_unique_items,
 )
 
@@ -674,31 +680,80 @@ class Engine:
             ))
         return len(items)
 
+    # Reads are budgeted per request (engine/uniques.py, MAX_QUERY_BUCKETS): the buckets of
+    # every count's fewest-bucket cover are added up here, by arithmetic, before anything is
+    # sent, and a request over budget is refused naming the parameter to change. Each count
+    # charges the same budget again where it runs (a series created meanwhile by a write in
+    # flight may keep other levels than the peek below saw). Long requests go out in turns
+    # of at most TURN_BUCKETS buckets / TURN_PERIODS periods, each awaited before the next,
+    # so other requests and /healthz run between them.
+
+    def _peek_unique(self, name: str) -> UniqueSeries:
+        """The series' state for planning only, read between actor turns (its levels are fixed
+        at its first write and horizons change only inside a turn); a fresh one if unknown."""
+        series = self._router.directory[UNIQUE].get(name)
+        return series if series is not None else UniqueSeries()
+
     async def unique_count(self, name: str, t1: int, t2: int) -> UniqueCount:
         """Distinct members of series ``name`` over [t1, t2] (the covered range, rounded to
         whole buckets where an edge falls inside one, is in the answer).
 
         Runtime complexity: one message to the series' actor; ``UniqueSeries.count`` there.
+
+        Raises:
+            InvalidInput: (``t1``) the range's cover takes more than ``MAX_QUERY_BUCKETS``.
         """
-        return await self.ask(UNIQUE, name, lambda state: state.count(t1, t2))
+        size = self._peek_unique(name).cover_size(t1, t2)
+        if size > MAX_QUERY_BUCKETS:
+            raise query_refused([name], t1, t2, size, size, False)
+        budget = BucketBudget()
+        return await self.ask(UNIQUE, name, lambda state: state.count(t1, t2, budget))
 
     async def unique_counts(
         self, names: Sequence[str], t1: int, t2: int, *, union: bool = False
     ) -> tuple[dict[str, UniqueCount], UniqueCount | None]:
         """Counts of several series over [t1, t2], and with ``union`` the distinct count
         across all of them (their unions merged here: exact if every part is exact; its
-        range is the widest any series covered)."""
+        range is the widest any series covered).
+
+        Each series costs its cover's buckets, twice with ``union`` (its count and its part
+        of the union); the series are asked in waves of at most ``TURN_BUCKETS``.
+
+        Raises:
+            InvalidInput: (``names``, or ``t1`` where one series alone is over) the counts
+                take more than ``MAX_QUERY_BUCKETS`` buckets; nothing was asked then.
+        """
         if self._closed:
             raise EngineClosed("the engine is closed")
         distinct = list(dict.fromkeys(names))
-        completion = Completion(len(distinct))
+        per = 2 if union else 1
+        sizes: list[int] = []
+        total = largest = 0
+        for name in distinct:
+            size = self._peek_unique(name).cover_size(t1, t2) * per
+            sizes.append(size)
+            total += size
+            largest = max(largest, size)
+            if total > MAX_QUERY_BUCKETS:
+                raise query_refused(distinct, t1, t2, total, largest, union)
+        budget = BucketBudget(field="names" if len(distinct) > 1 else "t1",
+                              advice="name fewer series or ask for a shorter range")
 
         def op(state: UniqueSeries) -> tuple[UniqueCount, tuple[int, int, Partial] | None]:
-            return state.count(t1, t2), state.union_part(t1, t2) if union else None
+            return state.count(t1, t2, budget), state.union_part(t1, t2, budget) if union else None
 
-        for name in distinct:
-            await self._router.ask((UNIQUE, name), op, completion)
-        results = await completion.wait()
+        results: dict[Hashable, Any] = {}
+        wave: list[str] = []
+        cost = 0
+        for i, name in enumerate(distinct):
+            wave.append(name)
+            cost += sizes[i]
+            if cost >= TURN_BUCKETS or i == len(distinct) - 1:
+                completion = Completion(len(wave))
+                for member in wave:
+                    await self._router.ask((UNIQUE, member), op, completion)
+                results.update(await completion.wait())
+                wave, cost = [], 0
         counts = {name: results[name][0] for name in distinct}
         if not union:
             return counts, None
@@ -725,10 +780,44 @@ class Engine:
         """Distinct members per period over [t1, t2] (periods as in :meth:`breakdown`):
         the period bounds, and one count per period, each stating the range it covers.
 
-        Runtime complexity: one message; one ``UniqueSeries.count`` per period.
+        The periods' covers are planned first (arithmetic, ~25 us a period at most, with a
+        checkpoint every ``TURN_PERIODS``); then they are counted in turns of at most
+        ``TURN_BUCKETS`` buckets or ``TURN_PERIODS`` periods. Each turn is consistent; a
+        write landing between two turns shows only in the later periods, as it would in a
+        breakdown asked a moment later.
+
+        Runtime complexity: O(periods) planning; one message a turn, one
+        ``UniqueSeries.count`` per period there.
+
+        Raises:
+            InvalidInput: (``step``) the periods' covers take more than ``MAX_QUERY_BUCKETS``
+                buckets; nothing was counted then.
         """
         bounds = period_bounds(t1, t2, step, zone=load_zone(tz), offset=offset)
-        return bounds, await self.ask(UNIQUE, name, lambda state: state.breakdown(bounds))
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        series = self._peek_unique(name)
+        periods = len(bounds) - 1
+        sizes: list[int] = []
+        total = 0
+        for i in range(periods):
+            if i and i % TURN_PERIODS == 0:
+                await trio.lowlevel.checkpoint()
+            size = series.cover_size(bounds[i], bounds[i + 1] - 1)
+            sizes.append(size)
+            total += size
+            if total > MAX_QUERY_BUCKETS:
+                raise breakdown_refused(name, periods, i + 1, total)
+        budget = BucketBudget(field="step", advice="use a coarser step or a shorter range")
+        counts: list[UniqueCount] = []
+        first = cost = 0
+        for i in range(periods):
+            cost += sizes[i]
+            if cost >= TURN_BUCKETS or i + 1 - first >= TURN_PERIODS or i == periods - 1:
+                chunk = bounds[first:i + 2]
+                counts += await self.ask(UNIQUE, name, lambda state, c=chunk: state.breakdown(c, budget))
+                first, cost = i + 1, 0
+        return bounds, counts
 
     async def unique_and_counts(
         self, name: str, t1: int, t2: int, counters: Sequence[str]
@@ -780,8 +869,10 @@ class Engine:
     async def density_ingest(self, events: Any, field: str = "body") -> tuple[int, int]:
         """Validate and apply a batch of crossings (the seed's ``/send`` bodies, plus an
         optional ``event_id``); returns (new events, duplicates). Nothing is applied unless
-        every event is valid."""
-        return await self.density_ingest_validated(validate_dpu_events(events, field))
+        every event is valid; a timestamp more than ``MAX_AHEAD_MS`` ahead of this clock is
+        refused (``engine.density``: "Time")."""
+        now_ms = int(time.time() * 1000)
+        return await self.density_ingest_validated(validate_dpu_events(events, field, now_ms=now_ms))
 
     async def density_ingest_validated(self, events: list[DensityEvent]) -> tuple[int, int]:
         """Apply crossings checked by ``validate_dpu_events``; returns (new, duplicates)."""
@@ -851,17 +942,15 @@ class Engine:
 
     async def space_count(self, space: str, at_ms: int | None = None) -> int | None:
         """The exact count of ``space`` at instant ``at_ms`` (every crossing at or before it);
-        without ``at_ms``, now (or at its latest crossing, if that is later). ``None`` for a
-        space no placement named.
+        without ``at_ms``, now: a crossing stamped later counts from its own instant.
+        ``None`` for a space no placement named.
 
         Runtime complexity: one message; two prefix walks (four with the nightly reset).
         """
-        now = int(time.time() * 1000)
+        at = int(time.time() * 1000) if at_ms is None else at_ms
 
         def read(state: SpaceState) -> int | None:
-            if not state.known:
-                return None
-            return state.count_at(max(now, state.last_ms) if at_ms is None else at_ms)
+            return state.count_at(at) if state.known else None
 
         return await self.ask(SPACE, space, read)
 

@@ -47,7 +47,9 @@ Deliberate differences from statshub, all of them fail-closed or additions: the 
 value ``total`` is a 400 (statshub: 500); a body that is not an object (``null`` included),
 a value that is not a 64-bit integer, a stat or dimension name that is not a printable
 non-empty string of at most 200 characters are 400s that change nothing (statshub's Go
-decoder read ``null`` as an empty update); the per-id member sets statshub wrote and never
+decoder read ``null`` as an empty update). Otherwise an update is read as Go read it: keys
+match fields case-insensitively, unknown keys are ignored, repeated fields merge
+(:func:`statshub_fields`). The per-id member sets statshub wrote and never
 read are not kept; member stat names are known per dimension (statshub kept one global list,
 so a member stat seen only under ``user`` showed 0 under every ``country``).
 
@@ -91,7 +93,8 @@ MEMBER_LEVELS = (MINUTE, HOUR, DAY, MONTH, YEAR)
 KINDS = ("counter", "gauge", "member")
 
 _INT_KINDS = ("counters", "increments", "gauges")
-_FIELDS = frozenset({"dims", "counters", "increments", "gauges", "gaugesCurrent", "members", "multiMembers"})
+#: The fields of statshub's update struct (its JSON tags).
+FIELDS = ("dims", "counters", "increments", "gauges", "members", "multiMembers")
 
 
 ############################################################################################
@@ -150,8 +153,69 @@ def _int64(value: Any, field: str) -> int:
     return value
 
 
+def go_fold(name: str) -> str:
+    """``name`` folded as Go's ``encoding/json`` folds object keys to match struct fields
+    (``bytes.EqualFold``: Unicode simple case folding), for matching against ASCII field
+    names: ASCII letters upper-cased, and the two non-ASCII letters whose simple fold orbit
+    holds an ASCII one, U+017F LONG S (s) and U+212A KELVIN SIGN (k). Any other character
+    is kept, and so matches no field (``"ı".upper()`` is ``"I"`` in Python, but U+0131 does
+    not fold to ``i`` in Go).
+
+    >>> go_fold("multiMembers"), go_fold("counter\u017f"), go_fold("\u0131")
+    ('MULTIMEMBERS', 'COUNTERS', 'ı')
+    """
+    out = []
+    for ch in name:
+        if "a" <= ch <= "z":
+            ch = chr(ord(ch) - 32)
+        elif ch == "\u017f":
+            ch = "S"
+        elif ch == "\u212a":
+            ch = "K"
+        out.append(ch)
+    return "".join(out)
+
+
+_FOLDED_FIELDS = {go_fold(name): name for name in FIELDS}
+
+
+def statshub_fields(pairs: Iterable[tuple[Any, Any]]) -> dict[str, Any]:
+    """An update object's members, in document order (duplicates included), mapped onto
+    statshub's fields as its Go decoder (``encoding/json`` into the update struct) did:
+
+    * A key names a field by its JSON tag, exactly or else case-insensitively
+      (``Unmarshal``: "preferring an exact match but also accepting a case-insensitive
+      match"; :func:`go_fold`), so ``"Counters"`` is ``counters``.
+    * A key that names no field is ignored ("Unmarshal ignores ... keys that don't match
+      any struct field", unless ``DisallowUnknownFields``, which statshub did not call).
+    * All the fields are maps, and a map is filled, not replaced: "Unmarshal reuses the
+      existing map, keeping existing entries", so two keys naming one field (``counters``
+      and ``Counters``, or a repeated key) merge, the later entry of a stat winning;
+      ``null`` sets the map to nil.
+    * A value of the wrong type is an error of the whole update (Go reports the first such
+      error and statshub answered 400): it is kept, for :func:`validate_update` to refuse.
+
+    >>> statshub_fields([("Counters", {"a": 1}), ("counters", {"b": 2}), ("bogus", 3)])
+    {'counters': {'a': 1, 'b': 2}}
+    """
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        name = _FOLDED_FIELDS.get(go_fold(str(key)))  # no two fields fold alike: exact = folded
+        if name is None:
+            continue
+        current = out.get(name)
+        if name in out and current is not None and not isinstance(current, dict):
+            continue  # an earlier value of the wrong type already fails the update
+        if isinstance(value, dict) and isinstance(current, dict):
+            current.update(value)
+        else:
+            out[name] = dict(value) if isinstance(value, dict) else value
+    return out
+
+
 def validate_update(body: Any, field: str = "body") -> UpdateInput:
     """Check a whole statshub update body; ``InvalidInput`` naming the field, else the input.
+    Keys are matched to fields as statshub's Go decoder matched them (:func:`statshub_fields`).
 
     >>> u = validate_update({"dims": {"Country": "ES"}, "counters": {"a-b": 5}, "members": {"m": "x"}})
     >>> u.dims, u.counters, len(u.members[0][1])
@@ -163,13 +227,7 @@ def validate_update(body: Any, field: str = "body") -> UpdateInput:
     """
     if not isinstance(body, dict):
         raise InvalidInput(f"{field} must be a JSON object of dims and stats, got {quote(body)}", field)
-    unknown = set(body) - _FIELDS
-    if unknown:
-        raise InvalidInput(
-            f"{field} has unknown fields {sorted(map(str, unknown))[:5]!r}; statshub updates take "
-            f"{sorted(_FIELDS - {'gaugesCurrent'})}",
-            f"{field}.{sorted(map(str, unknown))[0]}",
-        )
+    body = statshub_fields(body.items())
     raw_dims = _object(body.get("dims"), f"{field}.dims")
     if len(raw_dims) > MAX_UPDATE_DIMS:
         raise PayloadTooLarge(f"an update may carry at most {MAX_UPDATE_DIMS} dimensions, got {len(raw_dims)}",
@@ -384,14 +442,6 @@ class DimValueStats:
     ########################################################################################
     # Reads
 
-    def gauge_at(self, stat: str, period: int) -> int | None:
-        """The roll-up of gauge ``stat`` in the period starting at ``period``; ``None`` when
-        no id reported it then (statshub's key had expired or never existed)."""
-        series = self.gauges.get(stat)
-        if series is None:
-            return None
-        return series.cells.get(period * 8)
-
     def member_count(self, stat: str) -> int:
         """All-time distinct members of ``stat`` (statshub's SCARD)."""
         unique = self.members.get(stat)
@@ -462,26 +512,6 @@ class DimValueStats:
             return None
         return [unique.union_part(a, b - 1)[2] for a, b in zip(bounds, bounds[1:], strict=False)]
 
-    def members_as_of(self, stat: str, ends: Sequence[int]) -> list[int] | None:
-        """All-time distinct members as of each instant in ``ends`` (exclusive), minute-rounded."""
-        unique = self.members.get(stat)
-        if unique is None or unique.first_ts < 0:
-            return None if unique is None else [0] * len(ends)
-        start = year_span(unique.first_ts, unique.first_ts)[0]
-        return [unique.count(start, end - 1).count if end > unique.first_ts else 0 for end in ends]
-
-    def known(self, kind: str, stat: str) -> bool:
-        return stat in {"counter": self.counters, "gauge": self.gauges, "member": self.members}[kind]
-
-    def first_ts(self, kind: str, stat: str) -> int:
-        """When the stat first had data here (-1: never)."""
-        table = {"counter": self.counters, "gauge": self.gauges, "member": self.members}[kind]
-        series = table.get(stat)
-        return -1 if series is None else series.first_ts
-
-    def stat_names(self) -> dict[str, list[str]]:
-        return {"counter": sorted(self.counters), "gauge": sorted(self.gauges), "member": sorted(self.members)}
-
     ########################################################################################
     # Snapshots
 
@@ -510,43 +540,74 @@ class DimValueStats:
 def stream_series(
     state: DimValueStats, kind: str, stat: str, slots: Sequence[tuple[int, int, int]],
     now: int, current: int, period_s: int,
-) -> list[int | None]:
-    """One value's stream history: per ``(asOf, start, end)`` slot the stat's value, or
-    ``None`` where it had no data (``Engine.stats_stream_values`` says what each kind
-    reads). Runtime complexity: one prefix walk per slot, one union per slot for members.
+) -> list[dict[int, int]]:
+    """One value's stream history: per ``(asOf, start, end)`` slot the samples statshub's
+    ``MAX(stat)`` per period is taken over, as ``{instant: value}`` (empty where the value
+    had no data): for a counter, or a member stat read as a gauge, one sample, the figure at
+    the slot's end (or ``now``); for a gauge, every complete gauge period starting in the
+    slot that has a roll-up, keyed by its start (so a total can be summed per period before
+    its maximum is taken, as statshub's ``total`` row was).
+
+    Runtime complexity: one prefix walk per slot (counters), one union per slot (members);
+    gauges: one lookup per day of the slots, per hour of a day with data, and per period of
+    an hour with data (:func:`gauge_periods`).
     """
-    none: list[int | None] = [None] * len(slots)
+    out: list[dict[int, int]] = [{} for _ in slots]
     if kind == "gauge" and stat in state.members:
         unique = state.members[stat]
         if unique.first_ts < 0:
-            return none
+            return out
         origin = year_span(unique.first_ts, unique.first_ts)[0]
-        out: list[int | None] = []
-        for _, _, end in slots:
+        for i, (_, _, end) in enumerate(slots):
             end = min(end, now + 1)
-            out.append(unique.count(origin, end - 1).count if end > unique.first_ts else None)
+            if end > unique.first_ts:
+                out[i][end] = unique.count(origin, end - 1).count
         return out
     if kind == "counter":
         series = state.counters.get(stat)
         if series is None or series.first_ts < 0:
-            return none
-        out = []
-        for _, _, end in slots:
+            return out
+        for i, (_, _, end) in enumerate(slots):
             end = min(end, now + 1)
-            out.append(series.before(end) if end > series.first_ts else None)
+            if end > series.first_ts:
+                out[i][end] = series.before(end)
         return out
     series = state.gauges.get(stat)
     if series is None or series.first_ts < 0:
-        return none
-    out = []
-    for _, start, end in slots:
-        stop = min(end, current)  # complete gauge periods only
-        periods = -(-stop // period_s) - -(-start // period_s)
-        if stop <= start or periods <= 0 or series.last_ts < start or series.first_ts >= stop:
-            out.append(None)
-        else:
-            out.append(round(series.range_sum(start, stop - 1) / periods))
+        return out
+    for i, (_, start, end) in enumerate(slots):
+        out[i] = gauge_periods(series, start, min(end, current), period_s)  # complete periods only
     return out
+
+
+def gauge_periods(series: CounterSeries, start: int, stop: int, period_s: int) -> dict[int, int]:
+    """The roll-up of every gauge period starting in [start, stop) that has one, by start.
+
+    A period's roll-up is the second-level cell at its start; the day and hour cells above
+    it exist only where some period has one, so empty days and hours cost one lookup each
+    instead of one per period (a year of 6-minute periods is 87,600 of them).
+
+    >>> s = CounterSeries(); s.add(720, 5); s.add(86400 + 360, 7)
+    >>> gauge_periods(s, 0, 2 * 86400, 360)
+    {720: 5, 86760: 7}
+    """
+    lo, hi = max(start, series.first_ts), min(stop - 1, series.last_ts)
+    found: dict[int, int] = {}
+    if lo > hi:
+        return found
+    get = series.cells.get
+    for day in range(lo // 86400, hi // 86400 + 1):
+        if get(day * 8 + 3) is None:
+            continue
+        for hour in range(max(lo, day * 86400) // 3600, min(hi, day * 86400 + 86399) // 3600 + 1):
+            if get(hour * 8 + 2) is None:
+                continue
+            first = max(lo, hour * 3600)
+            for period in range(-(-first // period_s) * period_s, min(hi, hour * 3600 + 3599) + 1, period_s):
+                value = get(period * 8)
+                if value is not None:
+                    found[period] = value
+    return found
 
 
 def archive_rows(state: DimValueStats, stamps: Sequence[int], period_s: int) -> list[tuple[dict[str, int], dict[str, int]]]:
@@ -709,12 +770,14 @@ def check_stat_id(raw: Any) -> str:
 
 __all__ = [
     "DEFAULT_GAUGE_PERIOD_S",
+    "FIELDS",
     "archive_rows",
     "KINDS",
     "STAT_DIM",
     "STAT_ID",
     "TOTAL",
     "DimValueStats",
+    "gauge_periods",
     "Plan",
     "StatIdState",
     "StatsUpdate",
@@ -722,9 +785,11 @@ __all__ = [
     "ValueFigures",
     "build_update",
     "check_stat_id",
+    "go_fold",
     "member_config_from",
     "period_start",
     "stat_name",
+    "statshub_fields",
     "statshub_maps",
     "stream_series",
     "totals",

@@ -84,6 +84,7 @@ Nothing here imports trio or reads the clock.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -136,9 +137,15 @@ MIN_LG_K, MAX_LG_K = 4, 21
 SKETCH_TYPE = tgt_hll_type.HLL_4
 #: Confidence of the stated bounds: 2 standard deviations (~95.4%).
 STD_DEVS = 2
-#: Most buckets one count may union. A range over kept levels needs at most a few hundred;
-#: this bounds the pathological case of a series keeping only fine levels (precedent:
-#: ``engine.periods.MAX_PERIODS`` bounds breakdowns the same way).
+#: Most buckets one request may take, over every count it makes (a breakdown's periods, a
+#: query's series, its union): the buckets of each count's fewest-bucket cover, known by
+#: arithmetic before anything is walked (:meth:`UniqueSeries.plan`), so a request over budget
+#: is refused before it costs anything and the answer does not depend on where the data is.
+#: A range over the default levels needs at most a few hundred buckets plus one a year (8,280
+#: for 1970 .. 9999); an hours-only series needs one an hour. Precedent: Prometheus refuses a
+#: range query of more than 11,000 points per series up front ("exceeded maximum resolution"),
+#: and Elasticsearch's ``search.max_buckets`` (65,536) bounds one aggregation request's
+#: buckets; ``engine.periods.MAX_PERIODS`` bounds breakdowns the same way.
 MAX_QUERY_BUCKETS = 100_000
 #: ``RESERVED_PREFIX`` (from ``engine/events.py``, one rule for counters and series): series
 #: names the native write API may not use; the Narrative API keeps its users in
@@ -467,6 +474,76 @@ class Partial:
         return UniqueCount(t1, t2, round(estimate), False, rounded, self.buckets, lower, upper, STD_DEVS)
 
 
+class BucketBudget:
+    """Buckets a request may still take, shared by every count it makes (``MAX_QUERY_BUCKETS``).
+
+    The engine checks a request's whole cost up front (``engine/engine.py``); each count
+    charges its cover's size again where it runs, so a request whose cost moved meanwhile (a
+    series created by a write still in flight, with levels of its own) is refused there,
+    before its walk, and never takes more than its budget.
+    """
+
+    __slots__ = ("limit", "left", "field", "advice")
+
+    def __init__(self, limit: int = MAX_QUERY_BUCKETS, field: str = "t1",
+                 advice: str = "ask for a shorter range") -> None:
+        self.limit = limit
+        self.left = limit
+        #: The request parameter a refusal names (``t1``, ``step``, ``names``).
+        self.field = field
+        self.advice = advice
+
+    def charge(self, buckets: int, t1: int, t2: int, levels: Sequence[int]) -> None:
+        """Take ``buckets`` for a count over [t1, t2]; refuse when the request runs past its limit."""
+        self.left -= buckets
+        if self.left < 0:
+            raise InvalidInput(
+                f"counting [{t1}, {t2}] at the kept resolutions {[LEVEL_NAMES[lv] for lv in levels]} "
+                f"takes {buckets} buckets, past the {self.limit} one request may take; {self.advice}",
+                self.field,
+            )
+
+
+#: Buckets one actor turn may take when the engine splits a request (a breakdown's periods,
+#: a query's series): each turn is a stretch the event loop does nothing else, so a request
+#: within ``MAX_QUERY_BUCKETS`` still answers ``/healthz`` and other requests between its
+#: turns. A union takes well under 1 us a bucket for sparse cells (``bench/bench_uniques.py``
+#: section 4), and planning takes up to ~25 us a period, so a turn of 10,000 buckets or 500
+#: periods is at most a few tens of milliseconds.
+TURN_BUCKETS = 10_000
+TURN_PERIODS = 500
+
+
+def breakdown_refused(name: str, periods: int, counted: int, total: int) -> InvalidInput:
+    """The refusal of a breakdown whose first ``counted`` periods already take ``total``
+    buckets, past ``MAX_QUERY_BUCKETS``."""
+    return InvalidInput(
+        f"a breakdown of {quote(name)} into {periods} periods takes more than {MAX_QUERY_BUCKETS} "
+        f"buckets, the most one request may take (its first {counted} periods already take "
+        f"{total}, at the series' kept resolutions); use a coarser step or a shorter range",
+        "step",
+    )
+
+
+def query_refused(names: Sequence[str], t1: int, t2: int, total: int, largest: int, union: bool) -> InvalidInput:
+    """The refusal of a count of ``names`` over [t1, t2] taking ``total`` buckets or more,
+    past ``MAX_QUERY_BUCKETS``; ``largest`` is the most one series takes. Names the range
+    when one series alone is over budget, else the list of names."""
+    twice = " (twice with union: each series' count and its part of the union)" if union else ""
+    if largest > MAX_QUERY_BUCKETS or len(names) == 1:
+        return InvalidInput(
+            f"counting [{t1}, {t2}] takes {largest} buckets at the kept resolutions{twice}, more than "
+            f"the {MAX_QUERY_BUCKETS} one request may take; ask for a shorter range",
+            "t1",
+        )
+    return InvalidInput(
+        f"counting {len(names)} series over [{t1}, {t2}] takes {total} buckets or more{twice}, "
+        f"more than the {MAX_QUERY_BUCKETS} one request may take (up to {largest} a series); "
+        "name fewer series or ask for a shorter range",
+        "names",
+    )
+
+
 ############################################################################################
 # One series
 ############################################################################################
@@ -489,7 +566,7 @@ class UniqueSeries:
     {'t1': 1458060960, 't2': 1458064919, 'count': 2, 'exact': True, 'rounded': True, 'buckets': 6}
     """
 
-    __slots__ = ("config", "cells", "first_ts", "last_ts", "horizons", "applied_seq")
+    __slots__ = ("config", "cells", "first_ts", "last_ts", "horizons", "applied_seq", "_index", "_late")
 
     def __init__(self, config: UniqueConfig | None = None) -> None:
         #: ``None`` until the first write configures the series (the router's factory makes
@@ -502,6 +579,13 @@ class UniqueSeries:
         #: Per level, the first second whose bucket is still kept (retention).
         self.horizons: dict[int, int] = {}
         self.applied_seq = 0
+        #: Per level, the bucket numbers holding a cell, ascending (derived from ``cells``,
+        #: never stored): what a count bisects instead of trying every bucket of its range.
+        #: A bucket created after the last one is appended; an earlier one (a backfill) waits
+        #: in ``_late`` until the next read merges it in (one sort of a sorted list and a
+        #: short tail), so an out-of-order batch costs one merge, not one shift per bucket.
+        self._index: dict[int, list[int]] = {}
+        self._late: dict[int, list[int]] = {}
 
     ########################################################################################
     # Writing
@@ -552,6 +636,7 @@ class UniqueSeries:
                     k = (month // 12) * 8 + 5
                 cell = cells.get(k)
                 if cell is None:
+                    self._note(k)
                     if limit == 0:
                         sketch = cells[k] = hll_sketch(config.lg_k, SKETCH_TYPE)
                         sketch.update(datum)
@@ -583,6 +668,34 @@ class UniqueSeries:
             update(datum)
         self.cells[k] = sketch
 
+    def _note(self, k: int) -> None:
+        """Index a new cell (see ``_index``)."""
+        level, bucket = k % 8, k // 8
+        index = self._index.get(level)
+        if index is None:
+            self._index[level] = [bucket]
+        elif bucket > index[-1]:
+            index.append(bucket)
+        else:
+            self._late.setdefault(level, []).append(bucket)
+
+    def _sorted(self, level: int) -> list[int]:
+        """The level's non-empty bucket numbers, ascending (late ones merged in first)."""
+        index = self._index.get(level)
+        if index is None:
+            return []
+        late = self._late.pop(level, None)
+        if late:
+            index.extend(late)
+            index.sort()  # Timsort: one sorted run and a tail, O(n + m log m)
+        return index
+
+    def _reindex(self) -> None:
+        """Rebuild the index from ``cells`` (after a load)."""
+        self._index, self._late = {}, {}
+        for k in sorted(self.cells):
+            self._index.setdefault(k % 8, []).append(k // 8)
+
     def expire(self, cutoffs: Sequence[int]) -> int:
         """Drop buckets of each level that end at or before ``cutoffs[level]`` (0 keeps the
         level; the coarsest kept level is always kept). Returns the cells removed.
@@ -603,54 +716,102 @@ class UniqueSeries:
         doomed = [k for k in self.cells if k % 8 in limits and k // 8 < limits[k % 8]]
         for k in doomed:
             del self.cells[k]
+        for level, limit in limits.items():
+            index = self._sorted(level)
+            del index[:bisect_left(index, limit)]
         return len(doomed)
 
     ########################################################################################
     # Reading
 
-    def cover(self, t1: int, t2: int) -> tuple[int, int, list[int]]:
-        """The fewest whole kept buckets covering [t1, t2] that hold data: ``(first second,
-        last second, cell keys)``; the seconds are the range really covered (rounded
-        outwards where an edge falls inside a bucket of the finest resolution available
-        there).
+    def plan(self, t1: int, t2: int) -> tuple[int, int, list[tuple[int, int, int]]]:
+        """The fewest whole kept buckets covering [t1, t2], by arithmetic: ``(first second,
+        last second, runs)``, each run ``(level, first bucket, end bucket exclusive)``; the
+        seconds are the range really covered (rounded outwards where an edge falls inside a
+        bucket of the finest resolution available there).
 
-        The buckets are those of the greedy cover of the whole rounded range -- the largest
-        kept buckets inside it -- less those wholly before the first write or after the last.
-        The walk starts at the cover's bucket holding the first written second in range
-        (:meth:`_cover_start`), so the stretch without data is never walked and the
-        alignment of the whole range is kept (a day asked for is the day bucket, however
-        late in it the data starts).
+        The cover is the greedy one: at each step the coarsest kept, unexpired bucket that
+        starts at the cursor and ends within the range -- for nested calendar buckets, the
+        largest kept buckets inside the range. Where none ends within it (a finer level
+        expired there), the finest available bucket at the cursor is taken and the end
+        rounded out to it. A run stops where a coarser level's next available boundary
+        fits, or where its own buckets no longer fit, so the steps are runs, not buckets.
 
-        Runtime complexity: O(buckets), each step trying at most five levels.
+        Runtime complexity: O(levels**2) -- at most two runs a level, plus one per horizon;
+        never depends on the range's length or on the data.
+        """
+        if t1 > t2:
+            raise InvalidInput(f"t1 must be <= t2, got t1={t1!r} t2={t2!r}", "t1")
+        levels = (self.config or _DEFAULT_CONFIG).levels
+        horizons = self.horizons
+        if not horizons:
+            return _nested_plan(levels, t1, t2)
+        start, end = self._edges(t1, t2)
+        runs: list[tuple[int, int, int]] = []
+        cursor = start
+        top = len(levels) - 1
+        while cursor < end:
+            chosen = -1
+            fallback: tuple[int, int, int] | None = None
+            for i in range(top, -1, -1):
+                level = levels[i]
+                bucket = bucket_of(level, cursor)
+                if bucket_start(level, bucket) != cursor or (horizons and cursor < horizons.get(level, 0)):
+                    continue
+                after = bucket_start(level, bucket + 1)
+                if after <= end:
+                    chosen = i
+                    break
+                fallback = (level, bucket, after)
+            if chosen < 0:
+                assert fallback is not None, "the cursor is aligned to an available level"
+                level, bucket, end = fallback  # round the end outwards to this bucket
+                runs.append((level, bucket, bucket + 1))
+                break
+            stop = bucket_of(level, end)  # buckets before the one holding ``end`` fit
+            for coarser in levels[chosen + 1:]:
+                # The coarser level takes over at its first available boundary past the
+                # cursor, if that bucket fits (later ones fit no better).
+                boundary = bucket_start(coarser, bucket_of(coarser, cursor) + 1)
+                if horizons:
+                    boundary = max(boundary, horizons.get(coarser, 0))
+                if boundary < end and bucket_start(coarser, bucket_of(coarser, boundary) + 1) <= end:
+                    stop = min(stop, bucket_of(level, boundary))
+            runs.append((level, bucket, stop))
+            cursor = bucket_start(level, stop)
+        return start, end - 1, runs
+
+    def cover_size(self, t1: int, t2: int) -> int:
+        """Buckets in the fewest-bucket cover of [t1, t2] (:meth:`plan`): what a count costs
+        a request's budget, known before anything is walked. O(levels**2)."""
+        return sum(stop - first for _, first, stop in self.plan(t1, t2)[2])
+
+    def cover(self, t1: int, t2: int, budget: BucketBudget | None = None) -> tuple[int, int, list[int]]:
+        """The cells of the fewest-bucket cover of [t1, t2] that hold data: ``(first second,
+        last second, cell keys)`` in time order (:meth:`plan` for the seconds).
+
+        The cover's size is charged to ``budget`` first (a fresh ``MAX_QUERY_BUCKETS`` one
+        when none is given), so a refused count has walked nothing. Each run then takes its
+        cells by bisecting the level's sorted index, so the empty buckets of a long range
+        are never visited: a sparse series over centuries costs what its data costs.
+
+        Runtime complexity: O(levels**2 + runs * log(cells) + cells taken).
 
         Raises:
-            InvalidInput: the cover would take more than ``MAX_QUERY_BUCKETS`` buckets.
+            InvalidInput: the cover takes more buckets than the budget has left (naming the
+                budget's field).
         """
-        start, end = self._edges(t1, t2)
-        lo, hi = max(start, self.first_ts), min(end - 1, self.last_ts)
-        if self.first_ts < 0 or lo > hi:
-            return start, end - 1, []
-        reached, keys = self._walk(self._cover_start(lo, start, end), end, hi, t1, t2)
-        return start, max(end, reached) - 1, keys
-
-    def _cover_start(self, lo: int, start: int, end: int) -> int:
-        """Where the greedy cover of [start, end) has a bucket holding second ``lo``: the
-        start of the coarsest available bucket holding ``lo`` that lies inside the range
-        (nested buckets: the cover is exactly the largest such buckets). Where none lies
-        inside (the range's end was rounded outwards there), the finest available bucket
-        holding ``lo``, which the walk then takes as its rounded last bucket."""
-        levels = (self.config or _DEFAULT_CONFIG).levels
-        available = self._available
-        for level in levels[::-1]:
-            bucket = bucket_of(level, lo)
-            first = bucket_start(level, bucket)
-            if first >= start and bucket_start(level, bucket + 1) <= end and available(level, bucket):
-                return first
-        for level in levels:
-            bucket = bucket_of(level, lo)
-            if available(level, bucket):
-                return bucket_start(level, bucket)
-        raise AssertionError("the coarsest kept level never expires")  # pragma: no cover
+        start, end, runs = self.plan(t1, t2)
+        (budget or BucketBudget()).charge(
+            sum(stop - first for _, first, stop in runs), t1, t2, (self.config or _DEFAULT_CONFIG).levels
+        )
+        keys: list[int] = []
+        for level, first, stop in runs:
+            index = self._sorted(level)
+            lo = bisect_left(index, first)
+            hi = bisect_left(index, stop, lo)
+            keys.extend(bucket * 8 + level for bucket in index[lo:hi])
+        return start, end, keys
 
     def _available(self, level: int, bucket: int) -> bool:
         horizons = self.horizons
@@ -670,39 +831,6 @@ class UniqueSeries:
             else:  # pragma: no cover
                 raise AssertionError("the coarsest kept level never expires")
         return out[0], out[1]
-
-    def _walk(self, cursor: int, end: int, last: int, t1: int, t2: int) -> tuple[int, list[int]]:
-        """Greedy cover of [cursor, end) by the coarsest kept bucket that fits at each step,
-        stopping after the bucket holding second ``last`` (the last written one); returns
-        the end really reached (past ``end`` where no kept bucket ends inside it)."""
-        coarse_first = (self.config or _DEFAULT_CONFIG).levels[::-1]
-        available = self._available
-        keys: list[int] = []
-        while cursor <= last and cursor < end:
-            chosen = fallback = None
-            for level in coarse_first:
-                bucket = bucket_of(level, cursor)
-                if bucket_start(level, bucket) != cursor or not available(level, bucket):
-                    continue
-                after = bucket_start(level, bucket + 1)
-                if after <= end:
-                    chosen = (level, bucket, after)
-                    break
-                fallback = (level, bucket, after)
-            if chosen is None:
-                assert fallback is not None, "the cursor is aligned to the last bucket's level"
-                chosen = fallback
-                end = fallback[2]  # no kept bucket ends inside: round the end outwards
-            level, bucket, cursor = chosen
-            keys.append(bucket * 8 + level)
-            if len(keys) > MAX_QUERY_BUCKETS:
-                raise InvalidInput(
-                    f"counting [{t1}, {t2}] needs more than {MAX_QUERY_BUCKETS} buckets at the "
-                    f"kept resolutions {[LEVEL_NAMES[lv] for lv in coarse_first[::-1]]}; ask for "
-                    "a shorter range",
-                    "t1",
-                )
-        return end, keys
 
     def partial(self, keys: Sequence[int], *, detach: bool = False) -> tuple[Partial, int | None]:
         """The union of the cells at ``keys``, and the exact count when it is known without
@@ -740,8 +868,9 @@ class UniqueSeries:
                 out.hashes = BitMap64.union(*(c.strings for c in exact))  # type: ignore[arg-type]
         return out, None
 
-    def count(self, t1: int, t2: int) -> UniqueCount:
-        """Distinct members over [t1, t2] (see :class:`UniqueCount` for the answer).
+    def count(self, t1: int, t2: int, budget: BucketBudget | None = None) -> UniqueCount:
+        """Distinct members over [t1, t2] (see :class:`UniqueCount` for the answer), charged
+        to ``budget`` (a request's; default: this count alone gets ``MAX_QUERY_BUCKETS``).
 
         Runtime complexity: :meth:`cover`, then a union of the cells (O(1) for one exact
         bucket, such as the current hour; O(keys) for a union of exact buckets; O(2**lg_k)
@@ -749,22 +878,23 @@ class UniqueSeries:
         """
         if t1 > t2:
             raise InvalidInput(f"t1 must be <= t2, got t1={t1!r} t2={t2!r}", "t1")
-        start, end, keys = self.cover(t1, t2)
+        start, end, keys = self.cover(t1, t2, budget)
         rounded = (start, end) != (t1, t2)
         if not keys:
             return UniqueCount(start, end, 0, True, rounded, 0)
         union, known = self.partial(keys)
         return union.result(start, end, rounded, known)
 
-    def union_part(self, t1: int, t2: int) -> tuple[int, int, Partial]:
+    def union_part(self, t1: int, t2: int, budget: BucketBudget | None = None) -> tuple[int, int, Partial]:
         """As :meth:`count`, but the union itself, detached (for a union across series)."""
-        start, end, keys = self.cover(t1, t2)
+        start, end, keys = self.cover(t1, t2, budget)
         union, _ = self.partial(keys, detach=True)
         return start, end, union
 
-    def breakdown(self, bounds: Sequence[int]) -> list[UniqueCount]:
-        """Counts over the periods [bounds[i], bounds[i+1]) (``engine/periods.py``)."""
-        return [self.count(a, b - 1) for a, b in zip(bounds, bounds[1:], strict=False)]
+    def breakdown(self, bounds: Sequence[int], budget: BucketBudget | None = None) -> list[UniqueCount]:
+        """Counts over the periods [bounds[i], bounds[i+1]) (``engine/periods.py``), all
+        charged to ``budget`` when one is given (else each period gets its own)."""
+        return [self.count(a, b - 1, budget) for a, b in zip(bounds, bounds[1:], strict=False)]
 
     def statistics(self) -> UniqueStatistics:
         sizes = [cell.size for cell in self.cells.values() if type(cell) is ExactCell]
@@ -812,6 +942,7 @@ class UniqueSeries:
                     set(strings) if isinstance(strings, list) else BitMap64.deserialize(bytes(strings)),
                     size,
                 )
+        series._reindex()
         return series
 
     def _check(self) -> None:
@@ -826,6 +957,9 @@ class UniqueSeries:
                 assert limit is None or size <= limit, f"cell {k}: {size} members > limit {limit}"
                 text = not isinstance(cell.strings, BitMap64)
                 assert text == config.text_strings, f"cell {k}: strings kept as text={text}"
+            for level in {k % 8 for k in self.cells} | set(self._index):
+                want = sorted(k // 8 for k in self.cells if k % 8 == level)
+                assert self._sorted(level) == want, f"level {level}: index is not the cells' buckets"
             for k, cell in exact.items():
                 level = k % 8
                 coarser = [lv for lv in config.levels if lv > level]
@@ -841,6 +975,69 @@ class UniqueSeries:
 
 
 _DEFAULT_CONFIG = UniqueConfig()
+
+
+def _nested_plan(levels: Sequence[int], t1: int, t2: int) -> tuple[int, int, list[tuple[int, int, int]]]:
+    """:meth:`UniqueSeries.plan` where every kept level is available (no retention yet): the
+    largest kept buckets inside [t1, t2] rounded out to the finest level, in closed form.
+
+    Per level, the whole buckets inside the range are ``[lo, hi)`` (bucket numbers); the
+    coarsest level with any takes them all, and each finer level takes what lies between
+    its own edges and the next coarser level's -- as ``engine.timebuckets.decompose`` does
+    for counters. Fixed-length levels are integer division; months and years go through the
+    calendar. O(levels), about 15 us for five levels.
+    """
+    finest = levels[0]
+    if finest <= DAY:
+        size = _FIXED[finest]
+        start, end = t1 // size * size, (t2 // size + 1) * size
+    else:
+        start = bucket_start(finest, bucket_of(finest, t1))
+        end = bucket_start(finest, bucket_of(finest, t2) + 1)
+    los: list[int] = []
+    his: list[int] = []
+    lo_starts: list[int] = []
+    hi_starts: list[int] = []
+    top = 0
+    for i, level in enumerate(levels):
+        if level <= DAY:
+            size = _FIXED[level]
+            lo = -(-start // size)
+            hi = end // size
+            lo_starts.append(lo * size)
+            hi_starts.append(hi * size)
+        else:
+            lo = bucket_of(level, start)
+            lo_start = bucket_start(level, lo)
+            if lo_start < start:
+                lo += 1
+                lo_start = bucket_start(level, lo)
+            hi = bucket_of(level, end)
+            lo_starts.append(lo_start)
+            hi_starts.append(bucket_start(level, hi))
+        if lo >= hi:
+            break
+        los.append(lo)
+        his.append(hi)
+        top = i
+    left: list[tuple[int, int, int]] = []
+    right: list[tuple[int, int, int]] = []
+    for i in range(top):
+        level = levels[i]
+        if level <= DAY:
+            size = _FIXED[level]
+            inner_lo, inner_hi = lo_starts[i + 1] // size, hi_starts[i + 1] // size
+        else:
+            inner_lo, inner_hi = bucket_of(level, lo_starts[i + 1]), bucket_of(level, hi_starts[i + 1])
+        if los[i] < inner_lo:
+            left.append((level, los[i], inner_lo))
+        if inner_hi < his[i]:
+            right.append((level, inner_hi, his[i]))
+    runs = [*left, (levels[top], los[top], his[top]), *right[::-1]]
+    return start, end - 1, runs
+
+
+_FIXED = {MINUTE: 60, HOUR: 3600, DAY: 86400}
 
 
 ############################################################################################
@@ -989,15 +1186,21 @@ __all__ = [
     "NARRATIVE_CONFIG",
     "RESERVED_PREFIX",
     "UNIQUE",
+    "MAX_QUERY_BUCKETS",
+    "TURN_BUCKETS",
+    "TURN_PERIODS",
     "AddUniques",
+    "BucketBudget",
     "ExpireUniques",
     "Partial",
     "UniqueConfig",
     "UniqueCount",
     "UniqueSeries",
     "UniqueSettings",
+    "breakdown_refused",
     "member_key",
     "member_of",
+    "query_refused",
     "string_key",
     "validate_unique_items",
 ]

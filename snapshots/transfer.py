@@ -3,8 +3,8 @@
 * **Export from a running engine** (``stream_engine_snapshot``): the snapshot codec's bytes,
   produced chunk by chunk from live state -- the admin endpoint streams it over HTTP.
 * **Export from a data directory** (``export_data_dir``): recover the directory's state into a
-  throwaway in-memory engine *without modifying the directory* (no torn tail is cut, nothing
-  is appended), then write it as a snapshot file.
+  throwaway in-memory engine *without modifying the directory* (``recovered_engine``: no torn
+  tail is cut, nothing is appended), then write it as a snapshot file.
 * **Import** (``import_snapshot``): validate the whole file first (every checksum, the end
   marker, the item count; decompression bounded by output, ``max_inflated`` in all), refuse a data directory that already holds data unless told to
   replace it, then install the file as the directory's only snapshot (temp file, fsync,
@@ -20,8 +20,9 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -64,6 +65,38 @@ async def stream_engine_snapshot(engine: Engine) -> AsyncIterator[bytes]:
     yield b"".join(pending)
 
 
+@asynccontextmanager
+async def recovered_engine(data_dir: Path, **engine_kwargs: Any) -> AsyncIterator[tuple[Engine, int]]:
+    """A throwaway in-memory engine holding the state of ``data_dir`` (its latest snapshot,
+    then the log after it), recovered *without modifying the directory* (no torn tail is
+    cut, nothing is appended) and held under the directory's lock until the block ends: the
+    one way offline tools (``export_data_dir``, ``pointspace stats export``) read a data
+    directory. ``engine_kwargs`` go to ``Engine.open`` (settings that change what reads
+    answer, such as ``stats_gauge_period_s``).
+
+    Yields:
+        The engine, and the log position after the last record it holds (where a snapshot
+        of it starts).
+
+    Raises:
+        InvalidInput: ``data_dir`` is not a directory.
+        DataDirectoryInUse: a server (or another tool) runs on ``data_dir``.
+    """
+    from engine.engine import Engine
+
+    if not data_dir.is_dir():
+        raise InvalidInput(f"no data directory at {str(data_dir)!r}", "data_dir")
+    with DataDirectoryLock(data_dir):  # a running server's files change under a reader
+        async with Engine.open(**engine_kwargs) as engine:
+            start_seq, _ = load_latest_snapshot(data_dir, engine, RecoveryReport(), REAL_FS)
+            last = start_seq - 1
+            if wal_dir(data_dir).is_dir():
+                for seq, payload in read_log(data_dir, start_seq):
+                    await engine.replay(seq, payload)
+                    last = seq
+            yield engine, last + 1
+
+
 async def export_data_dir(
     data_dir: Path, out: Path, progress: Progress | None = None, total: Progress | None = None
 ) -> SnapshotInfo:
@@ -75,25 +108,8 @@ async def export_data_dir(
     Raises:
         DataDirectoryInUse: a server runs on ``data_dir`` (export from its ``--url`` instead).
     """
-    if not data_dir.is_dir():
-        raise InvalidInput(f"no data directory at {str(data_dir)!r}", "data_dir")
-    with DataDirectoryLock(data_dir):  # a running server's files change under a reader
-        return await _export_locked(data_dir, out, progress, total)
-
-
-async def _export_locked(
-    data_dir: Path, out: Path, progress: Progress | None, total: Progress | None
-) -> SnapshotInfo:
-    from engine.engine import Engine
-
-    async with Engine.open() as engine:
-        start_seq, _ = load_latest_snapshot(data_dir, engine, RecoveryReport(), REAL_FS)
-        last = start_seq - 1
-        if wal_dir(data_dir).is_dir():
-            for seq, payload in read_log(data_dir, start_seq):
-                await engine.replay(seq, payload)
-                last = seq
-        encoder = SnapshotEncoder(start_seq=last + 1, created=time.time())
+    async with recovered_engine(data_dir) as (engine, start_seq):
+        encoder = SnapshotEncoder(start_seq=start_seq, created=time.time())
         if total is not None:
             total(engine.statistics().router.entities)
         tmp = out.with_name(out.name + ".tmp")
@@ -110,7 +126,7 @@ async def _export_locked(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)
-        return SnapshotInfo(start_seq=last + 1, items=encoder.items, created=encoder.created)
+        return SnapshotInfo(start_seq=start_seq, items=encoder.items, created=encoder.created)
 
 
 def import_snapshot(source: Path, data_dir: Path, *, replace: bool = False,

@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 Off unless ``settings.jwt_key_dir`` is set. Then ``install`` loads every ``*.pub`` RSA public
 key there (none, or a bad one, stops the server at start) and adds one ``before_request`` hook
-that runs after routing and before any view:
+that runs after routing and before any view (and a ``before_websocket`` hook, with the same
+keys and rules, for every websocket handshake: steps 1 to 3, as a GET; a token with
+allow-list claims is refused on a route that has an ACL, which no websocket route has):
 
 1. Find the route's *rule*: the JWT scope it needs and where its list and element ids are
    (``RANKDB_RULES``, a table of method + path pattern from rankdb.md 1.1; patterns rather than
@@ -43,7 +45,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key, load_ssh_public_key
-from quart import Response, current_app, g, request
+from quart import Response, current_app, g, has_request_context, request, websocket
 from quart_trio import QuartTrio
 
 from engine.errors import InvalidInput
@@ -70,6 +72,7 @@ __all__ = [
     "install",
     "native_scope",
     "rankdb_rule",
+    "route_rule",
 ]
 
 READ = "api:read"
@@ -295,6 +298,17 @@ class KeyRing:
                 raise AuthError(f"invalid token: {exc}") from None
         raise AuthError("token signature does not match any configured key")
 
+    def grant(self, authorization: str | None, scope: str) -> Grant:
+        """The grant of an ``Authorization: Bearer <jwt>`` header holding ``scope``.
+
+        Raises:
+            AuthError: no or a malformed header, a token :meth:`verify` refuses, or one
+                without ``scope``.
+        """
+        grant = Grant.from_claims(self.verify(bearer_token(authorization)))
+        grant.require_scope(scope)
+        return grant
+
 
 def bearer_token(header: str | None) -> str:
     """The token of ``Authorization: Bearer <jwt>`` (the prefix in any case, as RankDB)."""
@@ -409,20 +423,12 @@ def install(app: QuartTrio, settings: Settings) -> None:
     async def guard() -> Response | None:
         if request.url_rule is None:
             return None  # no route: the 404 or 405 answers
-        path, method = request.path, request.method
-        found = rankdb_rule(method, path)
-        goa = found is not None or request.blueprint in RANKDB_BLUEPRINTS
+        found = route_rule(request.method, request.path, request.blueprint)
         if found is None:
-            scope = MANAGE if goa else native_scope(method, path)
-            if scope is None:
-                return None
-            board = None if goa else native_board(method, path)
-            rule, match = (Rule(scope, lists="path"), board) if board else (Rule(scope), None)
-        else:
-            rule, match = found
+            return None
+        rule, match, goa = found
         try:
-            grant = Grant.from_claims(keyring.verify(bearer_token(request.headers.get("Authorization"))))
-            grant.require_scope(rule.scope)
+            grant = keyring.grant(request.headers.get("Authorization"), rule.scope)
             if grant.only_lists is not None or grant.only_elements is not None:
                 await _check_access(grant, rule, match)
         except AuthError as exc:
@@ -434,7 +440,43 @@ def install(app: QuartTrio, settings: Settings) -> None:
         g.grant = grant  # for views that filter what they list (``/ui/api/boards``)
         return None
 
+    async def guard_websocket() -> Response | None:
+        # Quart runs ``before_request`` hooks for HTTP only: every websocket handshake is
+        # checked here, with the same keys and the same rules (a handshake is a GET).
+        if websocket.url_rule is None:
+            return None  # no route: the 404 answers
+        found = route_rule("GET", websocket.path, websocket.blueprint)
+        if found is None:
+            return None
+        rule, match, _ = found
+        try:
+            grant = keyring.grant(websocket.headers.get("Authorization"), rule.scope)
+            if rule.lists is not None and match is not None and (
+                grant.only_lists is not None or grant.only_elements is not None
+            ):
+                raise AuthError("only_lists / only_elements cannot be checked on a websocket; "
+                                "use a token without them")
+        except AuthError as exc:
+            return _denied(exc.message, goa=False)
+        g.grant = grant
+        return None
+
     app.before_request(guard)
+    app.before_websocket(guard_websocket)
+
+
+def route_rule(method: str, path: str, blueprint: str | None) -> tuple[Rule, re.Match[str] | None, bool] | None:
+    """What a routed request needs (module docstring, step 1): its rule, the path match
+    for the ACL, and whether it answers in goa's shape; ``None`` for an open route."""
+    found = rankdb_rule(method, path)
+    goa = found is not None or blueprint in RANKDB_BLUEPRINTS
+    if found is not None:
+        return found[0], found[1], goa
+    scope = MANAGE if goa else native_scope(method, path)
+    if scope is None:
+        return None
+    board = None if goa else native_board(method, path)
+    return (Rule(scope, lists="path"), board, goa) if board else (Rule(scope), None, goa)
 
 
 async def _create_jwt() -> Response:
@@ -445,6 +487,8 @@ async def _create_jwt() -> Response:
 def _denied(message: str, goa: bool) -> Response:
     if goa:
         response = goa_response(401, message, code="jwt_security_error")
+    elif not has_request_context():  # a websocket handshake: refused with an HTTP answer
+        response = respond({"error": message, "field": "Authorization"}, None, 401)
     else:
         response = closing_on_error(
             respond({"error": message, "field": "Authorization"}, request, 401)

@@ -8,6 +8,7 @@ T sums the events at or before T (since the last local midnight with the nightly
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -28,16 +29,22 @@ from density_sample import (
 from engine.commands import encode_command
 from engine.density import (
     DPU,
+    MAX_AHEAD_MS,
+    MAX_MS,
     SPACE,
     DensityIngest,
     PlaceSensor,
     SensorState,
     SpaceState,
+    iso_ms,
     parse_instant,
+    validate_dpu_event,
     validate_dpu_events,
 )
 from engine.engine import Engine
 from engine.errors import InvalidInput
+from engine.periods import known_zones
+from engine.timebuckets import MAX_TS
 
 
 class Model:
@@ -149,6 +156,56 @@ def test_an_unparsable_instant_names_every_form() -> None:
         parse_instant("soon", "at")
     with pytest.raises(InvalidInput, match=r"Unix milliseconds\? a number is Unix seconds"):
         parse_instant(1519461921893, "timestamp")
+
+
+@pytest.mark.parametrize("value", [1e306, -1e306, 1e20, 2.6e11, -0.5, 10**400, -(10**400), float("inf")])
+def test_numbers_out_of_range_are_refused_before_any_arithmetic(value: Any) -> None:
+    """Red-team finding: ``{"timestamp": 1e306}`` answered 500 (``math.floor(1e306 * 1000)``
+    is ``floor(inf)``); the range is checked on the seconds, before multiplying."""
+    with pytest.raises(InvalidInput) as caught:
+        parse_instant(value, "timestamp")
+    assert caught.value.field == "timestamp"
+    assert caught.value.message.startswith("timestamp must ")
+
+
+NOON = parse_instant("2024-05-01T12:00:00Z", "t")
+
+
+def crossing(timestamp: Any, dpu: str = "s") -> dict[str, Any]:
+    return {"timestamp": timestamp, "direction": 1, "dpu_id": dpu}
+
+
+def test_crossings_stamped_ahead_of_the_clock_are_refused() -> None:
+    """A late crossing is normal (a sensor's backlog); one from the future is a wrong clock, and
+    a crossing dated 9999 once made a resetting space answer 500 for good (see below)."""
+    assert MAX_AHEAD_MS == 10 * 60_000
+    edge = iso_ms(NOON + MAX_AHEAD_MS)
+    assert validate_dpu_events([crossing(edge), crossing("1970-01-01")], now_ms=NOON)[0][1] == NOON + MAX_AHEAD_MS
+    with pytest.raises(InvalidInput) as caught:
+        validate_dpu_events([crossing(edge), crossing(iso_ms(NOON + MAX_AHEAD_MS + 1))], now_ms=NOON)
+    assert caught.value.field == "body[1].timestamp"
+    assert caught.value.message == (
+        "body[1].timestamp must not lie more than 10 minutes ahead of this server's clock "
+        "(2024-05-01T12:00:00.000Z): a crossing from the future comes from a wrong clock, or "
+        "from local time sent as UTC (name the offset: '2018-02-24T09:45:21.893+01:00'); got "
+        "'2024-05-01T12:10:00.001Z', 10 minutes ahead"
+    )
+    # Local time in Tokyo sent as UTC: 9 hours ahead, refused rather than counted 9 hours late.
+    with pytest.raises(InvalidInput, match=r"^timestamp must not lie more .* got '2024-05-01T21:00:00', "
+                       r"9 hours ahead$"):
+        validate_dpu_event(crossing("2024-05-01T21:00:00"), now_ms=NOON)
+    with pytest.raises(InvalidInput, match=r"got '9999-12-31T23:59:59Z', 2913052 days ahead$"):
+        validate_dpu_event(crossing("9999-12-31T23:59:59Z"), now_ms=NOON)
+
+
+async def test_the_engine_refuses_crossings_from_the_future(engine: Engine) -> None:
+    await engine.place_sensor("s", {"installed": 0, "doorway": "d", "spaces": {"A": 1}})
+    soon = int(time.time() * 1000) + MAX_AHEAD_MS // 2
+    with pytest.raises(InvalidInput) as caught:
+        await engine.density_ingest([crossing(iso_ms(soon)), crossing("9999-12-31T23:59:59Z")])
+    assert caught.value.field == "body[1].timestamp"
+    assert (await engine.sensor("s"))["events"] == 0  # type: ignore[index]
+    assert await engine.density_ingest([crossing(iso_ms(soon))]) == (1, 0)
 
 
 @pytest.mark.parametrize(("direction", "expected"), [(1.0, 1), (-1.0, -1), (1, 1), ("+1", 1)])
@@ -431,6 +488,94 @@ async def test_late_events_across_a_nightly_reset(engine: Engine) -> None:
     # Without the reset the late events carry into the 2nd.
     await engine.set_space_options("Hall", {"nightly_reset": False})
     assert await count("Hall", parse_instant("2024-01-02T08:00:00Z", "t")) == 4
+
+
+############################################################################################
+# The ends of time, and "now"
+
+
+def test_no_zone_makes_a_midnight_overflow_at_either_end_of_the_range() -> None:
+    """Red-team finding: in a zone ahead of UTC the last hours of 9999 are local 10000-01-01,
+    which ``datetime`` cannot hold (``OverflowError: date value out of range``)."""
+    space = SpaceState()
+    space.contribute("d", [("a", 0, 1), ("z", MAX_MS, 1)])
+    for name in sorted(known_zones()):
+        space.set_options(True, name)
+        for t in (0, 1, 86_399_999, MAX_MS - 2 * 86_400_000, MAX_MS - 86_400_000, MAX_MS - 1, MAX_MS):
+            midnight = space.midnight_at_or_before(t)
+            assert midnight <= t < midnight + 26 * 3_600_000, (name, t, midnight)
+        assert space.public("Q", MAX_MS)["count"] in (0, 1)
+        space.occupancy([(MAX_TS - 3 * 86_400) * 1000, MAX_MS + 1])
+
+
+@pytest.mark.parametrize(
+    ("tz", "offset_minutes"),
+    [("Asia/Tokyo", 540), ("Pacific/Kiritimati", 840), ("Asia/Kolkata", 330), ("Asia/Kathmandu", 345),
+     ("Europe/Oslo", 60)],
+)
+def test_the_last_local_midnight_of_9999_is_exact(tz: str, offset_minutes: int) -> None:
+    """Local 10000-01-01T00:00 is ``offset`` before the end of 9999 UTC (Oslo: winter time)."""
+    space = SpaceState()
+    space.set_options(True, tz)
+    midnight = MAX_MS + 1 - offset_minutes * 60_000
+    for t in (midnight, midnight + 1, MAX_MS - 1, MAX_MS):
+        assert space.midnight_at_or_before(t) == midnight
+    assert space.midnight_at_or_before(midnight - 1) == midnight - 86_400_000
+    # Away from the edge the ordinary path gives the same arithmetic: local time, cut to the day.
+    offset = offset_minutes * 60_000
+    for t in (parse_instant("2024-01-15T12:00:00Z", "t"), parse_instant("2024-01-15T23:30:00Z", "t")):
+        local = t + offset
+        assert space.midnight_at_or_before(t) == local - local % 86_400_000 - offset
+
+
+@pytest.mark.parametrize("options_first", [False, True])
+async def test_a_stored_crossing_at_the_end_of_time_cannot_break_a_resetting_space(
+    engine: Engine, options_first: bool
+) -> None:
+    """Red-team finding (HIGH): a crossing dated 9999-12-31T23:59:59Z and ``nightly_reset`` in
+    Asia/Tokyo made the space answer 500 on every read, after restarts too. Such a crossing is
+    refused now, but a log written before may hold one: as replayed (the command itself), it
+    must read."""
+    await engine.place_sensor("d9", {"installed": 0, "doorway": "D9", "spaces": {"Q": 1}})
+    tokyo = {"nightly_reset": True, "tz": "Asia/Tokyo"}
+    if options_first:
+        await engine.set_space_options("Q", tokyo)
+    # One before Tokyo's last midnight of 9999 (15:00 UTC), one at the very end.
+    late = parse_instant("9999-12-31T10:00:00Z", "t")
+    await engine.submit(DensityIngest(events=[("d9", late, 1, None), ("d9", MAX_MS, 1, None)]))
+    view = await engine.set_space_options("Q", tokyo)
+    assert view["count"] == 0 and view["last_event"] == "9999-12-31T23:59:59.999Z"
+    assert await engine.space_count("Q") == 0
+    assert await engine.space_count("Q", MAX_MS) == 1  # the 10:00 one was reset at 15:00 UTC
+    assert await engine.space_count("Q", MAX_MS - 1) == 0
+    assert await engine.space_count("Q", parse_instant("9999-12-31T14:59:59.999Z", "t")) == 1
+    found = await engine.occupancy("Q", MAX_TS - 2 * 86_400, MAX_TS, "day", tz="Asia/Tokyo")
+    assert found is not None
+    assert (found[1].end[-1], found[1].peak[-1], found[1].low[-1]) == (1, 1, 0)
+    for tz in ("Pacific/Kiritimati", "America/New_York", None, "Asia/Tokyo"):
+        assert (await engine.set_space_options("Q", {"nightly_reset": True, "tz": tz}))["count"] == 0
+    # From a snapshot too: the state as loaded reads the same.
+    copy = SpaceState.from_plain(next(item[3] for item in engine.iter_snapshot_items()
+                                      if item[:2] == (SPACE, "Q")))
+    assert copy.count_at(MAX_MS) == 1 and copy.public("Q", MAX_MS)["count"] == 1
+
+
+async def test_now_is_now_a_future_crossing_counts_from_its_own_time(engine: Engine) -> None:
+    """Red-team finding: the count "now" was taken at ``max(now, latest crossing)``, so one
+    crossing dated 9999 changed today's count. A crossing counts from its own instant."""
+    await engine.place_sensor("f", {"installed": 0, "doorway": "F", "spaces": {"F": 1}})
+    now = int(time.time() * 1000)
+    ahead = now + MAX_AHEAD_MS // 2
+    await engine.density_ingest([crossing(iso_ms(now - 60_000), "f"), crossing(iso_ms(ahead), "f")])
+    assert await engine.space_count("F") == 1
+    assert (await engine.space("F"))["count"] == 1  # type: ignore[index]
+    assert await engine.space_count("F", ahead) == 2
+    await engine.submit(DensityIngest(events=[("f", MAX_MS, 1, None)]))  # from an old log
+    assert await engine.space_count("F") == 1
+    assert (await engine.space("F"))["last_event"] == "9999-12-31T23:59:59.999Z"  # type: ignore[index]
+    state = SpaceState()
+    state.contribute("f", [("a", 1_000, 1), ("b", MAX_MS, 1)])
+    assert state.public("F", 5_000)["count"] == 1
 
 
 ############################################################################################

@@ -170,13 +170,26 @@ async def test_stats_member_totals_sum_cardinalities_unless_union(engine: Engine
         ({"members": {"m": 5}}, "body.members.m"),
         ({"multiMembers": {"m": "x"}}, "body.multiMembers.m"),
         ({"multiMembers": {"m": ["x", 1]}}, "body.multiMembers.m[1]"),
-        ({"bogus": 1}, "body.bogus"),
+        ({"Counters": {"a": 1.5}}, "body.counters.a"),  # a folded key is the field, checked as it
     ],
 )
 def test_stats_validate_update_refuses(body: Any, field: str) -> None:
     with pytest.raises(InvalidInput) as info:
         validate_update(body)
     assert info.value.field == field
+
+
+def test_stats_update_keys_are_matched_as_go_decodes_them() -> None:
+    """statshub's encoding/json decoder: unknown keys ignored, keys matched to fields
+    case-insensitively (simple folding: U+017F is an s, U+0131 is no i), one field named
+    twice merged, ``null`` a nil map."""
+    update = validate_update({"bogus": 1, "Counters": {"a": 1}, "counters": {"b": 2}, "INCREMENTS": {"c": 3},
+                              "gaugeſ": {"g": 4}, "multiMembers": None, "dıms": {"country": "es"}})
+    assert update.counters == (("a", 1), ("b", 2))
+    assert update.increments == (("c", 3),)
+    assert update.gauges == (("g", 4),)
+    assert update.dims == () and update.members == ()
+    assert validate_update({"counters": {"a": 1}, "Counters": {"a": 5}}).counters == (("a", 5),)
 
 
 def test_stats_validate_update_limits() -> None:
@@ -247,6 +260,31 @@ async def test_stats_stream_values(engine: Engine) -> None:
     assert all(set(i["values"]) == {"de"} for i in only)
     live = await engine.stats_stream_now("country", "*", "gauge", "bytes", now=now)
     assert live == {"es": 0, "de": 0, "total": 0}
+
+
+async def test_stats_stream_gauge_history_is_the_max_of_its_periods(engine: Engine) -> None:
+    """statshub streamed MAX(stat) per period per _dim from its archive, ``total`` being a
+    row of its own: an hour holding one period at 11000 is 11000 (not the hour's mean), and
+    the total is the largest per-period sum (30 here, not 30 + 5)."""
+    hour = 3600
+    now = BASE + 10 * 86400
+    h0 = now - now % hour - 2 * hour  # a complete hour, two before the current one
+    await engine.stats_update("a", {"dims": {"country": "es"}, "gauges": {"online": 10}}, now=h0 + 1)
+    await engine.stats_update("b", {"dims": {"country": "de"}, "gauges": {"online": 5}}, now=h0 + 2)
+    await engine.stats_update("a", {"dims": {"country": "es"}, "gauges": {"online": 30}}, now=h0 + 5 * P + 1)
+    await engine.stats_update("a", {"dims": {"country": "fr"}, "gauges": {"online": 11000}}, now=h0 + hour + P)
+    ranges = [(now - 7 * 86400, now + 1, hour)]
+    intervals = await engine.stats_stream_values("country", "*", "gauge", "online", ranges, now)
+    assert intervals == [
+        {"asOfSeconds": h0, "values": {"es": 30, "de": 5, "total": 30}},
+        {"asOfSeconds": h0 + hour, "values": {"fr": 11000, "total": 11000}},
+    ]
+    only = await engine.stats_stream_values("country", "total", "gauge", "online", ranges, now)
+    assert [i["values"] for i in only] == [{"total": 30}, {"total": 11000}]
+    # The weekly range of statshub's history: one week's maximum over every period in it.
+    weekly = await engine.stats_stream_values("country", "es", "gauge", "online",
+                                              [(now - 30 * 86400, now + 1, 7 * 86400)], now)
+    assert [i["values"] for i in weekly] == [{"es": 30}]
 
 
 async def test_stats_survive_snapshot_and_replay(tmp_path: Path) -> None:

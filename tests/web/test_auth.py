@@ -444,3 +444,19 @@ async def test_auth_install_refuses_a_directory_without_keys(engine, tmp_path):
     with pytest.raises(JwtKeyError, match=r"^no \*\.pub RSA public keys in '.*'; add at least one PEM "
                                           r"public key, or start without --jwt-key-dir to turn JWT off$"):
         create_app(engine, Settings(data_dir=None, jwt_key_dir=tmp_path))
+
+
+async def test_auth_every_websocket_needs_a_read_token(engine, keys):
+    """Quart runs ``before_request`` hooks for HTTP only: auth's own ``before_websocket``
+    hook guards every websocket route with the same keys (a handshake is a GET: api:read)."""
+    from test_security_http import handshake, probe_app
+
+    app = probe_app(engine, Settings(data_dir=None, jwt_key_dir=keys.directory))
+    host = {"Host": "localhost:1155"}
+    assert await handshake(app, {**host, **auth(keys.token(READ))}) == (101, "open")
+    missing = "missing Authorization header; send 'Authorization: Bearer <jwt>'"
+    assert await handshake(app, host) == (401, {"error": missing, "field": "Authorization"})
+    status, body = await handshake(app, {**host, **auth(keys.token(UPDATE))})
+    assert status == 401 and isinstance(body, dict) and "lacks the api:read scope" in str(body["error"])
+    status, _ = await handshake(app, {**host, **auth(keys.token(READ, key=keys.stranger))})
+    assert status == 401

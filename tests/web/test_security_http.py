@@ -20,6 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ServerProcess, start_server
+from quart import websocket
+from quart.testing.connections import WebsocketResponseError
+from quart_trio import QuartTrio
 
 from engine.engine import Engine
 from snapshots.backup import encode_backup
@@ -471,3 +474,41 @@ def test_issue_9_sums_past_64_bits_as_strings_on_request(client):
     small = client.post("/api/query", headers=accept, json={
         "users": [user], "metrics": ["m"], "t1": 100, "t2": 200})
     assert small.json()["results"] == [{"user": user, "sums": {"m": 0}}]
+
+
+def probe_app(engine: Engine, settings: Settings) -> QuartTrio:
+    """The app with one more websocket route, of no blueprint: the edge's and auth's hooks
+    must guard every websocket, not only statshub's stream."""
+    app = create_app(engine, settings)
+
+    @app.websocket("/probe")
+    async def probe() -> None:
+        await websocket.accept()
+        await websocket.send("open")
+
+    return app
+
+
+async def handshake(app: QuartTrio, headers: dict[str, str]) -> tuple[int, dict[str, object] | str]:
+    """The status of a websocket handshake to ``/probe`` (101 when accepted) and the first
+    message, or the refusal's JSON body."""
+    refused: list[WebsocketResponseError] = []
+    async with app.test_app() as test_app:
+        try:
+            async with test_app.test_client().websocket("/probe", headers=headers) as ws:
+                return 101, await ws.receive()
+        except* WebsocketResponseError as group:  # quart_trio raises it from its nursery
+            refused += [e for e in group.exceptions if isinstance(e, WebsocketResponseError)]
+    return refused[0].response.status_code, await refused[0].response.get_json()
+
+
+async def test_issue_6_every_websocket_gets_the_host_and_origin_checks(engine):
+    """A page on another site may open a websocket to localhost (browsers apply no CORS to
+    them), and a rebinding page sends its own name as Host: both are refused on any route."""
+    app = probe_app(engine, Settings(data_dir=None))
+    assert await handshake(app, {"Host": "localhost:1155"}) == (101, "open")
+    assert await handshake(app, {"Host": "localhost:1155", "Origin": "http://localhost:1155"}) == (101, "open")
+    status, body = await handshake(app, {"Host": "localhost:1155", "Origin": "https://evil.example"})
+    assert status == 403 and isinstance(body, dict) and body["field"] == "Origin"
+    status, body = await handshake(app, {"Host": "attacker.example:1155"})
+    assert status == 421 and isinstance(body, dict) and body["field"] == "Host"

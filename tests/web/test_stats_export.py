@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from engine.engine import Engine
 from snapshots.lock import DataDirectoryLock
-from web.serving.stats_export import stats
+from snapshots.transfer import recovered_engine
+from web.serving.cli import main
 
 BASE = 1_700_000_000 - 1_700_000_000 % 3600  # an hour start
 
@@ -37,7 +38,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(stats, ["export", *args])
+    """``pointspace stats export ARGS`` through the command group (which prints failures)."""
+    result = CliRunner().invoke(main, ["stats", "export", *args])
     return result.exit_code, result.output
 
 
@@ -88,3 +90,29 @@ def test_stats_export_refuses_a_directory_in_use(data_dir: Path) -> None:
         code, output = run("--dim", "country", "--data-dir", str(data_dir), "--t1", str(BASE), "--t2", str(BASE),
                            "--out", "-")
     assert code == 1 and "Error:" in output and "in use" in output, output
+
+
+def test_stats_export_failures_are_one_error_line(data_dir: Path, tmp_path: Path) -> None:
+    code, output = run("--dim", "country", "--data-dir", str(data_dir), "--t1", str(BASE + 10), "--t2", str(BASE),
+                       "--out", "-")
+    assert code == 1 and output.startswith("Error: ") and len(output.strip().splitlines()) == 1, output
+    code, output = run("--dim", "country", "--data-dir", str(tmp_path / "none"), "--t1", "0", "--t2", "0",
+                       "--out", "-")
+    assert code == 1 and output.strip() == f"Error: no data directory at {str(tmp_path / 'none')!r}", output
+
+
+def test_recovered_engine_holds_snapshot_and_log_and_changes_nothing(data_dir: Path) -> None:
+    """The offline reader both exports use: the snapshot, then the log after it, under the
+    directory's lock; the directory's files are left as they were."""
+    before = {p: p.read_bytes() for p in sorted(data_dir.rglob("*")) if p.is_file() and p.name != "LOCK"}
+
+    async def read() -> tuple[dict, int]:
+        async with recovered_engine(data_dir, stats_gauge_period_s=360) as (engine, next_seq):
+            with pytest.raises(Exception, match="in use"):
+                DataDirectoryLock(data_dir).__enter__()
+            return (await engine.stats_query(["country"], now=BASE + 2 * 3600)), next_seq
+
+    dims, next_seq = trio.run(read)
+    assert dims["country"]["total"]["counters"] == {"bytes": 35}  # 10 in the snapshot, the rest logged
+    assert next_seq == 4  # three records
+    assert {p: p.read_bytes() for p in before} == before

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerProcess
+from conftest import ServerProcess, start_server
 from test_statshub import stats_server
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -62,13 +62,28 @@ def test_stream_one_value_and_member_gauges(server: ServerProcess) -> None:
         assert update["intervals"][0]["values"] == {"es": 1}
 
 
-@pytest.mark.parametrize("path", ["/stream/country/es", "/stream/country/es/rate/x", "/stream//country"])
+@pytest.mark.parametrize("path", ["/stream/country/es", "/stream/country/es/rate/x", "/stream//country",
+                                  "/stream", "/stream/"])
 def test_stream_malformed_path_names_the_expected_form(server: ServerProcess, path: str) -> None:
     with connect(ws_url(server, path), open_timeout=10) as ws:
         message = json.loads(ws.recv(timeout=10))
     assert message["succeeded"] is False
     assert message["error"].startswith("Wrong path: ")
     assert message["error"].endswith("Expected something like: /stream/country/*/counter/bytesGiven")
+
+
+@pytest.mark.parametrize(("path", "status"), [("/nosuchstream", 404), ("/stats/country", 400)])
+def test_websocket_without_a_websocket_route_is_refused_not_crashed(
+    server: ServerProcess, path: str, status: int
+) -> None:
+    """A handshake to a path with no websocket route gets its 404 (or 400 for an HTTP-only
+    route) as JSON, from the app's error handlers, which have no HTTP request to read then."""
+    with pytest.raises(InvalidStatus) as info:
+        connect(ws_url(server, path), open_timeout=10)
+    assert info.value.response.status_code == status
+    assert "error" in json.loads(info.value.response.body)
+    log = server.log()
+    assert "Not within a request context" not in log and "Exception on websocket" not in log, log[-3000:]
 
 
 def test_stream_cross_site_handshake_is_refused(server: ServerProcess) -> None:
@@ -105,5 +120,32 @@ def test_stream_interval_is_the_apps_setting(tmp_path: Path) -> None:
                 json.loads(ws.recv(timeout=5))
         gaps = [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)]
         assert all(0.2 < gap < 1.0 for gap in gaps), gaps
+    finally:
+        server.stop()
+
+
+def test_stream_needs_a_read_token_with_jwt_on(tmp_path: Path) -> None:
+    """With JWT on, every websocket handshake is guarded by ``web/auth.py``'s keys and rules:
+    an ``api:read`` token passes; none, or one without the scope, is refused with 401."""
+    from test_auth import Keys, auth
+
+    keys = Keys(tmp_path / "keys")
+    server = start_server(tmp_path, extra=["--jwt-key-dir", str(keys.directory),
+                                           "--stats-stream-interval-s", "0.5"])
+    try:
+        url = ws_url(server, "/stream/country/*/counter/bytesGiven")
+        with connect(url, additional_headers=auth(keys.token("api:read")), open_timeout=10) as ws:
+            assert json.loads(ws.recv(timeout=10))["succeeded"] is True
+        for headers in ({}, auth(keys.token("api:update")), auth(keys.token("api:read", key=keys.stranger))):
+            with pytest.raises(InvalidStatus) as info:
+                connect(url, additional_headers=headers, open_timeout=10)
+            assert info.value.response.status_code == 401
+            assert json.loads(info.value.response.body)["field"] == "Authorization"
+            assert info.value.response.headers["WWW-Authenticate"].startswith("Bearer")
+        # The edge's checks come first: a foreign Origin is a 403 even with a good token.
+        with pytest.raises(InvalidStatus) as info:
+            connect(url, additional_headers=auth(keys.token("api:read")), origin="https://evil.example",
+                    open_timeout=10)
+        assert info.value.response.status_code == 403
     finally:
         server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -138,6 +139,10 @@ def test_statshub_test_sequence(client: httpx.Client) -> None:
         (b'{"dims": {"c": "es"}, "gauges": {"a": 9223372036854775808}}', "body.gauges.a must be a 64-bit"),
         (b'{"dims": {"c": "es", "d": "Total"}, "counters": {"a": 1}}', "reserved"),
         (b'{"dims": {"c": "es"}, "multiMembers": {"m": "x"}}', "body.multiMembers.m must be an array"),
+        (b'{"dims": {"c": "es"}, "Counters": {"a": 1.5}}', "body.counters.a must be an integer"),
+        (b'{"dims": {"c": "es"}, "counters": {"a": NaN}}', "not valid JSON"),
+        (b'', "empty"),
+        (b'  [{"dims": {"c": "es"}}] {}', "must be a JSON object"),
     ],
 )
 def test_statshub_bad_input_changes_nothing(client: httpx.Client, content: bytes, needle: str) -> None:
@@ -150,12 +155,50 @@ def test_statshub_bad_input_changes_nothing(client: httpx.Client, content: bytes
     assert client.get("/stats/c").json() == before
 
 
-def test_statshub_oversize_body_is_413(client: httpx.Client) -> None:
-    members = [f"member-{i:08d}" for i in range(300_000)]  # ~5 MB of JSON
+def test_statshub_too_many_members_is_413(client: httpx.Client) -> None:
+    members = [f"member-{i:08d}" for i in range(300_000)]  # past engine.stats.MAX_UPDATE_MEMBERS
     response = client.post("/stats/big", json={"dims": {"c": "big"}, "multiMembers": {"m": members}})
     assert response.status_code == 413
     assert response.json()["succeeded"] is False
     assert client.get("/stats/c").json()["dims"]["c"].get("big") is None
+
+
+def test_statshub_body_limit_is_the_max_body_bytes_setting(client: httpx.Client, tmp_path: Path) -> None:
+    """statshub had no body limit of its own (Go's net/http reads any size): the server's
+    ``max_body_bytes`` applies (32 MiB by default), as on every other route."""
+    members = [f"member-{i:08d}-{'x' * 40}" for i in range(90_000)]  # ~5.5 MB of JSON
+    response = client.post("/stats/big", json={"dims": {"size": "big5"}, "multiMembers": {"m": members}})
+    assert response.json() == {"succeeded": True, "error": ""}
+    count = client.get("/stats/size").json()["dims"]["size"]["big5"]["gauges"]["m"]
+    assert abs(count - 90_000) < 0.02 * 90_000  # a sketch's estimate past unique_exact_limit
+    small = start_server(tmp_path, env={**os.environ, "POINTSPACE_MAX_BODY_BYTES": "4096"})
+    try:
+        with small.client() as c:
+            response = c.post("/stats/x", json={"dims": {"c": "x"}, "multiMembers": {"m": members[:100]}})
+            assert response.status_code == 413 and response.json()["succeeded"] is False
+            assert "4096" in response.json()["error"]
+    finally:
+        small.stop()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"dims": {"go": "go1"}, "counters": {"n": 1}, "unknown": [1, 2], "Extra": null}', {"n": 1}),
+        (b'{"Dims": {"go": "go2"}, "Counters": {"n": 2}, "INCREMENTS": {"i": 3}}', {"n": 2, "i": 3}),
+        (b'{"dims": {"go": "go3"}, "counters": {"n": 1}, "Counters": {"n": 4, "m": 5}}', {"n": 4, "m": 5}),
+        (b'{"dims": {"go": "go4"}, "counters": {"n": 6}} trailing, {"never": "read"}', {"n": 6}),
+        (b' \n{"dims": {"go": "go5"}, "counter\xc5\xbf": {"n": 7}}}', {"n": 7}),  # U+017F folds to s
+    ],
+)
+def test_statshub_body_is_read_as_gos_decoder_reads_it(client: httpx.Client, content: bytes,
+                                                       expected: dict[str, int]) -> None:
+    """json.NewDecoder(r.Body).Decode(&update): one document, unknown keys ignored, keys
+    matched to fields case-insensitively, a field named twice merged."""
+    value = content.split(b'"go": "')[1].split(b'"')[0].decode()
+    response = client.post(f"/stats/{value}", content=content)  # an id per case: counters are absolute
+    assert response.json() == {"succeeded": True, "error": ""}, response.text
+    assert client.get("/stats/go").json()["dims"]["go"][value] == {"counters": expected}
 
 
 def test_statshub_methods_and_content_types(client: httpx.Client) -> None:

@@ -22,6 +22,12 @@ Differences, on purpose:
   ``/count?space=A`` answers the seed's 19.
 * Bad input is a 400 naming the field (``{"error", "field"}``), and nothing is stored: the
   seed answered 500s and had already written part of the datapoint.
+* A datapoint's ``timestamp`` lies between 1970-01-01 and 10 minutes after this server's
+  clock (``engine.density.MAX_AHEAD_MS``); the seed took any date. A later one is a sensor's
+  wrong clock (or local time sent as UTC) and answers 400 naming ``timestamp``.
+* ``/count?space=A`` without a timestamp is the count now, by this server's clock: the seed's
+  Redis counter summed every crossing received whatever its date; here one stamped ahead of
+  the clock counts from its own instant.
 * An optional ``event_id`` makes a resend harmless (a repeated id changes nothing).
 * ``POST /send/batch`` takes thousands of datapoints per request (a JSON array, NDJSON or
   msgpack), validated whole -- the seed's loader sent one request per row.
@@ -29,6 +35,7 @@ Differences, on purpose:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from quart import Blueprint, Response, current_app, request
@@ -53,7 +60,7 @@ async def _body() -> Any:
 @density_compat.post("/send")
 async def send() -> Response:
     """One datapoint: ``{"timestamp":"2018-02-24T08:45:21.893Z","direction":"1","dpu_id":"423"}``."""
-    event = validate_dpu_event(await _body())
+    event = validate_dpu_event(await _body(), now_ms=int(time.time() * 1000))
     await engine_of(current_app).density_ingest_validated([event])
     return respond({"status": "OK"}, request)
 

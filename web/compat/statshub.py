@@ -18,14 +18,16 @@ One POST is one engine command (``engine/stats.py``): validated whole first, so 
 body changes nothing. Errors keep statshub's body, ``{"succeeded": false, "error": ...}``:
 400 ``Unable to decode request: ...`` for a body that does not decode or does not fit the
 update's types (the message names the field), 400 ``Unable to post stats: ...`` for the
-reserved value ``total`` (statshub answered 500), 413 past :data:`MAX_BODY_BYTES`.
+reserved value ``total`` (statshub answered 500), 413 past the server's ``max_body_bytes``
+(statshub set no limit of its own: Go's ``net/http`` reads a body of any size). A body is
+read as statshub's ``json.NewDecoder(r.Body).Decode(&update)`` read it
+(:func:`decode_update`).
 
 The stream's history comes from the engine's own series (statshub queried BigQuery; the
 export of ``pointspace stats export`` is its archive table). A websocket handshake passes
-the same checks as every request (``web/edge.py``: a foreign ``Origin`` or ``Host`` is
-refused before the handshake completes, 403 / 421) and, with JWT on, needs an ``api:read``
-token (``web/auth.py``'s keys and scopes): Quart runs ``before_request`` hooks for HTTP
-only, so :func:`guard_websocket` applies them to the handshake.
+the app's checks like every request: ``web/edge.py`` refuses a foreign ``Origin`` or
+``Host`` (403 / 421) and, with JWT on, ``web/auth.py`` wants an ``api:read`` token, each
+from its own ``before_websocket`` hook.
 
 Deliberate differences: the dimension in a GET or stream path is lower-cased (values are
 stored lower-case; statshub answered a mixed-case name with nothing); the one-minute cache of
@@ -36,6 +38,7 @@ malformed-path error instead of empty values.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -43,15 +46,13 @@ from typing import Any
 
 import orjson
 import trio
-from quart import Blueprint, Response, current_app, request, websocket
+from quart import Blueprint, Response, current_app, has_request_context, request, websocket
 from werkzeug.exceptions import HTTPException
 
 from engine.errors import InvalidInput, PointspaceError
-from engine.stats import stat_name
-from web.auth import READ, AuthError, Grant, KeyRing, bearer_token
-from web.bodies import decode_body, read_body
+from engine.stats import stat_name, statshub_fields
+from web.bodies import read_body
 from web.context import closing_on_error, engine_of, settings_of
-from web.edge import EdgePolicy
 
 log = logging.getLogger("pointspace.web.statshub")
 
@@ -59,9 +60,6 @@ statshub = Blueprint("statshub", __name__)
 SEED = "statshub"
 SEED_DOC = "statshub: dimensional counters, gauges and unique members with roll-ups, at /stats and /stream."
 
-#: Largest update body. Lantern's updates were a few KB; 4 MiB holds 100,000 members of ~40
-#: bytes (``engine.stats.MAX_UPDATE_MEMBERS``), and nothing a stats client sends is larger.
-MAX_BODY_BYTES = 4 * 1024 * 1024
 #: statshub's stream history: (days ago from, days ago to, interval seconds).
 HISTORY_RANGES = ((365, 30, 7 * 86400), (30, 7, 86400), (7, 0, 3600))
 EXPECTED_STREAM = "/stream/country/*/counter/bytesGiven"
@@ -73,7 +71,9 @@ def _body(succeeded: bool, error: str = "", **more: Any) -> bytes:
 
 
 def _answer(status: int, succeeded: bool, error: str = "", **more: Any) -> Response:
-    return Response(_body(succeeded, error, **more), status=status, content_type="application/json")
+    response = Response(_body(succeeded, error, **more), status=status, content_type="application/json")
+    # A websocket handshake's refusal has no request body to close the connection after.
+    return closing_on_error(response) if status >= 400 and has_request_context() else response
 
 
 def _base(rest: str) -> str:
@@ -101,17 +101,69 @@ async def stats(rest: str) -> Response:
 
 
 async def _post(stat_id: str) -> Response:
-    data = await read_body(request, MAX_BODY_BYTES)
+    data = await read_body(request, settings_of(current_app).max_body_bytes)
     try:
-        body = decode_body(data, "application/json")  # statshub decoded JSON whatever the type
+        body = decode_update(data)  # statshub decoded JSON whatever the type
     except InvalidInput as exc:
-        return closing_on_error(_answer(400, False, f"Unable to decode request: {exc.message}"))
+        return _answer(400, False, f"Unable to decode request: {exc.message}")
     try:
         await engine_of(current_app).stats_update(stat_id, body)
     except InvalidInput as exc:
         prefix = "Unable to post stats" if "reserved" in exc.message else "Unable to decode request"
-        return closing_on_error(_answer(400, False, f"{prefix}: {exc.message}"))
+        return _answer(400, False, f"{prefix}: {exc.message}")
     return _answer(200, True)
+
+
+class _GoObject(dict[str, Any]):
+    """A decoded JSON object that also keeps its members in document order, repeats
+    included (a ``dict`` keeps one value per key)."""
+
+    pairs: list[tuple[str, Any]]
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> _GoObject:
+    obj = _GoObject(pairs)  # a repeated key inside a map: the last wins, as Go's map assignment
+    obj.pairs = pairs
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_object_pairs, parse_constant=_no_constant)
+
+
+def decode_update(data: bytes) -> Any:
+    """An update body as statshub's ``json.NewDecoder(r.Body).Decode(&update)`` read it.
+
+    * One document is read: ``Decode`` stops at the end of the first JSON value, and
+      statshub never looked further, so ``{...} trailing`` is the object. Only JSON's
+      whitespace may come before it.
+    * Invalid UTF-8 inside a string becomes U+FFFD (``Unmarshal``: "replaced by the
+      Unicode replacement character"); ``NaN`` and ``Infinity`` are not JSON.
+    * An object's keys are matched to the update's fields by
+      :func:`engine.stats.statshub_fields` (exact, else case-insensitive; unknown keys
+      ignored; a field named twice merges), which is applied here to the document's
+      members in order, repeats included.
+
+    Kept stricter than Go (``engine/stats.py``): a body that is not an object (``null``
+    decoded into nothing in Go) and values of the wrong type are refused by the engine.
+
+    Raises:
+        InvalidInput: no JSON value at the start of the body (the message names ``body``).
+    """
+    text = data.decode("utf-8", errors="replace")
+    start = len(text) - len(text.lstrip(" \t\r\n"))
+    if start == len(text):
+        raise InvalidInput("request body is empty; send a JSON object of dims and stats (EOF)", "body")
+    try:
+        value, _ = _DECODER.raw_decode(text, start)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}", "body") from None
+    if isinstance(value, _GoObject):
+        return statshub_fields(value.pairs)
+    return value
 
 
 async def _get(rest: str) -> Response:
@@ -122,12 +174,12 @@ async def _get(rest: str) -> Response:
 
 @statshub.errorhandler(PointspaceError)
 async def _domain_error(exc: PointspaceError) -> Response:
-    return closing_on_error(_answer(exc.http_status, False, f"Unable to post stats: {exc.message}"))
+    return _answer(exc.http_status, False, f"Unable to post stats: {exc.message}")
 
 
 @statshub.errorhandler(HTTPException)
 async def _http_error(exc: HTTPException) -> Response:
-    return closing_on_error(_answer(exc.code or 500, False, (exc.description or exc.name or "error").rstrip(".")))
+    return _answer(exc.code or 500, False, (exc.description or exc.name or "error").rstrip("."))
 
 
 ############################################################################################
@@ -160,45 +212,12 @@ def history_ranges(now: int) -> list[tuple[int, int, int]]:
             for older, newer, interval in HISTORY_RANGES]
 
 
-@statshub.before_websocket
-async def guard_websocket() -> Response | None:
-    """The edge's Host and Origin checks and JWT's ``api:read``, for the handshake."""
-    app = current_app
-    settings = settings_of(app)
-    policy = app.extensions.get("pointspace.statshub.edge")
-    if policy is None:
-        policy = app.extensions["pointspace.statshub.edge"] = EdgePolicy.from_settings(settings)
-    headers = websocket.headers
-    host = headers.get("Host")
-    why = policy.host_refusal(host)
-    if why is not None:
-        return _refusal(421, why, "Host")
-    origin = headers.get("Origin")
-    if origin is not None:
-        why = policy.origin_refusal(origin, host)
-        if why is not None:
-            return _refusal(403, why, "Origin")
-    if settings.jwt_key_dir is not None:
-        keyring = app.extensions.get("pointspace.statshub.keys")
-        if keyring is None:
-            keyring = app.extensions["pointspace.statshub.keys"] = KeyRing.load(settings.jwt_key_dir)
-        try:
-            Grant.from_claims(keyring.verify(bearer_token(headers.get("Authorization")))).require_scope(READ)
-        except AuthError as exc:
-            response = _refusal(401, exc.message, "Authorization")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="pointspace"'
-            return response
-    return None
-
-
-def _refusal(status: int, message: str, field: str) -> Response:
-    return Response(orjson.dumps({"error": message, "field": field}), status=status,
-                    content_type="application/json")
-
-
+@statshub.websocket("/stream", defaults={"rest": ""})
+@statshub.websocket("/stream/", defaults={"rest": ""})
 @statshub.websocket("/stream/<path:rest>")
 async def stream(rest: str) -> None:
-    """Send the history, then the figures at every interval boundary until the client goes."""
+    """Send the history, then the figures at every interval boundary until the client goes;
+    a malformed path (``/stream`` itself included) gets the message naming the expected form."""
     await websocket.accept()
     parsed = parse_stream_path(websocket.path)
     if parsed is None:
@@ -223,7 +242,7 @@ async def stream(rest: str) -> None:
 
 __all__ = [
     "EXPECTED_STREAM",
-    "MAX_BODY_BYTES",
+    "decode_update",
     "history_ranges",
     "parse_stream_path",
     "statshub",

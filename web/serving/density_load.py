@@ -7,6 +7,12 @@ bad rows are reported with their line numbers -- then sent in batches of ``--bat
 to a running server (``--url``: ``POST /send/batch``) or into a data directory (``--data-dir``:
 an engine opened on it, which takes the directory's lock, so not while a server has it).
 
+Rows are validated as ``POST /send/batch`` validates them, against this machine's clock when
+the run starts (a crossing more than 10 minutes ahead of it is refused, as the server would).
+A row the csv module cannot read (a field over ``csv.field_size_limit()`` characters -- often
+an unclosed quote that swallowed the lines after it -- or a NUL byte) is reported like any
+other bad line, and the lines after it are not read: the reader's place in the file is lost.
+
 Every row is one crossing, as the seed's own loader (``app/load.py``, which "does no
 de-duplication") posted every row: the seed's sample holds 33 identical rows, and its count
 for space A (19 at the end of the data) counts them all.
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,9 +80,10 @@ def load(file: Path, url: str | None, data_dir: Path | None, batch: int, merge_i
     if (url is None) == (data_dir is None):
         raise click.UsageError("give exactly one of --url or --data-dir")
     total_bytes = file.stat().st_size
+    now_ms = int(time.time() * 1000)  # one clock for both passes: the same rows pass both
     with Progress("validating", unit="bytes", total=total_bytes) as progress:
         rows, bad = 0, 0
-        for item in read_rows(file, merge_identical, progress.update):
+        for item in read_rows(file, merge_identical, progress.update, now_ms=now_ms):
             rows += 1
             if isinstance(item, InvalidInput):
                 bad += 1
@@ -85,7 +93,7 @@ def load(file: Path, url: str | None, data_dir: Path | None, batch: int, merge_i
         more = f" ({bad - MAX_REPORTED} more not shown)" if bad > MAX_REPORTED else ""
         raise click.ClickException(f"{bad} of {rows} rows are invalid{more}; nothing was loaded")
     with Progress("loading", unit="bytes", total=total_bytes) as progress:
-        batches = _batches(read_rows(file, merge_identical, progress.update), batch)
+        batches = _batches(read_rows(file, merge_identical, progress.update, now_ms=now_ms), batch)
         if url is not None:
             new, duplicates = _load_over_http(url.rstrip("/"), batches)
         else:
@@ -95,10 +103,11 @@ def load(file: Path, url: str | None, data_dir: Path | None, batch: int, merge_i
 
 
 def read_rows(
-    file: Path, merge_identical: bool = False, progress: Any = None
+    file: Path, merge_identical: bool = False, progress: Any = None, *, now_ms: int | None = None
 ) -> Iterator[DensityEvent | InvalidInput]:
     """Each data row as a validated event (with its event id: see the module docstring), or
-    the ``InvalidInput`` that names its line (``line 17: direction must be 1 or -1 ...``)."""
+    the ``InvalidInput`` that names its line (``line 17: direction must be 1 or -1 ...``).
+    ``now_ms``: the clock crossings may not be ahead of (``validate_dpu_events``)."""
     with file.open("rb") as raw:
         lines = _decoded_lines(raw, progress)
         reader = csv.reader(lines)
@@ -108,6 +117,9 @@ def read_rows(
             yield InvalidInput("line 1: the file is empty; expected a header line "
                                "timestamp,direction,dpu_id", "line 1")
             return
+        except csv.Error as exc:
+            yield _unreadable(1, reader.line_num, exc)
+            return
         names = [name.strip().lower() for name in header]
         missing = [name for name in REQUIRED if name not in names]
         if missing:
@@ -115,7 +127,15 @@ def read_rows(
                                f"{','.join(header)[:200]!r})", "line 1")
             return
         seen: dict[str, int] = {}
-        for values in reader:
+        while True:
+            start = reader.line_num + 1
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield _unreadable(start, reader.line_num, exc)
+                return
             line = reader.line_num
             if not any(v.strip() for v in values):
                 continue
@@ -127,7 +147,7 @@ def read_rows(
             if not row.get("event_id"):
                 row.pop("event_id", None)
             try:
-                dpu, ts, direction, event_id = validate_dpu_event(row, f"line {line}")
+                dpu, ts, direction, event_id = validate_dpu_event(row, f"line {line}", now_ms=now_ms)
             except InvalidInput as exc:
                 yield InvalidInput(exc.message.replace(f"line {line}.", f"line {line}: ", 1), exc.field)
                 continue
@@ -138,6 +158,20 @@ def read_rows(
                     if occurrence > 1:
                         event_id = f"{event_id}|#{occurrence}"
             yield (dpu, ts, direction, event_id)
+
+
+def _unreadable(start: int, end: int, exc: csv.Error) -> InvalidInput:
+    """The row the csv module refused (``start``: its first line, ``end``: where it gave up)."""
+    text = str(exc)
+    if text.startswith("field larger than field limit"):
+        reason = (f"a field holds more than {csv.field_size_limit():,} characters, the most the "
+                  "CSV reader takes (csv.field_size_limit); a crossing's fields are short: is "
+                  "this the right file, or is a quote left open?")
+    else:
+        reason = f"the CSV reader cannot read it ({text})"
+    reach = f" (the row runs on to line {end})" if end > start else ""
+    return InvalidInput(f"line {start}: {reason}{reach}; the lines after it were not read",
+                        f"line {start}")
 
 
 def _decoded_lines(raw: io.BufferedReader, progress: Any) -> Iterator[str]:

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Literal, TextIO
 
-Unit = Literal["bytes", "entities"]
+Unit = Literal["bytes", "entities", "instants"]
 
 #: A terminal bar is redrawn at most this often (a fast copy would otherwise spend its time
 #: writing escape codes).
@@ -24,8 +24,8 @@ MIB = 1024 * 1024
 
 
 def amount(value: float, unit: Unit) -> str:
-    """``12.3 MiB`` or ``1,234 entities``."""
-    return f"{value / MIB:,.1f} MiB" if unit == "bytes" else f"{int(value):,} entities"
+    """``12.3 MiB``, ``1,234 entities`` or ``1,234 instants``."""
+    return f"{value / MIB:,.1f} MiB" if unit == "bytes" else f"{int(value):,} {unit}"
 
 
 class Progress:

@@ -13,12 +13,14 @@ RECORDs statshub's tables had). Parquet needs pyarrow: the ``parquet`` extra
 (``pip install 'pointspace[parquet]'``); a plain install serves and exports CSV.
 
 Reads a data directory offline, under its lock (``snapshots/lock.py``): a directory a server
-runs on is refused naming its PID. Offline, not ``--url``: the export walks every value's
+runs on is refused naming its PID (``snapshots.transfer.recovered_engine``, as ``pointspace
+snapshot export --data-dir``). Offline, not ``--url``: the export walks every value's
 series at every instant, which is a read of the whole dimension's history -- a job for a
 copy of the state, not for a serving process (export one with ``pointspace snapshot export
 --url`` and ``snapshot import`` it into a scratch directory).
 
-The lead registers it: ``main.add_command(stats)`` in ``web/serving/cli.py``.
+Failures (a bad range, a directory in use) are raised as they are: ``web/serving/cli.py``'s
+group prints one ``Error:`` line for any of them.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from typing import Any
 import click
 import trio
 
-from engine.errors import InvalidInput, PointspaceError, first_domain_error
 from engine.stats import DEFAULT_GAUGE_PERIOD_S
 from web.serving.progress import Progress
 
@@ -70,13 +71,7 @@ def export(dim: str, data_dir: Path, t1: int, t2: int, interval: str, tz: str | 
                 "--format parquet needs pyarrow: pip install 'pointspace[parquet]' (or use --format csv)"
             ) from None
     step: str | int = int(interval) if interval.isdigit() else interval
-    try:
-        names, rows = trio.run(_read, data_dir, dim.lower(), t1, t2, step, tz, gauge_period)
-    except (PointspaceError, BaseExceptionGroup) as exc:
-        error = first_domain_error(exc)
-        if error is None:
-            raise
-        raise click.ClickException(str(error)) from None
+    names, rows = trio.run(_read, data_dir, dim.lower(), t1, t2, step, tz, gauge_period)
     counters, gauges = names
     if fmt == "csv":
         _write_csv(out, counters, gauges, rows)
@@ -88,35 +83,25 @@ def export(dim: str, data_dir: Path, t1: int, t2: int, interval: str, tz: str | 
 
 async def _read(data_dir: Path, dim: str, t1: int, t2: int, step: str | int, tz: str | None,
                 gauge_period: int) -> tuple[tuple[list[str], list[str]], list[Any]]:
-    from engine.engine import Engine, check_range
+    from engine.engine import check_range
     from engine.periods import load_zone, period_bounds
-    from snapshots.files import REAL_FS
-    from snapshots.lock import DataDirectoryLock
-    from snapshots.logscan import read_log, wal_dir
-    from snapshots.store import RecoveryReport, load_latest_snapshot
+    from snapshots.transfer import recovered_engine
 
     t1, t2 = check_range(t1, t2)
     bounds = period_bounds(t1, t2, step, zone=load_zone(tz))
     stamps = bounds[:-1]
-    if not data_dir.is_dir():
-        raise InvalidInput(f"no data directory at {str(data_dir)!r}", "data_dir")
-    with DataDirectoryLock(data_dir):  # a running server's files change under a reader
-        async with Engine.open(stats_gauge_period_s=gauge_period) as engine:
-            start_seq, _ = load_latest_snapshot(data_dir, engine, RecoveryReport(), REAL_FS)
-            if wal_dir(data_dir).is_dir():
-                for seq, payload in read_log(data_dir, start_seq):
-                    await engine.replay(seq, payload)
-            rows: list[Any] = []
-            counters: set[str] = set()
-            gauges: set[str] = set()
-            chunk = 64  # instants per pass: the progress moves, memory stays one chunk of rows
-            with Progress("exporting", unit="entities", total=len(stamps)) as progress:
-                for i in range(0, len(stamps), chunk):
-                    c, g, part = await engine.stats_archive(dim, stamps[i:i + chunk])
-                    counters.update(c)
-                    gauges.update(g)
-                    rows.extend(part)
-                    progress.update(len(stamps[i:i + chunk]))
+    rows: list[Any] = []
+    counters: set[str] = set()
+    gauges: set[str] = set()
+    async with recovered_engine(data_dir, stats_gauge_period_s=gauge_period) as (engine, _):
+        chunk = 64  # instants per pass: the progress moves, memory stays one chunk of rows
+        with Progress("exporting", unit="instants", total=len(stamps)) as progress:
+            for i in range(0, len(stamps), chunk):
+                c, g, part = await engine.stats_archive(dim, stamps[i:i + chunk])
+                counters.update(c)
+                gauges.update(g)
+                rows.extend(part)
+                progress.update(len(stamps[i:i + chunk]))
     return (sorted(counters), sorted(gauges)), rows
 
 
