@@ -16,7 +16,7 @@ bare Hypercorn-trio app, side by side in one run. Nothing is asserted.
    request costs before pointspace does anything).
 
 4. **Expensive reads** (``--expensive``, alone): the red-team's requests over a series with one
-   member at the first and one at the last second (year 9999) -- a 9,999-period breakdown and
+   member at the first and one at the last second (year 9999) -- a 10,000-period breakdown and
    queries of 100 and 1,000 such series over the whole range -- each timed with the worst
    ``/healthz`` latency seen while it ran (the loop's stall). The baseline is the same
    requests on the code before the per-request bucket budget (run it from that checkout);
@@ -229,8 +229,10 @@ def expensive_reads() -> None:
             sparse += [{"name": f"q{i}", "member": m, "ts": ts}
                        for i in range(1000) for m, ts in ((1, 0), (2, MAX_TS))]
             assert c.post("/api/uniques", json=sparse).status_code == 200
+            dense = [{"name": "m", "member": i % 500, "ts": BASE_TS + 60 * i + 7} for i in range(10_000)]
+            assert c.post("/api/uniques", json=dense).status_code == 200
         requests = [
-            ("breakdown, 9,999 periods", "GET",
+            ("breakdown, 10,000 periods", "GET",
              f"/api/uniques/w/breakdown?t1=0&t2={MAX_TS}&step=25340231", None),
             ("query, 100 names", "POST", "/api/uniques/query",
              {"names": [f"q{i}" for i in range(100)], "t1": 1, "t2": MAX_TS - 1}),
@@ -239,6 +241,10 @@ def expensive_reads() -> None:
             ("query, 12 names (under budget)", "POST", "/api/uniques/query",
              {"names": [f"q{i}" for i in range(12)], "t1": 1, "t2": MAX_TS - 1}),
             ("count, one series, 0 .. 9999-12-31", "GET", f"/api/uniques/w?t1=1&t2={MAX_TS - 1}", None),
+            ("breakdown, 8,030 years", "GET", f"/api/uniques/w/breakdown?t1=0&t2={MAX_TS}&step=year", None),
+            ("breakdown, 9,999 minutes, dense", "GET",
+             f"/api/uniques/m/breakdown?t1={BASE_TS + 30}&t2={BASE_TS + 30 + 9999 * 60 - 1}&step=60&offset=30",
+             None),
         ]
         print("\nExpensive reads (sparse series: members at 1970-01-01 and 9999-12-31)")
         print(f"  {'request':<36} {'status':>6} {'seconds':>8} {'bytes':>10} {'worst /healthz s':>17}")

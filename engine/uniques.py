@@ -52,15 +52,26 @@ A cell is one of two things:
   overload -- 16 bytes hashed, never the same input as an 8-byte integer, so the kinds stay
   apart in sketches too, and a hashed and a text series feed a string alike.
 
-A count over [t1, t2] is the union of the fewest whole buckets that cover it (:meth:`cover`):
-a greedy walk that takes, at each step, the coarsest kept bucket that starts at the cursor,
-ends within the range and has not expired -- optimal for nested calendar buckets, whose
-greedy cover is the set of largest kept buckets inside the range. Buckets of that cover
-holding no data (before the first write or after the last) are skipped without being walked:
-the walk starts at the largest bucket of the cover holding the first written second and stops
-after the last, so a whole-day query answers from the day bucket, and a long range over a
-sparse series costs what its data costs. An edge
-that falls inside a bucket of the finest resolution available there is rounded outwards to
+A count over [t1, t2] is the union of the fewest whole buckets that cover it. Its plan
+(:meth:`plan`) is arithmetic, never a walk: the greedy cover -- at each step the coarsest
+kept, unexpired bucket that starts at the cursor and ends within the range, optimal for
+nested calendar buckets, whose greedy cover is the set of largest kept buckets inside the
+range -- computed as *runs* of consecutive buckets of one level (at most two a level, in
+closed form while nothing has expired), so its size is known before anything is read
+whatever the range's length. The cells of each run are then found by bisecting a sorted
+index of the level's non-empty bucket numbers (``_index``, derived from ``cells``), so the
+empty buckets of a range are never visited: a series with one member in 1970 and one in
+9999 answers the whole range from its two year buckets, and a whole-day query answers from
+the day bucket however late in it the data starts.
+
+A request pays for its counts from one budget (:class:`BucketBudget`, ``MAX_QUERY_BUCKETS``
+buckets): the size of every count's plan, summed over a breakdown's periods or a query's
+series, is checked by the engine before anything is sent and charged again where each count
+runs. The size is that of the cover, data or not: the same request is accepted or refused
+whatever was written, as Prometheus refuses a range query by its number of points. Long
+requests are split into actor turns of ``TURN_BUCKETS`` (``engine/engine.py``).
+
+An edge that falls inside a bucket of the finest resolution available there is rounded outwards to
 that bucket, and every answer states the range it really covers (``t1``/``t2`` of
 :class:`UniqueCount`), so a rounded answer is never silent. A union of exact cells is exact
 (``BitMap64.union``); a union with any sketch is a sketch (``hll_union``, the exact cells fed
@@ -76,7 +87,8 @@ Retention (:meth:`expire`) drops buckets of a level that end before its cutoff, 
 do; the coarsest kept level is never dropped, so every instant stays covered by something.
 
 Invariants (``_check``): each exact cell's size is its two sets' lengths summed and at most
-``exact_limit``; an exact cell holds every member of its exact children.
+``exact_limit``; an exact cell holds every member of its exact children; each level's index
+is the sorted bucket numbers of its cells.
 
 Nothing here imports trio or reads the clock.
 """
@@ -507,9 +519,11 @@ class BucketBudget:
 #: Buckets one actor turn may take when the engine splits a request (a breakdown's periods,
 #: a query's series): each turn is a stretch the event loop does nothing else, so a request
 #: within ``MAX_QUERY_BUCKETS`` still answers ``/healthz`` and other requests between its
-#: turns. A union takes well under 1 us a bucket for sparse cells (``bench/bench_uniques.py``
-#: section 4), and planning takes up to ~25 us a period, so a turn of 10,000 buckets or 500
-#: periods is at most a few tens of milliseconds.
+#: turns. A union takes ~3 us a bucket of small exact cells and ~0.6 us a bucket of sketches
+#: (95,000 exact hours of 5 members: 0.27 s; 20,000 sketched hours: 12 ms), and planning up
+#: to ~25 us a period, so a turn of 10,000 buckets or 500 periods is a few tens of
+#: milliseconds. One count is one turn: at most ``MAX_QUERY_BUCKETS`` buckets, which only a
+#: series keeping no coarse level can need (the default levels take at most ~8,300).
 TURN_BUCKETS = 10_000
 TURN_PERIODS = 500
 
@@ -563,7 +577,7 @@ class UniqueSeries:
     >>> s = UniqueSeries(UniqueConfig())
     >>> s.apply([(1458061005, 1), (1458061008, "alice"), (1458064800, 1)])
     >>> s.count(1458061000, 1458064900).public()
-    {'t1': 1458060960, 't2': 1458064919, 'count': 2, 'exact': True, 'rounded': True, 'buckets': 6}
+    {'t1': 1458060960, 't2': 1458064919, 'count': 2, 'exact': True, 'rounded': True, 'buckets': 2}
     """
 
     __slots__ = ("config", "cells", "first_ts", "last_ts", "horizons", "applied_seq", "_index", "_late")

@@ -15,12 +15,13 @@ from hypothesis import strategies as st
 from engine.engine import Engine
 from engine.errors import InvalidInput, PayloadTooLarge
 from engine.periods import load_zone, period_bounds
-from engine.timebuckets import DAY, HOUR, MINUTE, MONTH, YEAR, decompose
+from engine.timebuckets import DAY, HOUR, MAX_TS, MINUTE, MONTH, YEAR, decompose
 from engine.uniques import (
     MAX_QUERY_BUCKETS,
     NARRATIVE_CONFIG,
     UNIQUE,
     AddUniques,
+    BucketBudget,
     Partial,
     UniqueConfig,
     UniqueSeries,
@@ -116,9 +117,15 @@ def test_uniqueseries_cover_takes_the_fewest_whole_buckets() -> None:
     # 2016-01-01 .. 2016-12-31 is the year 2016: one bucket.
     start, end, keys = series.cover(BASE, BASE + 366 * 86400 - 1)
     assert (start, end, keys) == (BASE, BASE + 366 * 86400 - 1, [46 * 8 + YEAR])
-    # 2016-01-01 00:00 .. 2016-01-02 01:29: a day, an hour, 29 + 1 minutes.
-    start, end, keys = series.cover(BASE, BASE + 86400 + 3600 + 29 * 60 + 59)
-    assert [k % 8 for k in keys] == [DAY, HOUR] + [MINUTE] * 30
+    # 2016-01-01 00:00 .. 2016-01-02 01:29: a day, an hour, 29 + 1 minutes -- of which only
+    # the day holds data, so only the day is taken.
+    t2 = BASE + 86400 + 3600 + 29 * 60 + 59
+    start, end, runs = series.plan(BASE, t2)
+    day, hour, minute = BASE // 86400, (BASE + 86400) // 3600, (BASE + 90000) // 60
+    assert runs == [(DAY, day, day + 1), (HOUR, hour, hour + 1), (MINUTE, minute, minute + 30)]
+    assert series.cover_size(BASE, t2) == 32
+    assert series.cover(BASE, t2)[2] == [day * 8 + DAY]
+    assert series.count(BASE, t2).public()["buckets"] == 1
     assert series.count(BASE, BASE + 86400 + 5399).count == 1
 
 
@@ -158,10 +165,12 @@ def test_uniqueseries_cover_is_the_minimal_decomposition_where_data_is(
     t1, t2 = BASE + 60 * start, BASE + 60 * (start + length) - 1
     got_start, got_end, keys = series.cover(t1, t2)
     assert (got_start, got_end) == (t1, t2)
-    assert keys == minimal_cover(t1, t2, series.first_ts, series.last_ts)
-    # With data at both ends, the count takes exactly the minimal decomposition's buckets.
-    series.apply([(t1, 10**6), (t2, 10**6 + 1)])
-    assert len(series.cover(t1, t2)[2]) == sum(hi - lo + 1 for _, lo, hi in decompose(t1, t2))
+    # The plan is the minimal decomposition, bucket for bucket; its size is what is charged.
+    every = minimal_cover(t1, t2, 0, MAX_TS)
+    assert [b * 8 + lv for lv, lo, hi in series.plan(t1, t2)[2] for b in range(lo, hi)] == every
+    assert series.cover_size(t1, t2) == len(every)
+    # The cover takes only its buckets that hold data, in time order.
+    assert keys == [k for k in every if k in series.cells]
 
 
 def test_uniqueseries_edges_inside_a_minute_are_rounded_and_said() -> None:
@@ -177,10 +186,112 @@ def test_uniqueseries_edges_inside_a_minute_are_rounded_and_said() -> None:
 def test_uniqueseries_range_needing_too_many_buckets_is_refused() -> None:
     series = UniqueSeries(UniqueConfig(levels=(MINUTE,)))
     series.apply([(BASE, 1), (BASE + (MAX_QUERY_BUCKETS + 5) * 60, 2)])
-    with pytest.raises(InvalidInput, match=r"needs more than 100000 buckets at the kept resolutions \['minute'\]"):
+    with pytest.raises(InvalidInput, match=r"at the kept resolutions \['minute'\] takes 100011 buckets, past the "
+                                           r"100000 one request may take; ask for a shorter range") as info:
         series.count(BASE, BASE + (MAX_QUERY_BUCKETS + 10) * 60)
-    # The empty stretches of a long range cost nothing: only data is walked.
-    assert series.count(0, BASE + 60).count == 1
+    assert info.value.field == "t1"
+    # The budget is the cover's size, whatever the data: an empty stretch counts as well.
+    with pytest.raises(InvalidInput):
+        series.count(BASE + 600, BASE + (MAX_QUERY_BUCKETS + 10) * 60)
+    assert series.count(BASE, BASE + (MAX_QUERY_BUCKETS - 1) * 60).count == 1
+
+
+def test_issue_red_team_a_sparse_series_over_centuries_costs_its_data() -> None:
+    # One member in 1970 and one in 9999: the whole range is 8,030 year buckets, but the
+    # count visits the two that hold data (the walk used to try every bucket in between).
+    series = UniqueSeries(UniqueConfig())
+    series.apply([(0, 1), (MAX_TS, 2)])
+    start, end, runs = series.plan(1, MAX_TS - 1)
+    assert (start, end, runs) == (0, MAX_TS, [(YEAR, 0, 8030)])
+    assert series.cover(1, MAX_TS - 1)[2] == [0 * 8 + YEAR, 8029 * 8 + YEAR]
+    result = series.count(1, MAX_TS - 1)
+    assert (result.count, result.exact, result.buckets, result.rounded) == (2, True, 2, True)
+    # Unaligned edges: minutes, hours, days and months at each end, all planned in runs.
+    t1, t2 = 86400 * 40 + 3600 * 5 + 60 * 7, MAX_TS - 86400 * 40 - 3600 * 5 - 60 * 7
+    assert len(series.plan(t1, t2)[2]) <= 2 * 5
+    assert series.count(t1, t2).count == 0
+    assert series.cover_size(t1, t2) == sum(hi - lo + 1 for _, lo, hi in decompose(t1, t2))
+
+
+def test_a_budget_is_shared_by_every_count_of_a_request() -> None:
+    series = UniqueSeries(UniqueConfig())
+    series.apply([(BASE + 60 * i, i) for i in range(100)])
+    budget = BucketBudget(limit=10, field="step", advice="use a coarser step")
+    bounds = [BASE + 180 * i for i in range(4)]  # three periods of three minutes
+    assert [c.count for c in series.breakdown(bounds, budget)] == [3, 3, 3]
+    assert budget.left == 1
+    with pytest.raises(InvalidInput, match=r"takes 3 buckets, past the 10 one request may take; use a coarser step"):
+        series.breakdown(bounds[:2], budget)
+    # Without one, each count has MAX_QUERY_BUCKETS of its own (statshub's breakdowns).
+    assert len(series.breakdown(bounds)) == 3
+
+
+def old_greedy_walk(series: UniqueSeries, t1: int, t2: int) -> tuple[int, int, list[int]]:
+    """The cover as the walk before the budget took it, bucket by bucket (every bucket, empty
+    or not): at each step the coarsest kept, unexpired bucket starting at the cursor that
+    ends within the range, else the finest such bucket, with the end rounded out to it."""
+    from engine.timebuckets import bucket_of, bucket_start
+
+    levels = series.config.levels if series.config else UniqueConfig().levels
+    start, end = series._edges(t1, t2)
+    cursor, keys = start, []
+    while cursor < end:
+        chosen = fallback = None
+        for level in levels[::-1]:
+            bucket = bucket_of(level, cursor)
+            if bucket_start(level, bucket) != cursor or not series._available(level, bucket):
+                continue
+            after = bucket_start(level, bucket + 1)
+            if after <= end:
+                chosen = (level, bucket, after)
+                break
+            fallback = (level, bucket, after)
+        if chosen is None:
+            assert fallback is not None
+            chosen = fallback
+            end = fallback[2]
+        level, bucket, cursor = chosen
+        keys.append(bucket * 8 + level)
+    return start, end - 1, keys
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    levels=st.sampled_from(LEVEL_SETS),
+    points=st.lists(st.tuples(st.integers(0, 70 * 86400), st.integers(0, 40)), max_size=60),
+    expiring=st.integers(0, 4),
+    cutoff=st.integers(0, 70 * 86400),
+    shrink=st.lists(st.integers(0, 20 * 86400), min_size=4, max_size=4),
+    ranges=st.lists(st.tuples(st.integers(-86400, 75 * 86400), st.integers(0, 4 * 86400)),
+                    min_size=1, max_size=6),
+)
+def test_plan_is_the_greedy_walk_with_retention_and_counts_match_brute_force(
+    levels: tuple[int, ...], points: list[tuple[int, int]], expiring: int, cutoff: int,
+    shrink: list[int], ranges: list[tuple[int, int]],
+) -> None:
+    series = UniqueSeries(UniqueConfig(levels=levels, exact_limit=None))
+    stored = [(BASE + ts, key) for ts, key in points]
+    series.apply(stored[::2])
+    series.apply(stored[1::2][::-1])  # out of order: the index merges late buckets
+    # Retention: the finest ``expiring`` levels (never the coarsest), finer cutoffs later.
+    cutoffs = [0] * 6
+    at = BASE + cutoff
+    for level, less in zip(levels[:-1][:expiring], shrink, strict=False):
+        cutoffs[level] = at
+        at = max(BASE, at - less)
+    series.expire(cutoffs)
+    series._check()
+    for offset, length in ranges:
+        t1 = max(0, BASE + offset)
+        t2 = t1 + length
+        start, end, every = old_greedy_walk(series, t1, t2)
+        got_start, got_end, runs = series.plan(t1, t2)
+        assert (got_start, got_end) == (start, end)
+        assert [b * 8 + lv for lv, lo, hi in runs for b in range(lo, hi)] == every
+        assert series.cover(t1, t2)[2] == [k for k in every if k in series.cells]
+        result = series.count(t1, t2)
+        assert (result.t1, result.t2) == (start, end)
+        assert result.count == brute(stored, result.t1, result.t2)
 
 
 ############################################################################################
@@ -480,3 +591,63 @@ async def test_engine_recovers_uniques_from_snapshot_and_log(tmp_path: Path) -> 
         assert_same_answer(await engine.unique_count("s", BASE, BASE + 2 * 86400), before)
         assert_same_answer(await engine.unique_count("s", BASE + 86400, BASE + 2 * 86400 - 1), day2)
         assert await engine.unique_count("s", BASE + 90480, BASE + 90539) == minute
+
+
+############################################################################################
+# Request budgets through the engine (the red-team's requests)
+
+
+async def test_engine_refuses_an_over_budget_breakdown_before_counting(engine: Engine) -> None:
+    await engine.add_uniques([{"name": "w", "member": 1, "ts": 0}, {"name": "w", "member": 2, "ts": MAX_TS}])
+    # 10,000 periods of 293 days with unaligned edges: ~120 buckets each, 1.2 M in all.
+    with pytest.raises(InvalidInput, match=r"^a breakdown of 'w' into 10000 periods takes more than 100000 "
+                                           r"buckets.*use a coarser step or a shorter range$") as info:
+        await engine.unique_breakdown("w", 0, MAX_TS, 25340231)
+    assert info.value.field == "step"
+    # The same range in 8,030 year periods (aligned: one bucket each) is within budget.
+    bounds, counts = await engine.unique_breakdown("w", 0, MAX_TS, "year")
+    assert len(counts) == 8030 and [c.count for c in counts if c.count] == [1, 1]
+
+
+async def test_engine_breakdown_in_turns_matches_one_turn(engine: Engine) -> None:
+    rng = random.Random(3)
+    await engine.add_uniques([{"name": "d", "member": rng.randrange(500), "ts": BASE + rng.randrange(3 * 86400)}
+                              for _ in range(5000)])
+    # 4,320 minute periods with unaligned edges (offset 30 s): several turns of TURN_PERIODS.
+    bounds, counts = await engine.unique_breakdown("d", BASE, BASE + 3 * 86400 - 1, 60, offset=30)
+    assert len(counts) == 4321
+    whole = await engine.ask(UNIQUE, "d", lambda state: state.breakdown(bounds))
+    assert counts == whole
+
+
+async def test_engine_query_budget_names_the_names_or_the_range(engine: Engine) -> None:
+    names = [f"q{i}" for i in range(1000)]
+    await engine.add_uniques([{"name": n, "member": m, "ts": ts} for n in names for m, ts in ((1, 0), (2, MAX_TS))])
+    with pytest.raises(InvalidInput, match=r"^counting 1000 series over \[1, 253402300798\] takes \d+ buckets or more, "
+                                           r"more than the 100000 one request may take .*name fewer series") as info:
+        await engine.unique_counts(names, 1, MAX_TS - 1)
+    assert info.value.field == "names"
+    counts, union = await engine.unique_counts(names[:12], 1, MAX_TS - 1)
+    assert {c.count for c in counts.values()} == {2} and union is None
+    with pytest.raises(InvalidInput) as info:  # 12 series twice (union): over
+        await engine.unique_counts(names[:12], 1, MAX_TS - 1, union=True)
+    assert info.value.field == "names"
+    # An hours-only series over 8,000 years is over budget on its own: the range is named.
+    await engine.add_uniques_validated([("narrative.users", BASE, "alice")], config=NARRATIVE_CONFIG)
+    for ask in (engine.unique_count("narrative.users", 0, MAX_TS),
+                engine.unique_counts(["narrative.users", "q1"], 0, MAX_TS)):
+        with pytest.raises(InvalidInput, match=r"^counting \[0, 253402300799\] takes 70389528 buckets") as info:
+            await ask
+        assert info.value.field == "t1"
+
+
+async def test_engine_query_in_waves_matches_the_union(engine: Engine) -> None:
+    from engine.timebuckets import bucket_start
+
+    names = [f"s{i}" for i in range(15)]
+    await engine.add_uniques([{"name": n, "member": i * 10 + j, "ts": BASE + j * 86400 * 400}
+                              for i, n in enumerate(names) for j in range(5)])
+    t2 = bucket_start(YEAR, 3000) - 1  # 3,000 year buckets a series: six waves, 90,000 buckets
+    counts, union = await engine.unique_counts(names, 0, t2, union=True)
+    assert [counts[n].count for n in names] == [5] * 15
+    assert union is not None and (union.count, union.exact, union.buckets) == (75, True, 75)

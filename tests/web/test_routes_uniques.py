@@ -13,12 +13,14 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import threading
+import time
 from pathlib import Path
 
 import httpx
 import msgpack
 import pytest
-from conftest import start_server
+from conftest import ServerProcess, start_server
 
 BASE = 1451606400  # 2016-01-01T00:00:00Z
 MSGPACK = "application/msgpack"
@@ -146,6 +148,81 @@ def test_bad_reads_name_the_field(client: httpx.Client, path: str, params: dict,
     r = client.get(path, params=params)
     assert r.status_code == 400, r.text
     assert r.json()["field"] == field
+
+
+MAX_TS = 253402300799  # 9999-12-31T23:59:59Z, the last second a write may name
+
+
+def timed_with_health(server: ServerProcess, method: str, path: str, **kwargs: object) -> tuple[httpx.Response, float, float]:
+    """Send one request while another connection polls /healthz every 20 ms: the response,
+    its seconds, and the slowest /healthz seen meanwhile (how long the loop was held)."""
+    done = threading.Event()
+    worst = [0.0]
+
+    def probe() -> None:
+        with server.client() as c:
+            while not done.is_set():
+                t0 = time.monotonic()
+                assert c.get("/healthz", timeout=60).status_code == 200
+                worst[0] = max(worst[0], time.monotonic() - t0)
+                done.wait(0.02)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        time.sleep(0.05)  # the probe is connected and polling
+        with server.client() as c:
+            t0 = time.monotonic()
+            response = c.request(method, path, timeout=120, **kwargs)  # type: ignore[arg-type]
+            elapsed = time.monotonic() - t0
+    finally:
+        done.set()
+        thread.join()
+    return response, elapsed, worst[0]
+
+
+def test_red_team_expensive_reads_are_refused_up_front(server: ServerProcess, client: httpx.Client) -> None:
+    # A series with a member in 1970 and one in 9999, and 1,000 more like it: a 10,000-period
+    # breakdown took 8 s and 1,000 names 55 s, holding the event loop (and /healthz) all along.
+    name, prefix = new_name(), new_name()
+    names = [f"{prefix}-{i}" for i in range(1000)]
+    batch = [{"name": n, "member": m, "ts": ts} for n in [name, *names] for m, ts in ((1, 0), (2, MAX_TS))]
+    assert client.post("/api/uniques", json=batch).status_code == 200
+    event = {"timestamp": BASE * 1000, "user": "u", "event": "click"}
+    assert client.post("/analytics", params=event).status_code == 204  # narrative.users: hours only
+    refused = [
+        ("GET", f"/api/uniques/{name}/breakdown", {"params": {"t1": 0, "t2": MAX_TS, "step": 25340231}}, "step"),
+        ("POST", "/api/uniques/query", {"json": {"names": names, "t1": 1, "t2": MAX_TS - 1}}, "names"),
+        ("POST", "/api/uniques/query", {"json": {"names": names[:100], "t1": 1, "t2": MAX_TS - 1}}, "names"),
+        ("GET", "/api/uniques/narrative.users", {"params": {"t1": 0, "t2": MAX_TS}}, "t1"),
+    ]
+    for method, path, kwargs, field in refused:
+        response, elapsed, worst = timed_with_health(server, method, path, **kwargs)
+        assert response.status_code == 400, response.text[:300]
+        body = response.json()
+        assert body["field"] == field and "100000" in body["error"], body
+        assert elapsed < 3 and worst < 1, (path, elapsed, worst)
+
+
+def test_red_team_long_reads_within_budget_leave_the_loop_free(server: ServerProcess, client: httpx.Client) -> None:
+    name, prefix = new_name(), new_name()
+    names = [f"{prefix}-{i}" for i in range(12)]
+    batch = [{"name": n, "member": m, "ts": ts} for n in [name, *names] for m, ts in ((1, 0), (2, MAX_TS))]
+    batch += members(name, list(range(50)), BASE)
+    assert client.post("/api/uniques", json=batch).status_code == 200
+    # 8,030 year periods (one bucket each) and 12 series over 8,000 years (8,030 buckets each):
+    # within budget, answered in turns, each visiting only the buckets that hold data.
+    response, elapsed, worst = timed_with_health(
+        server, "GET", f"/api/uniques/{name}/breakdown", params={"t1": 0, "t2": MAX_TS, "step": "year"})
+    assert response.status_code == 200, response.text
+    counts = [c["count"] for c in response.json()["counts"]]
+    assert len(counts) == 8030 and [c for c in counts if c] == [1, 50, 1]
+    assert elapsed < 10 and worst < 1, (elapsed, worst)
+    response, elapsed, worst = timed_with_health(
+        server, "POST", "/api/uniques/query", json={"names": names, "t1": 1, "t2": MAX_TS - 1, "union": False})
+    assert response.status_code == 200, response.text
+    assert [(r["count"], r["buckets"], r["t1"], r["t2"]) for r in response.json()["results"]] == [(2, 2, 0, MAX_TS)] * 12
+    assert elapsed < 5 and worst < 1, (elapsed, worst)
 
 
 def test_reserved_series_are_readable(client: httpx.Client) -> None:

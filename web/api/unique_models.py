@@ -13,7 +13,7 @@ from typing import Annotated
 from msgspec import Meta, Struct
 
 from engine.events import MAX_BATCH_EVENTS, MAX_NAME_LENGTH
-from engine.uniques import MAX_MEMBER
+from engine.uniques import MAX_MEMBER, MAX_QUERY_BUCKETS
 from web.api.models import TEXT_PATTERN, Name, Offset, Period, Step, Timestamp, TimeZone
 
 #: A member given as a number: a 64-bit unsigned id. (msgspec cannot state a bound past
@@ -28,7 +28,8 @@ Member = Annotated[
     MemberNumber | MemberText,
     Meta(description='an unsigned 64-bit integer, or a string; "42" and 42 are the same member'),
 ]
-#: Most series one query may name (each is one actor message and one answer).
+#: Most series one query may name (each is one actor message and one answer); their counts
+#: also share one request's bucket budget (``engine.uniques.MAX_QUERY_BUCKETS``).
 MAX_QUERY_NAMES = 1000
 
 
@@ -65,6 +66,9 @@ class UniqueArgs(Struct):
 
 
 class UniqueBreakdownArgs(Struct):
+    """A breakdown of at most 10,000 periods whose covers take at most
+    ``engine.uniques.MAX_QUERY_BUCKETS`` buckets together (more is a 400 naming ``step``)."""
+
     t1: Timestamp
     t2: Timestamp
     step: Step = "day"
@@ -78,7 +82,12 @@ class UniqueQuery(Struct, forbid_unknown_fields=True):
     """Distinct counts of several series over [t1, t2]; ``union`` also counts the members
     distinct across all of them."""
 
-    names: Annotated[list[Name], Meta(min_length=1, max_length=MAX_QUERY_NAMES)]
+    names: Annotated[
+        list[Name],
+        Meta(min_length=1, max_length=MAX_QUERY_NAMES,
+             description=f"at most {MAX_QUERY_NAMES} series, whose counts over [t1, t2] take at most "
+                         f"{MAX_QUERY_BUCKETS} buckets together (twice with union); more is a 400"),
+    ]
     t1: Timestamp
     t2: Timestamp
     union: bool = False
@@ -99,7 +108,7 @@ class UniqueCountResult(Struct):
     count: int
     exact: bool
     rounded: bool
-    #: Whole buckets unioned for the answer.
+    #: Whole buckets unioned for the answer: those of the range's cover that hold data.
     buckets: int
     lower: float | None = None
     upper: float | None = None
