@@ -17,6 +17,12 @@ dimensions (``country`` of 50, ``os`` of 5, ``user`` of 2,000) and one stat of e
   pipelined round trips (GETSET of the details, then the roll-ups from the old values:
   statshub's Go code took five), from 1 and from 8 connections.
 
+A second table measures the stream's history on a wide dimension (``--stream-values``
+values, one counter each, written over the last week): 100 ``*`` streams opened at once,
+sharing one history (what ``/stream`` does) against each computing its own, and the longest
+time the event loop went without serving another task meanwhile (a heartbeat task's
+largest gap between 1 ms sleeps).
+
 Nothing is asserted; figures and ratios print side by side (``bench/common.py``).
 """
 
@@ -171,11 +177,64 @@ def on_redis(client: Any, updates: list[tuple[str, dict[str, Any]]], connections
     return len(updates) / (time.perf_counter() - t0)
 
 
+def stream_histories(values: int, streams: int, shared: bool) -> tuple[float, float]:
+    """Seconds for ``streams`` concurrent ``*`` histories of a ``values``-wide dimension, and
+    the event loop's longest stall meanwhile (seconds)."""
+    from web.compat.statshub import MAX_STREAM_VALUES, history_ranges
+
+    async def run() -> tuple[float, float]:
+        async with Engine.open() as engine:
+            now = int(time.time())
+            for i in range(values):
+                for back in (6 * 86400, 3 * 86400, 3600):
+                    await engine.stats_update(f"id{i}", {"dims": {"country": f"c{i}"}, "increments": {"bytes": i}},
+                                              now=now - back)
+            ranges = history_ranges(now)
+            stall = 0.0
+
+            async def heartbeat() -> None:
+                nonlocal stall
+                while True:
+                    t = time.perf_counter()
+                    await trio.sleep(0.001)
+                    stall = max(stall, time.perf_counter() - t - 0.001)
+
+            async def one() -> None:
+                if shared:
+                    await engine.stats_stream_history("country", "*", "counter", "bytes", ranges, now,
+                                                      limit=MAX_STREAM_VALUES)
+                else:  # each stream its own computation (still read in rounds)
+                    await engine._stream_history("country", "*", "counter", "bytes", ranges, now, MAX_STREAM_VALUES)
+
+            t0 = time.perf_counter()
+            async with trio.open_nursery() as outer:
+                outer.start_soon(heartbeat)
+                async with trio.open_nursery() as nursery:
+                    for _ in range(streams):
+                        nursery.start_soon(one)
+                outer.cancel_scope.cancel()
+            return time.perf_counter() - t0, stall
+
+    return trio.run(run)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--updates", type=int, default=20_000)
     parser.add_argument("--http-updates", type=int, default=5_000)
+    parser.add_argument("--stream-values", type=int, default=3_000)
+    parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--skip-updates", action="store_true", help="only the stream table")
     args = parser.parse_args()
+    shared, shared_stall = stream_histories(args.stream_values, args.streams, shared=True)
+    own, own_stall = stream_histories(args.stream_values, args.streams, shared=False)
+    table(f"stream history, {args.streams} '*' streams at once on {args.stream_values:,} values",
+          [("each stream its own history", args.streams / own, "streams/s"),
+           ("shared history (/stream)", args.streams / shared, "streams/s")],
+          "each stream its own history")
+    print(f"  longest event-loop stall meanwhile: own {own_stall * 1000:.1f} ms, shared {shared_stall * 1000:.1f} ms")
+    if args.skip_updates:
+        return
     updates = make_updates(args.updates)
     posts, pings = over_http(updates[: args.http_updates], 8)
     rows = [

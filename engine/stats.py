@@ -43,6 +43,18 @@ adds ``total`` per dimension at query time, as statshub did (members: the sum of
 cardinalities; the true union is an option). Neither ``total`` nor any combination of
 dimensions is stored.
 
+Limits. statshub bounded nothing, and one update fans out to dimensions x stats roll-ups.
+An update is refused whole (``StatsLimit``, a 400 naming the field) past the per-update
+bounds (:data:`MAX_UPDATE_DIMS`, :data:`MAX_UPDATE_STATS`, :data:`MAX_UPDATE_ROLLUPS`,
+:data:`MAX_UPDATE_MEMBERS`: checked by :func:`validate_update` from sizes alone, so at most
+~35 ms of roll-up work is ever accepted in one update), and past the bounds on what is
+stored (:data:`MAX_STATS_PER_VALUE`, :data:`MAX_VALUES_PER_DIM`, :data:`MAX_DIMENSIONS`)
+or when a roll-up or an id's counter would leave int64, statshub's own type (Go's int64
+wrapped silently; the 64-bit JSON encoders then refused the totals). The stored bounds and
+int64 are checked by the :class:`StatsLedger` against the states plus the updates still in
+flight, before logging; replay never checks them (a logged record always applies). Sums
+*across* values (``total``) are not stored and may pass 64 bits: they are answered exactly.
+
 Deliberate differences from statshub, all of them fail-closed or additions: the reserved
 value ``total`` is a 400 (statshub: 500); a body that is not an object (``null`` included),
 a value that is not a 64-bit integer, a stat or dimension name that is not a printable
@@ -59,15 +71,15 @@ Nothing here imports trio or reads the clock.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from engine.commands import Command, EntityKey, Operation, register
 from engine.counters import CounterSeries
-from engine.errors import InvalidInput, PayloadTooLarge, quote
-from engine.events import INT64_MAX, INT64_MIN, MAX_BATCH_EVENTS, check_name
+from engine.errors import InvalidInput, quote
+from engine.events import INT64_MAX, INT64_MIN, check_name
 from engine.timebuckets import DAY, HOUR, MINUTE, MONTH, YEAR, bucket_of, bucket_start
-from engine.uniques import Partial, UniqueConfig, UniqueSeries, member_key
+from engine.uniques import Member, Partial, UniqueConfig, UniqueSeries, member_of
 
 #: Namespaces (``engine/actors.py``).
 STAT_ID = "statid"
@@ -78,13 +90,35 @@ STAT_DIM = "statdim"
 DEFAULT_GAUGE_PERIOD_S = 360
 #: The value statshub reserves for its query-time totals.
 TOTAL = "total"
-#: Dimensions one update may carry. Lantern's clients sent a handful; 64 keeps one update's
-#: fan-out bounded (the precedent: ``engine.density.MAX_PLACEMENT_SPACES``).
+# Limits. statshub's real clients (Lantern's proxies and servers) reported a handful of
+# dimensions (country, flserver, destport, operatingsystem, user: the archive intervals of
+# ../shared/compat/statshub.md name eight) and tens of stats per update. statshub itself set
+# no limits, and one update fans out to dimensions x stats roll-ups: a 120 KB body of 64
+# dimensions and 10,000 counters made 640,000 series (~450 MB, seconds of one event loop).
+# Each limit below is a refusal of the whole update (400, nothing applied), never a cut.
+# Measured here (2-core dev machine): a new roll-up series costs ~6.5 us and ~700 bytes, a
+# member added to one value's set ~8 us (five levels).
+
+#: Dimensions one update may carry (the precedent: ``engine.density.MAX_PLACEMENT_SPACES``).
 MAX_UPDATE_DIMS = 64
-#: Stats one update may carry, all kinds together, and members in all: a batch's bound
-#: (``engine.events.MAX_BATCH_EVENTS``).
-MAX_UPDATE_STATS = 10_000
-MAX_UPDATE_MEMBERS = MAX_BATCH_EVENTS
+#: Distinct stats one update may carry, all kinds together: as many as one dimension value
+#: may hold at all (:data:`MAX_STATS_PER_VALUE`).
+MAX_UPDATE_STATS = 1_000
+#: Roll-up series one update may touch, dimensions x stats: ~27 ms and at most ~3 MB of new
+#: series per update, whatever its shape (a real update touches ~5 x 30 = 150).
+MAX_UPDATE_ROLLUPS = 4_096
+#: Member additions one update may make, members x dimensions (each member joins every
+#: value's set): ~35 ms at most. statshub's ``multiMembers`` carried "several" members.
+MAX_UPDATE_MEMBERS = 4_096
+#: Distinct stats (series of all kinds) one dimension value may hold: two orders of magnitude
+#: above the tens statshub's clients used; one value's answer stays under ~40 KB of JSON.
+MAX_STATS_PER_VALUE = 1_000
+#: Values one dimension may hold. ``GET /stats/<dim>`` answers every value in one body, as
+#: statshub's ``QueryDims`` did: 10,000 values of tens of stats is a few MB. statshub's
+#: dimensions were countries (~250), servers and ports.
+MAX_VALUES_PER_DIM = 10_000
+#: Dimension names in all (statshub's deployment archived eight).
+MAX_DIMENSIONS = 256
 #: What member sets keep: minutes to years (as ``engine.uniques``' default), so a count "as
 #: of" an instant (the stream's history, the archive export) is rounded out by less than a
 #: minute; the all-time count unions year cells only.
@@ -93,6 +127,7 @@ MEMBER_LEVELS = (MINUTE, HOUR, DAY, MONTH, YEAR)
 KINDS = ("counter", "gauge", "member")
 
 _INT_KINDS = ("counters", "increments", "gauges")
+_MEMBER_KINDS = ("members", "multiMembers")
 #: The fields of statshub's update struct (its JSON tags).
 FIELDS = ("dims", "counters", "increments", "gauges", "members", "multiMembers")
 
@@ -100,6 +135,11 @@ FIELDS = ("dims", "counters", "increments", "gauges", "members", "multiMembers")
 ############################################################################################
 # Validation
 ############################################################################################
+
+
+class StatsLimit(InvalidInput):
+    """An update refused by a limit of this module (sizes, stored stats and values, int64):
+    statshub's ``Unable to post stats`` rather than a decoding error."""
 
 
 def stat_name(raw: str) -> str:
@@ -130,7 +170,7 @@ class UpdateInput:
     counters: tuple[tuple[str, int], ...]
     increments: tuple[tuple[str, int], ...]
     gauges: tuple[tuple[str, int], ...]
-    members: tuple[tuple[str, tuple[int, ...]], ...]
+    members: tuple[tuple[str, tuple[Member, ...]], ...]
 
     def size(self) -> int:
         return len(self.counters) + len(self.increments) + len(self.gauges) + len(self.members)
@@ -230,8 +270,20 @@ def validate_update(body: Any, field: str = "body") -> UpdateInput:
     body = statshub_fields(body.items())
     raw_dims = _object(body.get("dims"), f"{field}.dims")
     if len(raw_dims) > MAX_UPDATE_DIMS:
-        raise PayloadTooLarge(f"an update may carry at most {MAX_UPDATE_DIMS} dimensions, got {len(raw_dims)}",
-                              f"{field}.dims")
+        raise StatsLimit(f"{field}.dims: an update may carry at most {MAX_UPDATE_DIMS} dimensions, "
+                         f"got {len(raw_dims)}", f"{field}.dims")
+    raw = {kind: _object(body.get(kind), f"{field}.{kind}") for kind in (*_INT_KINDS, *_MEMBER_KINDS)}
+    # Sizes first, before any name is read: a refused update costs O(its keys), not more.
+    count = 0
+    for kind, stats in raw.items():
+        count += len(stats)
+        if count > MAX_UPDATE_STATS:
+            raise StatsLimit(f"{field}.{kind}: an update may carry at most {MAX_UPDATE_STATS} stats of all "
+                             f"kinds together, got {sum(len(x) for x in raw.values())}", f"{field}.{kind}")
+    if len(raw_dims) * count > MAX_UPDATE_ROLLUPS:
+        raise StatsLimit(f"{field}.dims: an update may touch at most {MAX_UPDATE_ROLLUPS} roll-ups "
+                         f"(dimensions x stats), got {len(raw_dims)} x {count}; send fewer dimensions "
+                         "or stats per update", f"{field}.dims")
     dims: dict[str, str] = {}
     for name in sorted(raw_dims):
         where = f"{field}.dims.{name}"
@@ -242,37 +294,31 @@ def validate_update(body: Any, field: str = "body") -> UpdateInput:
         if value == TOTAL:
             raise InvalidInput(f"{where}: the value 'total' is reserved for statshub's query-time totals", where)
         dims[name.lower()] = value
-    kinds: dict[str, list[tuple[str, int]]] = {}
-    count = 0
-    for kind in _INT_KINDS:
-        raw = _object(body.get(kind), f"{field}.{kind}")
-        count += len(raw)
-        if count > MAX_UPDATE_STATS:
-            raise PayloadTooLarge(f"an update may carry at most {MAX_UPDATE_STATS} stats", f"{field}.{kind}")
-        kinds[kind] = [
-            (stat_name(check_name(name, f"{field}.{kind}")), _int64(raw[name], f"{field}.{kind}.{name}"))
-            for name in sorted(raw)
-        ]
-    members: dict[str, list[int]] = {}
-    total_members = 0
-    single = _object(body.get("members"), f"{field}.members")
-    multi = _object(body.get("multiMembers"), f"{field}.multiMembers")
-    if count + len(single) + len(multi) > MAX_UPDATE_STATS:
-        raise PayloadTooLarge(f"an update may carry at most {MAX_UPDATE_STATS} stats", f"{field}.members")
-    for name in sorted(single):
-        stat = stat_name(check_name(name, f"{field}.members"))
-        members.setdefault(stat, []).append(_member(single[name], f"{field}.members.{name}"))
-        total_members += 1
+    kinds = {
+        kind: [(stat_name(check_name(name, f"{field}.{kind}")), _int64(raw[kind][name], f"{field}.{kind}.{name}"))
+               for name in sorted(raw[kind])]
+        for kind in _INT_KINDS
+    }
+    members: dict[str, list[Member]] = {}
+    single, multi = raw["members"], raw["multiMembers"]
+    total_members = len(single)
+    fan_out = max(1, len(raw_dims))
     for name in sorted(multi):
-        stat = stat_name(check_name(name, f"{field}.multiMembers"))
-        items = multi[name]
         where = f"{field}.multiMembers.{name}"
+        items = multi[name]
         if not isinstance(items, list):
             raise InvalidInput(f"{where} must be an array of strings, got {quote(items)}", where)
         total_members += len(items)
-        if total_members > MAX_UPDATE_MEMBERS:
-            raise PayloadTooLarge(f"an update may carry at most {MAX_UPDATE_MEMBERS} members", where)
-        members.setdefault(stat, []).extend(_member(m, f"{where}[{i}]") for i, m in enumerate(items))
+        if total_members * fan_out > MAX_UPDATE_MEMBERS:
+            raise StatsLimit(f"{where}: an update may make at most {MAX_UPDATE_MEMBERS} member additions "
+                             f"(members x dimensions), got at least {total_members} x {fan_out}", where)
+    for name in sorted(single):
+        stat = stat_name(check_name(name, f"{field}.members"))
+        members.setdefault(stat, []).append(_member(single[name], f"{field}.members.{name}"))
+    for name in sorted(multi):
+        stat = stat_name(check_name(name, f"{field}.multiMembers"))
+        where = f"{field}.multiMembers.{name}"
+        members.setdefault(stat, []).extend(_member(m, f"{where}[{i}]") for i, m in enumerate(multi[name]))
     return UpdateInput(
         dims=tuple(dims.items()),
         counters=tuple(kinds["counters"]),
@@ -282,10 +328,13 @@ def validate_update(body: Any, field: str = "body") -> UpdateInput:
     )
 
 
-def _member(value: Any, field: str) -> int:
+def _member(value: Any, field: str) -> Member:
+    # statshub's members were strings. A canonical decimal string is kept as its integer and
+    # any other string as itself (engine.uniques.member_of): the two kinds never share a key,
+    # so "alice" cannot count as the member whose id equals alice's hash.
     if type(value) is not str:
         raise InvalidInput(f"{field} must be a string, got {quote(value)}", field)
-    return member_key(value, field)
+    return member_of(value, field)
 
 
 ############################################################################################
@@ -325,6 +374,9 @@ class StatIdState:
         """The new detail and the changes ``update`` makes in gauge period ``period``, as
         statshub's GETSET / INCRBY sequence made them (a pure read: nothing changes here).
 
+        Raises:
+            StatsLimit: an increment would take the id's counter outside int64.
+
         Runtime complexity: O(stats in the update).
         """
         values: dict[str, int] = {}
@@ -334,7 +386,12 @@ class StatIdState:
             values[stat] = value
             deltas[stat] = deltas.get(stat, 0) + value - old
         for stat, delta in update.increments:
-            values[stat] = values.get(stat, self.counters.get(stat, 0)) + delta
+            value = values.get(stat, self.counters.get(stat, 0)) + delta
+            if not INT64_MIN <= value <= INT64_MAX:
+                where = f"body.increments.{stat}"
+                raise StatsLimit(f"{where}: the id's counter {quote(stat)} would become {value}, outside statshub's "
+                                 f"int64 ({INT64_MIN} .. {INT64_MAX}); nothing was applied", where)
+            values[stat] = value
             deltas[stat] = deltas.get(stat, 0) + delta
         gauges: dict[str, int] = {}
         gauge_deltas: dict[str, int] = {}
@@ -414,7 +471,7 @@ class DimValueStats:
         period: int,
         counter_deltas: Iterable[tuple[str, int]],
         gauge_deltas: Iterable[tuple[str, int]],
-        members: Iterable[tuple[str, Sequence[int]]],
+        members: Iterable[tuple[str, Sequence[Member]]],
         member_config: UniqueConfig,
     ) -> None:
         """Add one update's changes (a zero change still makes the stat known, as statshub's
@@ -537,6 +594,191 @@ class DimValueStats:
             unique._check()
 
 
+############################################################################################
+# Limits on what is stored, and int64 roll-ups: the ledger of updates in flight
+############################################################################################
+
+
+class _Pending:
+    """What the updates in flight to one (dimension, value) add once applied."""
+
+    __slots__ = ("refs", "series", "counters", "gauges")
+
+    def __init__(self) -> None:
+        self.refs = 0
+        self.series: set[tuple[str, str]] = set()        # (kind, stat) not yet in the state
+        self.counters: dict[str, int] = {}               # stat -> sum of pending changes
+        self.gauges: dict[tuple[str, int], int] = {}     # (stat, period) -> sum of pending changes
+
+
+class Reservation:
+    """One update's share of a :class:`StatsLedger`, released per value as each value's
+    roll-up applies it (``StatsUpdate``'s operation), or whole if it never reached the log."""
+
+    __slots__ = ("ledger", "shares", "new_values", "routed")
+
+    def __init__(self, ledger: StatsLedger) -> None:
+        self.ledger = ledger
+        #: (dim, value) -> (new series, counter changes, gauge changes keyed by (stat, period))
+        self.shares: dict[tuple[str, str], tuple[set[tuple[str, str]], dict[str, int], dict[tuple[str, int], int]]] = {}
+        self.new_values: list[tuple[str, str]] = []
+        #: Set when the command was routed under a real sequence number (it is in the log).
+        self.routed = False
+
+    def release_value(self, key: tuple[str, str]) -> None:
+        """The value ``key`` applied this update: its share is in the state now."""
+        share = self.shares.pop(key, None)
+        if share is not None:
+            self.ledger._release(key, share)
+
+    def release_unrouted(self) -> None:
+        """The update never reached the log: give back everything it held (values it was
+        the first to name are forgotten unless an update since created them)."""
+        if self.routed:
+            return
+        for key in list(self.shares):
+            self.release_value(key)
+        self.ledger._forget(self.new_values)
+        self.new_values = []
+
+
+class StatsLedger:
+    """Checks an update against the limits on stored stats (:data:`MAX_STATS_PER_VALUE`,
+    :data:`MAX_VALUES_PER_DIM`, :data:`MAX_DIMENSIONS`) and statshub's int64 roll-ups before
+    it is logged, exactly, although earlier updates may still be in flight.
+
+    A roll-up's state shows only the updates its actor has applied. Updates logged but not
+    yet applied are held here, per value: the series they will create and the changes they
+    will add. A check reads the state (between actor turns, so it is consistent) plus these;
+    a passed check adds its update's share at once, in the same synchronous step, so two
+    updates in flight can never both take the last free slot or both push a roll-up past
+    int64. Each value's share is released by the operation that applies it.
+
+    Runtime complexity: :meth:`reserve` is O(dimensions x stats) of the update (bounded by
+    :data:`MAX_UPDATE_ROLLUPS`); building the ledger is O(values) once per engine.
+    """
+
+    def __init__(self, states: Mapping[Any, Any]) -> None:
+        #: The router's live ``statdim`` directory: (dim, value) -> DimValueStats.
+        self.states = states
+        #: Known and reserved values per dimension.
+        self.values: dict[str, set[str]] = {}
+        for dim, value in list(states):
+            self.values.setdefault(dim, set()).add(value)
+        self.pending: dict[tuple[str, str], _Pending] = {}
+
+    def reserve(self, update: UpdateInput, plan: Plan, period: int) -> Reservation:
+        """Check ``update`` (planned as ``plan`` in gauge period ``period``) and hold its
+        share; ``StatsLimit`` naming the field, with nothing held, when it does not fit."""
+        reservation = Reservation(self)
+        if not update.dims or not (plan.counter_deltas or plan.gauge_deltas or update.members):
+            return reservation
+        names = [("counter", s) for s, _ in plan.counter_deltas] + [("gauge", s) for s, _ in plan.gauge_deltas]
+        names += [("member", s) for s, _ in update.members]
+        increments = {s for s, _ in update.increments}
+        new_dims = [dim for dim, _ in update.dims if dim not in self.values]
+        if new_dims and len(self.values) + len(new_dims) > MAX_DIMENSIONS:
+            raise StatsLimit(f"body.dims.{new_dims[0]}: at most {MAX_DIMENSIONS} dimensions are kept, and "
+                             f"{len(self.values)} exist; report under an existing dimension", f"body.dims.{new_dims[0]}")
+        shares = {}
+        for dim, value in update.dims:
+            where = f"body.dims.{dim}"
+            known = self.values.get(dim, ())
+            if value not in known and len(known) >= MAX_VALUES_PER_DIM:
+                raise StatsLimit(f"{where}: dimension {quote(dim)} already holds {len(known)} values, the most "
+                                 f"kept per dimension ({MAX_VALUES_PER_DIM}); {quote(value)} is refused", where)
+            key = (dim, value)
+            state = self.states.get(key)
+            pending = self.pending.get(key)
+            new = {n for n in names if not _holds(state, n) and (pending is None or n not in pending.series)}
+            held = len(state.counters) + len(state.gauges) + len(state.members) if state is not None else 0
+            held += len(pending.series) if pending is not None else 0
+            if new and held + len(new) > MAX_STATS_PER_VALUE:
+                raise StatsLimit(f"{where}: {dim}={quote(value)} holds {held} stats and this update adds "
+                                 f"{len(new)}: at most {MAX_STATS_PER_VALUE} distinct stats are kept per "
+                                 "dimension value", where)
+            for stat, delta in plan.counter_deltas:
+                roll = state.counters.get(stat) if state is not None else None
+                now = (roll.total if roll is not None else 0) + (pending.counters.get(stat, 0) if pending else 0)
+                if not INT64_MIN <= now + delta <= INT64_MAX:
+                    kind = "increments" if stat in increments else "counters"
+                    raise StatsLimit(_int64_refusal(f"body.{kind}.{stat}", stat, dim, value, now + delta),
+                                     f"body.{kind}.{stat}")
+            for stat, delta in plan.gauge_deltas:
+                roll = state.gauges.get(stat) if state is not None else None
+                now = (roll.cells.get(period * 8, 0) if roll is not None else 0)
+                now += pending.gauges.get((stat, period), 0) if pending else 0
+                if not INT64_MIN <= now + delta <= INT64_MAX:
+                    raise StatsLimit(_int64_refusal(f"body.gauges.{stat}", stat, dim, value, now + delta),
+                                     f"body.gauges.{stat}")
+            shares[key] = (new, dict(plan.counter_deltas), {(s, period): d for s, d in plan.gauge_deltas})
+        # Every check passed: hold the shares (nothing above changed the ledger).
+        for key, share in shares.items():
+            dim, value = key
+            known_values = self.values.setdefault(dim, set())
+            if value not in known_values:
+                known_values.add(value)
+                reservation.new_values.append(key)
+            pending = self.pending.get(key)
+            if pending is None:
+                pending = self.pending[key] = _Pending()
+            pending.refs += 1
+            pending.series |= share[0]
+            for stat, delta in share[1].items():
+                pending.counters[stat] = pending.counters.get(stat, 0) + delta
+            for slot, delta in share[2].items():
+                pending.gauges[slot] = pending.gauges.get(slot, 0) + delta
+        reservation.shares = shares
+        return reservation
+
+    def _release(self, key: tuple[str, str], share: tuple[set[tuple[str, str]], dict[str, int],
+                                                          dict[tuple[str, int], int]]) -> None:
+        pending = self.pending.get(key)
+        if pending is None:
+            return
+        pending.series -= share[0]
+        for stat, delta in share[1].items():
+            left = pending.counters.get(stat, 0) - delta
+            if left:
+                pending.counters[stat] = left
+            else:
+                pending.counters.pop(stat, None)
+        for slot, delta in share[2].items():
+            left = pending.gauges.get(slot, 0) - delta
+            if left:
+                pending.gauges[slot] = left
+            else:
+                pending.gauges.pop(slot, None)
+        pending.refs -= 1
+        if pending.refs <= 0:
+            del self.pending[key]
+
+    def _forget(self, keys: Iterable[tuple[str, str]]) -> None:
+        for key in keys:
+            if key in self.states or key in self.pending:
+                continue  # created meanwhile, or held by another update
+            values = self.values.get(key[0])
+            if values is not None:
+                values.discard(key[1])
+                if not values:
+                    del self.values[key[0]]
+
+
+
+def _holds(state: DimValueStats | None, name: tuple[str, str]) -> bool:
+    """Whether ``state`` has the series ``(kind, stat)``."""
+    if state is None:
+        return False
+    kind, stat = name
+    table = state.counters if kind == "counter" else state.gauges if kind == "gauge" else state.members
+    return stat in table
+
+
+def _int64_refusal(where: str, stat: str, dim: str, value: str, result: int) -> str:
+    return (f"{where}: the roll-up of {quote(stat)} under {dim}={quote(value)} would become {result}, outside "
+            f"statshub's int64 ({INT64_MIN} .. {INT64_MAX}); nothing was applied")
+
+
 def stream_series(
     state: DimValueStats, kind: str, stat: str, slots: Sequence[tuple[int, int, int]],
     now: int, current: int, period_s: int,
@@ -578,6 +820,22 @@ def stream_series(
     for i, (_, start, end) in enumerate(slots):
         out[i] = gauge_periods(series, start, min(end, current), period_s)  # complete periods only
     return out
+
+
+def stream_figure(state: DimValueStats, kind: str, stat: str, period_s: int, now: int) -> int | None:
+    """One value's live stream figure of ``stat`` at ``now``, as statshub's query gave it: a
+    counter's roll-up; for ``gauge``, a member stat's cardinality (statshub reported members
+    under gauges), else the last complete gauge period's roll-up. ``None`` where the value
+    has no such figure (the stream shows 0)."""
+    if kind == "counter":
+        series = state.counters.get(stat)
+        return None if series is None else series.total
+    if stat in state.members:
+        return state.member_count(stat)
+    series = state.gauges.get(stat)
+    if series is None:
+        return None
+    return series.cells.get((period_start(now, period_s) - period_s) * 8)
 
 
 def gauge_periods(series: CounterSeries, start: int, stop: int, period_s: int) -> dict[int, int]:
@@ -692,8 +950,11 @@ class StatsUpdate(Command):
     gauges: list[tuple[str, int]]
     counter_deltas: list[tuple[str, int]]
     gauge_deltas: list[tuple[str, int]]
-    members: list[tuple[str, list[int]]]
+    members: list[tuple[str, list[Member]]]
     member_config: UniqueConfig
+    #: The engine's hold on the limits for this update while it is in flight (never logged:
+    #: a replayed record has none). See :class:`StatsLedger`.
+    reservation: Reservation | None = field(default=None, compare=False)
 
     def to_plain(self) -> Any:
         return [self.stat_id, self.ts, self.period, self.dims, self.counters, self.gauges,
@@ -714,7 +975,15 @@ class StatsUpdate(Command):
             member_config=UniqueConfig.from_plain(config),
         )
 
+    def has_effect(self) -> bool:
+        """Whether routing would touch any entity (an update with neither detail nor
+        dimensions changes nothing and is not logged)."""
+        return bool(self.counters or self.gauges
+                    or (self.dims and (self.counter_deltas or self.gauge_deltas or self.members)))
+
     def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
+        if self.reservation is not None and seq > 0:
+            self.reservation.routed = True
         routes: dict[EntityKey, Operation] = {}
         if self.counters or self.gauges:
             counters, gauges, period = self.counters, self.gauges, self.period
@@ -727,17 +996,20 @@ class StatsUpdate(Command):
             routes[(STAT_ID, self.stat_id)] = detail
         if self.counter_deltas or self.gauge_deltas or self.members:
             for dim in self.dims:
-                routes[(STAT_DIM, dim)] = self._rollup(seq)
+                routes[(STAT_DIM, dim)] = self._rollup(seq, dim)
         return routes
 
-    def _rollup(self, seq: int) -> Operation:
+    def _rollup(self, seq: int, key: tuple[str, str]) -> Operation:
         ts, period, config = self.ts, self.period, self.member_config
         counter_deltas, gauge_deltas, members = self.counter_deltas, self.gauge_deltas, self.members
+        reservation = self.reservation
 
         def rollup(state: DimValueStats) -> None:
             if state.applied_seq < seq:
                 state.apply(ts, period, counter_deltas, gauge_deltas, members, config)
                 state.applied_seq = seq
+            if reservation is not None:  # the value's state now holds what was reserved
+                reservation.release_value(key)
 
         return rollup
 
@@ -746,9 +1018,10 @@ class StatsUpdate(Command):
 
 
 def build_update(stat_id: str, ts: int, period: int, update: UpdateInput, plan: Plan,
-                 member_config: UniqueConfig) -> StatsUpdate:
+                 member_config: UniqueConfig, reservation: Reservation | None = None) -> StatsUpdate:
     """The logged command for a planned update."""
     return StatsUpdate(
+        reservation=reservation,
         stat_id=stat_id, ts=ts, period=period, dims=list(update.dims),
         counters=plan.counters, gauges=plan.gauges,
         counter_deltas=plan.counter_deltas, gauge_deltas=plan.gauge_deltas,
@@ -777,6 +1050,16 @@ __all__ = [
     "STAT_ID",
     "TOTAL",
     "DimValueStats",
+    "MAX_DIMENSIONS",
+    "MAX_STATS_PER_VALUE",
+    "MAX_UPDATE_DIMS",
+    "MAX_UPDATE_MEMBERS",
+    "MAX_UPDATE_ROLLUPS",
+    "MAX_UPDATE_STATS",
+    "MAX_VALUES_PER_DIM",
+    "Reservation",
+    "StatsLedger",
+    "StatsLimit",
     "gauge_periods",
     "Plan",
     "StatIdState",
@@ -791,6 +1074,7 @@ __all__ = [
     "stat_name",
     "statshub_fields",
     "statshub_maps",
+    "stream_figure",
     "stream_series",
     "totals",
     "validate_update",

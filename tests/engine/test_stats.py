@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 import trio
 
+from engine import stats
 from engine.engine import Engine
-from engine.errors import InvalidInput, PayloadTooLarge
-from engine.stats import DimValueStats, StatIdState, validate_update
+from engine.errors import InvalidInput
+from engine.stats import DimValueStats, StatIdState, StatsLimit, validate_update
 
 P = 360
 BASE = 1_500_000_000 - 1_500_000_000 % P  # a gauge period start
@@ -192,11 +193,138 @@ def test_stats_update_keys_are_matched_as_go_decodes_them() -> None:
     assert validate_update({"counters": {"a": 1}, "Counters": {"a": 5}}).counters == (("a", 5),)
 
 
-def test_stats_validate_update_limits() -> None:
-    with pytest.raises(PayloadTooLarge):
-        validate_update({"dims": {f"d{i}": "v" for i in range(65)}})
-    with pytest.raises(PayloadTooLarge):
-        validate_update({"counters": {f"c{i}": 1 for i in range(10_001)}})
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"dims": {f"d{i}": "v" for i in range(65)}}, "body.dims"),
+        # The red team's body: 64 dimensions x 10,000 counters (640,000 roll-ups, ~450 MB).
+        ({"dims": {f"d{i}": "v" for i in range(64)}, "counters": {f"c{i}": 1 for i in range(10_000)}},
+         "body.counters"),
+        ({"gauges": {f"g{i}": 1 for i in range(600)}, "members": {f"m{i}": "x" for i in range(401)}}, "body.members"),
+        # Few stats, many dimensions: 64 x 100 = 6,400 roll-ups.
+        ({"dims": {f"d{i}": "v" for i in range(64)}, "counters": {f"c{i}": 1 for i in range(100)}}, "body.dims"),
+        ({"dims": {f"d{i}": "v" for i in range(64)}, "multiMembers": {"m": [f"u{i}" for i in range(20_000)]}},
+         "body.multiMembers.m"),
+        ({"dims": {"d": "v"}, "multiMembers": {"m": [f"u{i}" for i in range(4_097)]}}, "body.multiMembers.m"),
+    ],
+)
+def test_stats_update_work_is_bounded(body: Any, field: str) -> None:
+    """Each refusal is a StatsLimit (400) naming the field, found before any name is read."""
+    with pytest.raises(StatsLimit) as info:
+        validate_update(body)
+    assert info.value.field == field
+    assert info.value.message.startswith(field + ":")
+
+
+def test_stats_update_work_limits_admit_real_updates() -> None:
+    """statshub's real clients: a handful of dims and tens of stats, several members."""
+    body = {"dims": {f"d{i}": "v" for i in range(8)}, "counters": {f"c{i}": 1 for i in range(200)},
+            "gauges": {f"g{i}": 1 for i in range(200)}, "multiMembers": {"m": [f"u{i}" for i in range(512)]}}
+    assert validate_update(body).size() == 401
+    assert len(validate_update({"dims": {"d": "v"}, "multiMembers": {"m": [str(i) for i in range(4096)]}})
+               .members[0][1]) == 4096
+
+
+async def test_stats_stored_stats_and_values_are_bounded(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per dimension value at most MAX_STATS_PER_VALUE stats, per dimension at most
+    MAX_VALUES_PER_DIM values, at most MAX_DIMENSIONS dimensions: refused whole."""
+    monkeypatch.setattr(stats, "MAX_STATS_PER_VALUE", 3)
+    monkeypatch.setattr(stats, "MAX_VALUES_PER_DIM", 2)
+    monkeypatch.setattr(stats, "MAX_DIMENSIONS", 3)
+    await engine.stats_update("a", {"dims": {"country": "es"}, "counters": {"c1": 1, "c2": 1}, "gauges": {"c1": 1}},
+                              now=at(0))
+    before = await engine.stats_query(now=at(0))
+    refusals = [
+        ({"dims": {"country": "es", "os": "mac"}, "counters": {"c3": 1}}, "body.dims.country", "at most 3 distinct"),
+        ({"dims": {"os": "mac", "country": "es"}, "members": {"m": "x"}}, "body.dims.country", "at most 3 distinct"),
+        ({"dims": {"a": "1", "b": "1", "c": "1"}, "counters": {"c1": 1}}, "body.dims.", "at most 3 dimensions"),
+    ]
+    for body, field, needle in refusals:
+        with pytest.raises(StatsLimit, match=needle) as info:
+            await engine.stats_update("b", body, now=at(0))
+        assert info.value.field.startswith(field)
+    assert await engine.stats_query(now=at(0)) == before
+    # Known stats of a full value still take updates, from any id.
+    await engine.stats_update("b", {"dims": {"country": "es"}, "increments": {"c2": 5}}, now=at(0))
+    await engine.stats_update("b", {"dims": {"country": "de"}, "increments": {"c2": 5}}, now=at(0))
+    with pytest.raises(StatsLimit, match="already holds 2 values") as info:
+        await engine.stats_update("b", {"dims": {"country": "fr"}, "increments": {"c2": 5}}, now=at(0))
+    assert info.value.field == "body.dims.country"
+    assert sorted((await engine.stats_query(["country"], now=at(0)))["country"]) == ["de", "es", "total"]
+    assert engine._stats_ledger().pending == {}
+
+
+async def test_stats_limits_hold_with_updates_in_flight(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Updates of many ids at once, each naming a new stat of one value: exactly the limit
+    passes (a check against applied states alone would let every one through)."""
+    monkeypatch.setattr(stats, "MAX_STATS_PER_VALUE", 10)
+    outcomes: list[bool] = []
+
+    async def one(i: int) -> None:
+        try:
+            await engine.stats_update(f"id{i}", {"dims": {"d": "v"}, "counters": {f"c{i}": 1}}, now=at(0))
+            outcomes.append(True)
+        except StatsLimit:
+            outcomes.append(False)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(40):
+            nursery.start_soon(one, i)
+    assert outcomes.count(True) == 10
+    assert len((await engine.stats_query(["d"], now=at(0)))["d"]["v"]["counters"]) == 10
+    assert engine._stats_ledger().pending == {}
+
+
+async def test_stats_roll_ups_and_counters_stay_in_int64(engine: Engine) -> None:
+    """statshub's Go code kept every counter and roll-up in int64: an update that would take
+    an id's counter or a roll-up outside it is refused, naming the stat; sums across values
+    (``total``) may pass 64 bits and stay exact."""
+    big = 2**63 - 1
+    body = {"dims": {"country": "es"}, "increments": {"i": big}}
+    await engine.stats_update("a", body, now=at(0))
+    with pytest.raises(StatsLimit, match="the id's counter 'i' would become") as info:
+        await engine.stats_update("a", body, now=at(0))
+    assert info.value.field == "body.increments.i"
+    with pytest.raises(StatsLimit, match=r"the roll-up of 'i' under country='es' would become") as info:
+        await engine.stats_update("b", body, now=at(0))
+    assert info.value.field == "body.increments.i"
+    with pytest.raises(StatsLimit) as info:
+        await engine.stats_update("c", {"dims": {"country": "es"}, "counters": {"i": 1}}, now=at(0))
+    assert info.value.field == "body.counters.i"
+    await engine.stats_update("g1", {"dims": {"country": "es"}, "gauges": {"g": big}}, now=at(0))
+    with pytest.raises(StatsLimit) as info:
+        await engine.stats_update("g2", {"dims": {"country": "es"}, "gauges": {"g": 1}}, now=at(0))
+    assert info.value.field == "body.gauges.g"
+    await engine.stats_update("g2", {"dims": {"country": "es"}, "gauges": {"g": 1}}, now=at(1))  # a new period
+    await engine.stats_update("b", {"dims": {"country": "de"}, "increments": {"i": big}}, now=at(1))
+    await engine.stats_update("c", {"dims": {"country": "fr"}, "increments": {"i": big}}, now=at(1))
+    d = await engine.stats_query(["country"], now=at(1))
+    assert d["country"]["es"]["counters"]["i"] == big
+    assert d["country"]["total"]["counters"]["i"] == 3 * big
+    # Concurrent updates to one value: one of them fits.
+    results = []
+
+    async def one(i: int) -> None:
+        try:
+            await engine.stats_update(f"x{i}", {"dims": {"country": "it"}, "increments": {"j": big}}, now=at(1))
+            results.append(True)
+        except StatsLimit:
+            results.append(False)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(5):
+            nursery.start_soon(one, i)
+    assert results.count(True) == 1
+
+
+async def test_stats_integer_and_string_members_stay_apart(engine: Engine) -> None:
+    """The decimal id of "alice"'s 64-bit string key is a member of its own."""
+    from engine.uniques import string_key
+
+    assert string_key("alice") == 9933345172075899469
+    await engine.stats_update("a", {"dims": {"d": "v"}, "multiMembers": {"m": ["alice", "9933345172075899469"]}},
+                              now=at(0))
+    assert (await engine.stats_query(["d"], now=at(0)))["d"]["v"]["gauges"]["m"] == 2
 
 
 async def test_stats_refused_update_changes_nothing(engine: Engine) -> None:
@@ -260,6 +388,45 @@ async def test_stats_stream_values(engine: Engine) -> None:
     assert all(set(i["values"]) == {"de"} for i in only)
     live = await engine.stats_stream_now("country", "*", "gauge", "bytes", now=now)
     assert live == {"es": 0, "de": 0, "total": 0}
+    # A limit keeps the values with the largest figure now; total stays over every value.
+    await engine.stats_update("c", {"dims": {"country": "fr"}, "counters": {"bytes": 20}}, now=now - hour)
+    intervals, omitted = await engine.stats_stream_history("country", "*", "counter", "bytes", ranges, now, limit=2)
+    assert omitted == 1
+    assert intervals[-1]["values"] == {"es": 30, "fr": 20, "total": 51}
+    assert intervals[0]["values"] == {"es": 10, "total": 10}
+    live, omitted = await engine.stats_stream_live("country", "*", "counter", "bytes", now, limit=1)
+    assert (live, omitted) == ({"es": 30, "total": 51}, 2)
+    assert await engine.stats_stream_live("country", "total", "counter", "bytes", now) == ({"total": 51}, 0)
+
+
+async def test_stats_stream_answers_are_shared(engine: Engine) -> None:
+    """Concurrent streams asking the same question share one computation."""
+    now = BASE + 10 * 86400
+    for i in range(200):
+        await engine.stats_update(f"id{i}", {"dims": {"country": f"c{i}"}, "counters": {"b": i}}, now=now - 7200)
+    ranges = [(now - 7 * 86400, now + 1, 3600)]
+    calls = 0
+    real = engine._stream_history
+
+    async def counted(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await real(*args)
+
+    engine._stream_history = counted  # type: ignore[method-assign]
+    answers: list[Any] = []
+
+    async def ask() -> None:
+        answers.append(await engine.stats_stream_history("country", "*", "counter", "b", ranges, now, limit=5))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(ask)
+    assert calls == 1 and all(a is answers[0] for a in answers)
+    intervals, omitted = answers[0]
+    assert omitted == 195  # c0 has a 0, which counts as a figure
+    assert intervals[-1]["values"] == {"c199": 199, "c198": 198, "c197": 197, "c196": 196, "c195": 195,
+                                       "total": sum(range(200))}
 
 
 async def test_stats_stream_gauge_history_is_the_max_of_its_periods(engine: Engine) -> None:

@@ -155,22 +155,25 @@ def test_statshub_bad_input_changes_nothing(client: httpx.Client, content: bytes
     assert client.get("/stats/c").json() == before
 
 
-def test_statshub_too_many_members_is_413(client: httpx.Client) -> None:
+def test_statshub_too_many_members_is_refused(client: httpx.Client) -> None:
     members = [f"member-{i:08d}" for i in range(300_000)]  # past engine.stats.MAX_UPDATE_MEMBERS
     response = client.post("/stats/big", json={"dims": {"c": "big"}, "multiMembers": {"m": members}})
-    assert response.status_code == 413
+    assert response.status_code == 400
     assert response.json()["succeeded"] is False
+    assert response.json()["error"].startswith("Unable to post stats: body.multiMembers.m: ")
     assert client.get("/stats/c").json()["dims"]["c"].get("big") is None
 
 
 def test_statshub_body_limit_is_the_max_body_bytes_setting(client: httpx.Client, tmp_path: Path) -> None:
     """statshub had no body limit of its own (Go's net/http reads any size): the server's
     ``max_body_bytes`` applies (32 MiB by default), as on every other route."""
-    members = [f"member-{i:08d}-{'x' * 40}" for i in range(90_000)]  # ~5.5 MB of JSON
-    response = client.post("/stats/big", json={"dims": {"size": "big5"}, "multiMembers": {"m": members}})
-    assert response.json() == {"succeeded": True, "error": ""}
+    members = [f"member-{i:08d}-{'x' * 180}" for i in range(12_000)]
+    for first in range(0, 12_000, 4_000):  # ~780 KB per update, the most members one may carry
+        response = client.post("/stats/big", json={"dims": {"size": "big5"},
+                                                   "multiMembers": {"m": members[first:first + 4_000]}})
+        assert response.json() == {"succeeded": True, "error": ""}
     count = client.get("/stats/size").json()["dims"]["size"]["big5"]["gauges"]["m"]
-    assert abs(count - 90_000) < 0.02 * 90_000  # a sketch's estimate past unique_exact_limit
+    assert abs(count - 12_000) < 0.02 * 12_000  # a sketch's estimate past unique_exact_limit
     small = start_server(tmp_path, env={**os.environ, "POINTSPACE_MAX_BODY_BYTES": "4096"})
     try:
         with small.client() as c:
@@ -179,6 +182,101 @@ def test_statshub_body_limit_is_the_max_body_bytes_setting(client: httpx.Client,
             assert "4096" in response.json()["error"]
     finally:
         small.stop()
+
+
+def _healthz_seconds(server: ServerProcess) -> float:
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        started = time.monotonic()
+        assert c.get("/healthz").status_code == 200
+        return time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        # The red team's 120 KB body: 64 dims x 10,000 counters (was 200 after ~4 s, +450 MB).
+        ({"dims": {f"d{i}": f"v{i}" for i in range(64)}, "counters": {f"c{i}": i for i in range(10_000)}},
+         "body.counters: an update may carry at most 1000 stats"),
+        ({"dims": {f"d{i}": f"v{i}" for i in range(64)}, "counters": {f"c{i}": i for i in range(1_000)}},
+         "body.dims: an update may touch at most 4096 roll-ups"),
+        ({"dims": {f"d{i}": f"v{i}" for i in range(64)}, "multiMembers": {"m": [f"u{i}" for i in range(20_000)]}},
+         "body.multiMembers.m: an update may make at most 4096 member additions"),
+    ],
+)
+def test_statshub_amplified_updates_are_refused_at_once(client: httpx.Client, server: ServerProcess,
+                                                        body: dict[str, Any], needle: str) -> None:
+    before = client.get("/stats/").json()
+    done = trio_free_concurrently(lambda: client.post("/stats/cnt1", json=body), lambda: _healthz_seconds(server))
+    response, healthz = done
+    assert response.status_code == 400, response.text
+    assert response.json()["succeeded"] is False and needle in response.json()["error"], response.text
+    assert response.json()["error"].startswith("Unable to post stats: ")
+    assert healthz < 1.0
+    assert client.get("/stats/").json() == before
+
+
+def trio_free_concurrently(first: Any, second: Any) -> tuple[Any, Any]:
+    """``first()`` and ``second()`` on two threads (the second a moment later); both results."""
+    import threading
+
+    out: list[Any] = [None, None]
+    thread = threading.Thread(target=lambda: out.__setitem__(0, first()))
+    thread.start()
+    time.sleep(0.05)
+    out[1] = second()
+    thread.join(60)
+    return out[0], out[1]
+
+
+def test_statshub_stored_stats_per_value_are_bounded(client: httpx.Client) -> None:
+    """engine.stats.MAX_STATS_PER_VALUE distinct stats per dimension value; past it the
+    update is refused whole, naming the dimension."""
+    assert post(client, "wide1", {"dims": {"wide": "w"}, "counters": {f"c{i}": 1 for i in range(600)}}).json() \
+        == {"succeeded": True, "error": ""}
+    refused = post(client, "wide2", {"dims": {"wide": "w", "other": "o"}, "gauges": {f"g{i}": 1 for i in range(401)}})
+    assert refused.status_code == 400
+    assert refused.json()["error"].startswith("Unable to post stats: body.dims.wide: wide='w' holds 600 stats")
+    assert "other" not in client.get("/stats/").json()["dims"]
+    assert post(client, "wide2", {"dims": {"wide": "w"}, "gauges": {f"g{i}": 1 for i in range(400)}}).status_code == 200
+
+
+def test_statshub_totals_past_64_bits_are_answered(client: httpx.Client) -> None:
+    """The red team's sequence: two increments of int64's largest to one id, then one to
+    another id: the second and third are refused naming the stat (statshub's Go code kept
+    int64); a total across values may pass 64 bits and is answered exactly, never a 500."""
+    big = 2**63 - 1
+    body = {"dims": {"bigc": "es"}, "increments": {"i": big}}
+    assert post(client, "big-a", body).json() == {"succeeded": True, "error": ""}
+    for stat_id, needle in (("big-a", "the id's counter 'i'"), ("big-b", "the roll-up of 'i' under bigc='es'")):
+        refused = post(client, stat_id, body)
+        assert refused.status_code == 400
+        assert refused.json()["error"].startswith(f"Unable to post stats: body.increments.i: {needle}")
+    for stat_id, value in (("big-b", "de"), ("big-c", "fr")):
+        assert post(client, stat_id, {"dims": {"bigc": value}, "increments": {"i": big}}).status_code == 200
+    for path in ("/stats/bigc", "/stats/"):
+        response = client.get(path)
+        assert response.status_code == 200, response.text
+        assert response.json()["dims"]["bigc"]["total"]["counters"]["i"] == 3 * big
+    native = client.get("/api/dims/bigc")
+    assert native.status_code == 200 and native.json()["total"]["counters"]["i"] == 3 * big
+    now = int(time.time())
+    history = client.get("/api/dims/bigc/stats/i", params={"t1": now - 3600, "t2": now + 60, "step": "hour"})
+    assert history.status_code == 200 and history.json()["total"]["values"][-1] == 3 * big
+
+
+@pytest.mark.parametrize("name", ["d" * 5000, "a\x00b", "a\x7fb"])
+def test_statshub_get_checks_the_dimension(client: httpx.Client, name: str) -> None:
+    response = client.get("/stats/" + quote_path(name))
+    assert response.status_code == 400
+    body = response.json()
+    assert body["succeeded"] is False and body["error"].startswith("Unable to query stats: dim ")
+    assert len(response.content) < 400
+
+
+def quote_path(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,28 @@ the app's checks like every request: ``web/edge.py`` refuses a foreign ``Origin`
 ``Host`` (403 / 421) and, with JWT on, ``web/auth.py`` wants an ``api:read`` token, each
 from its own ``before_websocket`` hook.
 
+Streams are bounded (statshub set no bounds; its streams fed a few dashboards):
+
+* At most :data:`MAX_STREAMS` are open at once; past it a handshake is refused with 503
+  and statshub's error body saying so (each stream holds a connection, and the server's
+  ``--max-connections`` is 1000 by default: streams may take at most a quarter of them).
+* A ``*`` stream carries at most :data:`MAX_STREAM_VALUES` values: the ones with the largest
+  figure now (at the handshake for the history, at each push for the live figures), ties by
+  name. ``total`` is still the total over every value, and a message that left values out
+  says how many in ``"valuesOmitted"`` (a field statshub's clients ignore).
+* The history is computed from the figures as of the last interval boundary and shared by
+  every stream that asks the same question within the interval; live figures are shared by
+  every stream of the same stat at each boundary. Both read the dimension's values in small
+  rounds with checkpoints between them (``engine.engine.STATS_READ_CHUNK``).
+
+Names in paths are checked as everywhere else (``engine.events.check_name``: non-empty, at
+most 200 characters, no control characters); a bad GET dimension is a 400, a bad stream part
+gets the malformed-path message, and every echo of a path or name is cut
+(``engine.errors.quote``). Integers past 64 bits (a ``total`` summing values near statshub's
+int64 limit) are written exactly, never a 500: updates that would take a stored roll-up or an
+id's counter outside int64 are refused (``engine/stats.py``), but a sum across values may
+still pass it.
+
 Deliberate differences: the dimension in a GET or stream path is lower-cased (values are
 stored lower-case; statshub answered a mixed-case name with nothing); the one-minute cache of
 ``/stats/country`` is not kept (a query is one message per value, not a Redis round trip per
@@ -49,8 +71,9 @@ import trio
 from quart import Blueprint, Response, current_app, has_request_context, request, websocket
 from werkzeug.exceptions import HTTPException
 
-from engine.errors import InvalidInput, PointspaceError
-from engine.stats import stat_name, statshub_fields
+from engine.errors import InvalidInput, PointspaceError, quote
+from engine.events import check_name
+from engine.stats import StatsLimit, stat_name, statshub_fields
 from web.bodies import read_body
 from web.context import closing_on_error, engine_of, settings_of
 
@@ -64,10 +87,25 @@ SEED_DOC = "statshub: dimensional counters, gauges and unique members with roll-
 HISTORY_RANGES = ((365, 30, 7 * 86400), (30, 7, 86400), (7, 0, 3600))
 EXPECTED_STREAM = "/stream/country/*/counter/bytesGiven"
 _OTHER_METHODS = ["PUT", "DELETE", "PATCH", "OPTIONS"]
+#: Streams open at once, per server: a quarter of the default ``--max-connections`` (1000),
+#: so streams can never take the connections HTTP needs (statshub's streams fed a few
+#: dashboards). Over it, a handshake is refused with 503.
+MAX_STREAMS = 256
+#: Values one ``*`` stream carries: every ISO 3166-1 country (249 codes) fits, and
+#: ``/stream/country/*/...`` was statshub's stream. A year of history for 300 values is
+#: ~1 MB of JSON; for the 10,000 values a dimension may hold it would be ~35 MB per stream.
+MAX_STREAM_VALUES = 300
+_STREAMS_KEY = "statshub_streams"
 
 
 def _body(succeeded: bool, error: str = "", **more: Any) -> bytes:
-    return orjson.dumps({"succeeded": succeeded, "error": error, **more})
+    value = {"succeeded": succeeded, "error": error, **more}
+    try:
+        return orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):
+        # orjson stops at 64 bits; a total across values near statshub's int64 limit may
+        # pass them. JSON numbers have no limit: written exactly (as web/bodies.respond).
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _answer(status: int, succeeded: bool, error: str = "", **more: Any) -> Response:
@@ -109,7 +147,8 @@ async def _post(stat_id: str) -> Response:
     try:
         await engine_of(current_app).stats_update(stat_id, body)
     except InvalidInput as exc:
-        prefix = "Unable to post stats" if "reserved" in exc.message else "Unable to decode request"
+        posting = isinstance(exc, StatsLimit) or "reserved" in exc.message
+        prefix = "Unable to post stats" if posting else "Unable to decode request"
         return _answer(400, False, f"{prefix}: {exc.message}")
     return _answer(200, True)
 
@@ -167,7 +206,13 @@ def decode_update(data: bytes) -> Any:
 
 
 async def _get(rest: str) -> Response:
-    dims = None if not rest.strip("/") else [_base(rest).lower()]
+    if rest.strip("/"):
+        try:
+            dims: list[str] | None = [check_name(_base(rest), "dim").lower()]
+        except InvalidInput as exc:
+            return _answer(400, False, f"Unable to query stats: {exc.message}")
+    else:
+        dims = None
     answer = await engine_of(current_app).stats_query(dims)
     return _answer(200, True, dims=answer)
 
@@ -195,6 +240,10 @@ def parse_stream_path(path: str) -> tuple[str, str, str, str] | None:
     """``(dim, value, kind, stat)`` of a stream path as statshub split it (``//`` read as
     ``/``, segments after the stat ignored), or ``None`` when malformed.
 
+    Raises:
+        InvalidInput: a dimension, value or stat that is no valid name
+            (``engine.events.check_name``), naming the part.
+
     >>> parse_stream_path("/stream/Country/*/counter/bytes-given")
     ('country', '*', 'counter', 'bytes_given')
     >>> parse_stream_path("/stream/country/es/counter") is None
@@ -203,7 +252,36 @@ def parse_stream_path(path: str) -> tuple[str, str, str, str] | None:
     parts = path.replace("//", "/").split("/")
     if len(parts) < 6 or not all(parts[2:6]) or parts[4] not in ("counter", "gauge"):
         return None
-    return parts[2].lower(), parts[3].lower(), parts[4], stat_name(parts[5])
+    dim = check_name(parts[2], "dimension").lower()
+    value = parts[3] if parts[3] == "*" else check_name(parts[3], "value").lower()
+    return dim, value, parts[4], stat_name(check_name(parts[5], "stat"))
+
+
+def _wrong_path(path: str, reason: str = "") -> str:
+    return (f"Wrong path: {quote(path.replace('//', '/'))}{reason}. "
+            f"Expected something like: {EXPECTED_STREAM}")
+
+
+class _OpenStreams:
+    """How many streams this app has open (``MAX_STREAMS``)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+def _open_streams(app: Any) -> _OpenStreams:
+    streams = app.extensions.get(_STREAMS_KEY)
+    if streams is None:
+        streams = app.extensions[_STREAMS_KEY] = _OpenStreams()
+    return streams
+
+
+def _carried(message: dict[str, Any], omitted: int) -> dict[str, Any]:
+    if omitted:
+        message["valuesOmitted"] = omitted
+    return message
 
 
 def history_ranges(now: int) -> list[tuple[int, int, int]]:
@@ -215,33 +293,58 @@ def history_ranges(now: int) -> list[tuple[int, int, int]]:
 @statshub.websocket("/stream", defaults={"rest": ""})
 @statshub.websocket("/stream/", defaults={"rest": ""})
 @statshub.websocket("/stream/<path:rest>")
-async def stream(rest: str) -> None:
+async def stream(rest: str) -> Response | None:
     """Send the history, then the figures at every interval boundary until the client goes;
-    a malformed path (``/stream`` itself included) gets the message naming the expected form."""
+    a malformed path (``/stream`` itself included) gets the message naming the expected form.
+    Past :data:`MAX_STREAMS` open streams the handshake is refused (503)."""
+    streams = _open_streams(current_app)
+    if streams.count >= MAX_STREAMS:
+        response = _answer(503, False, f"too many streams: at most {MAX_STREAMS} are open at once; "
+                                       "close one or retry later")
+        response.headers["Retry-After"] = "30"
+        return response  # before accept(): the handshake's answer
+    streams.count += 1
+    try:
+        await _serve_stream()
+    finally:
+        streams.count -= 1
+    return None
+
+
+async def _serve_stream() -> None:
     await websocket.accept()
-    parsed = parse_stream_path(websocket.path)
+    try:
+        parsed = parse_stream_path(websocket.path)
+    except InvalidInput as exc:
+        await websocket.send(_body(False, _wrong_path(websocket.path, f" ({exc.message})")).decode())
+        return
     if parsed is None:
-        await websocket.send(_body(False, f"Wrong path: {websocket.path.replace('//', '/')}. "
-                                          f"Expected something like: {EXPECTED_STREAM}").decode())
+        await websocket.send(_body(False, _wrong_path(websocket.path)).decode())
         return
     dim, value, kind, stat = parsed
     engine = engine_of(current_app)
     interval = stream_interval(current_app)
-    now = int(time.time())
-    history = await engine.stats_stream_values(dim, value, kind, stat, history_ranges(now), now)
-    await websocket.send(_body(True, intervals=history).decode())
+    # The history as of the last interval boundary: streams opened within one interval ask
+    # the same question and share one answer; the first push follows at the next boundary.
+    now = int(math.floor(time.time() / interval) * interval)
+    history, omitted = await engine.stats_stream_history(dim, value, kind, stat, history_ranges(now), now,
+                                                         limit=MAX_STREAM_VALUES)
+    await websocket.send(_body(True, **_carried({"intervals": history}, omitted)).decode())
     while True:
         # Wake at the next wall-clock multiple of the interval (statshub: Truncate + interval).
         wall = time.time()
         boundary = (math.floor(wall / interval) + 1) * interval
         await trio.sleep(boundary - wall)
         as_of = int(boundary)
-        values = await engine.stats_stream_now(dim, "*" if value == "*" else value, kind, stat, now=as_of)
-        await websocket.send(_body(True, intervals=[{"asOfSeconds": as_of, "values": values}]).decode())
+        values, omitted = await engine.stats_stream_live(dim, value, kind, stat, as_of, limit=MAX_STREAM_VALUES)
+        message = _carried({"intervals": [{"asOfSeconds": as_of, "values": values}]}, omitted)
+        await websocket.send(_body(True, **message).decode())
 
 
 __all__ = [
     "EXPECTED_STREAM",
+    "MAX_STREAMS",
+    "MAX_STREAM_VALUES",
     "decode_update",
     "history_ranges",
     "parse_stream_path",
