@@ -14,7 +14,7 @@ from msgspec import Meta, Struct
 
 from engine.density import MAX_PLACEMENT_SPACES, MAX_TIMESTAMP_CHARS
 from engine.timebuckets import MAX_TS
-from web.api.models import Name, Offset, Period, Step, Timestamp, TimeZone
+from web.api.models import Name, Period, PeriodArgs, Step, TimeZone
 
 #: An instant (``engine.density.parse_instant``, one rule for every route): ISO-8601 text
 #: (UTC when it names no offset), or Unix seconds -- a number (a fraction keeps milliseconds),
@@ -72,14 +72,10 @@ class CountArgs(Struct):
     ] | None = None
 
 
-class OccupancyArgs(Struct):
-    t1: Timestamp
-    t2: Timestamp
+class OccupancyArgs(PeriodArgs):
+    """Occupancy per period: hourly unless ``step`` says otherwise."""
+
     step: Step = "hour"
-    #: An IANA zone name for calendar periods (``Europe/Oslo``).
-    tz: TimeZone | None = None
-    #: Or a fixed offset from UTC in seconds.
-    offset: Offset = 0
 
 
 ############################################################################################

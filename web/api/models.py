@@ -224,19 +224,30 @@ class SumArgs(Struct):
     aid: Int64 | None = None
 
 
-class CounterArgs(Struct):
+class RangeArgs(Struct):
+    """An inclusive range of Unix seconds: the query string of every range read."""
+
     t1: Timestamp
     t2: Timestamp
 
 
-class CounterBreakdownArgs(Struct):
-    t1: Timestamp
-    t2: Timestamp
+class PeriodArgs(RangeArgs):
+    """A range cut into periods (``engine/periods.py``): calendar units in an IANA zone or at
+    a fixed offset, or fixed steps of N seconds. Every breakdown route's query string."""
+
     step: Step = "day"
     #: An IANA zone name for calendar periods (``Europe/Paris``).
     tz: TimeZone | None = None
     #: Or a fixed offset from UTC in seconds.
     offset: Offset = 0
+
+
+class CounterArgs(RangeArgs):
+    """``GET /api/counters/{name}``."""
+
+
+class CounterBreakdownArgs(PeriodArgs):
+    """``GET /api/counters/{name}/breakdown``."""
 
 
 #: Longest window a dashboard series may cover (a year): the dashboard shows recent activity;

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
-from web.api.models import Name, Offset, Period, Step, Timestamp, TimeZone
+from web.api.models import Name, Period, PeriodArgs
 
 Kind = Annotated[
     Literal["counter", "gauge", "member"],
@@ -48,15 +48,8 @@ class DimensionFigures(Struct):
     total: Figures
 
 
-class HistoryArgs(Struct):
-    t1: Timestamp
-    t2: Timestamp
+class HistoryArgs(PeriodArgs):
     kind: Kind = "counter"
-    step: Step = "day"
-    #: An IANA zone name for calendar periods (``Europe/Paris``).
-    tz: TimeZone | None = None
-    #: Or a fixed offset from UTC in seconds.
-    offset: Offset = 0
     #: One value of the dimension; every value when absent.
     value: Name | None = None
     #: For members: the total as the true distinct count across values.

@@ -14,7 +14,15 @@ from msgspec import Meta, Struct
 
 from engine.events import MAX_BATCH_EVENTS, MAX_NAME_LENGTH
 from engine.uniques import MAX_MEMBER, MAX_QUERY_BUCKETS
-from web.api.models import TEXT_PATTERN, Name, Offset, Period, Step, Timestamp, TimeZone
+from web.api.models import (
+    MAX_WINDOW_S,
+    TEXT_PATTERN,
+    Name,
+    Period,
+    PeriodArgs,
+    RangeArgs,
+    Timestamp,
+)
 
 #: A member given as a number: a 64-bit unsigned id. (msgspec cannot state a bound past
 #: int64, so the upper one is in the description and enforced by ``engine.uniques.member_key``.)
@@ -60,22 +68,13 @@ class UniqueBatch(Struct, forbid_unknown_fields=True):
 UniquesBody = UniqueList | UniqueBatch
 
 
-class UniqueArgs(Struct):
-    t1: Timestamp
-    t2: Timestamp
+class UniqueArgs(RangeArgs):
+    """``GET /api/uniques/{name}``."""
 
 
-class UniqueBreakdownArgs(Struct):
+class UniqueBreakdownArgs(PeriodArgs):
     """A breakdown of at most 10,000 periods whose covers take at most
     ``engine.uniques.MAX_QUERY_BUCKETS`` buckets together (more is a 400 naming ``step``)."""
-
-    t1: Timestamp
-    t2: Timestamp
-    step: Step = "day"
-    #: An IANA zone name for calendar periods (``Europe/Paris``).
-    tz: TimeZone | None = None
-    #: Or a fixed offset from UTC in seconds.
-    offset: Offset = 0
 
 
 class UniqueQuery(Struct, forbid_unknown_fields=True):
@@ -159,7 +158,7 @@ class UniqueChartArgs(Struct):
     now, by the server's clock)."""
 
     name: Name
-    last: Annotated[int, Meta(ge=1, le=366 * 86400)] = 3600
+    last: Annotated[int, Meta(ge=1, le=MAX_WINDOW_S)] = 3600
     step: Annotated[int, Meta(ge=1, le=86400)] = 60
     t2: Timestamp | None = None
 
