@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgpack
@@ -28,6 +30,50 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import batches, make_events, post_all, start_bare, start_pointspace, table  # noqa: E402
+
+
+def redis_round_trips(port: int, requests: list[list[list[Any]]], threads: int) -> float:
+    """The Redis side of the request floor: each request (a list of commands) written at once
+    in RESP and all its replies read -- one round trip -- over ``threads`` connections
+    (pre-encoded bytes, as :func:`bench.common.send_all` sends pre-built HTTP requests);
+    seconds taken. An error reply fails the run."""
+    from bench.bench_ranked import MiniRedis
+
+    encoded = [(b"".join(MiniRedis.encode(c) for c in request), len(request)) for request in requests]
+    chunks = [encoded[i::threads] for i in range(threads)]
+    errors: list[str] = []
+
+    def worker(mine: list[tuple[bytes, int]]) -> None:
+        client = MiniRedis(port)
+        try:
+            for data, replies in mine:
+                client.sock.sendall(data)
+                for _ in range(replies):
+                    client.read()
+        except (OSError, RuntimeError) as exc:
+            errors.append(repr(exc))
+        finally:
+            client.close()
+
+    workers = [threading.Thread(target=worker, args=(c,)) for c in chunks]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed Redis connections, first: {errors[0]}")
+    return elapsed
+
+
+def psd_singles(events: list[dict[str, Any]]) -> list[bytes]:
+    """PSD ``/v1/write`` bodies, one event each."""
+    return [
+        orjson.dumps({"thing": e["metric"], "uid": e["user"], "atid": e["atid"], "aid": e["aid"],
+                      "value": e["value"], "ts1": e["ts"], "ts2": e["ts"]})
+        for e in events
+    ]
 
 
 def main() -> None:
@@ -59,11 +105,7 @@ def main() -> None:
                 rows.append((f"pointspace JSON batches ({label})", args.events / t, "events/s"))
                 t = post_all(url, "/api/events", mp_bodies, "application/msgpack", args.threads)
                 rows.append((f"pointspace msgpack batches ({label})", args.events / t, "events/s"))
-                singles = [
-                    orjson.dumps({"thing": "steps", "uid": e["user"], "atid": e["atid"], "aid": e["aid"],
-                                  "value": e["value"], "ts1": e["ts"], "ts2": e["ts"]})
-                    for e in events[:3000]
-                ]
+                singles = psd_singles([{**e, "metric": "steps"} for e in events[:3000]])
                 t = post_all(url, "/v1/write", singles, "application/json", args.threads)
                 rows.append((f"PSD /v1/write, 1 event/request ({label})", len(singles) / t, "events/s"))
                 with httpx.Client(base_url=url) as client:

@@ -14,6 +14,7 @@ ties), then times single operations on random existing elements:
 * ``update``       -- ``upsert`` with a random new score: the worst case, the row changes block.
 * ``update_small`` -- ``upsert`` adding 1..100 to the score: the common leaderboard case.
 * ``range_100``    -- ``range_from_top(random start, 100)``.
+* ``top_100``      -- ``range_from_top(0, 100)``.
 * ``percentile``   -- ``percentile(random pct)``.
 * ``neighbours``   -- ``neighbours(id, 5)`` (RankDB's GET element with ``range=5``).
 * ``mixed``        -- a RankDB-like read-heavy mix (like sortedcontainers' "Ranking" workload):
@@ -173,6 +174,11 @@ def range_100(rl: RankedList, sample: list[int], rng: random.Random) -> dict[str
 
 
 @register
+def top_100(rl: RankedList, sample: list[int], rng: random.Random) -> dict[str, float]:
+    return latencies([partial(rl.range_from_top, 0, 100) for _ in sample])
+
+
+@register
 def percentile(rl: RankedList, sample: list[int], rng: random.Random) -> dict[str, float]:
     return latencies([partial(rl.percentile, rng.uniform(0, 100)) for _ in sample])
 
@@ -265,10 +271,11 @@ class MiniRedis:
 class RedisPy:
     """The same two methods on top of the ``redis`` package."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, client: Any = None) -> None:
+        """A client on ``port``, or wrap an existing ``redis.Redis`` (``client``)."""
         import redis  # type: ignore[import-not-found]
 
-        self.r = redis.Redis(host="127.0.0.1", port=port)
+        self.r = client if client is not None else redis.Redis(host="127.0.0.1", port=port)
 
     def call(self, *args: Any) -> Any:
         return self.r.execute_command(*args)
@@ -331,15 +338,7 @@ class RedisServer:
         self.version = self.info("server").get("redis_version", "?")
 
     def info(self, section: str) -> dict[str, str]:
-        raw = self.client.call("INFO", section)
-        text = raw.decode() if isinstance(raw, bytes) else str(raw) if isinstance(raw, str) else ""
-        if isinstance(raw, dict):  # redis-py parses INFO into a dict
-            return {k: str(v) for k, v in raw.items()}
-        return dict(
-            line.split(":", 1)
-            for line in text.splitlines()
-            if ":" in line and not line.startswith("#")
-        )
+        return redis_info(self.client, section)
 
     def stop(self) -> None:
         try:
@@ -357,13 +356,22 @@ class RedisServer:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def redis_suite(
-    server: RedisServer, ids: np.ndarray, scores: np.ndarray, sample: list[int], rng: random.Random
-) -> dict[str, dict[str, float]]:
-    c = server.client
-    key = "bench:ranked"
-    c.call("DEL", key)
-    before = int(server.info("memory")["used_memory"])
+def redis_info(client: MiniRedis | RedisPy, section: str) -> dict[str, str]:
+    """``INFO section`` as a dict of strings, from either client."""
+    raw = client.call("INFO", section)
+    if isinstance(raw, dict):  # redis-py parses INFO into a dict
+        return {k: str(v) for k, v in raw.items()}
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return dict(
+        line.split(":", 1)
+        for line in text.splitlines()
+        if ":" in line and not line.startswith("#")
+    )
+
+
+def redis_bulk_load(c: MiniRedis | RedisPy, key: str, ids: np.ndarray, scores: np.ndarray) -> float:
+    """ZADD every (score, id) to ``key``, 1000 members a command, 50 commands a pipeline;
+    seconds taken."""
     n = len(ids)
     id_list = ids.tolist()
     score_list = scores.tolist()
@@ -382,16 +390,47 @@ def redis_suite(
             commands = []
     if commands:
         c.pipe(commands)
-    load_s = time.perf_counter() - t0
-    after = int(server.info("memory")["used_memory"])
+    return time.perf_counter() - t0
+
+
+REDIS_OPERATIONS = (
+    "rank_of", "get", "update", "update_small", "range_100", "top_100", "percentile", "neighbours",
+)
+
+
+def redis_suite(
+    c: MiniRedis | RedisPy,
+    ids: np.ndarray,
+    scores: np.ndarray,
+    sample: list[int],
+    rng: random.Random,
+    operations: Sequence[str] = REDIS_OPERATIONS,
+    per_call_latency: bool = True,
+) -> dict[str, dict[str, float]]:
+    """The same operations on a Redis sorted set: ``bulk_load`` (pipelined ZADD of 1000
+    members, 50 to a pipeline; seconds and ``used_memory`` growth per element), then each of
+    ``operations`` on ``sample``: per-call latency percentiles (one round trip each, skipped
+    without ``per_call_latency``) and ``pipelined``, microseconds per operation in pipelines of 1000."""
+    key = "bench:ranked"
+    c.call("DEL", key)
+    before = int(redis_info(c, "memory")["used_memory"])
+    n = len(ids)
+    load_s = redis_bulk_load(c, key, ids, scores)
+    after = int(redis_info(c, "memory")["used_memory"])
     out: dict[str, dict[str, float]] = {
         "bulk_load": {"seconds": load_s, "bytes_per_element": (after - before) / n}
     }
 
     def both(name: str, make: Callable[[int], list[list[Any]]]) -> None:
         """Per-call latency (one round trip each) and pipelined cost per operation."""
+        if name not in operations:
+            return
         per_call = [make(i) for i in sample]
-        out[name] = latencies([lambda cmds=cmds: [c.call(*x) for x in cmds] for cmds in per_call])
+        out[name] = (
+            latencies([lambda cmds=cmds: [c.call(*x) for x in cmds] for cmds in per_call])
+            if per_call_latency
+            else {}
+        )
         flat = [x for cmds in per_call for x in cmds]
         t = time.perf_counter()
         for start in range(0, len(flat), 1000):
@@ -406,6 +445,7 @@ def redis_suite(
         "range_100",
         lambda i: [["ZREVRANGE", key, (s := rng.randrange(n - 100)), s + 99, "WITHSCORES"]],
     )
+    both("top_100", lambda i: [["ZREVRANGE", key, 0, 99, "WITHSCORES"]])
     both(
         "percentile",
         lambda i: [
@@ -463,6 +503,7 @@ def report(
         "update",
         "update_small",
         "range_100",
+        "top_100",
         "percentile",
         "neighbours",
         "mixed",
@@ -519,6 +560,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "rank_of",
                 "get",
                 "range_100",
+                "top_100",
                 "percentile",
                 "neighbours",
                 "update",
@@ -532,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             gc.collect()
             theirs = None
             if server is not None:
-                theirs = redis_suite(server, ids, scores, sample, random.Random(args.seed))
+                theirs = redis_suite(server.client, ids, scores, sample, random.Random(args.seed))
             report(n, ours, theirs, redis_note)
             sys.stdout.flush()
     finally:

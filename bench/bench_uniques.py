@@ -68,7 +68,12 @@ def random_members(n: int, seed: int) -> list[int]:
 # 1. Adds in-process
 
 
-def adds_in_process(n: int, client: Any) -> None:
+REDIS_ADDS = "redis PFADD, pipelines of 1000"
+
+
+def measure_adds(n: int, client: Any) -> list[tuple[str, float, str]]:
+    """Adds/s of ``n`` random members (over a day's seconds): the pure state, the Engine in
+    batches of 1,000, and (with a client) Redis PFADD of 1,000 members per command."""
     members = random_members(n, 1)
     items = [(BASE_TS + i % 86400, key) for i, key in enumerate(members)]
     rows: list[tuple[str, float, str]] = []
@@ -87,19 +92,49 @@ def adds_in_process(n: int, client: Any) -> None:
             return time.perf_counter() - t0
 
     rows.append(("Engine.add_uniques_validated, batches of 1000", n / trio.run(through_engine), "adds/s"))
-    baseline = "redis PFADD, pipelines of 1000"
     if client is not None:
         client.delete("bench")
         t0 = time.perf_counter()
         for i in range(0, n, 1000):
             client.pfadd("bench", *members[i : i + 1000])
-        rows.append((baseline, n / (time.perf_counter() - t0), "adds/s"))
+        rows.append((REDIS_ADDS, n / (time.perf_counter() - t0), "adds/s"))
+    return rows
+
+
+def adds_in_process(n: int, client: Any) -> None:
+    rows = measure_adds(n, client)
+    baseline = REDIS_ADDS
     table(f"Unique adds in-process, {n:,} random 64-bit members", rows,
           baseline if client is not None else rows[0][0])
 
 
 ############################################################################################
 # 2. Sketch error against exact counts
+
+
+def count_rates(n: int, client: Any, reps: int = 2000) -> tuple[float, float | None]:
+    """Counts/s over ``n`` distinct members in one day: ours ``UniqueSeries.count`` of the
+    day (past the exact limit: the sketch), and Redis ``PFCOUNT`` of one key in pipelines of
+    1,000 (None without a client)."""
+    members = random_members(n, n)
+    series = UniqueSeries(UniqueConfig())
+    series.apply([(BASE_TS + i % 86400, key) for i, key in enumerate(members)])
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        series.count(BASE_TS, BASE_TS + 86399)
+    ours = reps / (time.perf_counter() - t0)
+    if client is None:
+        return ours, None
+    client.delete("rate")
+    for i in range(0, n, 1000):
+        client.pfadd("rate", *members[i : i + 1000])
+    t0 = time.perf_counter()
+    for start in range(0, reps, 1000):
+        pipe = client.pipeline(transaction=False)
+        for _ in range(min(1000, reps - start)):
+            pipe.pfcount("rate")
+        pipe.execute()
+    return ours, reps / (time.perf_counter() - t0)
 
 
 def sketch_error(sizes: list[int], client: Any) -> None:

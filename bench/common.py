@@ -10,6 +10,7 @@ assert on time (the machines are shared and noisy). Run them as scripts:
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import shutil
 import socket
@@ -76,10 +77,37 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextlib.contextmanager
-def redis_server() -> Iterator[Any]:
-    """A throwaway redis-server on loopback with persistence off; yields a client or None."""
+def install_redis_server() -> str | None:
+    """The ``redis-server`` binary's path, installing Debian's ``redis-server`` package with
+    apt-get first when it is missing (as root only; ``apt-get update`` once if the plain
+    install fails, as on a fresh container with empty package lists). None if that cannot be
+    done; what went wrong is printed."""
     binary = shutil.which("redis-server")
+    if binary is not None:
+        return binary
+    if shutil.which("apt-get") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        print("(redis-server not found and cannot install it here: run `apt-get install -y redis-server` as root)")
+        return None
+    print("(redis-server not found: apt-get install -y redis-server)", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for attempt in ([], ["update"]):
+        if attempt:
+            subprocess.run(["apt-get", "-q", *attempt], env=env, check=False, stdout=subprocess.DEVNULL)
+        done = subprocess.run(["apt-get", "install", "-y", "-q", "redis-server"], env=env, check=False,
+                              stdout=subprocess.DEVNULL)
+        if done.returncode == 0 and shutil.which("redis-server"):
+            return shutil.which("redis-server")
+    print("(apt-get install -y redis-server failed; Redis baseline skipped)")
+    return None
+
+
+@contextlib.contextmanager
+def redis_server(install: bool = False) -> Iterator[Any]:
+    """A throwaway redis-server on loopback with persistence off; yields a client or None.
+
+    ``install`` installs Debian's package first when the binary is missing
+    (:func:`install_redis_server`); otherwise a missing binary skips the Redis rows."""
+    binary = install_redis_server() if install else shutil.which("redis-server")
     try:
         import redis  # type: ignore[import-not-found]
     except ImportError:
@@ -108,6 +136,14 @@ def redis_server() -> Iterator[Any]:
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def rss_bytes(pid: int) -> int:
+    """A process's resident set (``VmRSS`` in ``/proc/<pid>/status``), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def table(title: str, rows: list[tuple[str, float, str]], baseline: str) -> None:
