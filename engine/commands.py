@@ -28,8 +28,9 @@ from typing import Any, ClassVar
 
 import msgpack
 
+from engine.actors import Share, ShareOperation
 from engine.counters import GlobalCounter, UserCounters
-from engine.events import UserEvent, group_by_user
+from engine.events import User, UserEvent, group_by_user
 
 EntityKey = tuple[str, Any]
 Operation = Callable[[Any], Any]
@@ -50,11 +51,12 @@ class Command:
     def from_plain(cls, plain: Any) -> Command:
         raise NotImplementedError
 
-    def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
+    def route(self, seq: int, router: Any = None) -> dict[Any, Callable[..., Any]]:
         """Each touched entity and the operation that applies this command's share to it.
 
-        ``router`` is for the rare command that creates an entity from another's turn (a list
-        clone); others ignore it.
+        Keys are entity keys, or :class:`engine.actors.Share` for a command that sends one
+        message per partition (``IngestBatch``). ``router`` is for commands that place their
+        shares or create an entity from another's turn (a list clone); others ignore it.
         """
         raise NotImplementedError
 
@@ -105,15 +107,37 @@ class IngestBatch(Command):
     def from_plain(cls, plain: Any) -> IngestBatch:
         return cls(events=[tuple(e) for e in plain])  # type: ignore[misc]
 
-    def route(self, seq: int, router: Any = None) -> dict[EntityKey, Operation]:
-        groups = group_by_user(self.events)
+    def route(self, seq: int, router: Any = None) -> dict[Any, Callable[..., Any]]:
+        """One :class:`Share` per partition of users the batch touches, each user's events
+        in batch order; one message per user where users are not partitioned."""
         boards = router.hooks.get("boards") if router is not None else None
-        if boards is None or not boards.by_metric:
-            return {(USER, user): _apply_at(seq, events) for user, events in groups.items()}
-        return {
-            (USER, user): _apply_then_feed_boards(seq, events, user, boards, router)
-            for user, events in groups.items()
-        }
+        if boards is not None and not boards.by_metric:
+            boards = None
+        partitions = router.partitions(USER) if router is not None else 0
+        if partitions == 0:
+            groups = group_by_user(self.events)
+            if boards is None:
+                return {(USER, user): _apply_at(seq, events) for user, events in groups.items()}
+            return {
+                (USER, user): _apply_then_feed_boards(seq, events, user, boards, router)
+                for user, events in groups.items()
+            }
+        # group_by_user, with each new user also placed in its partition's share (the
+        # placement is Router._actor_key's: hash(id) % partitions).
+        users: dict[User, list[tuple[Any, ...]]] = {}
+        shares: dict[int, dict[Any, list[tuple[Any, ...]]]] = {}
+        for user, metric, atid, aid, ts, value, ts1, mode in self.events:
+            group = users.get(user)
+            if group is None:
+                group = users[user] = []
+                partition = hash(user) % partitions
+                share = shares.get(partition)
+                if share is None:
+                    share = shares[partition] = {}
+                share[user] = group
+            group.append((metric, atid, aid, ts, value, ts1, mode))
+        operation = _share_at(seq, boards, router)
+        return {Share(USER, partition, items): operation for partition, items in shares.items()}
 
     def size(self) -> int:
         return len(self.events)
@@ -142,6 +166,27 @@ class CountBatch(Command):
 
     def size(self) -> int:
         return len(self.counts)
+
+
+def _share_at(seq: int, boards: Any, router: Any) -> ShareOperation:
+    """The per-user operation of an ingest :class:`Share`: as ``_apply_at`` (or
+    ``_apply_then_feed_boards`` when live boards exist) for each user of the share."""
+    if boards is None:
+
+        def apply(user: Any, state: UserCounters, events: list[Any]) -> None:
+            if state.applied_seq < seq:
+                state.apply(events)
+                state.applied_seq = seq
+
+        return apply
+
+    def apply_then_feed(user: Any, state: UserCounters, events: list[Any]) -> None:
+        if state.applied_seq < seq:
+            state.apply(events)
+            state.applied_seq = seq
+        boards.after_write(router, user, state, events)
+
+    return apply_then_feed
 
 
 def _apply_then_feed_boards(seq: int, events: list[Any], user: Any, boards: Any, router: Any) -> Operation:

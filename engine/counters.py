@@ -336,11 +336,15 @@ _EMPTY_SERIES = CounterSeries()
 class Activity:
     """One activity instance: its type and the deltas written for it, by second."""
 
-    __slots__ = ("atid", "points")
+    __slots__ = ("atid", "points", "indexed_month")
 
     def __init__(self, atid: int) -> None:
         self.atid = atid
         self.points: dict[int, int] = {}
+        #: A month whose ``aid_months`` index is known to hold this activity (-1: none known),
+        #: so that a write in the same month as the last one skips two index lookups (most
+        #: writes of an activity fall in one month). Retention forgets it.
+        self.indexed_month = -1
 
     def range_sum(self, t1: int, t2: int) -> int:
         return sum(v for ts, v in self.points.items() if t1 <= ts <= t2)
@@ -420,6 +424,8 @@ class MetricCounters:
             self.all_types.expire(cutoffs)
         cutoff = cutoffs[SECOND]
         if cutoff > 0:
+            for activity in self.activities.values():
+                activity.indexed_month = -1  # the index below may lose it
             for aid, activity in list(self.activities.items()):
                 points = activity.points
                 for ts in [ts for ts in points if ts < cutoff]:
@@ -566,11 +572,13 @@ class UserCounters:
             if activity is not None:
                 points = activity.points
                 points[ts] = points.get(ts, 0) + value
-                index = state.aid_months.get(month)
-                if index is None:
-                    index = state.aid_months[month] = {}
-                if aid not in index:
-                    index[aid] = activity.atid
+                if activity.indexed_month != month:
+                    index = state.aid_months.get(month)
+                    if index is None:
+                        index = state.aid_months[month] = {}
+                    if aid not in index:
+                        index[aid] = activity.atid
+                    activity.indexed_month = month
 
     def range_sum(
         self, metric: str, t1: int, t2: int, atid: int | None = None, aid: int | None = None

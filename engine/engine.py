@@ -13,7 +13,7 @@ The path of a write::
       -> IngestBatch                         a frozen command (engine/commands.py)
       -> command.route(seq)                  its per-entity shares (may still refuse it)
       -> journal.append(encoded command)     the log record, numbered seq    } one synchronous
-      -> router.send_nowait(user, share)     each user's events, one message } step, in order
+      -> router.send_nowait(share)           one message per partition        } step, in order
       -> actors apply their shares           UserCounters.apply (engine/counters.py)
       -> completion.wait()                   every touched actor has applied its share
       -> journal.wait_durable(seq)           fsynced under the ``always`` policy
@@ -382,7 +382,7 @@ class Engine:
     async def _dispatch(self, command: Command, seq: int) -> Completion:
         return await self._send_routes(command.route(seq, self._router))
 
-    async def _send_routes(self, routes: dict[Any, Callable[[Any], Any]]) -> Completion:
+    async def _send_routes(self, routes: dict[Any, Callable[..., Any]]) -> Completion:
         completion = Completion(len(routes))
         router = self._router
         for key, operation in routes.items():

@@ -26,10 +26,12 @@ import trio
 
 T = TypeVar("T")
 
-#: Messages an actor may have queued before senders wait. A message is one batch's share for
-#: one entity, and a partition actor owns many entities, so a 100k-event batch can queue a few
-#: thousand messages per actor; 4096 absorbs that while keeping a stalled actor from buffering
-#: without bound (Akka's bounded mailboxes default to 1000; Orleans does not bound them).
+#: Messages an actor may have queued before senders wait. An ingest batch sends one message
+#: per partition (``engine.actors.Share``), but other commands and reads send one per entity,
+#: so a command over every user can queue a few thousand messages per actor; 4096 absorbs that
+#: while keeping a stalled actor from buffering without bound (Akka's bounded mailboxes
+#: default to 1000; Orleans does not bound them). The bound counts messages, not events: the
+#: events of queued ingest shares are held by their waiting requests anyway.
 DEFAULT_CAPACITY = 4096
 
 

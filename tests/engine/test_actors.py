@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from engine.actors import Completion, Namespace, Router
+from engine.actors import Completion, Namespace, Router, Share
 from engine.errors import InternalError, InvalidInput, NotFound
 from engine.mailbox import Mailbox, MailboxStatistics
 
@@ -481,4 +481,68 @@ async def test_router_unknown_namespace_is_a_caller_bug() -> None:
         router = make_router(nursery)
         with pytest.raises(KeyError):
             router.send_nowait(("nope", 1), append(1), None)
+        router.retire_all()
+
+
+############################################################################################
+# Shares: one message per partition for many entities
+
+
+def extend(ident: Any, state: list[Any], item: list[Any]) -> None:
+    if item == ["boom"]:
+        raise ZeroDivisionError("engine bug")
+    if item == ["refuse"]:
+        raise InvalidInput("no such thing, got 'x'", "thing")
+    state.extend(item)
+
+
+async def test_router_share_is_one_message_applied_per_entity_in_order() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        await send(router, ("part", 3), append("before"))  # partition 0, as the share below
+        completion = Completion(1)
+        share = Share("part", 0, {3: [1, 2], 6: [3], 9: [4, 5]})
+        router.send_nowait(share, extend, completion)
+        # The states exist from the send on, so a read sent now queues behind the share.
+        assert set(router.directory["part"]) == {3, 6, 9}
+        assert await ask(router, ("part", 9), read) == [4, 5]
+        assert await completion.wait() == {share: None}
+        assert router.directory["part"] == {3: ["before", 1, 2], 6: [3], 9: [4, 5]}
+        assert router.statistics().live_actors == 1  # one partition actor took all of it
+        router.retire_all()
+
+
+async def test_router_share_failures_stay_with_their_entity() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        completion = Completion(1)
+        items = {0: [1], 3: ["boom"], 6: ["refuse"], 9: [2]}
+        router.send_nowait(Share("part", 0, items), extend, completion)
+        # The first error is the caller's; the entities after the failing ones were applied.
+        with pytest.raises(InternalError, match=r"^internal error on part 3$"):
+            await completion.wait()
+        assert router.directory["part"] == {0: [1], 3: [], 6: [], 9: [2]}
+        assert router.statistics().failures == 1
+        router.retire_all()
+
+
+async def test_router_share_waits_on_a_full_mailbox_and_keeps_order() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery, capacity=2)
+        for i in range(2):
+            router.send_nowait(Share("part", 1, {1: [i]}), extend, None)
+        with pytest.raises(trio.WouldBlock):
+            router.send_nowait(Share("part", 1, {1: [2]}), extend, None)
+        await router.send(Share("part", 1, {1: [3], 4: [3]}), extend, None)
+        assert await ask(router, ("part", 4), read) == [3]
+        assert router.directory["part"][1] == [0, 1, 3]
+        router.retire_all()
+
+
+async def test_router_refuses_shares_for_dedicated_namespaces() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        assert router.partitions("solo") == 0 and router.partitions("part") == 3
+        with pytest.raises(ValueError, match=r"^namespace 'solo' does not take shares$"):
+            router.send_nowait(Share("solo", 0, {"a": [1]}), extend, None)
         router.retire_all()

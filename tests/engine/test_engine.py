@@ -433,8 +433,9 @@ async def test_engine_concurrent_ingest_many_users_each_ordered(engine: Engine) 
 
 
 async def test_engine_dispatch_waits_on_full_mailboxes(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Tiny mailboxes, so a batch's per-user messages overflow a partition's mailbox and the
-    # dispatcher takes the waiting path (Router.send) while other batches and reads go on.
+    # Tiny mailboxes, so the shares of batches dispatched back to back (one message per
+    # partition per batch) overflow a partition's mailbox and the dispatcher takes the waiting
+    # path (Router.send) while other batches and reads go on.
     monkeypatch.setattr(
         Router.__init__, "__kwdefaults__", {**Router.__init__.__kwdefaults__, "capacity": 4}
     )
@@ -451,22 +452,24 @@ async def test_engine_dispatch_waits_on_full_mailboxes(monkeypatch: pytest.Monke
     # mailbox fills and empties many times while the batches are dispatched.
     ids = list(dict.fromkeys([u * 32 for u in range(150)] + list(range(1, 301))))
     async with Engine.open() as engine:
+        await engine.ingest([ev(u, 0, T1, aid=1, atid=1) for u in ids])  # reads of them now queue
         async with trio.open_nursery() as nursery:
-            for r in range(4):
+            for r in range(12):
                 # Batches visit the users in opposite orders, so that without the dispatch
                 # lock a later batch would overtake an earlier one at some users.
                 order = ids if r % 2 else ids[::-1]
                 batch = [ev(u, 10**r, T1, aid=1, atid=1) for u in order]
-                nursery.start_soon(engine.ingest, batch)
+                # A read first: its per-user messages fill the crowded partition's mailbox.
                 nursery.start_soon(engine.query, ids, ["steps"], T0, T1)
+                nursery.start_soon(engine.ingest, batch)
         got = await engine.query(ids, ["steps"], T0, T1)
         stats = engine.statistics()
     assert waits > 0
     assert stats.router.peak_mailbox_depth <= 4
-    assert stats.events == 4 * len(ids)
+    assert stats.events == 13 * len(ids)
     # Every batch reached every user: an entity skips a record older than the last one it
     # applied (applied_seq), so a batch overtaken by a later one would be lost.
-    assert {u: r.sums["steps"] for u, r in got.items()} == {u: 1111 for u in ids}
+    assert {u: r.sums["steps"] for u, r in got.items()} == {u: int("1" * 12) for u in ids}
 
 
 ############################################################################################
@@ -536,3 +539,39 @@ async def test_engine_snapshot_items_reproduce_every_answer() -> None:
 async def test_engine_load_snapshot_item_unknown_namespace(engine: Engine) -> None:
     with pytest.raises(ValueError, match=r"^snapshot holds unknown namespace 'lists'$"):
         engine.load_snapshot_item("lists", "a", 1, [])
+
+
+############################################################################################
+# Ingest shares: one message per partition, per-user replay skipping
+
+
+async def test_ingest_route_places_each_user_in_its_partition_share_in_batch_order() -> None:
+    users: list[Any] = [5, 37, "alice", -3, 2**40, "42x", 5, "alice"]
+    events = [(u, "steps", 0, None, T1 + i, i + 1, T1 + i, 0) for i, u in enumerate(users)]
+    async with Engine.open() as engine:
+        router = engine._router
+        routes = IngestBatch(events=events).route(1, router)
+        assert len(routes) == len({router._actor_key(USER, u) for u in users})  # one per partition
+        for share in routes:
+            for user, items in share.items.items():
+                assert router._actor_key(USER, user) == (USER, share.partition)
+                assert items == [e[1:] for e in events if e[0] == user]  # batch order
+        await engine.ingest_validated(events)
+        got = await engine.query([5, "alice"], ["steps"], T0, T1 + 10)
+    assert {u: r.sums["steps"] for u, r in got.items()} == {5: 1 + 7, "alice": 3 + 8}
+
+
+async def test_replay_skips_per_user_what_that_user_already_applied() -> None:
+    # A snapshot taken while writes go on holds some users at record 2 and others at 1;
+    # replaying record 2 must reach exactly the users that lack it, though they share
+    # partitions (0 and 32 both live in partition 0).
+    batch = [(u, "steps", 0, None, T1, 10, T1, 0) for u in (0, 32, 1)]
+    async with Engine.open() as engine:
+        for user, seq in ((0, 2), (32, 1), (1, 1)):
+            engine.load_snapshot_item(USER, user, seq, [["steps", [[0, [T1, T1, 5, [], None]]], [], []]])
+        await engine.replay(2, encode_command(IngestBatch(events=batch)))
+        got = await engine.query([0, 32, 1], ["steps"], T0, T1)
+        await engine.replay(2, encode_command(IngestBatch(events=batch)))  # again: no change
+        again = await engine.query([0, 32, 1], ["steps"], T0, T1)
+    assert {u: r.sums["steps"] for u, r in got.items()} == {0: 5, 32: 15, 1: 15}
+    assert again == got

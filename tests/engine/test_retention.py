@@ -72,6 +72,20 @@ def test_usercounters_expire_forgets_old_activity_points() -> None:
     assert restored.range_sum("m", BASE, BASE + 5) == user.range_sum("m", BASE, BASE + 5)
 
 
+def test_usercounters_write_after_expire_reindexes_the_activity_month() -> None:
+    # Activity 7 writes in February, then early in January (the write path remembers
+    # January as indexed for it); retention drops January's first days, so the index loses 7
+    # for January while 7 lives on in February. A later January write must index it again.
+    jan, feb = BASE, BASE + 86400 * 40
+    user = UserCounters()
+    user.apply([("m", 2, 7, feb, 4, feb, ADD), ("m", 2, 7, jan + 10, 3, jan + 10, ADD)])
+    user.expire([jan + 86400, 0, 0, 0, 0])
+    assert user.atids(["m"], jan, jan + 86400 * 30) == []
+    user.apply([("m", 2, 7, jan + 86400 * 5, 1, jan + 86400 * 5, ADD)])
+    user._check()
+    assert user.atids(["m"], jan, jan + 86400 * 30) == [2]
+
+
 @pytest.mark.parametrize(
     ("retention", "ok"),
     [
