@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,15 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import batches, make_events, post_all, start_bare, start_pointspace, table  # noqa: E402
+from bench.common import (  # noqa: E402
+    batches,
+    make_events,
+    post_all,
+    run_threads,
+    start_bare,
+    start_pointspace,
+    table,
+)
 
 
 def redis_round_trips(port: int, requests: list[list[list[Any]]], threads: int) -> float:
@@ -55,13 +62,7 @@ def redis_round_trips(port: int, requests: list[list[list[Any]]], threads: int) 
         finally:
             client.close()
 
-    workers = [threading.Thread(target=worker, args=(c,)) for c in chunks]
-    t0 = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - t0
+    elapsed = run_threads(worker, chunks)
     if errors:
         raise RuntimeError(f"{len(errors)} failed Redis connections, first: {errors[0]}")
     return elapsed

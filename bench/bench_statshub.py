@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import http_request, redis_server, send_all, start_pointspace, table  # noqa: E402
+from bench.common import http_request, redis_server, run_threads, send_all, start_pointspace, table  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 
 IDS = 1000
@@ -168,13 +167,7 @@ def on_redis(client: Any, updates: list[tuple[str, dict[str, Any]]], connections
             redis_update(own, stat_id, body, time.time())
         own.close()
 
-    workers = [threading.Thread(target=send, args=(c,)) for c in chunks]
-    t0 = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return len(updates) / (time.perf_counter() - t0)
+    return len(updates) / run_threads(send, chunks)
 
 
 def stream_histories(values: int, streams: int, shared: bool) -> tuple[float, float]:

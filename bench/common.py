@@ -283,6 +283,17 @@ def read_response(sock: socket.socket, buf: bytearray) -> tuple[int, bool]:
     return status, closing
 
 
+def run_threads(worker: Any, chunks: list[Any]) -> float:
+    """Seconds for one thread per chunk to run ``worker(chunk)``, started together."""
+    workers = [threading.Thread(target=worker, args=(c,)) for c in chunks]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - t0
+
+
 def send_all(url: str, requests: list[bytes], threads: int, ok: Sequence[int] = (200,)) -> float:
     """Send pre-built requests (:func:`http_request`) over ``threads`` keep-alive connections;
     seconds taken. A connection the server closes (Hypercorn's ``keep_alive_max_requests``,
@@ -313,13 +324,7 @@ def send_all(url: str, requests: list[bytes], threads: int, ok: Sequence[int] = 
             if sock is not None:
                 sock.close()
 
-    workers = [threading.Thread(target=worker, args=(c,)) for c in chunks]
-    t0 = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - t0
+    elapsed = run_threads(worker, chunks)
     if errors:
         raise RuntimeError(f"{len(errors)} failed requests, first status: {errors[0]}")
     return elapsed
