@@ -275,17 +275,27 @@ async def test_store_snapshot_then_more_writes_replays_only_the_rest(tmp_path):
 
 
 class SlowSnapshotWrites(FileSystem):
-    """Real files, but every write to a snapshot file sleeps first (in the writer's worker
-    thread), so the event loop runs other tasks while a snapshot is half written."""
+    """Real files, but every write to a snapshot file waits first (in the writer's worker
+    thread) ``delay_s`` and then until the writer tasks have applied ``commands_per_write`` more
+    commands (or all of them finished), so the event loop runs other tasks while a
+    snapshot is half written, however slow the machine: the snapshot is fuzzy by construction,
+    not by timing. ``commands`` is counted by ``write_while_snapshotting``, whose writers wait
+    for ``snapshot_opened``."""
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self, delay_s: float, commands_per_write: int = 12, limit_s: float = 30.0) -> None:
         self.delay_s = delay_s
+        self.commands_per_write = commands_per_write
+        self.limit_s = limit_s
+        self.commands = 0
+        self.active_writers = 0
+        self.snapshot_opened = False
         self.snapshot_fds: set[int] = set()
 
     def open(self, path: Path, flags: int, mode: int = 0o644) -> int:
         fd = super().open(path, flags, mode)
         if "snapshots" in Path(path).parent.name:
             self.snapshot_fds.add(fd)
+            self.snapshot_opened = True
         else:
             self.snapshot_fds.discard(fd)
         return fd
@@ -293,11 +303,19 @@ class SlowSnapshotWrites(FileSystem):
     def write(self, fd: int, data: memoryview | bytes) -> int:
         if fd in self.snapshot_fds:
             time.sleep(self.delay_s)
+            target = self.commands + self.commands_per_write
+            deadline = time.monotonic() + self.limit_s
+            while self.active_writers and self.commands < target and time.monotonic() < deadline:
+                time.sleep(0.002)
         return super().write(fd, data)
 
 
 async def write_while_snapshotting(
-    engine: Engine, plans: list[list[tuple[str, list[Any]]]], warmup: int, after: int
+    engine: Engine,
+    plans: list[list[tuple[str, list[Any]]]],
+    warmup: int,
+    after: int,
+    fs: SlowSnapshotWrites,
 ) -> tuple[Any, list[list[tuple[str, list[Any]]]]]:
     """Apply ``warmup`` commands of each plan, then run one writer task per plan while a
     snapshot is taken, each stopping ``after`` commands past the snapshot's end (or at the end
@@ -309,14 +327,25 @@ async def write_while_snapshotting(
     record = None
 
     async def writer(k: int) -> None:
+        try:
+            await write_plan(k)
+        finally:
+            fs.active_writers -= 1
+
+    async def write_plan(k: int) -> None:
         extra = 0
         for command in plans[k][warmup:]:
+            while not fs.snapshot_opened and not done.is_set():
+                # The snapshot first rotates the log (a flush of everything buffered, slow on
+                # a busy machine): writers wait for its file, so they write during the walk.
+                await trio.sleep(0.001)
             if done.is_set():
                 if extra == after:
                     return
                 extra += 1
             await apply_plan(engine, [command])
             applied[k].append(command)
+            fs.commands += 1
 
     async def snapshotter() -> None:
         nonlocal record
@@ -324,6 +353,7 @@ async def write_while_snapshotting(
         record = await engine.snapshot_now()
         done.set()
 
+    fs.active_writers = len(plans)
     async with trio.open_nursery() as nursery:
         for k in range(len(plans)):
             nursery.start_soon(writer, k)
@@ -341,7 +371,7 @@ async def test_store_snapshot_while_writing_recovers_exact_state(tmp_path):
     plans = [make_plan(100 + k, groups[k], 2000, size=6) for k in range(4)]
     fs = SlowSnapshotWrites(0.05)
     async with Engine.open(tmp_path / "d", fsync="always", fs=fs) as engine:
-        record, applied = await write_while_snapshotting(engine, plans, warmup=150, after=20)
+        record, applied = await write_while_snapshotting(engine, plans, warmup=150, after=20, fs=fs)
         everyone = [u for group in groups for u in group]
         live = await answers(engine, everyone, thorough=False)
         live_items = canonical_items(engine.iter_snapshot_items())
@@ -615,7 +645,7 @@ async def test_store_writes_after_fuzzy_snapshot_and_lost_log_tail_are_applied(t
     fs = SlowSnapshotWrites(0.05)
     options = {"fsync": "everysec", "fsync_interval_s": 3600.0, "write_buffer_bytes": 1 << 30}
     async with Engine.open(tmp_path / "d", fs=fs, **options) as engine:
-        record, _ = await write_while_snapshotting(engine, plans, warmup=150, after=20)
+        record, _ = await write_while_snapshotting(engine, plans, warmup=150, after=20, fs=fs)
         image = crash_image(tmp_path / "d", tmp_path / "crash")
     ahead = [item for item in read_snapshot(record.path) if item.kind == "user"
              and item.applied_seq >= record.start_seq]  # fmt: skip
