@@ -22,9 +22,16 @@ Fsync policies, as Redis's ``appendfsync``:
   fsyncs once; ``wait_durable(seq)`` returns when ``durable_seq >= seq``. Records appended while
   an fsync is in flight wait for the next one, so N concurrent writers share far fewer than N
   fsyncs: group commit (PostgreSQL's WAL writer and MySQL's binlog group commit do the same).
-* ``everysec`` (default): the flusher writes and fsyncs once a second, and writes without
-  fsync in between whenever the buffer passes ``write_buffer_bytes``. ``wait_durable`` returns
-  at once; a crash can lose about the last second (Redis: "you can lose 1 second of data").
+* ``everysec`` (default): every append wakes the flusher, which hands everything buffered so
+  far to the OS with one ``write`` (a group write, as group commit without the fsync), and
+  fsyncs once a second. ``wait_durable(seq)`` returns when ``written_seq >= seq``: a write is
+  acknowledged once it is in the kernel's page cache, so a crash *of the process* (SIGKILL, an
+  OOM kill, a bug) loses nothing acknowledged; only a crash of the machine or a power loss can
+  lose about the last second. This is Redis's ``appendfsync everysec`` exactly: Redis writes
+  its AOF buffer to the file before it sends replies, and fsyncs in a background thread once a
+  second. (Until issue 17 records waited in user space for up to a second, so a process
+  crash lost them too; the cost of writing before acknowledging is one worker-thread round
+  trip per group of writes, measured in ``bench/bench_durability.py``.)
 * ``no``: like ``everysec`` without the fsync; the OS flushes when it likes (Linux: within about
   30 s, ``dirty_expire_centisecs``). Rotation and a clean close still fsync.
 
@@ -49,8 +56,8 @@ numbering after the last intact record, appending to the last segment if it has 
 ``everysec`` log was lost), the old segments hold only covered records and are deleted, and
 numbering resumes at ``start_seq`` so no seq is ever reused.
 
-Not benchmarked yet: the cost of one ``to_thread`` round trip per flush (tens of microseconds)
-is paid per batch, not per record.
+The cost of one ``to_thread`` round trip per flush (tens of microseconds) is paid per group of
+records, not per record: see ``bench/bench_durability.py``.
 """
 
 from __future__ import annotations
@@ -86,7 +93,6 @@ from snapshots.logscan import (
 __all__ = [
     "DEFAULT_FSYNC_INTERVAL_S",
     "DEFAULT_MAX_SEGMENT_BYTES",
-    "DEFAULT_WRITE_BUFFER_BYTES",
     "Damage",
     "FsyncPolicy",
     "LogCorrupted",
@@ -113,8 +119,6 @@ _POLICIES: Final = ("always", "everysec", "no")
 # - etcd: SegmentSizeBytes = 64 MiB; PostgreSQL: 16 MiB WAL segments; Kafka: 1 GiB.
 #   64 MiB keeps segment counts small without making snapshot-driven deletion coarse.
 DEFAULT_MAX_SEGMENT_BYTES: Final = 64 * 1024 * 1024
-# - PostgreSQL: wal_writer_flush_after = 1 MB (write out once this much WAL is pending).
-DEFAULT_WRITE_BUFFER_BYTES: Final = 1024 * 1024
 # - Redis: appendfsync everysec; PostgreSQL: wal_writer_delay = 200 ms.
 DEFAULT_FSYNC_INTERVAL_S: Final = 1.0
 
@@ -326,13 +330,11 @@ class WriteAheadLog:
         recovery: LogReport,
         *,
         policy: FsyncPolicy,
-        write_buffer_bytes: int,
         fsync_interval_s: float,
     ) -> None:
         self.recovery = recovery
         self._files = files
         self._policy: FsyncPolicy = policy
-        self._write_buffer_bytes = write_buffer_bytes
         self._fsync_interval_s = fsync_interval_s
         self._last_seq = self._written_seq = self._durable_seq = next_seq - 1
         self._pending: list[bytes] = []  # framed records last_seq - len + 1 .. last_seq
@@ -375,8 +377,7 @@ class WriteAheadLog:
         self._pending.append(framed)
         self._pending_bytes += len(framed)
         self._last_seq = seq
-        if self._policy == "always" or self._pending_bytes >= self._write_buffer_bytes:
-            self._wakeup.set()
+        self._wakeup.set()
         return seq
 
     async def sync(self) -> None:
@@ -397,8 +398,8 @@ class WriteAheadLog:
         """Return once record ``seq`` is as durable as the policy promises.
 
         ``always``: after an fsync covering ``seq`` (shared with every record appended before
-        it: group commit). ``everysec``/``no``: at once, without a checkpoint, unless the log
-        is broken.
+        it: group commit). ``everysec``/``no``: after a ``write`` covering ``seq`` handed it to
+        the OS (shared likewise), so that a crash of the process cannot lose it.
 
         Raises:
             StorageFailure: the log broke before ``seq`` was durable.
@@ -406,11 +407,8 @@ class WriteAheadLog:
         """
         if seq > self._last_seq:
             raise ValueError(f"seq {seq} was never appended; last_seq is {self._last_seq}")
-        if self._policy != "always":
-            if self._broken is not None and seq > self._durable_seq:
-                raise StorageFailure(self._broken)
-            return
-        while self._durable_seq < seq:
+        always = self._policy == "always"
+        while (self._durable_seq if always else self._written_seq) < seq:
             if self._broken is not None:
                 raise StorageFailure(self._broken)
             self._wakeup.set()
@@ -495,7 +493,7 @@ class WriteAheadLog:
                     if trio.current_time() >= deadline:
                         await self._flush(fsync=self._policy == "everysec")
                         deadline = trio.current_time() + self._fsync_interval_s
-                    else:  # the buffer grew past write_buffer_bytes: write, fsync later
+                    else:  # appends are waiting: write them out now, fsync on the interval
                         await self._flush(fsync=False)
         finally:
             self._flusher_done.set()
@@ -513,9 +511,14 @@ class WriteAheadLog:
             if not batch and not fsync and not rotate:
                 return
             try:
-                await trio.to_thread.run_sync(
-                    self._files.write, batch, last - len(batch) + 1, fsync, rotate
-                )
+                # Shielded: once taken from the buffer, the batch must reach the file (or break
+                # the log). A cancellation here (aclose cancelling a flusher that was woken by
+                # an append) would otherwise drop records that were already numbered, and the
+                # next batch would leave a gap in the file.
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(
+                        self._files.write, batch, last - len(batch) + 1, fsync, rotate
+                    )
             except _IOFailed as exc:
                 self._break(str(exc))
                 return
@@ -569,7 +572,6 @@ async def open_wal(
     policy: FsyncPolicy = "everysec",
     start_seq: int = 1,
     max_segment_bytes: int = DEFAULT_MAX_SEGMENT_BYTES,
-    write_buffer_bytes: int = DEFAULT_WRITE_BUFFER_BYTES,
     fsync_interval_s: float = DEFAULT_FSYNC_INTERVAL_S,
     fs: FileSystem | None = None,
 ) -> AsyncIterator[WriteAheadLog]:
@@ -586,7 +588,6 @@ async def open_wal(
         start_seq: the first seq not covered by the loaded snapshot (1 without one). Numbering
             continues at ``max(start_seq, last seq in the log + 1)``.
         max_segment_bytes: rotate to a new segment past this size.
-        write_buffer_bytes: under ``everysec``/``no``, write out early once this much is buffered.
         fsync_interval_s: the "second" of ``everysec`` (and the write interval of ``no``).
         fs: the file layer; tests pass a :class:`~snapshots.files.FaultyFileSystem`.
 
@@ -600,10 +601,10 @@ async def open_wal(
             f"fsync policy must be one of 'always', 'everysec', 'no', got {policy!r}",
             field="fsync",
         )
-    if max_segment_bytes <= 0 or write_buffer_bytes <= 0 or fsync_interval_s <= 0:
+    if max_segment_bytes <= 0 or fsync_interval_s <= 0:
         raise InvalidInput(
-            "max_segment_bytes, write_buffer_bytes and fsync_interval_s must be > 0, got "
-            f"{max_segment_bytes!r}, {write_buffer_bytes!r}, {fsync_interval_s!r}"
+            "max_segment_bytes and fsync_interval_s must be > 0, got "
+            f"{max_segment_bytes!r}, {fsync_interval_s!r}"
         )
     if start_seq < 1:
         raise InvalidInput(f"start_seq must be >= 1, got {start_seq!r}")
@@ -622,7 +623,6 @@ async def open_wal(
         next_seq,
         report,
         policy=policy,
-        write_buffer_bytes=write_buffer_bytes,
         fsync_interval_s=fsync_interval_s,
     )
     try:

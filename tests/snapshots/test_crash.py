@@ -6,8 +6,10 @@ survived, 0 if it was lost, more if it was counted twice. The writer records whi
 server acknowledged (200) and when. What each fsync policy promises (issue 4):
 
 * ``always``: nothing acknowledged is lost, nothing is counted twice;
-* ``everysec``: what is lost was acknowledged within about the last second (we allow
-  ``EVERYSEC_LOSS_WINDOW_S``, generous for a loaded 2-core machine);
+* ``everysec``: a SIGKILL (a crash of the process, not of the machine) loses nothing
+  acknowledged either: an acknowledged record was handed to the OS with ``write`` first, as
+  Redis's ``appendfsync everysec`` does; only a power loss may lose about the last second, and
+  that the tests in ``tests/snapshots/test_store.py`` simulate on disk images;
 * a clean SIGTERM writes a final snapshot, so the restart replays nothing.
 
 Kill times are drawn from a seeded ``random.Random``; the number of kill/restart cycles is
@@ -42,8 +44,8 @@ from snapshots.logscan import list_segments
 KILL_CYCLES = int(os.environ.get("POINTSPACE_KILL_CYCLES", "5"))
 #: When, after the load starts, the server is killed (seconds; uniform, seeded).
 KILL_AFTER_S = (0.2, 1.0)
-#: Under ``everysec``, every write acknowledged more than this long before the kill survives.
-EVERYSEC_LOSS_WINDOW_S = 3.0
+#: How long the ``everysec`` load runs before the kill (long enough for several fsyncs).
+EVERYSEC_LOAD_S = 3.0
 BATCH = 10
 BASE_TS = 1704067200
 METRIC = "hits"
@@ -199,41 +201,33 @@ def test_crash_always_loses_nothing_acknowledged(tmp_path):
 
 
 #####################################################################
-# (b) fsync everysec: only about the last second is at risk
+# (b) fsync everysec: a crash of the process loses nothing acknowledged
 #####################################################################
 
 
-def test_crash_everysec_loses_at_most_the_last_seconds(tmp_path):
+def test_crash_everysec_sigkill_loses_nothing_acknowledged(tmp_path):
+    # Before issue 17 records waited in user space for up to a second, and this lost the
+    # writes of the last second before the kill.
     rng = random.Random(5)
     data_dir = tmp_path / "data"
     server = start_server(tmp_path, data_dir=data_dir, extra=["--fsync", "everysec"])
     try:
-        writer, thread = start_writer(server, 1)
-        writer.wait_first_ack()
-        time.sleep(EVERYSEC_LOSS_WINDOW_S + rng.uniform(0.8, 1.5))
-        killed_at = kill(server)
-        thread.join(15)
-        assert writer.errors == []
+        writers = [start_writer(server, 1 + k * 10_000_000) for k in range(3)]  # disjoint users
+        for writer, _ in writers:
+            writer.wait_first_ack()
+        time.sleep(EVERYSEC_LOAD_S + rng.uniform(0.0, 0.7))
+        kill(server)
+        for writer, thread in writers:
+            thread.join(15)
+            assert writer.errors == []
         server = start_server(tmp_path, data_dir=data_dir, extra=["--fsync", "everysec"])
-        got = sums(server, writer.sent)
+        sent = [u for writer, _ in writers for u in writer.sent]
+        got = sums(server, sent)
         assert {u: n for u, n in got.items() if n not in (0, 1)} == {}
-        old = writer.acked_users(before=killed_at - EVERYSEC_LOSS_WINDOW_S)
-        assert old, "the load did not run long enough to test anything"
-        lost = [t for t, users in writer.acked if got[users[0]] != 1]
-        print(
-            f"everysec: {len(writer.acked)} batches acknowledged, {len(lost)} lost, the oldest "
-            f"{killed_at - min(lost, default=killed_at):.2f} s before the kill"
-        )
-        lost_old = [u for u in old if got[u] != 1]
-        assert lost_old == [], (
-            f"{len(lost_old)} events acknowledged over {EVERYSEC_LOSS_WINDOW_S} s before the kill were lost"
-        )
-        # Whatever was lost is a suffix of the acknowledged writes (the unflushed buffer).
-        acked = writer.acked_users()
-        present = [got[u] for u in acked]
-        assert present == sorted(present, reverse=True), (
-            "a hole in the middle of the acknowledged writes"
-        )
+        acked = [u for writer, _ in writers for u in writer.acked_users()]
+        assert len(acked) > 100, "the load did not run long enough to test anything"
+        lost = [u for u in acked if got[u] != 1]
+        assert lost == [], f"{len(lost)} of {len(acked)} acknowledged events were lost"
     finally:
         server.stop(signal.SIGKILL)
 
