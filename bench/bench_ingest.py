@@ -7,12 +7,20 @@ Two shapes: *sparse* (10,000 users: a batch touches ~1,000 users, one event each
 
 Rows, all on the same events in the same run:
   * engine.ingest                -- validation + log record + actors + counters (the real path)
+  * engine.ingest, reference validator -- the same, validating with validate_counter_events_each
+                                    (the per-event validator the fast path falls back to; what
+                                    engine.ingest ran before issue 17)
   * engine.ingest_validated      -- the same without validation
   * UserCounters.apply directly  -- the counter state alone: the floor for this design
   * redis PSD-style pipeline     -- PSD's Hashzilla writes: 5 HINCRBY per event, pipelined
                                     per batch, on a local redis-server (needs `.[bench]`)
 
 Target (issue 2): >= 300k events/s in-process.
+
+``--validators`` times the validators alone on the same batches (ns per event): the fast path
+(``validate_counter_events``) against the reference (``validate_counter_events_each``), and
+the alternatives measured for issue 17 and not taken (columns through C-level map/min/max,
+``msgspec.convert`` into structs).
 """
 
 from __future__ import annotations
@@ -22,26 +30,46 @@ import functools
 import gc
 import sys
 import time
+from collections.abc import Callable
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
+from typing import Annotated
 
+import msgspec
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import batches, make_events, redis_server, table  # noqa: E402
-from engine.counters import UserCounters  # noqa: E402
+from engine.counters import ADD, UserCounters  # noqa: E402
 from engine.engine import Engine  # noqa: E402
-from engine.events import group_by_user, validate_counter_events  # noqa: E402
+from engine.events import (  # noqa: E402
+    INT64_MAX,
+    INT64_MIN,
+    MAX_NAME_LENGTH,
+    UserEvent,
+    group_by_user,
+    validate_counter_events,
+    validate_counter_events_each,
+)
+from engine.timebuckets import MAX_TS, MIN_TS  # noqa: E402
 from web.serving.server import tune_gc  # noqa: E402
 
 
-def run_engine(events_batches: list[list[dict]], validated: bool) -> float:
+def run_engine(events_batches: list[list[dict]], validated: bool, reference: bool = False) -> float:
+    """Seconds to ingest every batch: ``engine.ingest`` (with the reference validator when
+    ``reference``), or ``engine.ingest_validated`` of batches validated beforehand."""
+
     async def main() -> float:
         async with Engine.open() as engine:
             tune_gc()
             pre = [validate_counter_events(b) for b in events_batches] if validated else None
             t0 = time.perf_counter()
-            if pre is None:
+            if reference:
+                for batch in events_batches:
+                    await engine.ingest_validated(validate_counter_events_each(batch))
+            elif pre is None:
                 for batch in events_batches:
                     await engine.ingest(batch)
             else:
@@ -64,6 +92,87 @@ def run_state_only(events_batches: list[list[dict]]) -> float:
                 state = states[user] = UserCounters()
             state.apply(items)
     return time.perf_counter() - t0
+
+
+############################################################################################
+# Validators alone (issue 17)
+
+
+def validate_by_columns(events: list[dict]) -> list[UserEvent] | None:
+    """The columnar alternative, measured and not taken: one C-level pass per field (``map``
+    with ``itemgetter``, ``set(map(type, ...))``, ``min``/``max``) and one ``zip`` to build the
+    tuples; ``None`` where it cannot vouch (shapes other than the bench's, any bad field)."""
+    if type(events) is not list or not events or set(map(type, events)) != {dict}:
+        return None
+    keys = tuple(events[0])
+    if sum(map(len, events)) != len(events) * len(keys) or not {"atid", "aid"} <= set(keys):
+        return None
+    try:
+        cols = {k: list(map(itemgetter(k), events)) for k in keys}
+    except KeyError:
+        return None
+    ts = cols["ts"]
+    if set(map(type, ts)) != {int} or min(ts) < MIN_TS or max(ts) > MAX_TS:
+        return None
+    for name in ("user", "value", "atid", "aid"):
+        col = cols[name]
+        if set(map(type, col)) != {int} or min(col) < INT64_MIN or max(col) > INT64_MAX:
+            return None
+    for metric in set(cols["metric"]):
+        if type(metric) is not str or not 0 < len(metric) <= MAX_NAME_LENGTH or not metric.isprintable():
+            return None
+    return list(zip(cols["user"], cols["metric"], cols["atid"], cols["aid"], ts, cols["value"], ts, repeat(ADD)))
+
+
+_I64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
+
+
+class _EventStruct(msgspec.Struct, forbid_unknown_fields=True):
+    """The msgspec alternative: fields in the order of a ``UserEvent`` tuple."""
+
+    user: _I64 | str
+    metric: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
+    atid: _I64 = 0
+    aid: _I64 | None = None
+    ts: Annotated[int, msgspec.Meta(ge=MIN_TS, le=MAX_TS)] = 0
+    value: _I64 = 0
+
+
+def validate_by_msgspec(events: list[dict]) -> list[UserEvent] | None:
+    """``msgspec.convert`` into structs, then tuples: fast, but not exact (an ``int`` subclass
+    becomes an ``int`` where the reference refuses it; string users and control characters
+    would still need the Python checks), so it was not taken."""
+    try:
+        structs = msgspec.convert(events, list[_EventStruct])
+    except msgspec.ValidationError:
+        return None
+    return [(u, m, a, d, t, v, t, ADD) for u, m, a, d, t, v in map(msgspec.structs.astuple, structs)]
+
+
+def compare_validators(n: int, size: int) -> None:
+    """ns per event of each validator on the same batches, best of 9 interleaved runs."""
+    tune_gc()
+    contenders: list[tuple[str, Callable[[list[dict]], object]]] = [
+        ("validate_counter_events_each (reference)", validate_counter_events_each),
+        ("validate_counter_events (fast path)", validate_counter_events),
+        ("columns: map/min/max (not taken)", validate_by_columns),
+        ("msgspec.convert, inexact (not taken)", validate_by_msgspec),
+    ]
+    for shape, users in (("sparse", 10_000), ("dense", 100)):
+        bs = batches(make_events(n, users), size)
+        expected = [validate_counter_events_each(b) for b in bs]
+        for name, fn in contenders:
+            assert [fn(b) for b in bs] == expected, name
+        best = dict.fromkeys((name for name, _ in contenders), float("inf"))
+        for _ in range(9):
+            for name, fn in contenders:
+                t0 = time.perf_counter()
+                for b in bs:
+                    fn(b)
+                best[name] = min(best[name], time.perf_counter() - t0)
+        rows = [(name, seconds / n * 1e9, "ns/event") for name, seconds in best.items()]
+        table(f"validators alone, {shape}: {users:,} users, batches of {size:,}, {n:,} events", rows,
+              "validate_counter_events_each (reference)")
 
 
 #: PSD's thing ids, the number in its keys (``hz:<thingId>:...``).
@@ -103,12 +212,18 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument("--validators", action="store_true", help="time the validators alone")
     args = parser.parse_args()
+    if args.validators:
+        compare_validators(args.events, args.batch)
+        return
     for shape, users in (("sparse", 10_000), ("dense", 100)):
         events = make_events(args.events, users)
         bs = batches(events, args.batch)
         rows = []
         rows.append(("engine.ingest", args.events / run_engine(bs, validated=False), "events/s"))
+        gc.collect()
+        rows.append(("engine.ingest, reference validator", args.events / run_engine(bs, False, reference=True), "events/s"))
         gc.collect()
         rows.append(("engine.ingest_validated", args.events / run_engine(bs, validated=True), "events/s"))
         gc.collect()
