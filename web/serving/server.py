@@ -49,6 +49,7 @@ from quart_trio import QuartTrio
 from engine.engine import Engine
 from engine.uniques import UniqueSettings
 from web.app import create_app
+from web.heap import pin_mmap_threshold
 from web.serving.logs import AccessLog
 from web.serving.settings import Settings
 from web.version import VERSION
@@ -156,6 +157,7 @@ async def _run_bound(
                            uniques=uniques, stats_gauge_period_s=settings.stats_gauge_period_s,
                            **options) as engine:
         tune_gc()
+        pin_mmap_threshold()  # bulk loads' temporaries stay out of the main heap (web/heap.py)
         app = create_app(engine, settings)
         if settings.access_log:
             app.asgi_app = AccessLog(app.asgi_app)  # type: ignore[method-assign]

@@ -115,6 +115,7 @@ from engine.ranked import RankedElement
 from web.bodies import decode_body, read_body, respond
 from web.compat.rankdb.common import InvalidParam, Selection, register_goa_errors
 from web.context import closing_on_error, engine_of, settings_of
+from web.heap import TrimPacer, release_free_heap
 
 log = logging.getLogger("pointspace.web.rankdb")
 
@@ -127,6 +128,14 @@ SEED_DOC = "RankDB: ranked lists and their elements, backups and restores, at Ra
 XLIST_CONCURRENCY = 32
 #: Ids per bulk delete (``DELETE /lists/{id}/elements?element_ids=...``), as in the reference.
 MAX_DELETE_IDS = 10_000
+#: Give free heap pages back to the kernel once per this many elements written by bulk
+#: writes (populate, bulk PUT, xlist writes), after the request: a bulk load's temporaries
+#: (bodies, decoded elements, rebuilds) otherwise stay in RSS (``web/heap.py``; see
+#: bench/bench_ranked_rss.py). A trim's cost grows with the heap's free chunks (``web/heap.py``);
+#: the 50,000 writes it follows take about a second over HTTP.
+TRIM_AFTER_ELEMENTS = 50_000
+
+_trim_pacer = TrimPacer(TRIM_AFTER_ELEMENTS)
 
 
 ############################################################################################
@@ -134,6 +143,17 @@ MAX_DELETE_IDS = 10_000
 ############################################################################################
 
 register_goa_errors(rankdb, log)
+
+
+async def _wrote_elements(list_ids: list[str], count: int) -> None:
+    """After a bulk write of ``count`` elements per list: when the pacer says so, give the
+    heap's free pages back (the server pinned glibc's mmap threshold at startup, and actors
+    let go of their last message when idle, so the request's temporaries are free by now)."""
+    if not _trim_pacer.note(count * len(list_ids)):
+        return
+    # In a worker thread: ctypes lets go of the GIL, so the event loop keeps serving while
+    # glibc walks the free chunks (it still waits on the arena lock for a malloc meanwhile).
+    await trio.to_thread.run_sync(release_free_heap)
 
 
 @rankdb.after_request
@@ -498,6 +518,7 @@ async def create_list() -> Response:
     replace = _arg_bool("replace")
     list_id, settings, populate = _list_body(await _body())
     elements = [] if populate is None else check_elements(populate, "populate")
+    del populate  # the decoded body: free it before the command applies
     if not replace:
         await _engine().refuse_existing_list(list_id)
     else:
@@ -507,6 +528,10 @@ async def create_list() -> Response:
                    now=_now()),
         list_id,
     )
+    count = len(elements)
+    del elements
+    if count:
+        await _wrote_elements([list_id], count)
     return respond(list_full(info), request)
 
 
@@ -708,9 +733,13 @@ async def put_elements(list_id: str) -> Response:
     written = await _submit_one(
         PutElements(list_ids=[list_id], elements=elements, insert_only=False, now=_now()), list_id
     )
+    count = len(elements)
+    del elements
     found: list[dict[str, Any]] = []
     if results:
         found = [element_default(e, list_id) for e in await _read_back(list_id, written)]
+    del written
+    await _wrote_elements([list_id], count)
     return respond({"found": found}, request)
 
 
@@ -878,6 +907,10 @@ async def _xlist_write(insert_only: bool) -> Response:
         written = {k: v for k, v in outcomes.items() if not isinstance(v, ListFailure)}
         for list_id, outcome in written.items():
             read[list_id] = await _read_back(list_id, outcome)
+    if selected:
+        count = len(elements)
+        del elements, command
+        await _wrote_elements(selected, count)
     return respond(
         _result_list(outcomes, missing, errors_only,
                      lambda list_id, _: _tiny_results(read.get(list_id, []))),
