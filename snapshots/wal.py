@@ -23,8 +23,10 @@ Fsync policies, as Redis's ``appendfsync``:
   an fsync is in flight wait for the next one, so N concurrent writers share far fewer than N
   fsyncs: group commit (PostgreSQL's WAL writer and MySQL's binlog group commit do the same).
 * ``everysec`` (default): every append wakes the flusher, which hands everything buffered so
-  far to the OS with one ``write`` (a group write, as group commit without the fsync), and
-  fsyncs once a second. ``wait_durable(seq)`` returns when ``written_seq >= seq``: a write is
+  far to the OS with one ``write`` (a group write, as group commit without the fsync); a
+  second task, the *syncer*, fsyncs what was written once a second, in its own worker thread
+  and outside ``_io_lock``, so writes (and the acknowledgements waiting on them) never wait
+  for an fsync, however slow the disk (Redis too fsyncs in a background thread). ``wait_durable(seq)`` returns when ``written_seq >= seq``: a write is
   acknowledged once it is in the kernel's page cache, so a crash *of the process* (SIGKILL, an
   OOM kill, a bug) loses nothing acknowledged; only a crash of the machine or a power loss can
   lose about the last second. This is Redis's ``appendfsync everysec`` exactly: Redis writes
@@ -34,6 +36,11 @@ Fsync policies, as Redis's ``appendfsync``:
   trip per group of writes, measured in ``bench/bench_durability.py``.)
 * ``no``: like ``everysec`` without the fsync; the OS flushes when it likes (Linux: within about
   30 s, ``dirty_expire_centisecs``). Rotation and a clean close still fsync.
+
+The syncer's fsync may run while the flusher's thread writes to the same file descriptor
+(POSIX allows it; the fsync covers at least what was written before it started, which is what
+``durable_seq`` records). Rotation and close take ``_SegmentFiles.fd_guard``, a thread lock
+the syncer holds around its fsync, so a descriptor is never closed under it.
 
 Segments: records go to ``wal/wal-<first_seq:020d>.log``; once a segment would grow past
 ``max_segment_bytes`` the next record starts a new one. Rotation fsyncs the old segment (under
@@ -64,6 +71,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -154,7 +162,9 @@ class _IOFailed(Exception):
 
 
 class _SegmentFiles:
-    """The open segment and the list of segments. Touched only under the log's ``_io_lock``.
+    """The open segment and the list of segments. Touched only under the log's ``_io_lock``,
+    except :meth:`fsync_open_segment` (the everysec syncer), which ``fd_guard`` serialises
+    with closing a descriptor.
 
     Counters are plain ints written by the worker thread and read by ``statistics()`` on the
     trio thread; CPython makes each read atomic, and a slightly stale count is fine.
@@ -177,6 +187,8 @@ class _SegmentFiles:
         self.last_fsync_latency_s: float | None = None
         self.fd: int | None = None
         self.size = 0
+        #: Held (by worker threads) around the syncer's fsync and around closing ``fd``.
+        self.fd_guard = threading.Lock()
         last_size = self._call("stat", segments[-1][1], fs.size, segments[-1][1]) if segments else 0
         if segments and last_size < max_segment_bytes:
             path = segments[-1][1]
@@ -245,6 +257,14 @@ class _SegmentFiles:
         self.last_fsync_latency_s = time.perf_counter() - started
         self.fsync_count += 1
 
+    def fsync_open_segment(self) -> None:
+        """The syncer's fsync of the open segment (see the module docstring): everything
+        written to it before this call is durable when it returns; earlier segments were
+        fsynced when they were rotated out."""
+        with self.fd_guard:
+            if self.fd is not None:
+                self.fsync()
+
     def _rotate(self, first_seq: int) -> None:
         # Fsync the old segment under every policy: see the module docstring.
         self.fsync()
@@ -253,8 +273,9 @@ class _SegmentFiles:
 
     def close(self) -> None:
         if self.fd is not None:
-            fd, self.fd = self.fd, None
-            self._call("close", self.path, self.fs.close, fd)
+            with self.fd_guard:
+                fd, self.fd = self.fd, None
+                self._call("close", self.path, self.fs.close, fd)
 
     def remove_covered(self, seq: int) -> list[Path]:
         return _remove_covered(self.segments, seq, self.fs, self.directory)
@@ -346,6 +367,8 @@ class WriteAheadLog:
         self._io_lock = trio.Lock()  # FIFO: one worker call at a time, batches in seq order
         self._flusher_scope: trio.CancelScope | None = None
         self._flusher_done = trio.Event()
+        self._syncer_scope: trio.CancelScope | None = None
+        self._syncer_done = trio.Event()
 
     # --- Journal protocol ------------------------------------------------------------------
 
@@ -485,18 +508,39 @@ class WriteAheadLog:
                         await self._wakeup.wait()
                         self._wakeup = trio.Event()
                         await self._flush(fsync=True)
-                deadline = trio.current_time() + self._fsync_interval_s
-                while True:
-                    with trio.move_on_at(deadline):
-                        await self._wakeup.wait()
+                while True:  # everysec and no: write what is appended; the syncer fsyncs
+                    await self._wakeup.wait()
                     self._wakeup = trio.Event()
-                    if trio.current_time() >= deadline:
-                        await self._flush(fsync=self._policy == "everysec")
-                        deadline = trio.current_time() + self._fsync_interval_s
-                    else:  # appends are waiting: write them out now, fsync on the interval
-                        await self._flush(fsync=False)
+                    await self._flush(fsync=False)
         finally:
             self._flusher_done.set()
+
+    async def _run_syncer(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """``everysec``: once an interval, fsync what the flusher wrote (module docstring)."""
+        try:
+            with trio.CancelScope() as scope:
+                self._syncer_scope = scope
+                task_status.started()
+                while True:
+                    await trio.sleep(self._fsync_interval_s)
+                    covered = self._written_seq
+                    if covered <= self._durable_seq or self._broken is not None:
+                        continue  # nothing new (idle intervals do not fsync)
+                    try:
+                        # Shielded like the flusher's writes: a cancelled wait would leave
+                        # the thread running with nobody to hear how it ended.
+                        with trio.CancelScope(shield=True):
+                            await trio.to_thread.run_sync(self._files.fsync_open_segment)
+                    except _IOFailed as exc:
+                        self._break(str(exc))
+                        continue
+                    if covered > self._durable_seq:
+                        self._durable_seq = covered
+                        self._notify()
+        finally:
+            self._syncer_done.set()
 
     async def _flush(self, *, fsync: bool, rotate: bool = False) -> None:
         """Write everything buffered (and fsync if asked, or rotate: ``rotate``) in a worker
@@ -552,9 +596,13 @@ class WriteAheadLog:
             return
         self._closed = True
         with trio.CancelScope(shield=True):
-            if self._flusher_scope is not None:
-                self._flusher_scope.cancel()
-                await self._flusher_done.wait()
+            for scope, done in (
+                (self._flusher_scope, self._flusher_done),
+                (self._syncer_scope, self._syncer_done),
+            ):
+                if scope is not None:  # it started
+                    scope.cancel()
+                    await done.wait()
             await self._flush(fsync=True)
             async with self._io_lock:
                 try:
@@ -628,6 +676,8 @@ async def open_wal(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(wal._run_flusher)
+            if policy == "everysec":
+                await nursery.start(wal._run_syncer)
             try:
                 yield wal
             finally:

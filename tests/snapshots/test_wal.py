@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -229,6 +230,39 @@ async def test_wal_acknowledges_once_written_to_the_os_before_any_fsync(tmp_path
         assert stats.bytes_written == sum(HEADER_SIZE + len(payload(i)) for i in range(10))
         # What another process (recovery after a SIGKILL) reads from the files right now.
         assert [seq for seq, _ in read_log(tmp_path)] == list(range(1, 11))
+
+
+class StuckFsync(FaultyFileSystem):
+    """A disk whose file fsyncs (not directory ones) block until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.in_fsync = threading.Event()
+
+    def fsync(self, fd: int) -> None:
+        self.in_fsync.set()
+        assert self.release.wait(30), "the test never released the fsync"
+        super().fsync(fd)
+
+
+async def test_wal_everysec_acknowledgements_never_wait_for_an_fsync(tmp_path):
+    # Redis fsyncs everysec in a background thread for the same reason: a slow disk would
+    # otherwise stall every write once a second for as long as its fsync takes.
+    fs = StuckFsync()
+    async with open_wal(tmp_path, policy="everysec", fsync_interval_s=0.01, fs=fs) as wal:
+        await wal.wait_durable(wal.append(payload(1)))
+        with trio.fail_after(10):
+            while not fs.in_fsync.is_set():  # the syncer is now stuck in its fsync
+                await trio.sleep(0.005)
+        with trio.fail_after(10):
+            for i in range(2, 50):
+                await wal.wait_durable(wal.append(payload(i)))
+        stats = wal.statistics()
+        assert (stats.written_seq, stats.durable_seq) == (49, 0)
+        assert [seq for seq, _ in read_log(tmp_path)] == list(range(1, 50))
+        fs.release.set()
+        await wait_for(lambda: wal.statistics().durable_seq >= 1)
 
 
 async def test_wal_everysec_groups_concurrent_appends_into_few_writes(tmp_path):
