@@ -43,6 +43,18 @@ runs before JWT auth (``web/auth.py``) and before any body is read, checks in or
    So ``text/plain`` is refused everywhere, and form types everywhere but PSD's form routes
    (which are reads).
 
+**CORS for the listed origins.** An origin given with ``--allowed-origin`` is a web app the
+operator trusts, so a browser must be let to read the answers it gets, and to send what a
+preflight guards (JSON bodies, an ``Authorization`` header): every answer to a request whose
+``Origin`` is listed carries ``Access-Control-Allow-Origin`` with that origin (and ``Vary:
+Origin``), and a preflight (``OPTIONS`` with ``Access-Control-Request-Method``) from a listed
+origin is answered here, 204, before auth (a preflight never carries credentials, Fetch
+standard 4.8), allowing the methods our routes use and the headers asked for, cached for
+``CORS_MAX_AGE_S``. The server's own origin needs none of it, and other origins get none: their
+requests are refused by check 2 anyway. No ``Access-Control-Allow-Credentials``: tokens travel
+in ``Authorization``, which a page sets itself, never in cookies. (Precedent: Prometheus's
+``--web.cors.origin``, Elasticsearch's ``http.cors.allow-origin``.)
+
 Refusals use the route's error shape: goa's on RankDB routes (``web/compat/rankdb/common.py``),
 ``{"error", "field"}`` elsewhere (PSD's too); the connection is closed after a refused
 request that carried a body (``closing_on_error``). Health, metrics and the docs are
@@ -235,6 +247,14 @@ class EdgePolicy:
         return (f"Host {quote(host)} is not served here (DNS rebinding protection); the server "
                 "answers loopback names and those given with --allowed-host")
 
+    def listed_origin(self, origin: str | None) -> bool:
+        """Whether ``origin`` (an ``Origin`` header) is one of ``allowed_origins``: a
+        cross-origin web app that gets CORS headers (module docstring)."""
+        if origin is None:
+            return False
+        parsed = _origin_authority(origin)
+        return parsed is not None and parsed in self.origins
+
     def origin_refusal(self, origin: str, host: str | None) -> str | None:
         """Why a request carrying ``Origin: origin`` is refused, or ``None``."""
         parsed = _origin_authority(origin)
@@ -303,6 +323,9 @@ def install(app: QuartTrio, settings: Settings) -> None:
         refusal = header_refusal(policy, request.headers, request.method)
         if refusal is not None:
             return _refuse(*refusal)
+        if (request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+                and policy.listed_origin(request.headers.get("Origin"))):
+            return _preflight()
         content_type = request.headers.get("Content-Type")
         if request.method in BODY_METHODS and request.url_rule is not None and content_type:
             kinds = accepted_bodies(request.endpoint)
@@ -315,8 +338,37 @@ def install(app: QuartTrio, settings: Settings) -> None:
         refusal = header_refusal(policy, websocket.headers, "GET")
         return None if refusal is None else _refuse(*refusal)
 
+    async def cors_headers(response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if policy.listed_origin(origin):
+            response.headers["Access-Control-Allow-Origin"] = origin  # type: ignore[assignment]
+            response.vary.add("Origin")
+        return response
+
     app.before_request_funcs.setdefault(None, []).insert(0, edge_guard)
+    app.after_request_funcs.setdefault(None, []).append(cors_headers)
     app.before_websocket_funcs.setdefault(None, []).insert(0, edge_guard_websocket)
+
+
+#: How long a browser may cache a preflight's answer (seconds). Chromium caps it at 7,200,
+#: Firefox at 86,400; 600 keeps a changed allow-list from lingering in browsers.
+CORS_MAX_AGE_S = 600
+#: The methods our routes use, allowed to listed origins.
+CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
+
+
+def _preflight() -> Response:
+    """The answer to a listed origin's CORS preflight (module docstring); the
+    ``Access-Control-Allow-Origin`` header is added by the after-request hook, as on every
+    answer to that origin."""
+    response = Response(b"", status=204)
+    response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+    asked = request.headers.get("Access-Control-Request-Headers")
+    if asked:
+        response.headers["Access-Control-Allow-Headers"] = asked
+    response.headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_S)
+    response.vary.update(("Access-Control-Request-Method", "Access-Control-Request-Headers"))
+    return response
 
 
 def _goa() -> bool:

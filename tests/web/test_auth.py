@@ -88,7 +88,8 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[ServerProcess]:
-    server = start_server(tmp_path_factory.mktemp("guarded"), extra=["--jwt-key-dir", str(keys.directory)])
+    server = start_server(tmp_path_factory.mktemp("guarded"), extra=[
+        "--jwt-key-dir", str(keys.directory), "--allowed-origin", "https://dash.example.com"])
     with server.client() as c:
         reply = c.post("/xlist/restore", content=restore_body(), headers=auth(keys.token(MANAGE)))
         assert reply.json() == {"restored": 3, "skipped": 0, "errors": {}}, reply.text
@@ -119,6 +120,20 @@ def allowed(reply: httpx.Response) -> None:
 
 ############################################################################################
 # Tokens
+
+
+def test_auth_cors_preflight_needs_no_token_and_the_request_still_does(c, keys):
+    # Browsers never send credentials on a preflight (Fetch standard): it is answered before
+    # auth, and the real request is checked as any other.
+    origin = "https://dash.example.com"
+    preflight = c.options("/api/events", headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == origin
+    refused = c.post("/api/events", json=[], headers={"Origin": origin})
+    assert refused.status_code == 401
+    assert refused.headers["Access-Control-Allow-Origin"] == origin  # the page reads why
 
 
 def test_auth_missing_and_malformed_headers(c, keys):

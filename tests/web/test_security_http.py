@@ -430,6 +430,55 @@ def test_own_and_allowed_origins_are_served(client, edge, origin):
     assert total(client, user) == 2
 
 
+@pytest.mark.parametrize("path", ["/api/events", "/v1/write", "/lists", "/stats/x"])
+def test_listed_origin_preflight_is_answered_before_auth(client, path):
+    # A browser at a listed origin asks before a JSON POST with a token; the preflight
+    # carries no credentials, so it is answered before auth, with what the page may send.
+    reply = client.options(path, headers={
+        "Origin": "https://dash.example.com",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    })
+    assert reply.status_code == 204, reply.text
+    assert reply.headers["Access-Control-Allow-Origin"] == "https://dash.example.com"
+    assert "POST" in reply.headers["Access-Control-Allow-Methods"].split(", ")
+    assert reply.headers["Access-Control-Allow-Headers"] == "authorization, content-type"
+    assert int(reply.headers["Access-Control-Max-Age"]) > 0
+    assert "Origin" in reply.headers["Vary"]
+    assert "Access-Control-Allow-Credentials" not in reply.headers
+
+
+def test_listed_origin_reads_answers_and_errors(client):
+    user = new_user()
+    origin = {"Origin": "https://dash.example.com"}
+    reply = client.post("/api/events", json=[ev(user, 4)], headers=origin)
+    assert reply.status_code == 200
+    assert reply.headers["Access-Control-Allow-Origin"] == "https://dash.example.com"
+    assert "Origin" in reply.headers["Vary"]
+    bad = client.post("/api/events", json=[{"metric": "m"}], headers=origin)
+    assert bad.status_code == 400  # the page can read why, too
+    assert bad.headers["Access-Control-Allow-Origin"] == "https://dash.example.com"
+    assert total(client, user) == 4
+
+
+@pytest.mark.parametrize("headers", [
+    {},  # no browser at all
+    {"Origin": "http://127.0.0.1:{port}"},  # the server's own pages: same origin, no CORS needed
+])
+def test_no_cors_headers_without_a_listed_origin(client, edge, headers):
+    headers = {k: v.format(port=edge.port) for k, v in headers.items()}
+    reply = client.get("/healthz", headers=headers)
+    assert reply.status_code == 200
+    assert "Access-Control-Allow-Origin" not in reply.headers
+
+
+def test_foreign_origin_preflight_is_refused_without_cors_headers(client):
+    reply = client.options("/api/events", headers={
+        "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    assert reply.status_code == 403
+    assert "Access-Control-Allow-Origin" not in reply.headers
+
+
 def test_issue_6_cross_site_fetch_without_origin_is_refused(client):
     user = new_user()
     reply = client.post("/api/events", json=[ev(user, 3)],
