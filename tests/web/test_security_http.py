@@ -33,6 +33,8 @@ from web.serving.settings import Settings
 #: The body clocks of the servers here: a 1 s rate window at 1 KiB/s, a 3 s whole-body deadline.
 WINDOW_S = 1.0
 DEADLINE_S = 3.0
+#: Their header deadline (header_timeout_s).
+HEADER_S = 2.0
 #: Slack for a loaded test machine on every "cut within" bound.
 SLACK_S = 1.5
 
@@ -44,6 +46,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         env.setenv("POINTSPACE_BODY_RATE_WINDOW_S", str(WINDOW_S))
         env.setenv("POINTSPACE_MIN_BODY_RATE_BYTES_S", "1024")
         env.setenv("POINTSPACE_BODY_TIMEOUT_S", str(DEADLINE_S))
+        env.setenv("POINTSPACE_HEADER_TIMEOUT_S", str(HEADER_S))
         server = start_server(tmp_path_factory.mktemp("edge"), extra=[
             "--allowed-host", "pointspace.test", "--allowed-origin", "https://dash.example.com",
         ])
@@ -184,6 +187,63 @@ def test_issue_5_trickling_bodies_are_cut(edge):
         sock.close()
     assert not open_socks, f"{len(open_socks)} of 100 trickling connections still open"
     assert max(closed_at.values()) - started < WINDOW_S * 2 + SLACK_S
+
+
+def test_trickled_headers_are_cut_at_the_header_deadline(edge):
+    # Slowloris: 50 connections each send a request line and then a header byte every 0.3 s,
+    # never finishing; each is closed HEADER_S after its first byte, not after the 75 s
+    # keep-alive time (before, they held their slots that long).
+    started = time.monotonic()
+    socks = []
+    for _ in range(50):
+        sock = socket.create_connection(("127.0.0.1", edge.port), timeout=10)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        socks.append(sock)
+    closed_at: dict[int, float] = {}
+    while len(closed_at) < len(socks) and time.monotonic() - started < HEADER_S + 2 * SLACK_S:
+        for k, sock in enumerate(socks):
+            if k in closed_at:
+                continue
+            try:
+                sock.sendall(b"a")
+                readable, _, _ = select.select([sock], [], [], 0)
+                if readable and sock.recv(65536) == b"":
+                    closed_at[k] = time.monotonic()
+            except OSError:  # reset: closed
+                closed_at[k] = time.monotonic()
+        time.sleep(0.3)
+    for sock in socks:
+        sock.close()
+    assert len(closed_at) == len(socks), f"{len(socks) - len(closed_at)} still open"
+    assert min(closed_at.values()) - started >= HEADER_S * 0.9
+
+
+def test_idle_keep_alive_outlives_the_header_deadline(edge):
+    # The header clock starts at a request's first byte: a connection that sends nothing is
+    # idle keep-alive (75 s), and a request after a pause longer than HEADER_S is served.
+    def answer(sock: socket.socket) -> bytes:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed; got {data!r}"
+            data += chunk
+        _, headers, body = parse(data)
+        while len(body) < int(headers["content-length"]):
+            chunk = sock.recv(65536)
+            assert chunk, "closed mid-answer"
+            body += chunk
+        return data
+
+    sock = socket.create_connection(("127.0.0.1", edge.port), timeout=10)
+    try:
+        time.sleep(HEADER_S + 1.0)
+        assert answer(sock).startswith(b"HTTP/1.1 200")
+        # And once more after the answer: the clock restarted with the connection idle.
+        time.sleep(HEADER_S + 1.0)
+        assert answer(sock).startswith(b"HTTP/1.1 200")
+    finally:
+        sock.close()
 
 
 def test_issue_5_whole_body_deadline_and_streams_at_a_fair_rate(edge, client):

@@ -18,8 +18,12 @@ plain-TCP binds are served (pointspace configures no TLS; put a proxy in front f
 Timeouts at this layer (the request body's own are in ``web/bodies.py``):
 
 * ``keep_alive_timeout`` (75 s, nginx's ``keepalive_timeout``) closes a connection that has no
-  request in flight: idle keep-alive, and a client that sends partial headers and stops
-  (hypercorn counts a connection idle until a request's headers are complete).
+  request in flight and sends nothing (idle keep-alive).
+* ``header_timeout_s`` (20 s, Apache mod_reqtimeout's ``header=20``) closes a connection whose
+  request headers started arriving and are not complete that long after their first byte:
+  hypercorn counts a connection idle until a request's headers are complete, so without it a
+  client trickling partial headers (slowloris) held its slot for the whole keep-alive time,
+  and ``max_connections`` such clients kept everyone out. :class:`_TCPServer` adds it.
 * ``h11_max_incomplete_size`` (16 KiB, h11's own default) bounds the headers of one request
   (431 past it); ``h2_max_inbound_frame_size`` and ``max_app_queue_size`` stay hypercorn's.
 * ``read_timeout`` is **not** set: it bounds every wait for client bytes, including the
@@ -36,11 +40,13 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import trio
 from hypercorn.config import Config
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
@@ -184,6 +190,7 @@ async def _run_bound(
                     task_status.started()
 
                 await serve(app, config, max_connections=settings.max_connections,
+                            header_timeout_s=settings.header_timeout_s,
                             shutdown_trigger=shutdown.wait, sockets=sockets, on_listening=listening)
                 nursery.cancel_scope.cancel()
 
@@ -214,7 +221,15 @@ class CappedListener(trio.abc.Listener[trio.SocketStream]):
 
 
 class _TCPServer(TCPServer):
-    """Hypercorn's connection handler, with its socket close shielded from cancellation.
+    """Hypercorn's connection handler, with a deadline on request headers (module docstring)
+    and its socket close shielded from cancellation.
+
+    The header deadline: hypercorn runs an idle timer (``_idle_timeout``) while no request is
+    in flight and stops it when a request's headers are complete (an ``Updated(idle=False)``
+    event). Here the first bytes that arrive while idle start a second clock of
+    ``header_timeout_s`` inside that timer; whichever ends first closes the connection. Bytes
+    of a request already in flight (its body) never start it: slow bodies are
+    ``web/bodies.py``'s.
 
     Hypercorn closes a connection from the task that sent its last event. After an answer
     given before the request body was read to its end (a 408 or 413 mid-upload, an error
@@ -224,6 +239,53 @@ class _TCPServer(TCPServer):
     until the client goes away (tests/web/test_security_http.py reproduces it). Shutting a
     socket down does not block, so the shield costs no wait.
     """
+
+    def __init__(self, *args: Any, header_timeout_s: float, **kwargs: Any) -> None:
+        self._header_timeout_s = header_timeout_s
+        self._idle = True  # hypercorn starts the idle timer before reading anything
+        self._headers_started = trio.Event()
+        super().__init__(*args, **kwargs)
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, Updated):
+            self._idle = event.idle
+            if event.idle:
+                self._headers_started = trio.Event()  # before the timer restarts with it
+        await super().protocol_send(event)
+
+    async def _read_data(self) -> None:
+        # hypercorn's loop (it sets no read_timeout for us: module docstring), noting the
+        # first bytes that arrive while idle.
+        while True:
+            try:
+                data = await self.stream.receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                break
+            if data and self._idle:
+                self._headers_started.set()
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
+                break
+        await self.protocol.handle(Closed())
+
+    async def _idle_timeout(self) -> None:
+        started = self._headers_started
+        with trio.move_on_after(self.config.keep_alive_timeout):
+            async with trio.open_nursery() as nursery:
+
+                async def header_clock() -> None:
+                    await started.wait()
+                    await trio.sleep(self._header_timeout_s)
+                    nursery.cancel_scope.cancel()
+
+                async def terminated() -> None:
+                    await self.context.terminated.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(header_clock)
+                nursery.start_soon(terminated)
+        with trio.CancelScope(shield=True):
+            await self._initiate_server_close()
 
     async def _close(self) -> None:
         with trio.CancelScope(shield=True):
@@ -235,6 +297,7 @@ async def serve(
     config: Config,
     *,
     max_connections: int,
+    header_timeout_s: float = 20.0,
     shutdown_trigger: Callable[[], Awaitable[None]],
     sockets: list[socket.socket] | None = None,
     on_listening: Callable[[list[str]], None] | None = None,
@@ -259,7 +322,8 @@ async def serve(
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
-            await _TCPServer(wrapped, config, context, ConnectionState(lifespan_state.copy()), stream)
+            await _TCPServer(wrapped, config, context, ConnectionState(lifespan_state.copy()), stream,
+                             header_timeout_s=header_timeout_s)
         finally:
             slots.release()
 

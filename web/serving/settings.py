@@ -78,6 +78,10 @@ class Settings:
     #: ``body_rate_window_s`` (slowloris; nginx's send/receive timeouts play the same role).
     min_body_rate_bytes_s: int = 1024
     body_rate_window_s: float = 10.0
+    #: Seconds a request's headers may take from their first byte to their end (slowloris:
+    #: a client that sends partial headers and stops holds a connection slot until then).
+    #: Apache's mod_reqtimeout gives 20-40 s; nginx's client_header_timeout 60 s.
+    header_timeout_s: float = 20.0
     #: Open client connections at once; more wait in the kernel's accept queue.
     max_connections: int = 1000
     #: Host header values (names, with or without a port) accepted. Empty: the loopback names
