@@ -141,7 +141,14 @@ class CounterSeries:
     def before(self, t: int) -> int:
         """The sum of every write at a second strictly before ``t``.
 
-        Runtime complexity: O(years spanned / 2) + at most 93 dict lookups; O(1) outside the
+        Level by level, the children of ``t``'s bucket that precede it are summed from the
+        parent's start, or as the parent's cell minus the children from ``t`` on, whichever
+        touches fewer cells. Fast path: a missing parent cell means nothing was ever written in
+        it, so nothing below it either (``add`` writes all six levels together; retention drops
+        children, never a parent alone) and the walk stops there: a series written every few
+        minutes skips the second level of most minutes, every hour the minute level too.
+
+        Runtime complexity: O(years spanned / 2) + at most 98 dict lookups; O(1) outside the
         series' first..last write.
         """
         if t <= self.first_ts or self.first_ts < 0:
@@ -152,7 +159,9 @@ class CounterSeries:
             return self._before_with_horizons(t, self.horizons)
         get = self.cells.get
         day = t // 86400
-        month = month_of_day(day)
+        month = _MONTHS.get(day)
+        if month is None:
+            month = month_of_day(day)
         year = month // 12
         # Years before `year`: from the first year on, or total minus this year and later ones.
         first_year = month_of_day(self.first_ts // 86400) // 12
@@ -163,14 +172,43 @@ class CounterSeries:
             acc = self.total - sum(
                 filter(None, map(get, range(year * 8 + YEAR, (last_year + 1) * 8 + YEAR, 8)))
             )
-        # Then, level by level, the children of the bucket containing t that come before it.
-        acc += _children_before(get, YEAR, year, month)
-        acc += _children_before(get, MONTH, month, day)
+        # Then, level by level, the children of the bucket containing t that come before it:
+        # (parent cell key, first child, t's child, one past the last child, child level).
+        # The month's days are looked up only when the month has a cell.
+        parent = get(year * 8 + YEAR)
+        if parent is None:
+            return acc
+        first = year * 12
+        if month - first <= first + 12 - month:
+            acc += sum(filter(None, map(get, range(first * 8 + MONTH, month * 8 + MONTH, 8))))
+        else:
+            acc += parent - sum(
+                filter(None, map(get, range(month * 8 + MONTH, (first + 12) * 8 + MONTH, 8)))
+            )
+        parent = get(month * 8 + MONTH)
+        if parent is None:
+            return acc
+        first, end = month_start_day(month), month_start_day(month + 1)
+        if day - first <= end - day:
+            acc += sum(filter(None, map(get, range(first * 8 + DAY, day * 8 + DAY, 8))))
+        else:
+            acc += parent - sum(filter(None, map(get, range(day * 8 + DAY, end * 8 + DAY, 8))))
         hour = t // 3600
-        acc += _children_before(get, DAY, day, hour)
         minute = t // 60
-        acc += _children_before(get, HOUR, hour, minute)
-        acc += _children_before(get, MINUTE, minute, t)
+        for parent_key, first, child, end, level in (
+            (day * 8 + DAY, day * 24, hour, day * 24 + 24, HOUR),
+            (hour * 8 + HOUR, hour * 60, minute, hour * 60 + 60, MINUTE),
+            (minute * 8 + MINUTE, minute * 60, t, minute * 60 + 60, SECOND),
+        ):
+            parent = get(parent_key)
+            if parent is None:
+                return acc
+            if child - first <= end - child:
+                acc += sum(filter(None, map(get, range(first * 8 + level, child * 8 + level, 8))))
+            else:
+                acc += parent - sum(
+                    filter(None, map(get, range(child * 8 + level, end * 8 + level, 8)))
+                )
         return acc
 
     def _before_with_horizons(self, t: int, horizons: list[int]) -> int:
@@ -276,6 +314,8 @@ class CounterSeries:
                     continue
                 parent = _parent_of(level, bucket)
                 pkey = parent * 8 + level + 1
+                # ``before`` stops at a missing parent: a child never exists without one.
+                assert pkey in cells, f"cell {key} has no parent cell {pkey}"
                 sums[pkey] = sums.get(pkey, 0) + value
             horizons = self.horizons or [0, 0, 0, 0, 0]
             for key, value in cells.items():

@@ -92,6 +92,7 @@ __all__ = [
     "ZstdFrameError",
     "ZSTD_MAX_BLOCK",
     "UNTRUSTED_MAX_WINDOW",
+    "check_snapshot",
     "iter_snapshot_items",
     "read_snapshot_header",
     "validate_snapshot",
@@ -649,6 +650,73 @@ def _iter_body(stream: BinaryIO, max_inflated: int | None) -> Iterator[SnapshotI
     if end_at != fed:  # a partial object after the end marker
         raise SnapshotCorrupted("snapshot has data after its end marker")
     _check_trailer(bytes(tail), count, crc)
+
+
+def _scan_body(stream: BinaryIO) -> int:
+    """The item count of the body after the header, checked as :func:`_iter_body` checks it
+    (zstd, body CRC, item count, end marker, trailer) but with each item skipped by msgpack's
+    ``skip()`` instead of built: no objects, so ~4x faster (0.25 s instead of 1.0 s for a
+    10M-bucket snapshot, bench/bench_durability.py). Item shapes are left to the load.
+
+    The body's last byte is held back and decoded on its own at the end: it must be exactly
+    the nil end marker, with nothing unfinished before it (``Unpacker.tell`` cannot say where
+    a skipped object began: it drifts when ``skip`` runs out of data).
+    """
+    unpacker = msgpack.Unpacker(max_buffer_size=MAX_ITEM_BYTES)
+    budget = InflateBudget(None, SnapshotTooLarge, "the snapshot")
+    crc = items = 0
+    held = b""
+    tail = bytearray()
+    for chunk in _body_chunks(stream, tail, budget, 0):
+        if not chunk:
+            continue
+        crc = zlib.crc32(chunk, crc)
+        try:
+            unpacker.feed(held)
+            unpacker.feed(chunk[:-1])
+        except msgpack.BufferFull:
+            raise SnapshotCorrupted(
+                f"snapshot item {items} is larger than the {MAX_ITEM_BYTES}-byte limit"
+            ) from None
+        held = chunk[-1:]
+        while True:
+            try:
+                unpacker.skip()
+            except msgpack.OutOfData:
+                break
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                raise SnapshotCorrupted(f"snapshot item {items} is damaged: {exc}") from None
+            items += 1
+    unpacker.feed(held)
+    try:
+        last = unpacker.unpack()
+    except (msgpack.OutOfData, ValueError):
+        # The held byte ends nothing, or an item is cut before it (msgpack then refuses to
+        # switch from skip to unpack): either way no end marker closes the body.
+        last = ...
+    if held != _END_MARKER or last is not None:
+        raise SnapshotCorrupted(f"snapshot is truncated: no end marker after {items} items")
+    _check_trailer(bytes(tail), items, crc)
+    return items
+
+
+def check_snapshot(stream: BinaryIO) -> SnapshotInfo:
+    """Check one of the server's own snapshots before loading it: every check of
+    :func:`validate_snapshot` on the bytes (header, zstd, body CRC, item count, end marker,
+    trailer), without building the items.
+
+    Recovery uses it to pick the newest intact snapshot, then loads that one with
+    :func:`iter_snapshot_items`, which checks each item's shape as it goes: the body CRC
+    already vouches that the bytes are the ones the writer packed. Files from elsewhere go
+    through :func:`validate_snapshot`, with its bounds.
+
+    Raises:
+        SnapshotCorrupted: see :func:`iter_snapshot_items`.
+
+    Runtime complexity: O(file size); memory O(largest item).
+    """
+    header = read_snapshot_header(stream)
+    return SnapshotInfo(header.start_seq, _scan_body(stream), header.created)
 
 
 def _check_trailer(tail: bytes, count: int, crc: int) -> None:

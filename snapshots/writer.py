@@ -47,7 +47,7 @@ from typing import Any, Final
 import trio
 
 from engine.errors import StorageFailure
-from snapshots.codec import SnapshotCorrupted, SnapshotEncoder, SnapshotInfo, validate_snapshot
+from snapshots.codec import SnapshotCorrupted, SnapshotEncoder, SnapshotInfo, check_snapshot
 from snapshots.files import REAL_FS, FileSystem, write_all
 
 __all__ = [
@@ -250,13 +250,16 @@ def find_latest_snapshot(
     disagrees with its name) is logged as a warning, passed to ``on_invalid`` if given, and
     skipped in favour of the next older one. ``.tmp`` files are never considered.
 
+    Validation is ``codec.check_snapshot``: every check on the bytes, with items skipped
+    rather than built (the load that follows builds them once, and checks their shapes).
+
     Runtime complexity: O(size of the files read): validation decompresses each candidate.
     """
     fs = fs or REAL_FS
     for start_seq, path in list_snapshots(data_dir, fs=fs):
         try:
             with fs.open_read(path) as f:
-                info = validate_snapshot(f)
+                info = check_snapshot(f)
             if info.start_seq != start_seq:
                 raise SnapshotCorrupted(
                     f"snapshot header says start_seq {info.start_seq} but the file name says "

@@ -747,3 +747,30 @@ def test_globalcounter_plain_round_trip() -> None:
     assert copy.range_sum(MIN_TS, MAX_TS) == 2**64 + 1
     assert copy.range_sum(ts_of(2016, 2, 29), ts_of(2016, 3, 1) - 1) == 1
     assert copy.applied_seq == 0
+
+
+############################################################################################
+# Issue 17: `before` stops at a parent cell that was never written (property test)
+
+
+#: Seconds that share or split every level: a leap day, month and year ends, a minute's edges.
+_ANCHORS = [ts_of(2016, 2, 29) + 59, ts_of(2016, 12, 31) + 86399, ts_of(2019, 6, 15) + 45000,
+            ts_of(2019, 7, 1), ts_of(2023, 1, 31) + 3600 * 23 + 60 * 59 + 30]
+_NEAR = st.builds(lambda anchor, shift: max(MIN_TS, anchor + shift), st.sampled_from(_ANCHORS),
+                  st.sampled_from([0, 1, 59, 60, 61, 3599, 3600, 86399, 86400, 40 * 86400,
+                                   400 * 86400]) | st.integers(-2 * 86400, 2 * 86400))
+
+
+@settings(max_examples=300, deadline=None)
+@given(writes=st.lists(st.tuples(_NEAR, st.integers(-5, 5)), min_size=1, max_size=40),
+       probes=st.lists(_NEAR, min_size=1, max_size=20))
+def test_issue_17_before_matches_brute_force(writes: list[tuple[int, int]], probes: list[int]) -> None:
+    series = CounterSeries()
+    for ts, delta in writes:
+        series.add(ts, delta)
+    series._check()
+    for t in probes:
+        assert series.before(t) == sum(d for ts, d in writes if ts < t), t
+        assert series.range_sum(t - 61, t) == sum(d for ts, d in writes if t - 61 <= ts <= t), t
+    for t1, t2 in pairwise(sorted(probes)):
+        assert series.range_sum(t1, t2) == sum(d for ts, d in writes if t1 <= ts <= t2), (t1, t2)
