@@ -6,8 +6,13 @@ baseline, run side by side, is a bare ASGI app under Hypercorn's trio worker tha
 body and parses it with orjson, then answers -- the ceiling for any server on this stack, so
 the ratio shows what our own work costs per request.
 
-Also measured: PSD ``/v1/write`` single writes (one event per request) and ``/api/query``
-latency for one user.
+Also measured: PSD ``/v1/batch`` (queue messages, batches of 1,000) and ``/v1/write`` single
+writes (one event per request), and ``/api/query`` latency for one user.
+
+``--compare-decoders`` runs every write on two servers side by side: the fast body decoders
+(bytes straight to event tuples, ``web/api/event_bodies.py``) and the reference ones
+(``POINTSPACE_FAST_DECODE=0``: orjson, the model check, validation per event), in turn for
+``--repeat`` rounds, best of each.
 
 Target (issue 2): >= 150k events/s over HTTP in batches of 1,000.
 """
@@ -15,9 +20,12 @@ Target (issue 2): >= 150k events/s over HTTP in batches of 1,000.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +78,39 @@ def redis_round_trips(port: int, requests: list[list[list[Any]]], threads: int) 
 
 def psd_singles(events: list[dict[str, Any]]) -> list[bytes]:
     """PSD ``/v1/write`` bodies, one event each."""
-    return [
-        orjson.dumps({"thing": e["metric"], "uid": e["user"], "atid": e["atid"], "aid": e["aid"],
-                      "value": e["value"], "ts1": e["ts"], "ts2": e["ts"]})
-        for e in events
-    ]
+    return [orjson.dumps(psd_job(e)) for e in events]
+
+
+def psd_job(e: dict[str, Any]) -> dict[str, Any]:
+    """An event as PSD's MetricJob."""
+    return {"thing": e["metric"], "uid": e["user"], "atid": e["atid"], "aid": e["aid"],
+            "value": e["value"], "ts1": e["ts"], "ts2": e["ts"]}
+
+
+#: ``--compare-decoders``: the server variants measured side by side, by the environment each
+#: starts with. ``POINTSPACE_FAST_DECODE=0`` sends every write body the reference way (orjson,
+#: the model check, validation per event: ``web/api/event_bodies.py``).
+DECODERS = {"fast decoders": {}, "reference decoders": {"POINTSPACE_FAST_DECODE": "0"}}
+
+
+@contextlib.contextmanager
+def pointspace(data_dir: str, fsync: str, env: dict[str, str]) -> Iterator[str]:
+    """A ``pointspace serve`` started with ``env`` added to this process's environment."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        proc, url = start_pointspace(data_dir, fsync)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 def main() -> None:
@@ -83,10 +119,26 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--fsync", default="", help="also run with a data dir and this policy")
+    parser.add_argument("--compare-decoders", action="store_true",
+                        help="run the write routes on two servers, fast and reference body "
+                        "decoders (POINTSPACE_FAST_DECODE=0), measured in turn")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of the write measurements (each variant's best is shown)")
     args = parser.parse_args()
     events = make_events(args.events, 10_000)
     json_bodies = [orjson.dumps(b) for b in batches(events, args.batch)]
     mp_bodies = [msgpack.packb(b) for b in batches(events, args.batch)]
+    psd_events = [{**e, "metric": "steps"} for e in events]
+    psd_batches = [orjson.dumps([{"command": "metric", "metric": psd_job(e)} for e in b])
+                   for b in batches(psd_events, args.batch)]
+    singles = psd_singles(psd_events[:3000])
+    writes = [  # (what, path, bodies, content type, events per run)
+        ("JSON batches", "/api/events", json_bodies, "application/json", args.events),
+        ("msgpack batches", "/api/events", mp_bodies, "application/msgpack", args.events),
+        ("PSD /v1/batch JSON", "/v1/batch", psd_batches, "application/json", args.events),
+        ("PSD /v1/write, 1 event/request", "/v1/write", singles, "application/json", len(singles)),
+    ]
+    variants = DECODERS if args.compare_decoders else {"": {}}
     rows: list[tuple[str, float, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_bare(tmp)
@@ -100,16 +152,22 @@ def main() -> None:
         if args.fsync:
             configs.append((f"data dir, fsync={args.fsync}", str(Path(tmp, "data")), args.fsync))
         for label, data_dir, fsync in configs:
-            proc, url = start_pointspace(data_dir, fsync)
-            try:
-                t = post_all(url, "/api/events", json_bodies, "application/json", args.threads)
-                rows.append((f"pointspace JSON batches ({label})", args.events / t, "events/s"))
-                t = post_all(url, "/api/events", mp_bodies, "application/msgpack", args.threads)
-                rows.append((f"pointspace msgpack batches ({label})", args.events / t, "events/s"))
-                singles = psd_singles([{**e, "metric": "steps"} for e in events[:3000]])
-                t = post_all(url, "/v1/write", singles, "application/json", args.threads)
-                rows.append((f"PSD /v1/write, 1 event/request ({label})", len(singles) / t, "events/s"))
-                with httpx.Client(base_url=url) as client:
+            with contextlib.ExitStack() as stack:
+                urls = {
+                    name: stack.enter_context(pointspace(data_dir and f"{data_dir}-{i}", fsync, env))
+                    for i, (name, env) in enumerate(variants.items())
+                }
+                best: dict[tuple[str, str], float] = {}
+                for _ in range(args.repeat):  # the variants in turn, so drift hits both
+                    for what, path, bodies, content_type, n in writes:
+                        for name, url in urls.items():
+                            t = post_all(url, path, bodies, content_type, args.threads)
+                            best[what, name] = max(best.get((what, name), 0.0), n / t)
+                for what, *_ in writes:
+                    for name in urls:
+                        where = f"{label}, {name}" if name else label
+                        rows.append((f"pointspace {what} ({where})", best[what, name], "events/s"))
+                with httpx.Client(base_url=next(iter(urls.values()))) as client:
                     body = {"users": [1], "metrics": ["steps"], "t1": events[0]["ts"], "t2": events[-1]["ts"]}
                     latencies = []
                     for _ in range(300):
@@ -118,9 +176,6 @@ def main() -> None:
                         latencies.append(time.perf_counter() - t0)
                     latencies.sort()
                     print(f"  /api/query one user ({label}): p50 {latencies[150]*1e3:.2f} ms, p99 {latencies[296]*1e3:.2f} ms")
-            finally:
-                proc.terminate()
-                proc.wait()
     table(f"HTTP ingest: {args.events:,} events, batches of {args.batch:,}, {args.threads} client threads",
           rows, "bare ASGI + orjson parse (baseline)")
 

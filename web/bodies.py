@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -60,6 +61,10 @@ from quart_trio.wrappers.request import TrioBody, TrioRequest
 from engine.errors import InvalidInput, PayloadTooLarge, PointspaceError
 from web.serving.settings import Settings
 
+#: Whether the fast body decoders run (``web/api/event_bodies.py``, PSD's writes in
+#: ``web/compat/psd.py``): ``POINTSPACE_FAST_DECODE=0`` in the server's environment sends every
+#: body the reference way (decode, check, validate), as before they existed. Read at start.
+FAST_DECODE = os.environ.get("POINTSPACE_FAST_DECODE", "1") != "0"
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonlines")
 #: The largest integer magnitude a double holds exactly (JavaScript's Number.MAX_SAFE_INTEGER).

@@ -17,6 +17,7 @@ from quart import Blueprint, Response, current_app, g, request
 from engine.engine import EngineStatistics, check_range
 from engine.errors import InvalidInput
 from engine.events import (
+    UserEvent,
     check_name,
     check_names,
     check_ts,
@@ -25,6 +26,7 @@ from engine.events import (
     validate_counter_events,
 )
 from web.api import models as m
+from web.api.event_bodies import decode_counter_events
 from web.apis import served_apis
 from web.bodies import body_chunks, mark_body_read, respond
 from web.context import engine_of, settings_of
@@ -40,16 +42,15 @@ SEED_DOC = "pointspace's own API: events, sums, breakdowns, counters, leaderboar
 
 
 @native.post("/events")
-@accepts(m.EventsBody, ndjson=True, raw=True, batch="events")
+@accepts(m.EventsBody, ndjson=True, decode=decode_counter_events)
 @answers(m.Applied)
-async def ingest_events(body: Any) -> Response:
+async def ingest_events(body: list[UserEvent]) -> Response:
     """Apply a batch of counter events: a list, or ``{"events": [...]}``, or NDJSON lines.
 
-    The batch is applied whole or not at all.
+    The batch is applied whole or not at all. The body is decoded straight into validated
+    events (``web/api/event_bodies.py``: a fast path, and the reference for every error).
     """
-    events = body.get("events") if isinstance(body, Mapping) else body
-    field = "events" if isinstance(body, Mapping) else "body"
-    applied = await engine_of(current_app).ingest_validated(validate_counter_events(events, field))
+    applied = await engine_of(current_app).ingest_validated(body)
     return respond({"applied": applied}, request)
 
 
