@@ -88,9 +88,9 @@ def breakdown(states: dict[Any, Any]) -> dict[str, int]:
             out["per-metric objects (MetricCounters, by_atid, pending, dicts)"] += (
                 size(state) + size(state.by_atid) + size(state.pending) + size(state.activities)
                 + size(state.aid_months))
-            # Writes waiting to be folded into the all-types series (a (ts, delta) tuple each).
-            out["pending all-types writes (tuples + ints)"] += sum(
-                size(item) + _int_bytes(item) for item in state.pending)
+            # Writes waiting to be folded into the all-types series (ts, delta, ts, delta...;
+            # the list itself is counted with the per-metric objects).
+            out["pending all-types writes (ints)"] += _int_bytes(state.pending)
             series = list(state.by_atid.values())
             if state.all_types is not None:
                 series.append(state.all_types)
