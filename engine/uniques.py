@@ -571,6 +571,10 @@ class UniqueStatistics:
     exact_keys: int
 
 
+#: Counts a series remembers between writes (``UniqueSeries._counts``): a dashboard's periods.
+COUNT_MEMO = 32
+
+
 class UniqueSeries:
     """Distinct members of one named series, per bucket of each kept resolution.
 
@@ -580,7 +584,8 @@ class UniqueSeries:
     {'t1': 1458060960, 't2': 1458064919, 'count': 2, 'exact': True, 'rounded': True, 'buckets': 2}
     """
 
-    __slots__ = ("config", "cells", "first_ts", "last_ts", "horizons", "applied_seq", "_index", "_late")
+    __slots__ = ("config", "cells", "first_ts", "last_ts", "horizons", "applied_seq", "_index", "_late",
+                 "_counts")
 
     def __init__(self, config: UniqueConfig | None = None) -> None:
         #: ``None`` until the first write configures the series (the router's factory makes
@@ -600,6 +605,12 @@ class UniqueSeries:
         #: short tail), so an out-of-order batch costs one merge, not one shift per bucket.
         self._index: dict[int, list[int]] = {}
         self._late: dict[int, list[int]] = {}
+        #: Counts answered since the last change, by (t1, t2): a sketch's estimate and bounds
+        #: walk all its 2**lg_k registers (~140 us at lg_k 14), and dashboards re-read the
+        #: same past periods. Cleared by every write and expiry, so it never answers stale;
+        #: at most ``COUNT_MEMO`` entries. (Redis caches PFCOUNT's result in the key the same
+        #: way, until a PFADD changes a register.)
+        self._counts: dict[tuple[int, int], UniqueCount] = {}
 
     ########################################################################################
     # Writing
@@ -616,6 +627,7 @@ class UniqueSeries:
         update each (a string hashed once first, unless kept as text); a bucket crossing
         ``exact_limit`` is converted once, O(limit).
         """
+        self._counts.clear()
         config = self.config
         if config is None:
             config = self.config = UniqueConfig()
@@ -718,6 +730,7 @@ class UniqueSeries:
         """
         if self.config is None:
             return 0
+        self._counts.clear()
         limits: dict[int, int] = {}
         for level in self.config.levels[:-1]:
             cutoff = cutoffs[level] if level < len(cutoffs) else 0
@@ -892,12 +905,20 @@ class UniqueSeries:
         """
         if t1 > t2:
             raise InvalidInput(f"t1 must be <= t2, got t1={t1!r} t2={t2!r}", "t1")
-        start, end, keys = self.cover(t1, t2, budget)
+        start, end, keys = self.cover(t1, t2, budget)  # charged to the budget either way
+        memo = self._counts
+        known_count = memo.get((t1, t2))
+        if known_count is not None:
+            return known_count
         rounded = (start, end) != (t1, t2)
         if not keys:
             return UniqueCount(start, end, 0, True, rounded, 0)
         union, known = self.partial(keys)
-        return union.result(start, end, rounded, known)
+        answer = union.result(start, end, rounded, known)
+        if len(memo) >= COUNT_MEMO:
+            memo.clear()
+        memo[(t1, t2)] = answer
+        return answer
 
     def union_part(self, t1: int, t2: int, budget: BucketBudget | None = None) -> tuple[int, int, Partial]:
         """As :meth:`count`, but the union itself, detached (for a union across series)."""

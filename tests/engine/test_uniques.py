@@ -651,3 +651,24 @@ async def test_engine_query_in_waves_matches_the_union(engine: Engine) -> None:
     counts, union = await engine.unique_counts(names, 0, t2, union=True)
     assert [counts[n].count for n in names] == [5] * 15
     assert union is not None and (union.count, union.exact, union.buckets) == (75, True, 75)
+
+
+def test_counts_are_remembered_until_the_series_changes() -> None:
+    # A sketch's estimate walks every register: a repeated count of an unchanged period is
+    # answered from the memo, and any write or expiry forgets it, so no answer is stale.
+    series = UniqueSeries(UniqueConfig(exact_limit=10))
+    day = 1_700_006_400  # a UTC midnight
+    series.apply([(day + i, i) for i in range(1000)])
+    first = series.count(day, day + 86399)
+    assert not first.exact and series.count(day, day + 86399) is first  # remembered
+    series.apply([(day + 5, 10**6 + i) for i in range(1000)])
+    second = series.count(day, day + 86399)
+    assert second is not first and second.count > first.count  # the write was seen
+    assert series.count(day, day + 86399) is second
+    series.expire([0, 0, day + 86400, day + 86400, 0, 0])
+    assert series.count(day, day + 86399) is not second  # expiry forgets too
+    series.count(day, day + 86399)
+    budget = BucketBudget(limit=series.cover_size(day, day + 86399))
+    series.count(day, day + 86399, budget)  # a remembered count still charges the budget
+    with pytest.raises(InvalidInput):
+        series.count(day, day + 86399, budget)
