@@ -14,9 +14,11 @@ Windows: an hour, a day, 30 days, a year at random seconds, and the awkward ones
 
 Rows, per window: ``CounterSeries.range_sum`` alone (one activity type), ``UserCounters.range_sum``
 (all types: the kept all-types series), and ``Engine.query`` through the actors for one user and
-for 100 users in one call (per query and per user). Each row gives the median, p90, p99 and max
-of single calls (perf_counter_ns around each call): the median is the figure to read on a
-shared machine, where p99 and max include other processes' time slices.
+for 100 users in one call (per query and per user), each through the actors' mailboxes and
+directly (``Router.read_directly``, engine/actors.py), side by side. Each row gives the
+median, p90, p99 and max of single calls (perf_counter_ns around each call): the median is
+the figure to read on a shared machine, where p99 and max include other processes' time
+slices.
 
 The collector is tuned as ``pointspace serve`` tunes it (``tune_gc``) for the engine rows.
 Every sum is checked against a sorted-array prefix sum (bisect), the brute-force model.
@@ -161,20 +163,27 @@ def main() -> None:
                 await engine.ingest_validated([(u + 1000, *rest) for u, *rest in many[i : i + 10_000]])
             hundred = [u + 1000 for u in range(100)]
             check_last = brute(many, 99, None)
-            print(f"\nEngine.query (all types), {args.engine_queries} queries per window")
+            router = engine._router  # a bench may look inside: it switches the read path
+            print(f"\nEngine.query (all types), {args.engine_queries} queries per window; "
+                  "'mailbox': every read through the actor's mailbox, 'direct': an idle "
+                  "actor's reads answered in the caller (the default)")
             for name, queries in wins.items():
                 queries = queries[: args.engine_queries]
                 for label, users in (("one user", [0]), ("100 users", hundred)):
-                    clock = time.perf_counter_ns
-                    us = []
-                    for t1, t2 in queries:
-                        t0 = clock()
-                        result = await engine.query(users, ["steps"], t1, t2)
-                        us.append((clock() - t0) / 1000)
-                        want = (check_all if users == [0] else check_last)(t1, t2)
-                        assert result[users[-1]].sums["steps"] == want, (name, label, t1, t2)
-                    per_user = sorted(us)[len(us) // 2] / len(users)
-                    print(f"  {name[:28]:<28} {label:<10} {summary(us)}  (median {per_user:.1f} us/user)")
+                    for path in ("mailbox", "direct"):
+                        router.read_directly = path == "direct"
+                        clock = time.perf_counter_ns
+                        us = []
+                        for t1, t2 in queries:
+                            t0 = clock()
+                            result = await engine.query(users, ["steps"], t1, t2)
+                            us.append((clock() - t0) / 1000)
+                            want = (check_all if users == [0] else check_last)(t1, t2)
+                            assert result[users[-1]].sums["steps"] == want, (name, label, t1, t2)
+                        per_user = sorted(us)[len(us) // 2] / len(users)
+                        print(f"  {name[:28]:<28} {label:<10} {path:<8} {summary(us)}  "
+                              f"(median {per_user:.1f} us/user)")
+            router.read_directly = True
 
     trio.run(through_engine)
 

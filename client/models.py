@@ -284,6 +284,7 @@ class RouterStatistics(_Answer):
     activations: int
     retirements: int
     failures: int
+    direct_reads: int = 0
 
 
 class EngineStatistics(_Answer):

@@ -234,6 +234,10 @@ class EngineCollector(Collector):
             "mailbox_depth_peak", "Deepest any actor mailbox has been.", router.peak_mailbox_depth
         )
         yield _counter("actor_messages_applied", "Messages applied by actors.", router.messages_applied)
+        yield _counter(
+            "actor_direct_reads", "Reads answered at once because their actor was idle.",
+            router.direct_reads,
+        )
         yield _counter("actor_activations", "Actor tasks started.", router.activations)
         yield _counter("actor_retirements", "Idle actor tasks retired.", router.retirements)
         yield _counter("actor_failures", "Actor tasks that failed with a bug.", router.failures)

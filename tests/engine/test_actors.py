@@ -358,6 +358,89 @@ async def test_router_read_sent_after_a_write_sees_it() -> None:
         router.retire_all()
 
 
+async def test_router_read_of_an_idle_entity_is_answered_at_once_in_the_caller() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        await send(router, ("solo", "a"), append(1))
+        await send(router, ("part", 5), append(5))
+        applied = router.statistics().messages_applied
+        for key, expected in ((("solo", "a"), [1]), (("part", 5), [5])):
+            completion = Completion(1)
+            router.ask_nowait(key, read, completion)
+            assert completion.results == {key[1]: expected}  # before any await
+        stats = router.statistics()
+        assert (stats.messages_applied, stats.direct_reads) == (applied, 2)
+        # A retired actor is not woken for a read.
+        assert router.retire_idle(math.inf) == 2
+        assert await ask(router, ("solo", "a"), read) == [1]
+        stats = router.statistics()
+        assert (stats.live_actors, stats.activations, stats.direct_reads) == (0, 2, 3)
+        router.retire_all()
+
+
+async def test_router_read_waits_while_its_actor_has_messages_queued() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        same_partition = [i for i in range(1, 50) if hash(i) % 3 == hash(1) % 3]
+        other = same_partition[1]
+        await send(router, ("part", 1), append("old"))
+        router.send_nowait(("part", other), append("x"), None)  # queued, not applied
+        router.send_nowait(("part", 1), append("new"), None)
+        completion = Completion(1)
+        router.ask_nowait(("part", 1), read, completion)
+        assert completion.results == {}  # queued behind the writes
+        assert (await completion.wait())[1] == ["old", "new"]
+        assert router.statistics().direct_reads == 0
+        router.retire_all()
+
+
+async def test_router_without_direct_reads_queues_every_read() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery, read_directly=False)
+        await send(router, ("solo", "a"), append(1))
+        completion = Completion(1)
+        router.ask_nowait(("solo", "a"), read, completion)
+        assert completion.results == {}
+        assert (await completion.wait())["a"] == [1]
+        stats = router.statistics()
+        assert (stats.messages_applied, stats.direct_reads) == (2, 0)
+        router.retire_all()
+
+
+async def test_router_read_sent_from_inside_a_turn_is_queued() -> None:
+    inner = Completion(1)
+    answered_at_once: list[bool] = []
+
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        await send(router, ("solo", "b"), append("b"))
+
+        def ask_b_then_append(state: list[Any]) -> None:
+            router.ask_nowait(("solo", "b"), read, inner)
+            answered_at_once.append(bool(inner.results))
+            state.append("a")
+
+        await send(router, ("solo", "a"), ask_b_then_append)
+        assert (await inner.wait())["b"] == ["b"]
+        assert answered_at_once == [False]
+        router.retire_all()
+
+
+async def test_router_bug_in_a_direct_read_fails_that_read_only(caplog: pytest.LogCaptureFixture) -> None:
+    def crash(state: list[Any]) -> None:
+        raise ZeroDivisionError("engine bug")
+
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        await send(router, ("solo", "a"), append(1))
+        with pytest.raises(InternalError, match=r"^internal error on solo 'a'$"):
+            await ask(router, ("solo", "a"), crash)
+        assert "read of ('solo', 'a') failed" in caplog.text
+        assert router.statistics().failures == 1
+        assert await ask(router, ("solo", "a"), read) == [1]
+        router.retire_all()
+
+
 async def test_router_domain_error_reaches_caller_and_actor_survives() -> None:
     async with trio.open_nursery() as nursery:
         router = make_router(nursery)

@@ -436,8 +436,12 @@ async def test_engine_dispatch_waits_on_full_mailboxes(monkeypatch: pytest.Monke
     # Tiny mailboxes, so the shares of batches dispatched back to back (one message per
     # partition per batch) overflow a partition's mailbox and the dispatcher takes the waiting
     # path (Router.send) while other batches and reads go on.
+    # Reads go through the mailboxes (not answered directly by idle actors) so that they
+    # crowd them.
     monkeypatch.setattr(
-        Router.__init__, "__kwdefaults__", {**Router.__init__.__kwdefaults__, "capacity": 4}
+        Router.__init__,
+        "__kwdefaults__",
+        {**Router.__init__.__kwdefaults__, "capacity": 4, "read_directly": False},
     )
     waits = 0
     original_send = Router.send

@@ -75,6 +75,7 @@ def test_metrics_content_type_and_engine_gauges(client):
         "pointspace_mailbox_depth",
         "pointspace_mailbox_depth_peak",
         "pointspace_actor_failures_total",
+        "pointspace_actor_direct_reads_total",
         "pointspace_log_last_seq",
     ):
         assert (name, frozenset()) in scrape, name
