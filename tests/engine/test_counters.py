@@ -103,6 +103,39 @@ def test_counterseries_range_sum_and_before_match_brute_force(
     assert series.total == sum(v for _, v in points)
 
 
+#: Half-widths of windows around one centre: inside a minute, an hour, a day, a month, a
+#: year, and across years (``range_sum`` walks only inside the bucket both ends share).
+WINDOW_SCALES = [20, 1_500, 40_000, 1_200_000, 15_000_000, 60_000_000]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(ts_of(1990, 1, 1), ts_of(2040, 1, 1)),
+    st.lists(st.tuples(st.integers(-70_000_000, 70_000_000), deltas), min_size=1, max_size=40),
+    st.lists(st.tuples(st.sampled_from(WINDOW_SCALES), st.floats(-1, 1), st.floats(-1, 1)),
+             min_size=1, max_size=8),
+)
+def test_counterseries_range_sum_inside_one_bucket_matches_brute_force(
+    centre: int, offsets: list[tuple[int, int]], windows: list[tuple[int, float, float]]
+) -> None:
+    """Dense writes around one centre (so the walks inside each shared bucket find cells at
+    every level), windows at every scale around it, against the sum of the points and the
+    two full ``before`` walks."""
+    points = [(centre + offset // scale, delta) for offset, delta in offsets
+              for scale in (1, 97, 9_973)]
+    series = CounterSeries()
+    for ts, delta in points:
+        series.add(ts, delta)
+    for half, a, b in windows:
+        t1, t2 = sorted((centre + int(a * half), centre + int(b * half)))
+        # Also with the edges on bucket boundaries: t1 a bucket's first second, t2 a last one.
+        for size in (1, 60, 3600, 86400):
+            lo, hi = t1 // size * size, t2 // size * size + size - 1
+            expected = brute_range(points, lo, hi)
+            assert series.range_sum(lo, hi) == expected, (lo, hi)
+            assert series.before(hi + 1) - series.before(lo) == expected
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(st.tuples(edge_ts(), deltas), min_size=1, max_size=15),
