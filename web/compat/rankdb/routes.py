@@ -43,7 +43,8 @@ Other differences
   ``cache_hits`` / ``cache_misses`` / ``cache_percent`` are always 0. ``/health`` reports the
   Python process (RSS, garbage collector) and the engine's actor/log statistics in RankDB's
   ``{memory, element_cache, lazy_saver}`` shape.
-* ``reindex`` / ``repair`` / ``verify`` run inside the list's actor turn but are not log records:
+* ``reindex`` / ``repair`` / ``verify`` are reads (``Engine.ask``: one synchronous step on the
+  list's state, in its actor or, when that is idle, in the request's task) and not log records:
   they rebuild indexes from the rows and do not change the list's contents (repair can only drop
   duplicate ids, which the engine never creates). ``clear`` (reset an unrepairable list to empty)
   *is* a logged command: a replacing ``CreateList`` with the list's own settings.
