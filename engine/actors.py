@@ -48,17 +48,20 @@ message. Only partitioned namespaces whose states are never dropped take shares.
 
 Reads
 -----
-Only an entity's actor changes its state, and it applies each message with no ``await``
-inside, so between turns every state is consistent (snapshots read them there too,
-``iter_states``). A read therefore goes through the mailbox only when it must wait: when the
+Every change to a state is one synchronous step: an actor's turn applies each message with
+no ``await`` inside (and the few reads that rebuild a ranked list's indexes, ``verify`` and
+``reindex``, are such steps too), so between steps every state is consistent (snapshots read
+them there too, ``iter_states``). A read therefore goes through the mailbox only when it must wait: when the
 owning actor has messages queued (a write sent before the read is applied first), or when it
 is sent from inside a turn. Otherwise the owner has applied everything sent to it, the queued
 read would see exactly the state there is now, and ``ask_nowait`` runs it at once in the
 caller's task, with the same failure handling. That saves the two task switches of a round
 trip: a one-user ``Engine.query`` took 28-29 us through the mailbox and 12.5-13.5 us direct on
 the 2-core dev machine (20.6 -> 7.5 us for a no-op read; ``bench/bench_range_windows.py``
-has the per-window figures). The owner is still the only writer, reads still see every write
-acknowledged before them, and a read of a busy entity still waits its turn.
+has the per-window figures). Reads still see every write acknowledged before them, and a read
+of a busy entity still waits its turn. A direct read has no scheduling point, so ``ask``
+yields to other tasks after every ``DIRECT_READS_PER_YIELD`` of them: a query over a million
+users would otherwise hold the event loop (and /health) for its whole length.
 """
 
 from __future__ import annotations
@@ -85,6 +88,11 @@ ActorKey = tuple[str, Hashable]
 #: Activation costs one task start (~10 us), so this only has to be long compared with the gaps
 #: between a busy actor's messages.
 DEFAULT_IDLE_SECONDS = 30.0
+
+#: Direct reads (see "Reads") answered by ``Router.ask`` before it yields to other tasks once:
+#: a read over many entities then pauses the event loop for at most this many reads at a time
+#: (64 one-user range sums: about 2-4 ms), and the yield costs one scheduler pass per 64.
+DIRECT_READS_PER_YIELD = 64
 
 #: Actors per partitioned namespace. More partitions mean more wake-ups per batch; fewer mean
 #: longer turns (one turn applies everything queued for the partition, and a read queued behind
@@ -219,6 +227,7 @@ class Router:
         #: True while an actor applies a batch: a read sent from inside an operation queues.
         self._in_turn = False
         self._direct_reads = 0
+        self._direct_reads_since_yield = 0
         #: Engine-level registries that operations consult (live leaderboards: boards.py).
         self.hooks: dict[str, Any] = {}
 
@@ -279,15 +288,22 @@ class Router:
         self, key: EntityKey | Share, operation: Operation | ShareOperation, completion: Completion | None
     ) -> None:
         """Queue a mutation, waiting while the owning actor's mailbox is full."""
-        try:
-            self.send_nowait(key, operation, completion)
-        except trio.WouldBlock:
-            if type(key) is Share:
-                actor, ident = (key.namespace, key.partition), key
-            else:
-                actor, ident = self._actor_key(*key), key[1]  # type: ignore[misc]
-            # A full mailbox is never retired, so it is still the live one when we get room.
-            await self._live[actor].put((ident, operation, completion))
+        while True:
+            try:
+                self.send_nowait(key, operation, completion)
+                return
+            except trio.WouldBlock:
+                if type(key) is Share:
+                    actor, ident = (key.namespace, key.partition), key
+                else:
+                    actor, ident = self._actor_key(*key), key[1]  # type: ignore[misc]
+                try:
+                    await self._live[actor].put((ident, operation, completion))
+                    return
+                except trio.ClosedResourceError:
+                    # The actor drained its mailbox and was retired before this sender ran
+                    # again: nothing of ours was queued, so send anew (activating it again).
+                    continue
 
     def ask_nowait(self, key: EntityKey, operation: Operation, completion: Completion) -> None:
         """Run a read now if its entity's actor is idle, else queue it behind what is queued.
@@ -325,10 +341,24 @@ class Router:
             completion.done(ident, result)
 
     async def ask(self, key: EntityKey, operation: Operation, completion: Completion) -> None:
-        try:
-            self.ask_nowait(key, operation, completion)
-        except trio.WouldBlock:
-            await self._live[self._actor_key(*key)].put((key[1], operation, completion))
+        """``ask_nowait``, waiting while the owning actor's mailbox is full, and yielding to
+        other tasks after every ``DIRECT_READS_PER_YIELD`` reads answered directly."""
+        while True:
+            answered = self._direct_reads
+            try:
+                self.ask_nowait(key, operation, completion)
+            except trio.WouldBlock:
+                try:
+                    await self._live[self._actor_key(*key)].put((key[1], operation, completion))
+                    return
+                except trio.ClosedResourceError:
+                    continue  # retired after it drained (see ``send``): ask anew
+            if self._direct_reads != answered:
+                self._direct_reads_since_yield += 1
+                if self._direct_reads_since_yield >= DIRECT_READS_PER_YIELD:
+                    self._direct_reads_since_yield = 0
+                    await trio.lowlevel.checkpoint()
+            return
 
     def forward(self, key: EntityKey, operation: Operation) -> None:
         """From inside an actor's turn: send ``operation`` to another entity's actor.
@@ -376,40 +406,49 @@ class Router:
                 self._peak_depth = depth
             drop_vacant = self._namespaces[actor[0]].drop_vacant
             self._in_turn = True
-            for ident, operation, completion in batch:
-                self._turn_completion = completion
-                if type(ident) is Share:
-                    self._apply_share(actor, states, ident, operation, completion)
-                    continue
-                state = states.get(ident)
-                if state is None:  # dropped as vacant by an earlier message of this batch
-                    state = states[ident] = self._namespaces[actor[0]].factory()
-                try:
-                    result = operation(state)
-                except PointspaceError as exc:
-                    if completion is not None:
-                        completion.fail(ident, exc)
-                except Exception:
-                    # A bug in an operation. Failing this one message keeps every other
-                    # entity of this actor (and the process) serving; the traceback is logged.
-                    log.exception("operation on %r failed", (actor[0], ident))
-                    self._failures += 1
-                    if completion is not None:
-                        completion.fail(ident, InternalError(f"internal error on {actor[0]} {ident!r}"))
-                else:
-                    if completion is not None:
-                        completion.done(ident, result)
-                if drop_vacant and state.vacant and states.get(ident) is state:
-                    del states[ident]
-            self._in_turn = False
+            try:
+                self._apply_batch(actor, states, batch, drop_vacant)
+            finally:
+                self._in_turn = False
             self._applied += depth
             if actor in last_active:
                 last_active[actor] = trio.current_time()
-            # Let go of the last message while idle: it may hold a whole request's data (a
-            # bulk load's elements: ~400 B per element, bench/bench_ranked_rss.py), which
-            # would otherwise stay alive until this actor's next message.
+            # Let go of the last batch while idle (its messages' names died with
+            # _apply_batch's frame): it may hold a whole request's data (a bulk load's
+            # elements: ~400 B per element, bench/bench_ranked_rss.py), which would otherwise
+            # stay alive until this actor's next message.
             self._turn_completion = None
-            batch = ident = operation = completion = state = None  # type: ignore[assignment]
+            batch = None  # type: ignore[assignment]
+
+    def _apply_batch(
+        self, actor: ActorKey, states: dict[Hashable, Any], batch: list[Message], drop_vacant: bool
+    ) -> None:
+        """One turn: apply each message of ``batch`` to its entity's state and reply."""
+        for ident, operation, completion in batch:
+            self._turn_completion = completion
+            if type(ident) is Share:
+                self._apply_share(actor, states, ident, operation, completion)
+                continue
+            state = states.get(ident)
+            if state is None:  # dropped as vacant by an earlier message of this batch
+                state = states[ident] = self._namespaces[actor[0]].factory()
+            try:
+                result = operation(state)
+            except PointspaceError as exc:
+                if completion is not None:
+                    completion.fail(ident, exc)
+            except Exception:
+                # A bug in an operation. Failing this one message keeps every other
+                # entity of this actor (and the process) serving; the traceback is logged.
+                log.exception("operation on %r failed", (actor[0], ident))
+                self._failures += 1
+                if completion is not None:
+                    completion.fail(ident, InternalError(f"internal error on {actor[0]} {ident!r}"))
+            else:
+                if completion is not None:
+                    completion.done(ident, result)
+            if drop_vacant and state.vacant and states.get(ident) is state:
+                del states[ident]
 
     def _apply_share(
         self,

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from engine.actors import Completion, Namespace, Router, Share
+from engine.actors import DIRECT_READS_PER_YIELD, Completion, Namespace, Router, Share
 from engine.errors import InternalError, InvalidInput, NotFound
 from engine.mailbox import Mailbox, MailboxStatistics
 
@@ -439,6 +439,68 @@ async def test_router_bug_in_a_direct_read_fails_that_read_only(caplog: pytest.L
         assert router.statistics().failures == 1
         assert await ask(router, ("solo", "a"), read) == [1]
         router.retire_all()
+
+
+async def test_router_direct_reads_yield_to_other_tasks_now_and_then() -> None:
+    """A read over many idle entities has no scheduling point of its own: ``ask`` yields after
+    every DIRECT_READS_PER_YIELD of them, so another task runs long before the loop ends."""
+    ran_at: list[int] = []
+    done = 0
+
+    async def other_task() -> None:
+        ran_at.append(done)
+
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        for i in range(300):
+            router.send_nowait(("part", i), append(i), None)
+        await ask(router, ("part", 0), read)  # every write applied: the actors are idle
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(other_task)
+        completion = Completion(300)
+        for i in range(300):
+            await router.ask(("part", i), read, completion)
+            done += 1
+        await completion.wait()
+        assert router.statistics().direct_reads >= 300
+        router.retire_all()
+    assert ran_at and ran_at[0] <= DIRECT_READS_PER_YIELD
+
+
+async def test_router_sender_blocked_on_a_mailbox_retired_meanwhile_sends_again() -> None:
+    """The actor drains a full mailbox (waking the blocked sender) and is retired before the
+    sender runs again: the sender activates it anew instead of failing."""
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery, capacity=1)
+
+        def drain_then_retire(state: list[Any]) -> None:
+            state.append("first")
+            assert router.retire_idle(math.inf) == 1  # the mailbox is empty during the turn
+
+        router.send_nowait(("solo", "a"), drain_then_retire, None)
+        with pytest.raises(trio.WouldBlock):
+            router.send_nowait(("solo", "a"), append("second"), None)
+        await send(router, ("solo", "a"), append("second"))  # blocks, then sends anew
+        assert router.directory["solo"]["a"] == ["first", "second"]
+        assert router.statistics().activations == 2
+        router.retire_all()
+
+
+async def test_router_turn_flag_is_cleared_when_a_turn_dies() -> None:
+    class Stop(BaseException):
+        pass
+
+    def stop(state: list[Any]) -> None:
+        raise Stop
+
+    router: Router | None = None
+    with pytest.raises(BaseException) as info:  # noqa: PT011 -- trio may wrap it in a group
+        async with trio.open_nursery() as nursery:
+            router = make_router(nursery)
+            router.send_nowait(("solo", "a"), stop, None)
+            await trio.sleep_forever()
+    assert info.group_contains(Stop) if isinstance(info.value, BaseExceptionGroup) else info.type is Stop
+    assert router is not None and router._in_turn is False
 
 
 async def test_router_domain_error_reaches_caller_and_actor_survives() -> None:
