@@ -23,7 +23,8 @@ Measured in ``bench/bench_counters.py``.
 
 Per user (:class:`UserCounters`) there is one series per (metric, activity type); a filter on
 "all activity types" sums the few series of that metric. Activities (PSD's ``aid``) are kept
-apart, as points ``{ts: value}`` per (metric, aid), for two reads only they need:
+apart, as points per (metric, aid) (a column sorted by second, with its total: see
+:class:`Activity`), for two reads only they need:
 
 * the diff-mode write (PSD's default): "what has this activity already recorded in
   [ts1, ts2]" decides the delta to add;
@@ -347,6 +348,11 @@ class CounterSeries:
             for key, value in part.cells.items():
                 cells[key] += value
             out.total += part.total
+            # Retention dropped the same levels from every part (a user's series expire
+            # together); the merged series must round down where they do.
+            if part.horizons is not None:
+                out.horizons = list(part.horizons) if out.horizons is None else [
+                    max(a, b) for a, b in zip(out.horizons, part.horizons, strict=True)]
             if part.first_ts >= 0:
                 if out.first_ts < 0 or part.first_ts < out.first_ts:
                     out.first_ts = part.first_ts
@@ -466,7 +472,12 @@ class Activity:
         self.indexed_month = -1
 
     def stamps(self) -> Sequence[int]:
-        """The seconds of the points, oldest first (a view, not a copy, while an array)."""
+        """The seconds of the points, oldest first: a view, not a copy, while an array.
+
+        An array cannot be resized while a view of it is alive (``BufferError``): use the view
+        and drop it before the next write (every caller here passes it to ``bisect`` or
+        iterates it within one expression or function).
+        """
         points = self.points
         return memoryview(points)[::2] if type(points) is array else points[::2]
 
@@ -574,27 +585,6 @@ class MetricCounters:
             return series
         return _EMPTY_SERIES
 
-    def add(self, atid: int, aid: int | None, ts: int, delta: int) -> None:
-        series = self.by_atid.get(atid)
-        if series is None:
-            series = self.new_series(atid)
-        series.add(ts, delta)
-        if self.all_types is not None:
-            self.pending += (ts, delta)
-            if len(self.pending) >= 2 * PENDING_FOLD:
-                self.fold()
-        if aid is not None:
-            activity = self.activities.get(aid)
-            if activity is None:
-                activity = self.activities[aid] = Activity(atid)
-            activity.add(ts, delta)
-            month = month_of_day(ts // 86400)
-            index = self.aid_months.get(month)
-            if index is None:
-                index = self.aid_months[month] = {}
-            if aid not in index:
-                index[aid] = activity.atid
-
     def expire(self, cutoffs: Sequence[int]) -> int:
         """Retention: drop old fine buckets (``CounterSeries.expire``) and activity points
         older than the second-level cutoff (an activity with none left is forgotten)."""
@@ -701,7 +691,9 @@ class UserCounters:
         inlined here (two calls and a second month lookup per event cost ~30% of the write;
         bench/bench_ingest.py). ``_check`` verifies the result is the same.
 
-        Runtime complexity: O(1) per add event; a diff event also sums the activity's points.
+        Runtime complexity: O(1) per add event; a diff event also reads what its activity
+        recorded in [ts1, ts]: O(1) when that covers every point (a live activity's reports),
+        else O(log points) plus the points in range.
         """
         metrics = self.metrics
         months = _MONTHS

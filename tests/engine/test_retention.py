@@ -86,6 +86,30 @@ def test_usercounters_write_after_expire_reindexes_the_activity_month() -> None:
     assert user.atids(["m"], jan, jan + 86400 * 30) == [2]
 
 
+@pytest.mark.parametrize("second_type_after_expiry", [False, True])
+def test_all_types_series_rounds_down_like_its_parts_after_expiry_and_restore(
+    second_type_after_expiry: bool,
+) -> None:
+    """The all-types series is built by ``CounterSeries.merged`` when a second activity type
+    appears and again at every restore; it must keep the parts' retention horizons, or it
+    sums dropped stretches as if nothing had expired (and disagrees with the live user)."""
+    b = 1_700_000_000
+    user = UserCounters()
+    user.apply([("steps", 1, None, b - 5, 1, b - 5, ADD)])
+    if not second_type_after_expiry:
+        user.apply([("steps", 2, None, b + 30, 10, b + 30, ADD)])
+    user.expire([b - 4, 0, 0, 0, 0])
+    if second_type_after_expiry:
+        user.apply([("steps", 2, None, b + 30, 10, b + 30, ADD)])
+    user._check()
+    restored = UserCounters.from_plain(user.to_plain())
+    restored._check()
+    for t1, t2 in ((b - 3, b + 40), (b - 20, b), (b - 60, b + 60), (b + 30, b + 30)):
+        per_type = sum(user.range_sum("steps", t1, t2, atid) for atid in (1, 2))
+        assert user.range_sum("steps", t1, t2) == per_type, (t1, t2)
+        assert restored.range_sum("steps", t1, t2) == per_type, (t1, t2)
+
+
 @pytest.mark.parametrize(
     ("retention", "ok"),
     [
