@@ -16,7 +16,7 @@ Rows, the same events on each side, each side in a fresh process:
 Then where pointspace's bytes go, from a walk of the live state (``sys.getsizeof`` of each
 container and of each int that is not one of CPython's cached small ints): cells dict tables,
 cell keys and values, per-series objects, per-metric objects, the pending all-types writes,
-activities (objects, their points columns, the month index). What the walk does not explain
+activities (objects, points dicts and their ints, the month index). What the walk does not explain
 is allocator slack and the engine's own structures.
 
 Run::
@@ -103,10 +103,9 @@ def breakdown(states: dict[Any, Any]) -> dict[str, int]:
                 out["series (count)"] += 1
             for activity in state.activities.values():
                 out["activity objects (+ total int)"] += size(activity) + _int_bytes([activity.total])
-                # One sorted column (engine/counters.py: Activity); a list past int64.
-                out["activity points column"] += size(activity.points)
-                if isinstance(activity.points, list):
-                    out["activity point ints"] += _int_bytes(activity.points)
+                out["activity points dicts"] += size(activity.points)
+                out["activity point ints"] += _int_bytes(activity.points.keys()) + _int_bytes(
+                    activity.points.values())
                 out["activities (count)"] += 1
             for index in state.aid_months.values():
                 out["aid_months index (dicts + aid ints)"] += size(index) + _int_bytes(index.keys())

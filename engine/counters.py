@@ -23,8 +23,8 @@ Measured in ``bench/bench_counters.py``.
 
 Per user (:class:`UserCounters`) there is one series per (metric, activity type); a filter on
 "all activity types" sums the few series of that metric. Activities (PSD's ``aid``) are kept
-apart, as points per (metric, aid) (a column sorted by second, with its total: see
-:class:`Activity`), for two reads only they need:
+apart, as points ``{ts: value}`` per (metric, aid), with their total (see :class:`Activity`),
+for two reads only they need:
 
 * the diff-mode write (PSD's default): "what has this activity already recorded in
   [ts1, ts2]" decides the delta to add;
@@ -44,8 +44,6 @@ Values are Python ints: sums never overflow. Nothing here imports trio or reads 
 
 from __future__ import annotations
 
-from array import array
-from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -434,111 +432,87 @@ PENDING_FOLD = 64
 _EMPTY_SERIES = CounterSeries()
 
 
-#: A new empty int64 column: copying an empty array is about twice as fast as ``array("q")``
-#: (one per new activity, on the write path).
-_new_points = array("q").__copy__
-
-
 class Activity:
-    """One activity instance: its type and the deltas written for it, by second.
+    """One activity instance: its type, the deltas written for it by second, and their total.
 
-    The points are one flat column sorted by second, ``points = [ts, value, ts, value, ...]``
-    (an int64 array; a list of Python ints from the first value outside int64 on), with
-    their ``total``:
+    PSD's diff-mode write (its default) asks "what has this activity already recorded in
+    [ts1, ts]". A live activity's reports cover all of it (ts1 its start, ts its latest
+    second), so ``range_sum`` answers a range covering every point from ``total`` in O(1);
+    summing the points instead cost O(points) per write: 37 us at 1,000 points, 357 us at
+    10,000 (an activity reporting every second for three hours). Other ranges still sum the
+    points in [t1, t2] (O(points)).
 
-    * PSD's diff-mode write asks "what has this activity recorded in [ts1, ts]", and a live
-      activity's reports cover all of it (ts1 its start, ts its latest second): that is
-      ``total``, O(1). Summing a dict of points instead cost O(points) per write: 37 us at
-      1,000 points, 357 us at 10,000 (an activity reporting every second for three hours).
-      Other ranges bisect both ends and sum the slice in C.
-    * Reports of a live activity come in time order, so a write appends or adds to the last
-      point; an earlier second is found by bisection (an insert moves the later points, in C).
-    * One array holds a point in 16 bytes, where a dict held it in about 100 (its table, the
-      key int and the value int); most activities are short (a few points), so one array
-      rather than two (bench/bench_counters_memory.py).
-
-    A point whose deltas sum to 0 stays (as it did in a dict): ``touches`` still counts it.
+    The points stay a dict: a sorted int64 column was measured (one array per activity,
+    16 B per point: 521 -> 488 B per stored event at 1M events) and not taken, as it made
+    the write path 8-18% slower (an array per new activity costs more to create than a dict,
+    and its appends more than a dict store; ``bench_ingest.py``'s feeds, side by side).
     """
 
-    __slots__ = ("atid", "points", "total", "indexed_month")
+    __slots__ = ("atid", "points", "total", "first", "last", "indexed_month")
 
     def __init__(self, atid: int) -> None:
         self.atid = atid
-        self.points: array[int] | list[int] = _new_points()
+        self.points: dict[int, int] = {}
         self.total = 0
+        #: The first and last second with a point (-1: none yet).
+        self.first = -1
+        self.last = -1
         #: A month whose ``aid_months`` index is known to hold this activity (-1: none known),
         #: so that a write in the same month as the last one skips two index lookups (most
         #: writes of an activity fall in one month). Retention forgets it.
         self.indexed_month = -1
 
-    def stamps(self) -> Sequence[int]:
-        """The seconds of the points, oldest first: a view, not a copy, while an array.
-
-        An array cannot be resized while a view of it is alive (``BufferError``): use the view
-        and drop it before the next write (every caller here passes it to ``bisect`` or
-        iterates it within one expression or function).
-        """
-        points = self.points
-        return memoryview(points)[::2] if type(points) is array else points[::2]
-
     def add(self, ts: int, delta: int) -> None:
-        """Add ``delta`` at second ``ts``.
-
-        Runtime complexity: O(1) after the last point; else O(log points) to find it plus,
-        for a new second, an insert that moves the later points.
-        """
+        """Add ``delta`` at second ``ts`` (inlined in ``UserCounters.apply``)."""
         points = self.points
+        points[ts] = points.get(ts, 0) + delta
         self.total += delta
-        if not points or ts > points[-2]:
-            i, new = len(points), True
-        else:
-            i = 2 * bisect_left(self.stamps(), ts)
-            new = points[i] != ts
-        try:
-            if new:
-                points[i:i] = array("q", (ts, delta)) if type(points) is array else [ts, delta]
-            else:
-                points[i + 1] += delta
-        except OverflowError:
-            self.points = list(points)
-            self.total -= delta
-            self.add(ts, delta)
+        if ts > self.last:
+            self.last = ts
+            if self.first < 0:
+                self.first = ts
+        elif ts < self.first:
+            self.first = ts
 
     def range_sum(self, t1: int, t2: int) -> int:
         """The sum of the points in [t1, t2]: ``total`` when the range covers them all."""
-        points = self.points
-        if not points or t2 < points[0] or t1 > points[-2]:
-            return 0
-        if t1 <= points[0] and t2 >= points[-2]:
+        if t1 <= self.first and t2 >= self.last:
             return self.total
-        stamps = self.stamps()
-        return sum(points[2 * bisect_left(stamps, t1) + 1 : 2 * bisect_right(stamps, t2) : 2])
+        if t2 < self.first or t1 > self.last:
+            return 0
+        return sum(v for ts, v in self.points.items() if t1 <= ts <= t2)
 
     def touches(self, t1: int, t2: int) -> bool:
         """Whether a point lies in [t1, t2]."""
-        stamps = self.stamps()
-        i = bisect_left(stamps, t1)
-        return i < len(stamps) and stamps[i] <= t2
+        if t2 < self.first or t1 > self.last or not self.points:
+            return False
+        if t1 <= self.first or t2 >= self.last:
+            return True  # the first or the last point is inside
+        return any(t1 <= ts <= t2 for ts in self.points)
 
     def expire(self, cutoff: int) -> int:
         """Drop the points before second ``cutoff``; returns how many."""
-        n = bisect_left(self.stamps(), cutoff)
-        if n:
-            self.total -= sum(self.points[1 : 2 * n : 2])
-            del self.points[: 2 * n]
-        return n
+        if self.first >= cutoff or self.first < 0:
+            return 0
+        points = self.points
+        doomed = [ts for ts in points if ts < cutoff]
+        for ts in doomed:
+            self.total -= points.pop(ts)
+        if points:
+            self.first = min(points)
+        else:
+            self.first = self.last = -1
+        return len(doomed)
 
     def pairs(self) -> list[tuple[int, int]]:
-        """``(second, value)`` pairs, oldest first (snapshots, checks)."""
-        points = self.points
-        return list(zip(points[::2], points[1::2], strict=True))
+        """``(second, value)`` pairs in write order (snapshots)."""
+        return list(self.points.items())
 
     @classmethod
     def from_pairs(cls, atid: int, pairs: Iterable[Sequence[int]]) -> Activity:
-        """An activity holding ``pairs`` (``(second, value)`` with distinct seconds, in any
-        order: snapshots from before the sorted column kept them in write order)."""
+        """An activity holding ``pairs`` (``(second, value)`` with distinct seconds)."""
         activity = cls(atid)
-        for ts, value in sorted(pairs):
+        for ts, value in pairs:
             activity.add(ts, value)
         return activity
 
@@ -604,7 +578,7 @@ class MetricCounters:
                 for aid in list(index):
                     activity = self.activities.get(aid)
                     if activity is None or not any(
-                        month_of_day(ts // 86400) == month for ts in activity.stamps()
+                        month_of_day(ts // 86400) == month for ts in activity.points
                     ):
                         del index[aid]
                 if not index:
@@ -693,7 +667,7 @@ class UserCounters:
 
         Runtime complexity: O(1) per add event; a diff event also reads what its activity
         recorded in [ts1, ts]: O(1) when that covers every point (a live activity's reports),
-        else O(log points) plus the points in range.
+        else O(points).
         """
         metrics = self.metrics
         months = _MONTHS
@@ -739,18 +713,16 @@ class UserCounters:
                     series.first_ts = ts
             elif ts < series.first_ts:
                 series.first_ts = ts
-            if activity is not None:
+            if activity is not None:  # Activity.add, inlined
                 points = activity.points
-                if points and ts <= points[-2]:
-                    activity.add(ts, value)
-                else:  # Activity.add's common case, inlined: the next second of a live activity
-                    points.append(ts)  # a second always fits int64 (validated range)
-                    try:
-                        points.append(value)
-                    except OverflowError:
-                        activity.points = points = list(points)
-                        points.append(value)
-                    activity.total += value
+                points[ts] = points.get(ts, 0) + value
+                activity.total += value
+                if ts > activity.last:
+                    activity.last = ts
+                    if activity.first < 0:
+                        activity.first = ts
+                elif ts < activity.first:
+                    activity.first = ts
                 if activity.indexed_month != month:
                     index = state.aid_months.get(month)
                     if index is None:
@@ -836,9 +808,12 @@ class UserCounters:
                 merged = CounterSeries.merged(state.by_atid.values())
                 assert dict(merged.cells) == {k: v for k, v in state.all_types.cells.items()}
             for aid, activity in state.activities.items():
-                stamps = list(activity.stamps())
-                assert stamps == sorted(set(stamps)), f"activity {aid}: seconds not sorted"
-                assert activity.total == sum(v for _, v in activity.pairs())
+                stamps = list(activity.points)
+                assert activity.total == sum(activity.points.values()), f"activity {aid}: total"
+                if stamps:
+                    assert (activity.first, activity.last) == (min(stamps), max(stamps))
+                else:
+                    assert (activity.first, activity.last) == (-1, -1)
                 for ts in stamps:
                     assert aid in state.aid_months[month_of_day(ts // 86400)]
 

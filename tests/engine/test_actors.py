@@ -464,7 +464,9 @@ async def test_router_direct_reads_yield_to_other_tasks_now_and_then() -> None:
         await completion.wait()
         assert router.statistics().direct_reads >= 300
         router.retire_all()
-    assert ran_at and ran_at[0] <= DIRECT_READS_PER_YIELD
+    # trio runs a batch of ready tasks in random order: the reader may go on first, to its
+    # next yield, so the other task runs after at most two rounds of reads.
+    assert ran_at and ran_at[0] < 2 * DIRECT_READS_PER_YIELD
 
 
 async def test_router_sender_blocked_on_a_mailbox_retired_meanwhile_sends_again() -> None:

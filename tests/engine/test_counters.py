@@ -7,7 +7,6 @@ around month ends, year ends, leap days and the ends of the supported range.
 from __future__ import annotations
 
 import random
-from array import array
 from collections import Counter
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -189,62 +188,49 @@ def test_counterseries_merged_sums_the_parts(
 
 
 ############################################################################################
-# Activity points (sorted columns)
+# Activity points and their total
 
 
 @settings(max_examples=250, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(1_000, 1_200), deltas), max_size=40),
+    st.lists(st.tuples(st.integers(1_000, 1_200), deltas, st.booleans()), max_size=40),
     st.lists(st.tuples(st.integers(990, 1_210), st.integers(990, 1_210)), max_size=8),
     st.integers(990, 1_210),
 )
-def test_activity_columns_match_a_dict_of_points(
-    writes: list[tuple[int, int]], ranges: list[tuple[int, int]], cutoff: int
+def test_activity_matches_a_dict_of_points(
+    writes: list[tuple[int, int, bool]], ranges: list[tuple[int, int]], cutoff: int
 ) -> None:
-    """In and out of time order, repeated seconds, deltas past int64 (the values column turns
-    into a list): sums, ``touches``, ``points`` and retention agree with a plain dict."""
+    """In and out of time order, repeated seconds, deltas past int64, ranges covering every
+    point (answered from the total) or not, retention: sums, ``touches``, the total and the
+    first/last seconds agree with a plain dict."""
     activity = Activity(3)
     model: dict[int, int] = {}
-    for ts, delta in writes:
+
+    def agree() -> None:
+        assert sorted(activity.pairs()) == sorted(model.items())
+        assert activity.total == sum(model.values())
+        assert (activity.first, activity.last) == ((min(model), max(model)) if model else (-1, -1))
+
+    for ts, delta, check in writes:
         activity.add(ts, delta)
         model[ts] = model.get(ts, 0) + delta
-    assert activity.pairs() == sorted(model.items())
-    assert activity.total == sum(model.values())
-    for a, b in [*ranges, (0, 2**40), (1_100, 1_100)]:
+        if check:
+            agree()
+    agree()
+    edges = [activity.first, activity.last]
+    for a, b in [*ranges, (0, 2**40), (1_100, 1_100), (*edges,), (edges[0] + 1, edges[1]),
+                 (edges[0], edges[1] - 1)]:
         t1, t2 = min(a, b), max(a, b)
         assert activity.range_sum(t1, t2) == sum(v for ts, v in model.items() if t1 <= ts <= t2)
         assert activity.touches(t1, t2) == any(t1 <= ts <= t2 for ts in model)
-    copy = Activity.from_pairs(3, list(model.items())[::-1])
+    copy = Activity.from_pairs(3, activity.pairs())
     assert copy.pairs() == activity.pairs() and copy.total == activity.total
     assert activity.expire(cutoff) == sum(ts < cutoff for ts in model)
-    kept = sorted((ts, v) for ts, v in model.items() if ts >= cutoff)
-    assert activity.pairs() == kept
-    assert activity.total == sum(v for _, v in kept)
+    model = {ts: v for ts, v in model.items() if ts >= cutoff}
+    agree()
     activity.add(1_300, 1)  # still writable after retention
-    assert activity.pairs()[-1] == (1_300, 1)
-
-
-@pytest.mark.parametrize(
-    "writes",
-    [
-        [(5, 1), (9, 2), (12, 2**64)],  # an append past int64
-        [(5, 1), (9, 2), (7, -(2**64))],  # an insert past int64
-        [(5, 1), (7, 2**63 - 1), (7, 1)],  # a point's sum past int64
-    ],
-)
-def test_activity_values_past_int64_become_python_ints(writes: list[tuple[int, int]]) -> None:
-    activity = Activity(1)
-    for ts, delta in writes[:-1]:
-        activity.add(ts, delta)
-    assert isinstance(activity.points, array)
-    activity.add(*writes[-1])
-    assert isinstance(activity.points, list)
-    model: dict[int, int] = {}
-    for ts, delta in writes:
-        model[ts] = model.get(ts, 0) + delta
-    assert activity.pairs() == sorted(model.items())
-    assert activity.total == activity.range_sum(0, 100) == sum(model.values())
-    assert activity.range_sum(6, 100) == sum(v for ts, v in model.items() if ts >= 6)
+    model[1_300] = 1
+    agree()
 
 
 def test_counterseries_empty_answers_zero() -> None:
