@@ -438,14 +438,15 @@ class Activity:
     PSD's diff-mode write (its default) asks "what has this activity already recorded in
     [ts1, ts]". A live activity's reports cover all of it (ts1 its start, ts its latest
     second), so ``range_sum`` answers a range covering every point from ``total`` in O(1);
-    summing the points instead cost O(points) per write: 37 us at 1,000 points, 357 us at
-    10,000 (an activity reporting every second for three hours). Other ranges still sum the
-    points in [t1, t2] (O(points)).
+    summing the points instead cost O(points) per write (357 us at 10,000 points, an activity
+    reporting every second for three hours). Other ranges still sum the points in [t1, t2].
 
     The points stay a dict: a sorted int64 column was measured (one array per activity,
-    16 B per point: 521 -> 488 B per stored event at 1M events) and not taken, as it made
-    the write path 8-18% slower (an array per new activity costs more to create than a dict,
-    and its appends more than a dict store; ``bench_ingest.py``'s feeds, side by side).
+    16 B per point: 521 -> 488 B per stored event at 1M events, bench/bench_counters_memory.py)
+    and not taken, as it made ``UserCounters.apply`` 8-18% slower on ``bench/common.py``'s
+    feeds (an array per new activity costs more to create than a dict, and its appends more
+    than a dict store). bench/bench_diff_writes.py measures diff-mode writes against add-mode
+    ones as activities grow.
     """
 
     __slots__ = ("atid", "points", "total", "first", "last", "indexed_month")

@@ -66,15 +66,21 @@ libc.free(block)
 """
 
 
-def _mapped_blocks_after_a_big_free(mode: str) -> int:
+def _in_fresh_interpreter(script: str, *args: str) -> str:
+    """What ``script`` prints, run by a new Python process from the repository root."""
     done = subprocess.run(
-        [sys.executable, "-c", _MAPPED_BLOCKS_AFTER_A_BIG_FREE, mode],
+        [sys.executable, "-c", script, *args],
         capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 0, done.stderr
-    if done.stdout.strip() == "no-mallinfo2":
+    return done.stdout
+
+
+def _mapped_blocks_after_a_big_free(mode: str) -> int:
+    printed = _in_fresh_interpreter(_MAPPED_BLOCKS_AFTER_A_BIG_FREE, mode)
+    if printed.strip() == "no-mallinfo2":
         pytest.skip("glibc older than 2.33 has no mallinfo2")
-    return int(done.stdout)
+    return int(printed)
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt and mallinfo2 are glibc's")
@@ -112,12 +118,7 @@ print(released, before - rss_kib())
 def test_release_free_heap_gives_back_free_pages_below_the_top() -> None:
     """16 MiB freed below a live block stays resident until a trim, which gives at least
     12 MiB of it back to the kernel (RSS, read from /proc) and says so."""
-    done = subprocess.run(
-        [sys.executable, "-c", _FREE_PAGES_IN_THE_MIDDLE], capture_output=True, text=True,
-        timeout=60, cwd=Path(__file__).resolve().parents[2],
-    )
-    assert done.returncode == 0, done.stderr
-    released, kib_given_back = done.stdout.split()
+    released, kib_given_back = _in_fresh_interpreter(_FREE_PAGES_IN_THE_MIDDLE).split()
     assert released == "True"
     assert int(kib_given_back) >= 12 * 1024
 
