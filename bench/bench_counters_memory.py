@@ -14,8 +14,8 @@ Rows, the same events on each side, each side in a fresh process:
     pipelines would take most of an hour at 10M events on 2 shared cores).
 
 Then where pointspace's bytes go, from a walk of the live state (``sys.getsizeof`` of each
-container and of each int that is not one of CPython's cached small ints): cells dict tables,
-cell keys and values, per-series objects, per-metric objects, the pending all-types writes,
+container and of each int that is not one of CPython's cached small ints): the series'
+packed columns (``engine/prefix_series.py``), late writes, per-series objects, per-metric objects,
 activities (objects, points dicts and their ints, the month index). What the walk does not explain
 is allocator slack and the engine's own structures.
 
@@ -85,21 +85,19 @@ def breakdown(states: dict[Any, Any]) -> dict[str, int]:
     for user in states.values():
         out["users (UserCounters + metrics dict)"] += size(user) + size(user.metrics)
         for state in user.metrics.values():
-            out["per-metric objects (MetricCounters, by_atid, pending, dicts)"] += (
-                size(state) + size(state.by_atid) + size(state.pending) + size(state.activities)
+            out["per-metric objects (MetricCounters, by_atid, dicts)"] += (
+                size(state) + size(state.by_atid) + size(state.activities)
                 + size(state.aid_months))
-            # Writes waiting to be folded into the all-types series (ts, delta, ts, delta...;
-            # the list itself is counted with the per-metric objects).
-            out["pending all-types writes (ints)"] += _int_bytes(state.pending)
             series = list(state.by_atid.values())
             if state.all_types is not None:
                 series.append(state.all_types)
             for s in series:
-                out["series objects (CounterSeries)"] += size(s)
-                out["cells dict tables"] += size(s.cells)
-                out["cell key ints"] += _int_bytes(s.cells.keys())
-                out["cell value ints"] += _int_bytes(s.cells.values())
-                out["cells (count)"] += len(s.cells)
+                out["series objects (PrefixSeries)"] += size(s)
+                out["packed columns (starts, running totals)"] += size(s.starts) + size(s.sums)
+                if s.late:
+                    out["late writes (dict + ints)"] += size(s.late) + _int_bytes(s.late.keys()) + _int_bytes(
+                        s.late.values())
+                out["entries (count)"] += s.entries()
                 out["series (count)"] += 1
             for activity in state.activities.values():
                 out["activity objects (+ total int)"] += size(activity) + _int_bytes([activity.total])
@@ -203,7 +201,7 @@ def main() -> None:
     b = ours["breakdown"]
     counts = {k: b.pop(k) for k in list(b) if k.endswith("(count)")}
     print(f"\nwhere pointspace's bytes go ({counts.get('series (count)', 0):,} series, "
-          f"{counts.get('cells (count)', 0):,} cells, {counts.get('activities (count)', 0):,} "
+          f"{counts.get('entries (count)', 0):,} entries, {counts.get('activities (count)', 0):,} "
           f"activities), per event")
     for name, value in sorted(b.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<62} {value / n:>8.1f} B")

@@ -10,9 +10,11 @@ Windows: an hour, a day, 30 days, a year at random seconds, and the awkward ones
   * ``worst, multi-year``: the same edges, with t1 in the second year and t2 in the last-but-one;
   * ``mid-month edges``: t1, t2 on the 15th at 12:29:29 and 12:30:31 of months apart;
   * each of the above again on a series after retention dropped seconds older than 30 days and
-    minutes older than a year (``CounterSeries._before_with_horizons``).
+    minutes older than a year (``PrefixSeries.expire``: rolled up into coarser entries).
 
-Rows, per window: ``CounterSeries.range_sum`` alone (one activity type), ``UserCounters.range_sum``
+Rows, per window: ``PrefixSeries.range_sum`` alone (one activity type: what user counters keep
+since issue 17), the six-cell ``CounterSeries`` holding the same writes beside it (the layout
+user counters kept before; statshub and Density still do), ``UserCounters.range_sum``
 (all types: the kept all-types series), and ``Engine.query`` through the actors for one user and
 for 100 users in one call (per query and per user), each through the actors' mailboxes and
 directly (``Router.read_directly``, engine/actors.py), side by side. Each row gives the
@@ -48,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.counters import ADD, CounterSeries, UserCounters  # noqa: E402
 from engine.engine import Engine  # noqa: E402
+from engine.prefix_series import PrefixSeries  # noqa: E402
 from web.serving.server import tune_gc  # noqa: E402
 
 LAST_YEAR = 2024
@@ -134,23 +137,33 @@ def main() -> None:
     series = user.metrics["steps"].by_atid[1]
     # The same series after retention: seconds kept 30 days, minutes a year (as of the end).
     end = year_start(LAST_YEAR + 1)
-    expired = CounterSeries.from_plain(series.to_plain())
+    expired = PrefixSeries.from_plain(series.to_plain())
     expired.expire([end - 30 * 86400, end - 365 * 86400, 0, 0, 0])
+    cells = CounterSeries()  # the six-cell layout, the same writes
+    for _user, metric, atid, _aid, ts, value, *_ in one:
+        if metric == "steps" and atid == 1:
+            cells.add(ts, value)
+    cells_expired = CounterSeries.from_plain(cells.to_plain())
+    cells_expired.expire([end - 30 * 86400, end - 365 * 86400, 0, 0, 0])
     check_one = brute(one, 0, 1)
     check_all = brute(one, 0, None)
     print(f"{len(one):,} events for one user ({args.first_year}..{LAST_YEAR}, every "
-          f"{args.every} s, 4 types: {len(series.cells):,} cells in type 1); "
+          f"{args.every} s, 4 types: {series.entries():,} entries, {len(cells.cells):,} six-level cells in type 1); "
           f"{len(many):,} events for 100 users")
     for name, queries in wins.items():
         for t1, t2 in queries[:50]:
-            assert series.range_sum(t1, t2) == check_one(t1, t2), (name, t1, t2)
+            assert series.range_sum(t1, t2) == check_one(t1, t2) == cells.range_sum(t1, t2), (name, t1, t2)
             assert user.range_sum("steps", t1, t2) == check_all(t1, t2), (name, t1, t2)
             # Retention rounds down only where an edge lies in a dropped stretch.
             if t1 >= end - 30 * 86400:
                 assert expired.range_sum(t1, t2) == check_one(t1, t2), (name, t1, t2)
+            assert expired.range_sum(t1, t2) == cells_expired.range_sum(t1, t2), (name, t1, t2)
         print(f"\n{name}")
-        print(f"  {'CounterSeries.range_sum (one type)':<44} {summary(latencies(series.range_sum, queries))}")
-        print(f"  {'  ... after retention (horizons)':<44} {summary(latencies(expired.range_sum, queries))}")
+        print(f"  {'PrefixSeries.range_sum (one type)':<44} {summary(latencies(series.range_sum, queries))}")
+        print(f"  {'  ... after retention (rolled up)':<44} {summary(latencies(expired.range_sum, queries))}")
+        print(f"  {'CounterSeries.range_sum (six-cell, before)':<44} {summary(latencies(cells.range_sum, queries))}")
+        print(f"  {'  ... after retention (horizons)':<44} "
+              f"{summary(latencies(cells_expired.range_sum, queries))}")
         all_types = lambda a, b: user.range_sum("steps", a, b)  # noqa: E731
         print(f"  {'UserCounters.range_sum (all types)':<44} {summary(latencies(all_types, queries))}")
 

@@ -2,27 +2,36 @@
 
 Theory of operation
 -------------------
-A :class:`CounterSeries` is one integer time series kept at six UTC resolutions (year .. second,
-see ``engine/timebuckets.py``) in a single dict ``cells: {bucket * 8 + level: value}``. A write
-of ``delta`` at second ``ts`` adds it to the six cells containing ``ts`` and to ``total``.
+Two layouts of one integer time series live here and in ``engine/prefix_series.py``:
 
-Reads never walk seconds. ``before(t)``, the sum of everything strictly before second ``t``, is
-the sum of whole buckets that precede ``t`` at each level: the years before its year, then the
-months of its year before its month, ... then the seconds of its minute before it. At each level
-the buckets-before lie inside one parent bucket, so the sum is either those children or "the
-parent minus the children from ``t`` on", whichever touches fewer cells: at most
-6 + 15 + 12 + 30 + 30 lookups below the year level. A range sum is
+* :class:`~engine.prefix_series.PrefixSeries` -- the seconds that have writes and the running
+  total through each, as two packed int64 arrays. A range sum is two binary searches; a write
+  in time order is two appends (16 B per distinct second). User counters and global counters
+  use it (see that module's theory of operation, and ``bench/bench_ingest.py``).
+* :class:`CounterSeries` -- the series kept at six UTC resolutions (year .. second, see
+  ``engine/timebuckets.py``) in one dict ``cells: {bucket * 8 + level: value}``; a write adds
+  to the six cells containing ``ts``. statshub's roll-ups and Density keep it: they read
+  single buckets (a period's value, a gauge's last period) as well as sums, which cells
+  answer with one lookup. It was the user counters' layout until issue 17 measured the
+  running-total layout side by side (bench/bench_ingest.py: sparse 98k -> 153k events/s on
+  the state alone, dense 191k -> 563k) and it stays the reference the new layout's property
+  tests are held to (tests/engine/test_prefix_series.py).
+
+:class:`CounterSeries` reads never walk seconds. ``before(t)``, the sum of everything strictly
+before second ``t``, is the sum of whole buckets that precede ``t`` at each level: the years
+before its year, then the months of its year before its month, ... then the seconds of its
+minute before it. At each level the buckets-before lie inside one parent bucket, so the sum is
+either those children or "the parent minus the children from ``t`` on", whichever touches
+fewer cells: at most 6 + 15 + 12 + 30 + 30 lookups below the year level. A range sum is
 ``before(t2 + 1) - before(t1)``, and a breakdown into N periods costs N + 1 ``before`` calls.
-Before the first write or after the last one, ``before`` answers from ``total`` without a lookup,
-so old and future boundaries cost nothing.
+Before the first write or after the last one, ``before`` answers from ``total`` without a
+lookup, so old and future boundaries cost nothing. This is PSD's "pay on write so reads are
+cheap" layout with the prefix formulation and integer cells instead of string-keyed Redis
+hashes (``bench/bench_counters.py``).
 
-This is PSD's "pay on write so reads are cheap" layout with two changes: the prefix formulation
-(two walks instead of a decomposition into up to 11 runs, and each walk is cut in half by the
-parent-minus-complement rule), and integer cells instead of string-keyed Redis hashes.
-Measured in ``bench/bench_counters.py``.
-
-Per user (:class:`UserCounters`) there is one series per (metric, activity type); a filter on
-"all activity types" sums the few series of that metric. Activities (PSD's ``aid``) are kept
+Per user (:class:`UserCounters`) there is one series per (metric, activity type), and, once a
+metric has a second type, one more holding their sum, written alongside, so that a read over
+all types searches one series. Activities (PSD's ``aid``) are kept
 apart, as points ``{ts: value}`` per (metric, aid), with their total (see :class:`Activity`),
 for two reads only they need:
 
@@ -35,9 +44,9 @@ for two reads only they need:
 An activity's type is the one of its first write (PSD keys by both; a client that changes an
 activity's type later is not supported and gets the first type in ``_atids``).
 
-Invariants (``_check``): every non-year cell equals the sum of its children; the year cells sum
-to ``total``; each metric's activity points sum to the per-type series of that metric minus the
-writes that had no ``aid``.
+Invariants (``_check``): a :class:`CounterSeries`' every non-year cell equals the sum of its
+children and its year cells sum to ``total``; a user's all-types series holds the sum of its
+per-type series; every activity point is in the ``aid_months`` index.
 
 Values are Python ints: sums never overflow. Nothing here imports trio or reads the clock.
 """
@@ -49,6 +58,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.prefix_series import PrefixSeries
 from engine.timebuckets import (
     DAY,
     HOUR,
@@ -422,14 +432,8 @@ def _children_before(get: Any, parent_level: int, parent: int, child: int, compl
 ############################################################################################
 
 
-#: Pending all-types writes kept before they are folded in without waiting for a read. Small:
-#: folding in groups is ~10% cheaper than six more increments per write (a tighter loop), but
-#: a pending write costs memory until it is folded (4,096 held ~85 B per stored event at 10M
-#: events, bench/bench_counters_memory.py) and its work is only put off, not saved.
-PENDING_FOLD = 64
-
 #: What an unfiltered read of a metric with no series yet sees (never written to).
-_EMPTY_SERIES = CounterSeries()
+_EMPTY_SERIES = PrefixSeries()
 
 
 class Activity:
@@ -521,51 +525,37 @@ class Activity:
 class MetricCounters:
     """Everything one user has for one metric: a series per activity type, and activities."""
 
-    __slots__ = ("by_atid", "all_types", "pending", "activities", "aid_months")
+    __slots__ = ("by_atid", "all_types", "activities", "aid_months")
 
     def __init__(self) -> None:
-        self.by_atid: dict[int, CounterSeries] = {}
+        self.by_atid: dict[int, PrefixSeries] = {}
         #: The sum over every activity type, kept only once a second type appears (until then
-        #: the one series is the total): an unfiltered read walks one series, not one per type.
-        self.all_types: CounterSeries | None = None
-        #: Writes not yet added to ``all_types``: they are folded in, in one tight loop, when
-        #: an unfiltered read needs them or ``PENDING_FOLD`` have gathered (bench_ingest.py
-        #: counts the folding in its figures: it is put off, not saved).
-        self.pending: list[int] = []  # ts, delta, ts, delta, ... (no tuple per write)
+        #: the one series is the total): an unfiltered read searches one series, not one per
+        #: type.
+        self.all_types: PrefixSeries | None = None
         self.activities: dict[int, Activity] = {}
         self.aid_months: dict[int, dict[int, int]] = {}  # month -> {aid: atid}, first-seen order
 
-    def new_series(self, atid: int) -> CounterSeries:
+    def new_series(self, atid: int) -> PrefixSeries:
         """Create the series of a new activity type (and the all-types total at the second)."""
         if len(self.by_atid) == 1:
-            self.all_types = CounterSeries.merged(self.by_atid.values())
-        series = self.by_atid[atid] = CounterSeries()
+            self.all_types = PrefixSeries.merged(self.by_atid.values())
+        series = self.by_atid[atid] = PrefixSeries()
         return series
 
-    def fold(self) -> None:
-        """Add the pending writes to ``all_types``."""
-        pending = self.pending
-        if pending and self.all_types is not None:
-            add = self.all_types.add
-            for i in range(0, len(pending), 2):
-                add(pending[i], pending[i + 1])
-            pending.clear()
-
-    def unfiltered(self) -> CounterSeries:
+    def unfiltered(self) -> PrefixSeries:
         """The series summing every activity type (the only one, or the kept total)."""
         if self.all_types is not None:
-            self.fold()
             return self.all_types
         for series in self.by_atid.values():
             return series
         return _EMPTY_SERIES
 
     def expire(self, cutoffs: Sequence[int]) -> int:
-        """Retention: drop old fine buckets (``CounterSeries.expire``) and activity points
+        """Retention: roll old fine buckets up (``PrefixSeries.expire``) and drop activity points
         older than the second-level cutoff (an activity with none left is forgotten)."""
         removed = sum(series.expire(cutoffs) for series in self.by_atid.values())
         if self.all_types is not None:
-            self.fold()
             self.all_types.expire(cutoffs)
         cutoff = cutoffs[SECOND]
         if cutoff > 0:
@@ -662,9 +652,9 @@ class UserCounters:
     def apply(self, events: Iterable[CounterEvent]) -> None:
         """Apply validated events in order.
 
-        This is the write hot path, so ``MetricCounters.add`` and ``CounterSeries.add`` are
-        inlined here (two calls and a second month lookup per event cost ~30% of the write;
-        bench/bench_ingest.py). ``_check`` verifies the result is the same.
+        This is the write hot path, so ``PrefixSeries.add`` (for a write after the series'
+        last second) and ``Activity.add`` are inlined here, and the month is computed only
+        for events with an activity (its index). ``_check`` verifies the result.
 
         Runtime complexity: O(1) per add event; a diff event also reads what its activity
         recorded in [ts1, ts]: O(1) when that covers every point (a live activity's reports),
@@ -689,32 +679,39 @@ class UserCounters:
             series = state.by_atid.get(atid)
             if series is None:
                 series = state.new_series(atid)
-            if state.all_types is not None:
-                pending = state.pending
-                pending.append(ts)
-                pending.append(value)
-                if len(pending) >= 2 * PENDING_FOLD:
-                    state.fold()
-            # CounterSeries.add, inlined.
-            cells = series.cells
-            day = ts // 86400
-            month = months.get(day)
-            if month is None:
-                month = month_of_day(day)
-            cells[ts * 8] += value
-            cells[(ts // 60) * 8 + 1] += value
-            cells[(ts // 3600) * 8 + 2] += value
-            cells[day * 8 + 3] += value
-            cells[month * 8 + 4] += value
-            cells[(month // 12) * 8 + 5] += value
-            series.total += value
-            if ts > series.last_ts:
+            # PrefixSeries.add, inlined for a write after the series' last second (a live
+            # feed's writes); any other goes through add.
+            starts = series.starts
+            if starts and ts > starts[-1] and series.horizons is None:
+                try:
+                    series.sums.append(series.sums[-1] + value)
+                except OverflowError:
+                    series._widen()
+                    series.sums.append(series.sums[-1] + value)
+                starts.append(ts)
+                series.total += value
                 series.last_ts = ts
-                if series.first_ts < 0:
-                    series.first_ts = ts
-            elif ts < series.first_ts:
-                series.first_ts = ts
+            else:
+                series.add(ts, value)
+            every = state.all_types
+            if every is not None:
+                starts = every.starts
+                if starts and ts > starts[-1] and every.horizons is None:
+                    try:
+                        every.sums.append(every.sums[-1] + value)
+                    except OverflowError:
+                        every._widen()
+                        every.sums.append(every.sums[-1] + value)
+                    starts.append(ts)
+                    every.total += value
+                    every.last_ts = ts
+                else:
+                    every.add(ts, value)
             if activity is not None:  # Activity.add, inlined
+                day = ts // 86400
+                month = months.get(day)
+                if month is None:
+                    month = month_of_day(day)
                 points = activity.points
                 points[ts] = points.get(ts, 0) + value
                 activity.total += value
@@ -767,7 +764,7 @@ class UserCounters:
         return CounterStatistics(
             metrics=len(self.metrics),
             series=len(series),
-            cells=sum(len(s.cells) for s in series),
+            cells=sum(s.entries() for s in series),
             activities=sum(len(m.activities) for m in self.metrics.values()),
         )
 
@@ -791,9 +788,9 @@ class UserCounters:
         for name, series, activities, aid_months in plain:
             state = user.metrics[name] = MetricCounters()
             for atid, s in series:
-                state.by_atid[atid] = CounterSeries.from_plain(s)
+                state.by_atid[atid] = PrefixSeries.from_plain(s)
             if len(state.by_atid) > 1:
-                state.all_types = CounterSeries.merged(state.by_atid.values())
+                state.all_types = PrefixSeries.merged(state.by_atid.values())
             for aid, atid, points in activities:
                 state.activities[aid] = Activity.from_pairs(atid, points)
             state.aid_months = {month: dict(index) for month, index in aid_months}
@@ -804,10 +801,9 @@ class UserCounters:
             for series in state.by_atid.values():
                 series._check()
             if state.all_types is not None:
-                state.fold()
                 state.all_types._check()
-                merged = CounterSeries.merged(state.by_atid.values())
-                assert dict(merged.cells) == {k: v for k, v in state.all_types.cells.items()}
+                merged = PrefixSeries.merged(state.by_atid.values())
+                assert merged.deltas() == state.all_types.deltas(), "all-types != sum of types"
             for aid, activity in state.activities.items():
                 stamps = list(activity.points)
                 assert activity.total == sum(activity.points.values()), f"activity {aid}: total"
@@ -825,7 +821,7 @@ class GlobalCounter:
     __slots__ = ("series", "applied_seq")
 
     def __init__(self) -> None:
-        self.series = CounterSeries()
+        self.series = PrefixSeries()
         self.applied_seq = 0
 
     def apply(self, events: Iterable[tuple[int, int]]) -> None:
@@ -850,7 +846,7 @@ class GlobalCounter:
     @classmethod
     def from_plain(cls, plain: Sequence[Any]) -> GlobalCounter:
         counter = cls()
-        counter.series = CounterSeries.from_plain(plain)
+        counter.series = PrefixSeries.from_plain(plain)
         return counter
 
 
