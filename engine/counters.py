@@ -682,7 +682,7 @@ class UserCounters:
             # PrefixSeries.add, inlined for a write after the series' last second (a live
             # feed's writes); any other goes through add.
             starts = series.starts
-            if starts and ts > starts[-1] and series.horizons is None:
+            if starts and ts > starts[-1] and (series.horizons is None or ts >= series.horizons[0]):
                 try:
                     series.sums.append(series.sums[-1] + value)
                 except OverflowError:
@@ -696,7 +696,7 @@ class UserCounters:
             every = state.all_types
             if every is not None:
                 starts = every.starts
-                if starts and ts > starts[-1] and every.horizons is None:
+                if starts and ts > starts[-1] and (every.horizons is None or ts >= every.horizons[0]):
                     try:
                         every.sums.append(every.sums[-1] + value)
                     except OverflowError:
@@ -803,7 +803,8 @@ class UserCounters:
             if state.all_types is not None:
                 state.all_types._check()
                 merged = PrefixSeries.merged(state.by_atid.values())
-                assert merged.deltas() == state.all_types.deltas(), "all-types != sum of types"
+                every = PrefixSeries.merged([state.all_types, PrefixSeries()])  # rounded alike
+                assert merged.deltas() == every.deltas(), "all-types != sum of types"
             for aid, activity in state.activities.items():
                 stamps = list(activity.points)
                 assert activity.total == sum(activity.points.values()), f"activity {aid}: total"

@@ -28,8 +28,8 @@ rounds ``t`` down to that tier's bucket, "the finest resolution still kept there
 the bucket-tree layout did (``before`` below).
 
 Values: ``sums`` is an int64 array while every running total fits; a write that would leave
-that range turns it into a list of Python ints for good (``OverflowError`` from the array is
-the test), so sums never overflow, as before. Nothing here imports trio or reads the clock.
+that range turns it into a list of Python ints (``OverflowError`` from the array is
+the test; a later rebuild packs them again if they fit), so sums never overflow, as before. Nothing here imports trio or reads the clock.
 
 Invariants (``_check``): ``starts`` strictly increasing and as long as ``sums``; the last
 running total plus the late writes equals ``total``; every start is its tier's bucket start;
@@ -169,13 +169,40 @@ class PrefixSeries:
             self.merge_late()
 
     def merge_late(self) -> None:
-        """Merge the held late writes into the arrays (one rebuild)."""
+        """Merge the held late writes into the arrays.
+
+        Only the entries from the earliest late write on are rebuilt (in Python), and the
+        running totals before it stay as they are: a feed lagging a few seconds behind
+        another rebuilds a few entries, not the series. A tail of ``_VECTORISE_FROM`` entries
+        or more is rebuilt whole, with numpy.
+        """
         late = self.late
-        if not late:
-            self.late = None
-            return
         self.late = None
-        self._rebuild_from(self._columns_if_large(), list(late), list(late.values()))
+        if not late:
+            return
+        horizons = self.horizons
+        low = min(late)
+        if horizons is not None:
+            low = _round_down(low, horizons)
+        starts, sums = self.starts, self.sums
+        i = bisect_left(starts, low)
+        if len(starts) - i >= _VECTORISE_FROM:
+            self._rebuild_from(self._columns_if_large(), list(late), list(late.values()))
+            return
+        base = sums[i - 1] if i else 0
+        tail = PrefixSeries()
+        tail.horizons = horizons
+        tail._rebuild(list(starts[i:]) + list(late),
+                      _python_deltas(sums[i:], base) + list(late.values()))
+        del starts[i:]
+        del sums[i:]
+        starts.extend(tail.starts)
+        for running in tail.sums:
+            try:
+                self.sums.append(base + running)
+            except OverflowError:
+                self._widen()
+                self.sums.append(base + running)
 
     def _widen(self) -> None:
         """Keep running totals as Python ints from now on (one left the int64 range)."""
@@ -200,13 +227,14 @@ class PrefixSeries:
         horizons = self.horizons
         if horizons is not None:
             t = _round_down(t, horizons)
-            if self.late is not None:
-                self.merge_late()  # late writes need the same rounding: rare, merge them
         starts = self.starts
         i = bisect_left(starts, t)
         acc = self.sums[i - 1] if i else 0
         late = self.late
         if late is not None:
+            # A merge would place a late write at its tier's bucket start; as ``t`` is itself
+            # a bucket start of its tier (tiers nest), that start is before ``t`` exactly when
+            # the write's second is.
             for ts, delta in late.items():
                 if ts < t:
                     acc += delta
@@ -265,12 +293,25 @@ class PrefixSeries:
                 horizons[level] = max(horizons[level], bucket_start(level, bucket_of(level, cutoff)))
         if not changed:
             return 0
-        before = self.entries()
         self.horizons = horizons
-        late = self.late or {}
-        self.late = None
-        self._rebuild_from(self._columns_if_large(), list(late), list(late.values()))
-        return before - self.entries()
+        # Entries before the second-level horizon roll up; those after it are seconds still
+        # kept, and their running totals do not change (the rolled-up prefix keeps its sum).
+        # Late writes stay held: reads round them as they round stored entries.
+        starts, sums = self.starts, self.sums
+        j = bisect_left(starts, horizons[SECOND])
+        if not j:
+            return 0
+        prefix = PrefixSeries()
+        prefix.horizons = horizons
+        prefix.starts = starts[:j]
+        prefix.sums = sums[:j]
+        prefix._rebuild_from(prefix._columns_if_large(), [], [])
+        starts[:j] = prefix.starts
+        if type(sums) is array and type(prefix.sums) is not array:
+            self._widen()
+            sums = self.sums
+        sums[:j] = prefix.sums if type(sums) is array else list(prefix.sums)
+        return j - len(prefix.starts)
 
     ########################################################################################
     # Building
@@ -469,6 +510,16 @@ def _round_down(t: int, horizons: Sequence[int]) -> int:
         if t >= horizons[level]:
             return floor_to(level, t)
     return floor_to(YEAR, t)
+
+
+def _python_deltas(sums: Any, base: int) -> list[int]:
+    """Differences of consecutive running totals, the first taken from ``base``."""
+    out = []
+    prev = base
+    for value in sums:
+        out.append(value - prev)
+        prev = value
+    return out
 
 
 def _to_bytes(column: array[int]) -> bytes:
