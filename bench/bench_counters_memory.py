@@ -16,7 +16,7 @@ Rows, the same events on each side, each side in a fresh process:
 Then where pointspace's bytes go, from a walk of the live state (``sys.getsizeof`` of each
 container and of each int that is not one of CPython's cached small ints): the series'
 packed columns (``engine/prefix_series.py``), late writes, per-series objects, per-metric objects,
-activities (objects, points dicts and their ints, the month index). What the walk does not explain
+activities (objects, packed points, the month index). What the walk does not explain
 is allocator slack and the engine's own structures.
 
 Run::
@@ -101,9 +101,9 @@ def breakdown(states: dict[Any, Any]) -> dict[str, int]:
                 out["series (count)"] += 1
             for activity in state.activities.values():
                 out["activity objects (+ total int)"] += size(activity) + _int_bytes([activity.total])
-                out["activity points dicts"] += size(activity.points)
-                out["activity point ints"] += _int_bytes(activity.points.keys()) + _int_bytes(
-                    activity.points.values())
+                out["activity points (packed pairs)"] += size(activity.points)
+                if type(activity.points) is list:  # widened: a delta left int64
+                    out["activity point ints"] += _int_bytes(activity.points)
                 out["activities (count)"] += 1
             for index in state.aid_months.values():
                 out["aid_months index (dicts + aid ints)"] += size(index) + _int_bytes(index.keys())

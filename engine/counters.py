@@ -32,7 +32,7 @@ hashes (``bench/bench_counters.py``).
 Per user (:class:`UserCounters`) there is one series per (metric, activity type), and, once a
 metric has a second type, one more holding their sum, written alongside, so that a read over
 all types searches one series. Activities (PSD's ``aid``) are kept
-apart, as points ``{ts: value}`` per (metric, aid), with their total (see :class:`Activity`),
+apart, as ``(second, value)`` points per (metric, aid), with their total (see :class:`Activity`),
 for two reads only they need:
 
 * the diff-mode write (PSD's default): "what has this activity already recorded in
@@ -53,12 +53,13 @@ Values are Python ints: sums never overflow. Nothing here imports trio or reads 
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.prefix_series import PrefixSeries
+from engine.prefix_series import PrefixSeries, new_column
 from engine.timebuckets import (
     DAY,
     HOUR,
@@ -445,19 +446,21 @@ class Activity:
     summing the points instead cost O(points) per write (357 us at 10,000 points, an activity
     reporting every second for three hours). Other ranges still sum the points in [t1, t2].
 
-    The points stay a dict: a sorted int64 column was measured (one array per activity,
-    16 B per point: 521 -> 488 B per stored event at 1M events, bench/bench_counters_memory.py)
-    and not taken, as it made ``UserCounters.apply`` 8-18% slower on ``bench/common.py``'s
-    feeds (an array per new activity costs more to create than a dict, and its appends more
-    than a dict store). bench/bench_diff_writes.py measures diff-mode writes against add-mode
-    ones as activities grow.
+    The points are ``(second, delta)`` pairs, interleaved in one int64 array in write order:
+    a write at the latest pair's second adds to it, any other appends a pair (a second written
+    out of order may then have two pairs; every read sums pairs, so that changes nothing).
+    An array costs 16 B per point and one small object; a dict of points cost ~190 B per
+    activity more at 2-3 points each (bench/bench_counters_memory.py), and its first insert
+    was the most expensive step of a sparse feed's write (bench/bench_ingest.py). A delta at
+    one second that leaves int64 turns the array into a list of Python ints (``_widen``).
     """
 
     __slots__ = ("atid", "points", "total", "first", "last", "indexed_month")
 
     def __init__(self, atid: int) -> None:
         self.atid = atid
-        self.points: dict[int, int] = {}
+        #: [ts, delta, ts, delta, ...]: an array("q"), or a list once a delta left int64.
+        self.points: Any = new_column()
         self.total = 0
         #: The first and last second with a point (-1: none yet).
         self.first = -1
@@ -470,7 +473,20 @@ class Activity:
     def add(self, ts: int, delta: int) -> None:
         """Add ``delta`` at second ``ts`` (inlined in ``UserCounters.apply``)."""
         points = self.points
-        points[ts] = points.get(ts, 0) + delta
+        if points and points[-2] == ts:
+            try:
+                points[-1] += delta
+            except OverflowError:
+                self._widen()
+                self.points[-1] += delta
+        else:
+            points.append(ts)
+            try:
+                points.append(delta)
+            except OverflowError:  # a diff-mode delta may leave int64
+                points.pop()
+                self._widen()
+                self.points += (ts, delta)
         self.total += delta
         if ts > self.last:
             self.last = ts
@@ -479,13 +495,17 @@ class Activity:
         elif ts < self.first:
             self.first = ts
 
+    def _widen(self) -> None:
+        self.points = list(self.points)
+
     def range_sum(self, t1: int, t2: int) -> int:
         """The sum of the points in [t1, t2]: ``total`` when the range covers them all."""
         if t1 <= self.first and t2 >= self.last:
             return self.total
         if t2 < self.first or t1 > self.last:
             return 0
-        return sum(v for ts, v in self.points.items() if t1 <= ts <= t2)
+        points = self.points
+        return sum(v for ts, v in zip(points[0::2], points[1::2], strict=True) if t1 <= ts <= t2)
 
     def touches(self, t1: int, t2: int) -> bool:
         """Whether a point lies in [t1, t2]."""
@@ -493,25 +513,40 @@ class Activity:
             return False
         if t1 <= self.first or t2 >= self.last:
             return True  # the first or the last point is inside
-        return any(t1 <= ts <= t2 for ts in self.points)
+        return any(t1 <= ts <= t2 for ts in self.points[0::2])
+
+    def seconds(self) -> list[int]:
+        """The seconds with a point (a second written out of order may repeat)."""
+        return list(self.points[0::2])
 
     def expire(self, cutoff: int) -> int:
-        """Drop the points before second ``cutoff``; returns how many."""
+        """Drop the points before second ``cutoff``; returns how many seconds went."""
         if self.first >= cutoff or self.first < 0:
             return 0
         points = self.points
-        doomed = [ts for ts in points if ts < cutoff]
-        for ts in doomed:
-            self.total -= points.pop(ts)
-        if points:
-            self.first = min(points)
+        kept = new_column() if type(points) is array else []
+        doomed: set[int] = set()
+        for ts, value in zip(points[0::2], points[1::2], strict=True):
+            if ts < cutoff:
+                doomed.add(ts)
+                self.total -= value
+            else:
+                kept.append(ts)
+                kept.append(value)
+        self.points = kept
+        if kept:
+            self.first = min(kept[0::2])
         else:
             self.first = self.last = -1
         return len(doomed)
 
     def pairs(self) -> list[tuple[int, int]]:
-        """``(second, value)`` pairs in write order (snapshots)."""
-        return list(self.points.items())
+        """``(second, value)`` pairs, one per second, in first-write order (snapshots)."""
+        points = self.points
+        merged: dict[int, int] = {}
+        for ts, value in zip(points[0::2], points[1::2], strict=True):
+            merged[ts] = merged.get(ts, 0) + value
+        return list(merged.items())
 
     @classmethod
     def from_pairs(cls, atid: int, pairs: Iterable[Sequence[int]]) -> Activity:
@@ -569,7 +604,7 @@ class MetricCounters:
                 for aid in list(index):
                     activity = self.activities.get(aid)
                     if activity is None or not any(
-                        month_of_day(ts // 86400) == month for ts in activity.points
+                        month_of_day(ts // 86400) == month for ts in activity.seconds()
                     ):
                         del index[aid]
                 if not index:
@@ -713,7 +748,20 @@ class UserCounters:
                 if month is None:
                     month = month_of_day(day)
                 points = activity.points
-                points[ts] = points.get(ts, 0) + value
+                if points and points[-2] == ts:
+                    try:
+                        points[-1] += value
+                    except OverflowError:
+                        activity._widen()
+                        activity.points[-1] += value
+                else:
+                    points.append(ts)
+                    try:
+                        points.append(value)
+                    except OverflowError:  # a diff-mode delta may leave int64
+                        points.pop()
+                        activity._widen()
+                        activity.points += (ts, value)
                 activity.total += value
                 if ts > activity.last:
                     activity.last = ts
@@ -806,8 +854,8 @@ class UserCounters:
                 every = PrefixSeries.merged([state.all_types, PrefixSeries()])  # rounded alike
                 assert merged.deltas() == every.deltas(), "all-types != sum of types"
             for aid, activity in state.activities.items():
-                stamps = list(activity.points)
-                assert activity.total == sum(activity.points.values()), f"activity {aid}: total"
+                stamps = activity.seconds()
+                assert activity.total == sum(v for _, v in activity.pairs()), f"activity {aid}: total"
                 if stamps:
                     assert (activity.first, activity.last) == (min(stamps), max(stamps))
                 else:

@@ -855,3 +855,28 @@ def test_issue_17_before_matches_brute_force(writes: list[tuple[int, int]], prob
         assert series.range_sum(t - 61, t) == sum(d for ts, d in writes if t - 61 <= ts <= t), t
     for t1, t2 in pairwise(sorted(probes)):
         assert series.range_sum(t1, t2) == sum(d for ts, d in writes if t1 <= ts <= t2), (t1, t2)
+
+
+def test_deltas_past_int64_through_the_write_path_and_a_snapshot() -> None:
+    """A diff-mode delta may leave int64 although every value is validated to it: the
+    activity's points and the series' running totals turn to Python ints, exactly."""
+    import msgpack
+
+    from snapshots.codec import _convert_big_ints, _ext_hook
+
+    user = UserCounters()
+    user.apply([("m", 1, 7, T0, -(2**63), T0, ADD), ("m", 2, None, T0, 1, T0, ADD)])
+    user.apply([("m", 1, 7, T1, 2**63 - 1, T0, DIFF)])  # delta: 2**64 - 1, one activity point
+    user.apply([("m", 1, None, T1 + 1, 2**63 - 1, T1 + 1, ADD)])  # running totals leave int64
+    expected = {(T1, T1): 2**64 - 1, (T0, T1): 2**63, (T0, T1 + 1): 2**64 - 1}
+    for (t1, t2), total in expected.items():
+        assert user.range_sum("m", t1, t2) == total
+    assert user.range_sum("m", T0, T1, aid=7) == 2**63 - 1
+    user._check()
+    packed = msgpack.packb(_convert_big_ints(user.to_plain()), use_bin_type=True)
+    restored = UserCounters.from_plain(msgpack.unpackb(packed, raw=False, ext_hook=_ext_hook,
+                                                       strict_map_key=False))
+    restored._check()
+    for (t1, t2), total in expected.items():
+        assert restored.range_sum("m", t1, t2) == total
+    assert restored.range_sum("m", T0, T1, atid=1) == 2**63 - 1  # -2**63 + (2**64 - 1)
