@@ -5,12 +5,15 @@ year (2024, a leap year) in four activity types; then random ranges of random le
 second to the whole year, any second boundaries), summed for all types and for one type.
 
 Rows, on the same series in the same run:
-  * CounterSeries.range_sum       -- one activity type: two prefix walks
-  * UserCounters.range_sum (all)  -- every type of the metric (four series)
+  * PrefixSeries.range_sum        -- one activity type, as user counters keep it since issue 17:
+                                     two binary searches in (second, running total) columns
+  * CounterSeries.range_sum       -- the same writes in the six-level cells user counters kept
+                                     before (statshub and Density still do): two prefix walks
+  * UserCounters.range_sum (all)  -- every type of the metric (the kept all-types series)
   * Engine.query, one user        -- the same through the actor runtime (one message)
-  * sorted list + bisect (baseline) -- the events in a sorted array with a prefix-sum array
-                                       (the best a hand-rolled in-memory counter can do, but
-                                       it has no calendar levels and O(n) inserts)
+  * sorted list + bisect (baseline) -- the events in a sorted list with a prefix-sum list: a
+                                       hand-rolled in-memory counter (PrefixSeries is this
+                                       layout packed, with appends, late writes and retention)
   * brute force over the year's points -- what PSD's README says you avoid
 
 Target (issue 2): any one-user range sum <= 100 us in-process.
@@ -32,7 +35,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import table  # noqa: E402
-from engine.counters import ADD, UserCounters  # noqa: E402
+from engine.counters import ADD, CounterSeries, UserCounters  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 
 YEAR_START = 1704067200  # 2024-01-01
@@ -207,13 +210,17 @@ def main() -> None:
     load = time.perf_counter() - t0
     stats = user.statistics()
     print(f"one user, a year of writes every {args.every} s: {len(events):,} events, "
-          f"{stats.cells:,} cells, loaded in {load:.1f} s")
+          f"{stats.cells:,} entries, loaded in {load:.1f} s")
     queries = []
     for _ in range(args.queries):
         length = int(10 ** rng.uniform(0, 7.5))
         t1 = rng.randrange(YEAR_START, YEAR_END)
         queries.append((t1, min(YEAR_END, t1 + length)))
     series = user.metrics["steps"].by_atid[1]
+    cells = CounterSeries()
+    for _, atid, _, ts, value, _, _ in events:
+        if atid == 1:
+            cells.add(ts, value)
 
     def per_query(fn) -> float:
         t0 = time.perf_counter()
@@ -222,7 +229,8 @@ def main() -> None:
         return (time.perf_counter() - t0) / len(queries) * 1e6
 
     rows = [
-        ("CounterSeries.range_sum (one type)", per_query(series.range_sum), "us/query"),
+        ("PrefixSeries.range_sum (one type)", per_query(series.range_sum), "us/query"),
+        ("CounterSeries.range_sum (one type, six cells)", per_query(cells.range_sum), "us/query"),
         ("UserCounters.range_sum (all types)", per_query(lambda a, b: user.range_sum("steps", a, b)), "us/query"),
     ]
 
@@ -249,8 +257,8 @@ def main() -> None:
         sum(v for ts, v in zip(stamps, values, strict=True) if t1 <= ts <= t2)
     rows.append(("brute force over the points", (time.perf_counter() - t0) / len(few) * 1e6, "us/query"))
     for t1, t2 in queries[:500]:
-        assert series.range_sum(t1, t2) == bisect_sum(t1, t2)
-    table("one-user range sums, random ranges of 1 s .. 1 year", rows, "CounterSeries.range_sum (one type)")
+        assert series.range_sum(t1, t2) == bisect_sum(t1, t2) == cells.range_sum(t1, t2)
+    table("one-user range sums, random ranges of 1 s .. 1 year", rows, "PrefixSeries.range_sum (one type)")
 
 
 if __name__ == "__main__":

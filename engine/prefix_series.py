@@ -15,8 +15,12 @@ int objects (~500 B per stored event at 1M events, bench/bench_counters_memory.p
 array items, and a read walks no bucket tree at all (bench/bench_range_windows.py).
 
 Writes before the last second (late data, clock skew) cannot append. They wait in ``late``,
-a small dict that reads add in, and are merged into the arrays in one vectorised pass once
-``LATE_MERGE`` have gathered (O(entries) per merge, so O(entries / LATE_MERGE) per late write).
+a small dict that reads add in, and are merged into the arrays once ``LATE_MERGE`` have
+gathered. A merge rebuilds only the entries from the earliest late write on and keeps the
+running totals before it, so a feed lagging a few seconds behind another (two devices of one
+user, clients of a global counter) rebuilds a few entries per merge, not the series; a late
+write far in the past rebuilds the series once per ``LATE_MERGE`` (vectorised past
+``_VECTORISE_FROM`` entries).
 
 Retention (:meth:`expire`) keeps PSD's multi-resolution promise: per level (second .. month),
 buckets that end before that level's cutoff are rolled up into their parent bucket's entry, so
@@ -25,15 +29,19 @@ per level, each starting at that level's *horizon* (the first second still kept 
 resolution; retention requires finer levels to expire no later than coarser ones, so the
 tiers nest). An entry's start is its bucket's start. A read at a second ``t`` inside a tier
 rounds ``t`` down to that tier's bucket, "the finest resolution still kept there", exactly as
-the bucket-tree layout did (``before`` below).
+the bucket-tree layout did (``before`` below). Only the entries before the second-level horizon
+are rebuilt by a sweep: the seconds after it keep their running totals (the rolled-up prefix
+keeps its sum), so a sweep that rolls nothing up costs one binary search. Late writes stay
+held through a sweep; a read rounds their seconds as it rounds stored entries.
 
 Values: ``sums`` is an int64 array while every running total fits; a write that would leave
-that range turns it into a list of Python ints (``OverflowError`` from the array is
-the test; a later rebuild packs them again if they fit), so sums never overflow, as before. Nothing here imports trio or reads the clock.
+that range turns it into a list of Python ints (``OverflowError`` from the array is the test;
+a later rebuild packs them again if they fit), so sums never overflow, as before. Nothing here
+imports trio or reads the clock.
 
 Invariants (``_check``): ``starts`` strictly increasing and as long as ``sums``; the last
 running total plus the late writes equals ``total``; every start is its tier's bucket start;
-no late write is at or after the last start.
+every late write lies before the last start or before the second-level horizon.
 """
 
 from __future__ import annotations
@@ -60,8 +68,8 @@ from engine.timebuckets import (
 )
 
 #: Late writes (before the last second written) held before they are merged into the arrays.
-#: A merge rebuilds the arrays (O(entries), vectorised); a read adds the held writes in one
-#: Python loop, so this bounds both: 64 late writes cost a read ~2-3 us.
+#: A merge rebuilds the entries from the earliest of them on; a read adds the held writes in
+#: one Python loop, so this bounds both: 64 late writes cost a read ~2-3 us.
 LATE_MERGE = 64
 
 _INT64_SAFE = 2**62
@@ -124,8 +132,8 @@ class PrefixSeries:
     def add(self, ts: int, delta: int) -> None:
         """Add ``delta`` at second ``ts`` (inlined in ``UserCounters.apply``).
 
-        Runtime complexity: O(1) at or after the last second written; O(entries /
-        ``LATE_MERGE``) amortised before it.
+        Runtime complexity: O(1) at or after the last second written; before it, amortised
+        O(entries from the earliest held late write on / ``LATE_MERGE``).
         """
         starts = self.starts
         if starts and ts <= starts[-1]:
@@ -287,7 +295,7 @@ class PrefixSeries:
         Sums over kept resolutions stay exact; a range edge inside a rolled-up stretch rounds
         down to the finest resolution still kept there.
 
-        Runtime complexity: O(entries rolled up) plus a rebuild when any were.
+        Runtime complexity: O(log entries + entries before the second-level horizon).
         """
         horizons = list(self.horizons or (0, 0, 0, 0, 0))
         changed = False
@@ -468,8 +476,8 @@ class PrefixSeries:
                 out.last_ts = max(out.last_ts, part.last_ts)
         if len(parts) == 1:  # a user's second activity type: its first series, copied
             (part,) = parts
-            out.starts = array("q", part.starts)
-            out.sums = array("q", part.sums) if type(part.sums) is array else list(part.sums)
+            out.starts = part.starts[:]  # a slice copies (the constructor costs 4x more)
+            out.sums = part.sums[:]
             out.late = dict(part.late) if part.late else None
             return out
         late_starts = [ts for part in parts if part.late for ts in part.late]
