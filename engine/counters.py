@@ -59,7 +59,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.prefix_series import PrefixSeries, new_column
+from engine.prefix_series import PrefixSeries, absorb_extent, new_column, sums_between
 from engine.timebuckets import (
     DAY,
     HOUR,
@@ -147,8 +147,7 @@ class CounterSeries:
         >>> series.period_sums([10, 20, 30])
         [3, 4]
         """
-        marks = [self.before(b) for b in bounds]
-        return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+        return sums_between(self.before, bounds)
 
     def before(self, t: int) -> int:
         """The sum of every write at a second strictly before ``t``.
@@ -356,16 +355,7 @@ class CounterSeries:
         for part in parts:
             for key, value in part.cells.items():
                 cells[key] += value
-            out.total += part.total
-            # Retention dropped the same levels from every part (a user's series expire
-            # together); the merged series must round down where they do.
-            if part.horizons is not None:
-                out.horizons = list(part.horizons) if out.horizons is None else [
-                    max(a, b) for a, b in zip(out.horizons, part.horizons, strict=True)]
-            if part.first_ts >= 0:
-                if out.first_ts < 0 or part.first_ts < out.first_ts:
-                    out.first_ts = part.first_ts
-                out.last_ts = max(out.last_ts, part.last_ts)
+            absorb_extent(out, part)
         return out
 
     def _check(self) -> None:

@@ -49,7 +49,7 @@ from __future__ import annotations
 import sys
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -268,8 +268,7 @@ class PrefixSeries:
         >>> series.period_sums([10, 20, 30])
         [3, 4]
         """
-        marks = [self.before(b) for b in bounds]
-        return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+        return sums_between(self.before, bounds)
 
     def deltas(self) -> dict[int, int]:
         """``{start: sum written there}`` over stored and late writes, zeros left out (checks
@@ -464,16 +463,7 @@ class PrefixSeries:
         out = cls()
         parts = list(parts)
         for part in parts:
-            out.total += part.total
-            # Retention rolled up the same levels in every part (a user's series expire
-            # together); the merged series must round down where they do.
-            if part.horizons is not None:
-                out.horizons = list(part.horizons) if out.horizons is None else [
-                    max(a, b) for a, b in zip(out.horizons, part.horizons, strict=True)]
-            if part.first_ts >= 0:
-                if out.first_ts < 0 or part.first_ts < out.first_ts:
-                    out.first_ts = part.first_ts
-                out.last_ts = max(out.last_ts, part.last_ts)
+            absorb_extent(out, part)
         if len(parts) == 1:  # a user's second activity type: its first series, copied
             (part,) = parts
             out.starts = part.starts[:]  # a slice copies (the constructor costs 4x more)
@@ -516,6 +506,29 @@ class PrefixSeries:
         if seen:  # (writes that cancel out may leave none)
             assert self.first_ts >= 0
             assert min(seen) >= floor_to(YEAR, self.first_ts) and max(seen) <= self.last_ts
+
+
+def sums_between(before: Callable[[int], int], bounds: Sequence[int]) -> list[int]:
+    """Sums over consecutive periods [bounds[i], bounds[i+1]), from a series' ``before``."""
+    marks = [before(b) for b in bounds]
+    return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+
+
+def absorb_extent(out: Any, part: Any) -> None:
+    """Add ``part``'s total, retention horizons and first/last seconds to ``out``, a series
+    being merged from parts (either layout).
+
+    Retention rolls up the same levels in every part (a user's series expire together); the
+    merged series must round down where any part does, so it takes the later horizon.
+    """
+    out.total += part.total
+    if part.horizons is not None:
+        out.horizons = list(part.horizons) if out.horizons is None else [
+            max(a, b) for a, b in zip(out.horizons, part.horizons, strict=True)]
+    if part.first_ts >= 0:
+        if out.first_ts < 0 or part.first_ts < out.first_ts:
+            out.first_ts = part.first_ts
+        out.last_ts = max(out.last_ts, part.last_ts)
 
 
 def _round_down(t: int, horizons: Sequence[int]) -> int:
@@ -584,4 +597,4 @@ def _entries_of_cells(cells: dict[int, int]) -> tuple[list[int], list[int]]:
     return starts, values
 
 
-__all__ = ["LATE_MERGE", "PrefixSeries", "floor_to", "new_column"]
+__all__ = ["LATE_MERGE", "PrefixSeries", "absorb_extent", "floor_to", "new_column", "sums_between"]
