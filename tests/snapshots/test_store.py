@@ -956,3 +956,35 @@ async def test_store_open_raises_storage_errors_unwrapped(tmp_path):
     with pytest.raises(LogCorrupted):
         async with Engine.open(template, fsync="always"):
             pass
+
+
+async def test_store_reads_snapshots_of_the_six_cell_counter_layout(tmp_path, monkeypatch):
+    """A data directory written before user counters moved to running totals (issue 17):
+    its snapshot holds each series as six-level cells. The server reads it and answers the
+    same, and its next snapshot is in the new form."""
+    from engine.counters import CounterSeries
+    from engine.prefix_series import PrefixSeries
+
+    def six_cell_plain(series: PrefixSeries) -> list[Any]:
+        cells = CounterSeries()
+        for ts, delta in series.deltas().items():
+            cells.add(ts, delta)
+        return cells.to_plain()
+
+    users = make_users(20, 5)
+    plan = make_plan(3, users, 40)
+    with monkeypatch.context() as patched:
+        patched.setattr(PrefixSeries, "to_plain", six_cell_plain)
+        async with Engine.open(tmp_path / "d", fsync="always") as engine:
+            await apply_plan(engine, plan)
+            before = await answers(engine, users)
+    forms = {len(series) for kind, _, _, state in read_snapshot(list_snapshots(tmp_path / "d")[0][1])
+             if kind == "user" for _, serieses, *_ in state for _, series in serieses}
+    assert forms == {5}, "the snapshot was not written in the six-cell form"
+    async with Engine.open(tmp_path / "d", fsync="always") as engine:
+        assert engine.store.recovery.replayed_records == 0
+        assert await answers(engine, users) == before == await model_of(plan, users)
+        await engine.count([{"name": "c0", "value": 1, "ts": BASE_TS}])  # so close snapshots
+    forms = {series[0] for kind, _, _, state in read_snapshot(list_snapshots(tmp_path / "d")[0][1])
+             if kind == "user" for _, serieses, *_ in state for _, series in serieses}
+    assert forms == {"p"}
