@@ -427,6 +427,11 @@ def _children_before(get: Any, parent_level: int, parent: int, child: int, compl
 _EMPTY_SERIES = PrefixSeries()
 
 
+#: Pairs an activity searches for a write's second before appending a pair for it (see
+#: ``Activity.add_to_recent``).
+RECENT_PAIRS = 8
+
+
 class Activity:
     """One activity instance: its type, the deltas written for it by second, and their total.
 
@@ -437,8 +442,10 @@ class Activity:
     reporting every second for three hours). Other ranges still sum the points in [t1, t2].
 
     The points are ``(second, delta)`` pairs, interleaved in one int64 array in write order:
-    a write at the latest pair's second adds to it, any other appends a pair (a second written
-    out of order may then have two pairs; every read sums pairs, so that changes nothing).
+    a write at the latest pair's second (or, out of order, at one of the ``RECENT_PAIRS``
+    latest) adds to it, any other appends a pair (a second revisited later may then have two
+    pairs; every read sums pairs, so that changes nothing but size, and a snapshot's reload
+    merges them).
     An array costs 16 B per point and one small object; a dict of points cost ~190 B per
     activity more at 2-3 points each (bench/bench_counters_memory.py), and its first insert
     was the most expensive step of a sparse feed's write (bench/bench_ingest.py). A delta at
@@ -469,7 +476,7 @@ class Activity:
             except OverflowError:
                 self._widen()
                 self.points[-1] += delta
-        else:
+        elif ts > self.last or not self.add_to_recent(ts, delta):
             points.append(ts)
             try:
                 points.append(delta)
@@ -484,6 +491,21 @@ class Activity:
                 self.first = ts
         elif ts < self.first:
             self.first = ts
+
+    def add_to_recent(self, ts: int, delta: int) -> bool:
+        """Add ``delta`` to a pair at second ``ts`` among the ``RECENT_PAIRS`` latest, if one
+        is there (a write revisiting a recent second, as two clients reporting alternately
+        do, then grows nothing); False when none is."""
+        points = self.points
+        for i in range(len(points) - 4, max(-2, len(points) - 2 * RECENT_PAIRS - 2), -2):
+            if points[i] == ts:
+                try:
+                    points[i + 1] += delta
+                except OverflowError:
+                    self._widen()
+                    self.points[i + 1] += delta
+                return True
+        return False
 
     def _widen(self) -> None:
         self.points = list(self.points)
@@ -744,7 +766,7 @@ class UserCounters:
                     except OverflowError:
                         activity._widen()
                         activity.points[-1] += value
-                else:
+                elif ts > activity.last or not activity.add_to_recent(ts, value):
                     points.append(ts)
                     try:
                         points.append(value)

@@ -294,37 +294,51 @@ class PrefixSeries:
         Sums over kept resolutions stay exact; a range edge inside a rolled-up stretch rounds
         down to the finest resolution still kept there.
 
-        Runtime complexity: O(log entries + entries before the second-level horizon).
+        Runtime complexity: O(log entries + the entries whose tier changes), vectorised once
+        they are ``_VECTORISE_FROM`` or more.
         """
-        horizons = list(self.horizons or (0, 0, 0, 0, 0))
-        changed = False
+        old = self.horizons or [0, 0, 0, 0, 0]
+        horizons = list(old)
         for level in range(SECOND, YEAR):
             cutoff = cutoffs[level]
             if cutoff > 0:
                 # Buckets before the one containing the cutoff end at or before it.
-                changed = True
                 horizons[level] = max(horizons[level], bucket_start(level, bucket_of(level, cutoff)))
-        if not changed:
-            return 0
+        if horizons == old:
+            return 0  # nothing new expired
         self.horizons = horizons
-        # Entries before the second-level horizon roll up; those after it are seconds still
-        # kept, and their running totals do not change (the rolled-up prefix keeps its sum).
-        # Late writes stay held: reads round them as they round stored entries.
+        # Only entries from where a horizon moved up to the new second-level horizon change
+        # tier: those before keep theirs, those after are seconds still kept, and every
+        # running total outside the stretch stays (a roll-up keeps the stretch's sum). Late
+        # writes stay held: reads round them as they round stored entries.
+        moved = min(before for before, now in zip(old, horizons, strict=True) if now > before)
         starts, sums = self.starts, self.sums
+        k = bisect_left(starts, _round_down(moved, horizons))
         j = bisect_left(starts, horizons[SECOND])
-        if not j:
+        if j <= k:
             return 0
-        prefix = PrefixSeries()
-        prefix.horizons = horizons
-        prefix.starts = starts[:j]
-        prefix.sums = sums[:j]
-        prefix._rebuild_from(prefix._columns_if_large(), [], [])
-        starts[:j] = prefix.starts
-        if type(sums) is array and type(prefix.sums) is not array:
-            self._widen()
-            sums = self.sums
-        sums[:j] = prefix.sums if type(sums) is array else list(prefix.sums)
-        return j - len(prefix.starts)
+        if j - k >= _VECTORISE_FROM:
+            k = 0  # a long stretch: rebuild everything before the horizon, vectorised
+        base = sums[k - 1] if k else 0
+        stretch = PrefixSeries()
+        stretch.horizons = horizons
+        if k == 0:
+            stretch.starts = starts[:j]
+            stretch.sums = sums[:j]
+            stretch._rebuild_from(stretch._columns_if_large(), [], [])
+        else:
+            stretch._rebuild(list(starts[k:j]), _python_deltas(sums[k:j], base))
+        rebuilt = [base + running for running in stretch.sums] if base else stretch.sums
+        starts[k:j] = stretch.starts
+        if type(sums) is array:
+            try:
+                sums[k:j] = rebuilt if type(rebuilt) is array else array("q", rebuilt)
+            except OverflowError:
+                self._widen()
+                sums = self.sums
+        if type(sums) is not array:
+            sums[k:j] = list(rebuilt)
+        return j - k - len(stretch.starts)
 
     ########################################################################################
     # Building

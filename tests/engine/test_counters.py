@@ -880,3 +880,18 @@ def test_deltas_past_int64_through_the_write_path_and_a_snapshot() -> None:
     for (t1, t2), total in expected.items():
         assert restored.range_sum("m", t1, t2) == total
     assert restored.range_sum("m", T0, T1, atid=1) == 2**63 - 1  # -2**63 + (2**64 - 1)
+
+
+def test_an_activity_revisiting_recent_seconds_stores_no_more_pairs() -> None:
+    """Two clients reporting one activity alternately: writes revisit the second before the
+    latest, and add to its pair instead of appending one each (found by review: 20,000 such
+    writes had stored 20,000 pairs)."""
+    activity = Activity(1)
+    for i in range(20_000):
+        activity.add(100 + i % 2, 1)
+    assert len(activity.points) == 4
+    assert activity.pairs() == [(100, 10_000), (101, 10_000)]
+    for i in range(20):  # older seconds than the recent window still land, as new pairs
+        activity.add(50 + i, 1)
+    activity.add(50, 1)
+    assert activity.range_sum(50, 50) == 2 and activity.range_sum(0, 99) == 21

@@ -5,6 +5,7 @@ merging, snapshots (both forms), totals past int64."""
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Iterator
 
 import msgpack
@@ -106,17 +107,24 @@ def test_reads_match_the_six_cell_series(pairs: list[tuple[int, int]], ts: list[
 
 
 @settings(max_examples=300, deadline=None)
-@given(writes, edges, cutoffs, writes, st.booleans())
+@given(writes, edges, cutoffs, writes, st.booleans(), st.lists(st.integers(0, 86400 * 40), max_size=3))
 def test_retention_rounds_down_where_the_six_cell_series_does(
     pairs: list[tuple[int, int]], ts: list[int], cut: list[int], after: list[tuple[int, int]],
-    vectorised: bool,
+    vectorised: bool, later: list[int],
 ) -> None:
     with rebuilds(vectorised):
-        retention_case(pairs, ts, cut, after)
+        new, old = retention_case(pairs, ts, cut, after)
+        # Later sweeps, each cutoff moved on by the same shift (so they still nest): only the
+        # stretch whose tier changes is rebuilt.
+        for shift in later:
+            cut = [c + shift if c > 0 else 0 for c in cut]
+            assert new.expire(cut) >= 0
+            old.expire(cut)
+            assert_same(new, old, ts + [c + d for c in cut for d in (-61, -1, 0, 1, 61)])
 
 
 def retention_case(pairs: list[tuple[int, int]], ts: list[int], cut: list[int],
-                   after: list[tuple[int, int]]) -> None:
+                   after: list[tuple[int, int]]) -> tuple[PrefixSeries, CounterSeries]:
     new, old = twin(pairs)
     new.expire(cut)
     old.expire(cut)
@@ -130,6 +138,7 @@ def retention_case(pairs: list[tuple[int, int]], ts: list[int], cut: list[int],
     assert_same(roundtrip(new), old, ts)
     # A restore from the six-cell snapshot form written before this module existed.
     assert_same(PrefixSeries.from_plain(old.to_plain()), old, ts)
+    return new, old
 
 
 @settings(max_examples=200, deadline=None)
@@ -247,3 +256,33 @@ def test_user_check_holds_with_late_writes_after_retention() -> None:
     assert user.range_sum("m", BASE, BASE + 59) == 5  # minute 0: the late write
     assert user.range_sum("m", BASE + 30, BASE + 119) == 6  # t1 rounds down to 0:00: both minutes
     assert user.range_sum("m", BASE + 200, BASE + 300) == 2
+
+
+@pytest.mark.parametrize("vectorised", [False, True])
+@pytest.mark.parametrize("seed", range(40))
+def test_repeated_sweeps_over_a_dense_series(seed: int, vectorised: bool) -> None:
+    """Hourly-style sweeps whose cutoffs move on: each rebuilds only the stretch whose tier
+    changes (or, vectorised, everything before the horizon), and reads, checks and the
+    six-cell reference still agree."""
+    rng = random.Random(seed)
+    with rebuilds(vectorised):
+        new, old = PrefixSeries(), CounterSeries()
+        for _ in range(300):
+            ts, value = BASE + rng.randrange(86400 * 60), rng.randrange(-9, 10)
+            new.add(ts, value)
+            old.add(ts, value)
+        second = BASE + rng.randrange(86400 * 60) - rng.randrange(1, 4000)
+        minute = second - rng.randrange(86400 * 20)
+        hour = minute - rng.randrange(86400 * 20)
+        cut = [second, minute, hour, 0, 0]
+        for shift in (0, rng.randrange(1, 90_000), rng.randrange(1, 86400 * 3), 0):
+            cut = [c + shift if c else 0 for c in cut]
+            new.expire(cut)
+            old.expire(cut)
+            new._check()
+            late = BASE + rng.randrange(86400 * 60)  # some below the horizon: held
+            new.add(late, 1)
+            old.add(late, 1)
+        for _ in range(200):
+            t = BASE + rng.randrange(86400 * 62)
+            assert new.before(t) == old.before(t), t
