@@ -29,10 +29,12 @@ per level, each starting at that level's *horizon* (the first second still kept 
 resolution; retention requires finer levels to expire no later than coarser ones, so the
 tiers nest). An entry's start is its bucket's start. A read at a second ``t`` inside a tier
 rounds ``t`` down to that tier's bucket, "the finest resolution still kept there", exactly as
-the bucket-tree layout did (``before`` below). Only the entries before the second-level horizon
-are rebuilt by a sweep: the seconds after it keep their running totals (the rolled-up prefix
-keeps its sum), so a sweep that rolls nothing up costs one binary search. Late writes stay
-held through a sweep; a read rounds their seconds as it rounds stored entries.
+the bucket-tree layout did (``before`` below). A sweep rebuilds only the stretch whose tier
+changes, from where a horizon moved up to the new second-level horizon: the entries before it
+and the seconds after it keep their running totals (a roll-up keeps the stretch's sum), so an
+hourly sweep rolls up an hour of seconds, and one that rolls nothing up costs a binary search.
+Late writes stay held through a sweep; a read rounds their seconds as it rounds stored
+entries.
 
 Values: ``sums`` is an int64 array while every running total fits; a write that would leave
 that range turns it into a list of Python ints (``OverflowError`` from the array is the test;
