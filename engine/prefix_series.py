@@ -57,16 +57,11 @@ from typing import Any
 import numpy as np
 
 from engine.timebuckets import (
-    DAY,
-    HOUR,
-    MINUTE,
-    MONTH,
     SECOND,
     YEAR,
     bucket_of,
     bucket_start,
-    month_of_day,
-    month_start_day,
+    parent_bucket,
 )
 
 #: Late writes (before the last second written) held before they are merged into the arrays.
@@ -88,18 +83,7 @@ new_column = array("q").__copy__
 
 def floor_to(level: int, t: int) -> int:
     """The first second of ``t``'s bucket at ``level``."""
-    if level == SECOND:
-        return t
-    if level == MINUTE:
-        return t - t % 60
-    if level == HOUR:
-        return t - t % 3600
-    if level == DAY:
-        return t - t % 86400
-    month = month_of_day(t // 86400)
-    if level == MONTH:
-        return month_start_day(month) * 86400
-    return month_start_day(month - month % 12) * 86400
+    return bucket_start(level, bucket_of(level, t))
 
 
 class PrefixSeries:
@@ -347,12 +331,7 @@ class PrefixSeries:
 
     def _entries(self) -> tuple[list[int], list[int]]:
         """The stored entries as (starts, deltas) lists (late writes not included)."""
-        sums = self.sums
-        deltas, prev = [], 0
-        for value in sums:
-            deltas.append(value - prev)
-            prev = value
-        return list(self.starts), deltas
+        return list(self.starts), _python_deltas(self.sums, 0)
 
     def _columns_if_large(self) -> tuple[np.ndarray, np.ndarray] | None:
         """``_columns`` where a vectorised rebuild pays (None: rebuild in Python)."""
@@ -593,15 +572,7 @@ def _entries_of_cells(cells: dict[int, int]) -> tuple[list[int], list[int]]:
         level, bucket = key % 8, key // 8
         if level == YEAR:
             continue
-        if level in (SECOND, MINUTE):
-            parent = bucket // 60
-        elif level == HOUR:
-            parent = bucket // 24
-        elif level == DAY:
-            parent = month_of_day(bucket)
-        else:
-            parent = bucket // 12
-        pkey = parent * 8 + level + 1
+        pkey = parent_bucket(level, bucket) * 8 + level + 1
         children[pkey] = children.get(pkey, 0) + value
     starts, values = [], []
     for key, value in cells.items():
