@@ -11,6 +11,8 @@ Rows, all on the same events in the same run:
                                     (the per-event validator the fast path falls back to; what
                                     engine.ingest ran before issue 17)
   * engine.ingest_validated      -- the same without validation
+  * ..., counter state a no-op    -- the same with UserCounters.apply doing nothing: the engine
+                                    alone (what the state's share of the time is measured against)
   * UserCounters.apply directly  -- the counter state alone: the floor for this design
   * redis PSD-style pipeline     -- PSD's Hashzilla writes: 5 HINCRBY per event, pipelined
                                     per batch, on a local redis-server (needs `.[bench]`)
@@ -57,10 +59,20 @@ from engine.timebuckets import MAX_TS, MIN_TS  # noqa: E402
 from web.serving.server import tune_gc  # noqa: E402
 
 
-def run_engine(events_batches: list[list[dict]], validated: bool, reference: bool = False) -> float:
+def run_engine(events_batches: list[list[dict]], validated: bool, reference: bool = False,
+               no_state: bool = False) -> float:
     """Seconds to ingest every batch: ``engine.ingest`` (with the reference validator when
     ``reference``), or ``engine.ingest_validated`` of batches validated beforehand. No work is
-    put off past the window: each write's series are up to date when its batch returns."""
+    put off past the window: each write's series are up to date when its batch returns.
+    ``no_state``: ``UserCounters.apply`` does nothing, so the row is the engine alone (log
+    record, routing, actors)."""
+    if no_state:
+        apply = UserCounters.apply
+        UserCounters.apply = lambda self, events: None  # type: ignore[method-assign]
+        try:
+            return run_engine(events_batches, validated, reference)
+        finally:
+            UserCounters.apply = apply  # type: ignore[method-assign]
 
     async def main() -> float:
         async with Engine.open() as engine:
@@ -227,6 +239,9 @@ def main() -> None:
         rows.append(("engine.ingest, reference validator", args.events / run_engine(bs, False, reference=True), "events/s"))
         gc.collect()
         rows.append(("engine.ingest_validated", args.events / run_engine(bs, validated=True), "events/s"))
+        gc.collect()
+        rows.append(("engine.ingest_validated, counter state a no-op", args.events / run_engine(
+            bs, validated=True, no_state=True), "events/s"))
         gc.collect()
         rows.append(("UserCounters.apply directly (floor)", args.events / run_state_only(bs), "events/s"))
         if not args.no_redis:
