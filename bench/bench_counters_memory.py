@@ -78,6 +78,29 @@ def _int_bytes(values: Any) -> int:
     return sum(size(v) for v in values if not -5 <= v <= 256)
 
 
+def packed_breakdown(states: dict[Any, Any]) -> dict[str, int]:
+    """Bytes by part across the engine's packed partition stores
+    (engine/partition_counters.pyx): their arrays, and the per-user dicts above them."""
+    size = sys.getsizeof
+    out: Counter[str] = Counter()
+    stores = {id(state.store): state.store for state in states.values()}
+    for store in stores.values():
+        out.update(store.memory_parts())
+        out["users dict of the stores"] += size(store.users_)
+        for user, metrics in store.users_.items():
+            out["per-user views (PackedUser) + metrics dicts"] += size(states[user]) + size(metrics)
+            for state in metrics.values():
+                out["per-metric UserMetric + by_atid dicts"] += size(state) + size(state.by_atid)
+                out["activity ids dicts (+ aid ints)"] += size(state.activities) + _int_bytes(
+                    state.activities.keys()) + _int_bytes(state.activities.values())
+                for index in state.aid_months.values():
+                    out["aid_months index (dicts + aid ints)"] += size(index) + _int_bytes(index.keys())
+                out["aid_months index (dicts + aid ints)"] += size(state.aid_months)
+    entries = sum(state.statistics().cells for state in states.values())
+    out["entries (count)"] = entries
+    return dict(out)
+
+
 def breakdown(states: dict[Any, Any]) -> dict[str, int]:
     """Bytes by kind of object across every user's ``UserCounters`` (see the module doc)."""
     size = sys.getsizeof
@@ -130,7 +153,7 @@ def child_ours(events: int, users: int) -> None:
             after = rss_bytes(os.getpid())
             states = engine._router.directory["user"]
             return {"rss": after - before, "fill_s": seconds, "users": len(states),
-                    "breakdown": breakdown(states)}
+                    "breakdown": packed_breakdown(states)}
 
     print(json.dumps(trio.run(fill)))
 

@@ -163,12 +163,19 @@ class Namespace:
     """How entities of one kind are created and placed."""
 
     name: str
-    factory: Callable[[], Any]
+    factory: Callable[..., Any]
     #: 0 = dedicated (one actor per entity); otherwise the number of partition actors.
     partitions: int = DEFAULT_PARTITIONS
     #: Forget a state after a turn that leaves it ``vacant`` (a deleted list, or a write to
     #: a list that does not exist), so the directory keeps no empty entries.
     drop_vacant: bool = False
+    #: ``factory`` takes the entity's id (user counters: a view into its partition's packed
+    #: store, engine/partition_counters.pyx).
+    keyed: bool = False
+
+    def new_state(self, ident: Hashable) -> Any:
+        """A new empty state for entity ``ident``."""
+        return self.factory(ident) if self.keyed else self.factory()  # type: ignore[call-arg]
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +242,10 @@ class Router:
         partitions = self._namespaces[namespace].partitions
         return (namespace, ident if partitions == 0 else hash(ident) % partitions)
 
+    def new_state(self, namespace: str, ident: Hashable) -> Any:
+        """A new empty state for entity ``(namespace, ident)`` (not installed)."""
+        return self._namespaces[namespace].new_state(ident)
+
     def partitions(self, namespace: str) -> int:
         """How many partition actors ``namespace`` has (0: one actor per entity). An entity
         ``ident`` belongs to partition ``hash(ident) % partitions`` (commands that build
@@ -260,7 +271,7 @@ class Router:
         namespace, ident = key  # type: ignore[misc]
         states = self.directory[namespace]
         if ident not in states:
-            states[ident] = self._namespaces[namespace].factory()
+            states[ident] = self._namespaces[namespace].new_state(ident)
         actor = self._actor_key(namespace, ident)
         mailbox = self._live.get(actor)
         if mailbox is None:
@@ -274,10 +285,9 @@ class Router:
         if namespace.partitions == 0 or namespace.drop_vacant:
             raise ValueError(f"namespace {share.namespace!r} does not take shares")
         states = self.directory[share.namespace]
-        factory = namespace.factory
         for ident in share.items:
             if ident not in states:
-                states[ident] = factory()
+                states[ident] = namespace.new_state(ident)
         actor = (share.namespace, share.partition)
         mailbox = self._live.get(actor)
         if mailbox is None:
@@ -319,7 +329,7 @@ class Router:
         namespace, ident = key
         state = self.directory[namespace].get(ident)
         if state is None:
-            state = self._namespaces[namespace].factory()
+            state = self._namespaces[namespace].new_state(ident)
         else:
             actor = self._actor_key(namespace, ident)
             mailbox = self._live.get(actor)
@@ -371,7 +381,7 @@ class Router:
         namespace, ident = key
         states = self.directory[namespace]
         if ident not in states:
-            states[ident] = self._namespaces[namespace].factory()
+            states[ident] = self._namespaces[namespace].new_state(ident)
         actor = self._actor_key(namespace, ident)
         mailbox = self._live.get(actor)
         if mailbox is None:
@@ -431,7 +441,7 @@ class Router:
                 continue
             state = states.get(ident)
             if state is None:  # dropped as vacant by an earlier message of this batch
-                state = states[ident] = self._namespaces[actor[0]].factory()
+                state = states[ident] = self._namespaces[actor[0]].new_state(ident)
             try:
                 result = operation(state)
             except PointspaceError as exc:
@@ -459,12 +469,28 @@ class Router:
         completion: Completion | None,
     ) -> None:
         """Apply a share entity by entity, each failure confined to its entity as for single
-        messages; one reply for the share, carrying the first error."""
+        messages; one reply for the share, carrying the first error.
+
+        An operation with a ``whole`` attribute applies the whole share in one call first
+        (``whole(states, items)``: counter writes into a partition's packed store, one call
+        instead of one per user). It must be idempotent per entity (an entity it already
+        applied ignores a second application, as ``applied_seq`` makes ingest), so that if it
+        raises, the share is applied again entity by entity, confining the failure."""
+        whole = getattr(operation, "whole", None)
+        if whole is not None:
+            try:
+                whole(states, share.items)
+            except Exception:  # redone below, entity by entity, where it is confined and logged
+                pass
+            else:
+                if completion is not None:
+                    completion.done(share, None)
+                return
         error: PointspaceError | None = None
         for ident, item in share.items.items():
             state = states.get(ident)
             if state is None:  # not expected: shares go to namespaces that keep their states
-                state = states[ident] = self._namespaces[actor[0]].factory()
+                state = states[ident] = self._namespaces[actor[0]].new_state(ident)
             try:
                 operation(ident, state, item)
             except PointspaceError as exc:

@@ -173,11 +173,16 @@ def _share_at(seq: int, boards: Any, router: Any) -> ShareOperation:
     ``_apply_then_feed_boards`` when live boards exist) for each user of the share."""
     if boards is None:
 
-        def apply(user: Any, state: UserCounters, events: list[Any]) -> None:
+        def apply(user: Any, state: Any, events: list[Any]) -> None:
             if state.applied_seq < seq:
                 state.apply(events)
                 state.applied_seq = seq
 
+        def whole(states: dict[Any, Any], items: dict[Any, list[Any]]) -> None:
+            # Every user of a share lives in one partition, so in one packed store.
+            states[next(iter(items))].store.apply_share_at(seq, items, states)
+
+        apply.whole = whole  # type: ignore[attr-defined]
         return apply
 
     def apply_then_feed(user: Any, state: UserCounters, events: list[Any]) -> None:

@@ -1,4 +1,10 @@
-"""Time-bucketed counters: the state a user actor (or a global-counter actor) owns.
+"""Time-bucketed counters: the reference layout of a user's counters, and global counters.
+
+The engine keeps users' counters packed per partition (``engine/partition_counters.pyx``),
+whose rows are the leaves described here and which hands any uncommon series or activity to
+the classes here (late writes, totals past int64, retention); :class:`UserCounters` is the
+layout that store is tested against, and its ``to_plain`` form is what snapshots hold.
+:class:`GlobalCounter` (PSD's ``readcount``) is used as is.
 
 Theory of operation
 -------------------
@@ -587,7 +593,14 @@ class MetricCounters:
         """Create the series of a new activity type (and the all-types total at the second)."""
         if len(self.by_atid) == 1:
             self.all_types = PrefixSeries.merged(self.by_atid.values())
-        series = self.by_atid[atid] = PrefixSeries()
+        series = PrefixSeries()
+        for sibling in self.by_atid.values():
+            # After a retention sweep, a new type's series rounds as its siblings and the
+            # all-types series do, so reads filtered by type and unfiltered agree.
+            if sibling.horizons is not None:
+                series.horizons = list(sibling.horizons)
+            break
+        self.by_atid[atid] = series
         return series
 
     def unfiltered(self) -> PrefixSeries:

@@ -14,7 +14,7 @@ The path of a write::
       -> command.route(seq)                  its per-entity shares (may still refuse it)
       -> journal.append(encoded command)     the log record, numbered seq    } one synchronous
       -> router.send_nowait(share)           one message per partition        } step, in order
-      -> actors apply their shares           UserCounters.apply (engine/counters.py)
+      -> actors apply their shares           into packed stores (engine/partition_counters.pyx)
       -> completion.wait()                   every touched actor has applied its share
       -> journal.wait_durable(seq)           fsynced under the ``always`` policy
       -> return                              acknowledged
@@ -35,7 +35,14 @@ from typing import Any
 
 import trio
 
-from engine.actors import DEFAULT_IDLE_SECONDS, Completion, Namespace, Router, RouterStatistics
+from engine.actors import (
+    DEFAULT_IDLE_SECONDS,
+    DEFAULT_PARTITIONS,
+    Completion,
+    Namespace,
+    Router,
+    RouterStatistics,
+)
 from engine.boards import (
     CreateBoard,
     Standing,
@@ -88,6 +95,7 @@ from engine.events import (
 )
 from engine.journal import Journal, MemoryJournal
 from engine.lists import LIST, ListState
+from engine.partition_counters import PartitionStores
 from engine.periods import load_zone, period_bounds
 from engine.uniques import (
     MAX_QUERY_BUCKETS,
@@ -110,12 +118,23 @@ from engine.uniques import (
 #: The kinds of entity, their empty states and their placement (engine/actors.py). Later
 #: namespaces (statshub dimensions, Density spaces) register here.
 NAMESPACES: list[Namespace] = [
+    # Per engine, users' counters live in packed per-partition stores (namespaces_of_engine).
     Namespace(USER, UserCounters),
     Namespace(COUNTER, GlobalCounter),
     Namespace(LIST, ListState, partitions=0, drop_vacant=True),  # an actor per ranked list
     # Unique-set series, hashed by name onto partitions (engine/uniques.py: why by name).
     Namespace(UNIQUE, UniqueSeries),
 ]
+
+def namespaces_of_engine() -> list[Namespace]:
+    """NAMESPACES for one engine: its users' counters in packed stores of its own, one per
+    partition actor (engine/partition_counters.pyx), each user's state a view into its
+    partition's store. ``UserCounters`` stays the reference layout the stores are tested
+    against (and the snapshot form both read and write)."""
+    stores = PartitionStores(DEFAULT_PARTITIONS)
+    user = Namespace(USER, stores.user_state, partitions=DEFAULT_PARTITIONS, keyed=True)
+    return [user if ns.name == USER else ns for ns in NAMESPACES]
+
 
 #: Namespace -> how a snapshot's plain form becomes a state again.
 STATE_LOADERS: dict[str, Callable[[Any], Any]] = {
@@ -282,7 +301,7 @@ class Engine:
     ) -> AsyncIterator[Engine]:
         async with trio.open_nursery() as nursery:
             cutoff_ages = check_retention(retention)
-            router = Router(nursery, NAMESPACES, idle_seconds=idle_seconds)
+            router = Router(nursery, namespaces_of_engine(), idle_seconds=idle_seconds)
             registry_of(router)
             nursery.start_soon(router.run_reaper)
             if data_dir is None:
@@ -1453,12 +1472,16 @@ class Engine:
             loader = STATE_LOADERS[namespace]
         except KeyError:
             raise ValueError(f"snapshot holds unknown namespace {namespace!r}") from None
-        state = loader(plain)
+        if isinstance(ident, list):  # msgpack turns tuples into lists
+            ident = tuple(ident)
+        if namespace == USER:  # into the user's partition store
+            state = self._router.new_state(USER, ident)
+            state.load(plain)
+        else:
+            state = loader(plain)
         state.applied_seq = applied_seq
         if isinstance(self._journal, MemoryJournal):
             self._journal.advance_to(applied_seq)
-        if isinstance(ident, list):  # msgpack turns tuples into lists
-            ident = tuple(ident)
         self._router.install((namespace, ident), state)
         if namespace == LIST and state.board is not None:
             registry_of(self._router).add(ident, state.board)

@@ -673,6 +673,60 @@ async def test_router_share_failures_stay_with_their_entity() -> None:
         router.retire_all()
 
 
+def extend_once(ident: Any, state: list[Any], item: list[Any]) -> None:
+    """``extend``, idempotent per entity (as ``applied_seq`` makes ingest): a state that
+    holds the item's first value already took it."""
+    if not (state and item and state[-len(item):] == item):
+        extend(ident, state, item)
+
+
+def whole_share_failing_at(bad: Any, calls: list[int]) -> Any:
+    """A share operation whose ``whole`` applies entities in order and raises at ``bad``."""
+
+    def operation(ident: Any, state: list[Any], item: list[Any]) -> None:
+        extend_once(ident, state, item)
+
+    def whole(states: dict[Any, Any], items: dict[Any, Any]) -> None:
+        calls.append(len(items))
+        for ident, item in items.items():
+            if ident == bad:
+                raise ZeroDivisionError("bug in the whole-share path")
+            extend_once(ident, states[ident], item)
+
+    operation.whole = whole  # type: ignore[attr-defined]
+    return operation
+
+
+async def test_router_share_applies_a_whole_share_operation_in_one_call() -> None:
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        calls: list[int] = []
+        completion = Completion(1)
+        share = Share("part", 0, {0: [1], 3: [2], 6: [3]})
+        router.send_nowait(share, whole_share_failing_at(None, calls), completion)
+        assert await completion.wait() == {share: None}
+        assert calls == [3]
+        assert router.directory["part"] == {0: [1], 3: [2], 6: [3]}
+        router.retire_all()
+
+
+async def test_router_share_redoes_a_failed_whole_share_entity_by_entity() -> None:
+    # The whole-share call fails half way: the entities it applied are not applied twice, the
+    # rest are, and the failure is confined to its entity (the per-entity path fails too).
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+        calls: list[int] = []
+        completion = Completion(1)
+        items = {0: [1], 3: ["boom"], 6: [2]}
+        router.send_nowait(Share("part", 0, items), whole_share_failing_at(3, calls), completion)
+        with pytest.raises(InternalError, match=r"^internal error on part 3$"):
+            await completion.wait()
+        assert calls == [3]
+        assert router.directory["part"] == {0: [1], 3: [], 6: [2]}
+        assert router.statistics().failures == 1
+        router.retire_all()
+
+
 async def test_router_share_waits_on_a_full_mailbox_and_keeps_order() -> None:
     async with trio.open_nursery() as nursery:
         router = make_router(nursery, capacity=2)

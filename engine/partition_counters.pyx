@@ -1,0 +1,950 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""User counters of one partition, packed into shared arrays: the compiled write path.
+
+Theory of operation
+-------------------
+``engine/counters.py`` keeps a user's counters as a tree of Python objects: per metric, a
+:class:`~engine.prefix_series.PrefixSeries` per activity type (two ``array("q")`` each) and an
+:class:`~engine.counters.Activity` per activity (an object and an array each). On a sparse feed
+(10,000 users, bench/bench_ingest.py) a write touches about a dozen of those objects, cold, and
+creates one or two; that, not arithmetic, is where its ~5 us went, and neither Cython on the
+same objects (1.2-1.3x) nor the same layout as flat Python arrays (no gain) changed it
+(issue 17's closing notes give the figures).
+
+Here the tree stops one level higher. A :class:`PartitionCounters` holds every user of one
+partition actor; per (user, metric) a small :class:`UserMetric` maps activity types to
+*series ids* and activities to *activity ids*, and both are rows of packed columns shared by
+the whole partition:
+
+* a series is a segment ``[start, start + cap)`` of two arenas, ``starts`` and ``sums``: the
+  seconds with writes and the running total through each, exactly a ``PrefixSeries``' two
+  columns, plus its first/last second. A write after the last second appends in place (a full
+  segment moves to the arena's end at twice the size; the hole is reused by nothing, and
+  :meth:`PartitionCounters.compact` packs the arenas); a read is a binary search in C.
+* an activity is a row (type, total, first, last, indexed month) and a segment of the points
+  arena: ``(second, delta)`` pairs interleaved, as ``Activity.points``.
+
+Anything uncommon is not rewritten here: a series or activity that needs it is *promoted* to
+the Python object it would be in ``engine/counters.py`` (built from its segment) and from then
+on that object answers for it. Promotion happens on a write before the series' last second
+(late writes: ``PrefixSeries`` holds and merges them), a running total or delta leaving int64
+(objects widen to Python ints), and retention (``PrefixSeries.expire`` / ``Activity.expire``).
+:meth:`compact` moves promoted objects that are plain again (no held late writes, int64
+totals) back into the arenas. So the object classes stay the specification, and the property
+tests (tests/engine/test_partition_counters.py) hold this store to ``UserCounters``.
+
+Reads over every activity type sum the type series (there is no all-types series: a write is
+one append, not two); ``atids`` keeps the per-metric ``{month: {aid: atid}}`` index of
+``MetricCounters``.
+
+Nothing here imports trio or reads the clock. Built by setup.py (Cython); a plain
+``pip install .`` compiles it (gcc), and tests fail if the compiled module is not the one
+imported.
+"""
+
+from cpython cimport array
+
+ctypedef long long i64
+
+from libc.string cimport memcpy, memset
+
+import array as py_array
+import sys
+
+from engine.counters import DIFF, RECENT_PAIRS, Activity, CounterStatistics
+from engine.prefix_series import PrefixSeries, _round_down, sums_between
+from engine.timebuckets import SECOND, month_of_day, month_start_day
+from engine.timebuckets import _month_of_day_cache as _MONTHS
+
+cdef extern from *:
+    bint add_overflow "__builtin_add_overflow" (i64 a, i64 b, i64* r) nogil
+
+cdef i64 NONE = -(2 ** 63)  # "no horizon" / unset
+cdef i64 INT64_MIN_ = -(2 ** 63)
+cdef i64 INT64_MAX_ = 2 ** 63 - 1
+cdef array.array _TEMPLATE = py_array.array("q")
+cdef Py_ssize_t FIRST_CAP = 4  # entries a new series' segment holds (slots: 2 per point)
+
+
+cdef inline i64 floordiv(i64 a, i64 b) noexcept nogil:
+    cdef i64 q = a // b  # C truncates toward zero
+    if (a % b != 0) and ((a < 0) != (b < 0)):
+        q -= 1
+    return q
+
+
+cdef inline Py_ssize_t push(array.array column, i64 value) except -1:
+    """Append ``value`` to an int64 array (amortised O(1))."""
+    cdef Py_ssize_t n = len(column)
+    if array.resize_smart(column, n + 1) < 0:
+        raise MemoryError()
+    column.data.as_longlongs[n] = value
+    return n
+
+
+cdef inline Py_ssize_t reserve(array.array column, Py_ssize_t size) except -1:
+    """Append ``size`` zeros to an int64 array; returns where they start."""
+    cdef Py_ssize_t n = len(column)
+    if array.resize_smart(column, n + size) < 0:
+        raise MemoryError()
+    memset(&column.data.as_longlongs[n], 0, size * sizeof(i64))
+    return n
+
+
+cdef inline Py_ssize_t bisect_left(i64* a, Py_ssize_t lo, Py_ssize_t hi, i64 x) noexcept nogil:
+    cdef Py_ssize_t mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef class UserMetric:
+    """One user's one metric: its series and activity ids, and the activities' month index."""
+
+    cdef public dict by_atid      # atid -> series id (in first-write order)
+    cdef public dict activities   # aid -> activity id
+    cdef public dict aid_months   # month -> {aid: atid}, first-seen order (MetricCounters')
+
+    def __init__(self) -> None:
+        self.by_atid = {}
+        self.activities = {}
+        self.aid_months = {}
+
+
+cdef class PartitionCounters:
+    """The counters of every user of one partition (see the module docstring)."""
+
+    # users: user -> {metric: UserMetric}, in first-write order
+    cdef public dict users_
+    # series rows
+    cdef array.array s_start, s_len, s_cap, s_first, s_last, s_hz
+    cdef dict s_objects   # series id -> PrefixSeries (promoted)
+    cdef dict s_horizons  # series id -> retention horizons (arena series)
+    cdef array.array starts, sums  # the series arenas
+    # activity rows
+    cdef array.array a_atid, a_total, a_first, a_last, a_month, a_start, a_len, a_cap
+    cdef dict a_objects   # activity id -> Activity (promoted)
+    cdef array.array points  # the activity arena: (second, delta) pairs
+    # slots of the arenas no segment uses any more (left by growth, promotion, retention)
+    cdef Py_ssize_t dead_entries, dead_points
+
+    def __init__(self) -> None:
+        self.users_ = {}
+        self.s_start = array.clone(_TEMPLATE, 0, False)
+        self.s_len = array.clone(_TEMPLATE, 0, False)
+        self.s_cap = array.clone(_TEMPLATE, 0, False)
+        self.s_first = array.clone(_TEMPLATE, 0, False)
+        self.s_last = array.clone(_TEMPLATE, 0, False)
+        self.s_hz = array.clone(_TEMPLATE, 0, False)
+        self.s_objects = {}
+        self.s_horizons = {}
+        self.starts = array.clone(_TEMPLATE, 0, False)
+        self.sums = array.clone(_TEMPLATE, 0, False)
+        self.a_atid = array.clone(_TEMPLATE, 0, False)
+        self.a_total = array.clone(_TEMPLATE, 0, False)
+        self.a_first = array.clone(_TEMPLATE, 0, False)
+        self.a_last = array.clone(_TEMPLATE, 0, False)
+        self.a_month = array.clone(_TEMPLATE, 0, False)
+        self.a_start = array.clone(_TEMPLATE, 0, False)
+        self.a_len = array.clone(_TEMPLATE, 0, False)
+        self.a_cap = array.clone(_TEMPLATE, 0, False)
+        self.a_objects = {}
+        self.points = array.clone(_TEMPLATE, 0, False)
+        self.dead_entries = 0
+        self.dead_points = 0
+
+    ########################################################################################
+    # Rows
+
+    cdef Py_ssize_t new_series(self, UserMetric state, object atid) except -1:
+        cdef Py_ssize_t sid = push(self.s_start, reserve(self.starts, FIRST_CAP))
+        reserve(self.sums, FIRST_CAP)
+        push(self.s_len, 0)
+        push(self.s_cap, FIRST_CAP)
+        push(self.s_first, -1)
+        push(self.s_last, -1)
+        push(self.s_hz, NONE)
+        for sibling in state.by_atid.values():
+            # After a retention sweep a new type series rounds as its siblings do (as
+            # ``MetricCounters.new_series``), so filtered and unfiltered reads agree.
+            obj = self.s_objects.get(sibling)
+            horizons = self.s_horizons.get(sibling) if obj is None else obj.horizons
+            if horizons is not None:
+                self.s_horizons[sid] = list(horizons)
+                self.s_hz.data.as_longlongs[sid] = horizons[SECOND]
+            break
+        state.by_atid[atid] = sid
+        return sid
+
+    cdef Py_ssize_t new_activity(self, UserMetric state, object aid, i64 atid) except -1:
+        cdef Py_ssize_t act = push(self.a_start, reserve(self.points, FIRST_CAP))
+        push(self.a_len, 0)
+        push(self.a_cap, FIRST_CAP)
+        push(self.a_atid, atid)
+        push(self.a_total, 0)
+        push(self.a_first, -1)
+        push(self.a_last, -1)
+        push(self.a_month, NONE)
+        state.activities[aid] = act
+        return act
+
+    cdef int grow_series(self, Py_ssize_t sid) except -1:
+        """Move a full segment to the arenas' end at twice its capacity."""
+        cdef Py_ssize_t n = self.s_len.data.as_longlongs[sid]
+        cdef Py_ssize_t old = self.s_start.data.as_longlongs[sid]
+        cdef Py_ssize_t cap = 2 * self.s_cap.data.as_longlongs[sid]
+        cdef Py_ssize_t new = reserve(self.starts, cap)
+        reserve(self.sums, cap)
+        memcpy(&self.starts.data.as_longlongs[new], &self.starts.data.as_longlongs[old], n * sizeof(i64))
+        memcpy(&self.sums.data.as_longlongs[new], &self.sums.data.as_longlongs[old], n * sizeof(i64))
+        self.s_start.data.as_longlongs[sid] = new
+        self.s_cap.data.as_longlongs[sid] = cap
+        self.dead_entries += cap // 2
+        return 0
+
+    cdef int grow_activity(self, Py_ssize_t act) except -1:
+        cdef Py_ssize_t n = self.a_len.data.as_longlongs[act]
+        cdef Py_ssize_t old = self.a_start.data.as_longlongs[act]
+        cdef Py_ssize_t cap = 2 * self.a_cap.data.as_longlongs[act]
+        cdef Py_ssize_t new = reserve(self.points, cap)
+        memcpy(&self.points.data.as_longlongs[new], &self.points.data.as_longlongs[old], n * sizeof(i64))
+        self.a_start.data.as_longlongs[act] = new
+        self.a_cap.data.as_longlongs[act] = cap
+        self.dead_points += cap // 2
+        return 0
+
+    ########################################################################################
+    # Writing
+
+    def apply_share(self, dict items) -> None:
+        """Apply each user's events, in the share's order."""
+        for user, events in items.items():
+            self.apply(user, events)
+        self.maybe_pack()
+
+    def apply_share_at(self, seq: int, dict items, dict states) -> None:
+        """Apply the share of log record ``seq``: each user's events unless its state
+        (``states[user]``, a :class:`PackedUser`) already applied ``seq`` (a replay after a
+        snapshot taken during writes), then mark it applied."""
+        cdef object state
+        for user, events in items.items():
+            state = states[user]
+            if state.applied_seq < seq:
+                self.apply(user, events)
+                state.applied_seq = seq
+        self.maybe_pack()
+
+    cpdef maybe_pack(self):
+        """Pack the arenas once a quarter of either is dead (growth alone leaves up to half of
+        a series' capacity behind, so packing keeps them within ~1.5x of what is live);
+        amortised O(1) per write."""
+        if (self.dead_entries > 65536 and 4 * self.dead_entries > len(self.starts)) or (
+                self.dead_points > 65536 and 4 * self.dead_points > len(self.points)):
+            self.pack()
+
+    cpdef apply(self, object user, object events):
+        """Apply validated counter events (``engine.counters.CounterEvent``) of ``user`` in
+        order, exactly as ``UserCounters.apply`` would."""
+        cdef dict metrics = self.users_.get(user)
+        cdef UserMetric state
+        cdef object metric, atid_o, aid_o, ts_o, value_o, ts1_o, mode_o, found, delta_o, prior_o
+        cdef i64 ts, delta, running, month
+        cdef Py_ssize_t sid, act, n, i, start
+        cdef bint narrow
+        for metric, atid_o, aid_o, ts_o, value_o, ts1_o, mode_o in events:
+            ts = ts_o
+            state = None
+            if metrics is not None:
+                state = metrics.get(metric)
+            act = -1
+            if aid_o is not None and state is not None:
+                found = state.activities.get(aid_o)
+                if found is not None:
+                    act = found
+            if mode_o == DIFF and aid_o is not None:
+                if act < 0:
+                    prior_o = 0
+                elif (self.a_len.data.as_longlongs[act] >= 0
+                      and <i64>ts1_o <= self.a_first.data.as_longlongs[act]
+                      and ts >= self.a_last.data.as_longlongs[act]):
+                    prior_o = self.a_total.data.as_longlongs[act]
+                else:
+                    prior_o = self.activity_range_sum(act, ts1_o, ts_o)
+                delta_o = value_o - prior_o
+                if delta_o == 0:
+                    continue  # a replayed report: nothing new (and nothing created)
+            else:
+                delta_o = value_o
+            narrow = INT64_MIN_ <= delta_o <= INT64_MAX_
+            delta = delta_o if narrow else 0
+            if state is None:
+                if metrics is None:
+                    metrics = self.users_[user] = {}
+                state = metrics[metric] = UserMetric()
+            if aid_o is not None and act < 0:
+                act = self.new_activity(state, aid_o, atid_o)
+            # The series (PrefixSeries.add: an append after the last second)
+            found = state.by_atid.get(atid_o)
+            sid = self.new_series(state, atid_o) if found is None else found
+            n = self.s_len.data.as_longlongs[sid]
+            if (narrow and n >= 0 and ts >= self.s_hz.data.as_longlongs[sid]
+                    and (n == 0 or ts >= self.s_last.data.as_longlongs[sid])):
+                start = self.s_start.data.as_longlongs[sid]
+                if n and ts == self.s_last.data.as_longlongs[sid]:
+                    i = start + n - 1
+                    if add_overflow(self.sums.data.as_longlongs[i], delta, &running):
+                        self.series_object(sid).add(ts_o, delta_o)
+                    else:
+                        self.sums.data.as_longlongs[i] = running
+                else:
+                    if n == 0:
+                        running = delta
+                    elif add_overflow(self.sums.data.as_longlongs[start + n - 1], delta, &running):
+                        self.series_object(sid).add(ts_o, delta_o)
+                        n = -1
+                    if n >= 0:
+                        if n == self.s_cap.data.as_longlongs[sid]:
+                            self.grow_series(sid)
+                            start = self.s_start.data.as_longlongs[sid]
+                        self.starts.data.as_longlongs[start + n] = ts
+                        self.sums.data.as_longlongs[start + n] = running
+                        self.s_len.data.as_longlongs[sid] = n + 1
+                        if n == 0:
+                            self.s_first.data.as_longlongs[sid] = ts
+                        self.s_last.data.as_longlongs[sid] = ts
+            else:
+                self.series_object(sid).add(ts_o, delta_o)
+            if act < 0:
+                continue
+            # The activity (Activity.add)
+            n = self.a_len.data.as_longlongs[act]
+            if narrow and n >= 0 and self.activity_add(act, ts, delta):
+                pass
+            else:
+                self.activity_object(act).add(ts_o, delta_o)
+            # ``aid_months`` (MetricCounters'): most writes stay in the indexed month
+            found = _MONTHS.get(floordiv(ts, 86400))
+            month = month_of_day(floordiv(ts, 86400)) if found is None else found
+            if self.a_month.data.as_longlongs[act] != month:
+                index = state.aid_months.get(month)
+                if index is None:
+                    index = state.aid_months[month] = {}
+                if aid_o not in index:
+                    index[aid_o] = self.a_atid.data.as_longlongs[act]
+                self.a_month.data.as_longlongs[act] = month
+
+    cdef bint activity_add(self, Py_ssize_t act, i64 ts, i64 delta) except -1:
+        """``Activity.add`` on an arena activity; False (nothing changed) where a value would
+        leave int64 (the caller promotes it)."""
+        cdef Py_ssize_t n = self.a_len.data.as_longlongs[act]
+        cdef Py_ssize_t start = self.a_start.data.as_longlongs[act]
+        cdef i64* p = &self.points.data.as_longlongs[start]
+        cdef i64 total, value
+        cdef Py_ssize_t i, hit = -1, low
+        if add_overflow(self.a_total.data.as_longlongs[act], delta, &total):
+            return False
+        if n and p[n - 2] == ts:
+            hit = n - 1
+        elif ts <= self.a_last.data.as_longlongs[act]:
+            # a pair at ``ts`` among the RECENT_PAIRS latest (Activity.add_to_recent)
+            low = n - 2 * RECENT_PAIRS
+            if low < 0:
+                low = 0
+            i = n - 4
+            while i >= low:
+                if p[i] == ts:
+                    hit = i + 1
+                    break
+                i -= 2
+        if hit >= 0:
+            if add_overflow(p[hit], delta, &value):
+                return False
+            p[hit] = value
+        else:
+            if n == self.a_cap.data.as_longlongs[act]:
+                self.grow_activity(act)
+                start = self.a_start.data.as_longlongs[act]
+                p = &self.points.data.as_longlongs[start]
+            p[n] = ts
+            p[n + 1] = delta
+            self.a_len.data.as_longlongs[act] = n + 2
+        self.a_total.data.as_longlongs[act] = total
+        if ts > self.a_last.data.as_longlongs[act]:
+            self.a_last.data.as_longlongs[act] = ts
+            if self.a_first.data.as_longlongs[act] < 0:
+                self.a_first.data.as_longlongs[act] = ts
+        elif ts < self.a_first.data.as_longlongs[act]:
+            self.a_first.data.as_longlongs[act] = ts
+        return True
+
+    ########################################################################################
+    # Promotion (the objects of engine/counters.py answer for uncommon series)
+
+    cpdef object series_object(self, Py_ssize_t sid):
+        """The series as a ``PrefixSeries`` that answers for it from now on."""
+        obj = self.s_objects.get(sid)
+        if obj is None:
+            obj = self.s_objects[sid] = self.series_copy(sid)
+            self.s_len.data.as_longlongs[sid] = -1
+            self.dead_entries += self.s_cap.data.as_longlongs[sid]
+            self.s_cap.data.as_longlongs[sid] = 0
+        return obj
+
+    cdef object series_copy(self, Py_ssize_t sid):
+        """A ``PrefixSeries`` holding an arena series' entries."""
+        cdef Py_ssize_t n = self.s_len.data.as_longlongs[sid]
+        cdef Py_ssize_t start = self.s_start.data.as_longlongs[sid]
+        obj = PrefixSeries()
+        obj.starts = self.starts[start:start + n]
+        obj.sums = self.sums[start:start + n]
+        obj.total = self.sums[start + n - 1] if n else 0
+        obj.first_ts = self.s_first.data.as_longlongs[sid]
+        obj.last_ts = self.s_last.data.as_longlongs[sid]
+        horizons = self.s_horizons.get(sid)
+        obj.horizons = None if horizons is None else list(horizons)
+        return obj
+
+    cpdef object activity_object(self, Py_ssize_t act):
+        """The activity as an ``Activity`` that answers for it from now on."""
+        obj = self.a_objects.get(act)
+        if obj is None:
+            obj = self.a_objects[act] = self.activity_copy(act)
+            self.a_len.data.as_longlongs[act] = -1
+            self.dead_points += self.a_cap.data.as_longlongs[act]
+            self.a_cap.data.as_longlongs[act] = 0
+        return obj
+
+    cdef object activity_copy(self, Py_ssize_t act):
+        cdef Py_ssize_t n = self.a_len.data.as_longlongs[act]
+        cdef Py_ssize_t start = self.a_start.data.as_longlongs[act]
+        obj = Activity(self.a_atid.data.as_longlongs[act])
+        obj.points = self.points[start:start + n]
+        obj.total = self.a_total.data.as_longlongs[act]
+        obj.first = self.a_first.data.as_longlongs[act]
+        obj.last = self.a_last.data.as_longlongs[act]
+        obj.indexed_month = self.a_month.data.as_longlongs[act]
+        return obj
+
+    cdef int store_series(self, Py_ssize_t sid, object obj) except -1:
+        """Put a plain ``PrefixSeries`` (no held late writes, int64 totals) into the arenas."""
+        cdef array.array starts = obj.starts
+        cdef array.array sums = obj.sums
+        cdef Py_ssize_t n = len(starts), cap = FIRST_CAP
+        while cap < n:
+            cap *= 2
+        cdef Py_ssize_t start = reserve(self.starts, cap)
+        reserve(self.sums, cap)
+        self.dead_entries += self.s_cap.data.as_longlongs[sid]
+        if n:
+            memcpy(&self.starts.data.as_longlongs[start], starts.data.as_longlongs, n * sizeof(i64))
+            memcpy(&self.sums.data.as_longlongs[start], sums.data.as_longlongs, n * sizeof(i64))
+        self.s_start.data.as_longlongs[sid] = start
+        self.s_cap.data.as_longlongs[sid] = cap
+        self.s_len.data.as_longlongs[sid] = n
+        self.s_first.data.as_longlongs[sid] = obj.first_ts
+        self.s_last.data.as_longlongs[sid] = obj.last_ts
+        if obj.horizons is None:
+            self.s_horizons.pop(sid, None)
+            self.s_hz.data.as_longlongs[sid] = NONE
+        else:
+            self.s_horizons[sid] = list(obj.horizons)
+            self.s_hz.data.as_longlongs[sid] = obj.horizons[SECOND]
+        self.s_objects.pop(sid, None)
+        return 0
+
+    cdef int store_activity(self, Py_ssize_t act, object obj) except -1:
+        cdef array.array points = obj.points
+        cdef Py_ssize_t n = len(points), cap = FIRST_CAP
+        while cap < n:
+            cap *= 2
+        cdef Py_ssize_t start = reserve(self.points, cap)
+        self.dead_points += self.a_cap.data.as_longlongs[act]
+        if n:
+            memcpy(&self.points.data.as_longlongs[start], points.data.as_longlongs, n * sizeof(i64))
+        self.a_start.data.as_longlongs[act] = start
+        self.a_cap.data.as_longlongs[act] = cap
+        self.a_len.data.as_longlongs[act] = n
+        self.a_atid.data.as_longlongs[act] = obj.atid
+        self.a_total.data.as_longlongs[act] = obj.total
+        self.a_first.data.as_longlongs[act] = obj.first
+        self.a_last.data.as_longlongs[act] = obj.last
+        self.a_objects.pop(act, None)
+        return 0
+
+    cdef Py_ssize_t settle_series(self, Py_ssize_t sid) except -1:
+        """Move a promoted series back into the arenas if it is plain again; 1 if it moved."""
+        obj = self.s_objects.get(sid)
+        if obj is not None and _arena_ready(obj):
+            self.store_series(sid, obj)
+            return 1
+        return 0
+
+    cdef Py_ssize_t settle_activity(self, Py_ssize_t act) except -1:
+        obj = self.a_objects.get(act)
+        if (obj is not None and type(obj.points) is py_array.array
+                and INT64_MIN_ <= obj.total <= INT64_MAX_):
+            self.store_activity(act, obj)
+            return 1
+        return 0
+
+    def compact(self) -> int:
+        """Move promoted series and activities that are plain again (no held late writes,
+        int64 totals) back into the arenas, and pack the arenas (segments left behind by
+        growth are dropped). Returns how many objects moved back."""
+        moved = 0
+        for sid in list(self.s_objects):
+            moved += self.settle_series(sid)
+        for act in list(self.a_objects):
+            moved += self.settle_activity(act)
+        self.pack()
+        return moved
+
+    cdef int pack(self) except -1:
+        """Rewrite the arenas with only live segments (in row order)."""
+        cdef Py_ssize_t rows = len(self.s_start), sid, n, cap, at = 0, start
+        cdef array.array starts = array.clone(_TEMPLATE, 0, False)
+        cdef array.array sums = array.clone(_TEMPLATE, 0, False)
+        for sid in range(rows):
+            n = self.s_len.data.as_longlongs[sid]
+            if n < 0:
+                self.s_cap.data.as_longlongs[sid] = 0
+                continue
+            cap = self.s_cap.data.as_longlongs[sid]
+            start = self.s_start.data.as_longlongs[sid]
+            at = reserve(starts, cap)
+            reserve(sums, cap)
+            memcpy(&starts.data.as_longlongs[at], &self.starts.data.as_longlongs[start], n * sizeof(i64))
+            memcpy(&sums.data.as_longlongs[at], &self.sums.data.as_longlongs[start], n * sizeof(i64))
+            self.s_start.data.as_longlongs[sid] = at
+        self.starts, self.sums = starts, sums
+        cdef array.array points = array.clone(_TEMPLATE, 0, False)
+        rows = len(self.a_start)
+        for sid in range(rows):
+            n = self.a_len.data.as_longlongs[sid]
+            if n < 0:
+                self.a_cap.data.as_longlongs[sid] = 0
+                continue
+            cap = self.a_cap.data.as_longlongs[sid]
+            start = self.a_start.data.as_longlongs[sid]
+            at = reserve(points, cap)
+            memcpy(&points.data.as_longlongs[at], &self.points.data.as_longlongs[start], n * sizeof(i64))
+            self.a_start.data.as_longlongs[sid] = at
+        self.points = points
+        self.dead_entries = self.dead_points = 0
+        return 0
+
+    ########################################################################################
+    # Reading
+
+    cpdef object series_before(self, Py_ssize_t sid, object t_o, bint whole=True):
+        """``PrefixSeries.before`` for a series row. ``whole=False`` leaves out its shortcut
+        for ``t`` after the series' last write (the series' total), so that ``t`` is rounded
+        after retention even there, as a sum over every type rounds it (see ``_before``)."""
+        cdef Py_ssize_t n = self.s_len.data.as_longlongs[sid]
+        if n < 0:
+            obj = self.s_objects[sid]
+            if whole or obj.horizons is None or t_o <= obj.last_ts:
+                return obj.before(t_o)
+            return _rounded_before(obj, t_o)
+        if n == 0 or t_o <= self.s_first.data.as_longlongs[sid]:
+            return 0
+        cdef Py_ssize_t start = self.s_start.data.as_longlongs[sid]
+        horizons = self.s_horizons.get(sid)
+        if t_o > self.s_last.data.as_longlongs[sid] and (whole or horizons is None):
+            return self.sums.data.as_longlongs[start + n - 1]
+        if horizons is not None:
+            t_o = _round_down(t_o, horizons)
+        cdef i64 t = t_o
+        cdef Py_ssize_t i = bisect_left(self.starts.data.as_longlongs, start, start + n, t)
+        return self.sums.data.as_longlongs[i - 1] if i > start else 0
+
+    cpdef object activity_range_sum(self, Py_ssize_t act, object t1_o, object t2_o):
+        """``Activity.range_sum`` for an activity row."""
+        cdef Py_ssize_t n = self.a_len.data.as_longlongs[act]
+        if n < 0:
+            return self.a_objects[act].range_sum(t1_o, t2_o)
+        cdef i64 first = self.a_first.data.as_longlongs[act]
+        cdef i64 last = self.a_last.data.as_longlongs[act]
+        if t1_o <= first and t2_o >= last:
+            return self.a_total.data.as_longlongs[act]
+        if t2_o < first or t1_o > last:
+            return 0
+        cdef i64 t1 = t1_o, t2 = t2_o
+        cdef i64* p = &self.points.data.as_longlongs[self.a_start.data.as_longlongs[act]]
+        cdef Py_ssize_t i
+        acc = 0
+        for i in range(0, n, 2):
+            if t1 <= p[i] <= t2:
+                acc += p[i + 1]
+        return acc
+
+    cdef bint activity_touches(self, Py_ssize_t act, i64 t1, i64 t2):
+        cdef Py_ssize_t n = self.a_len.data.as_longlongs[act]
+        if n < 0:
+            return self.a_objects[act].touches(t1, t2)
+        cdef i64 first = self.a_first.data.as_longlongs[act]
+        cdef i64 last = self.a_last.data.as_longlongs[act]
+        if n == 0 or t2 < first or t1 > last:
+            return False
+        if t1 <= first or t2 >= last:
+            return True
+        cdef i64* p = &self.points.data.as_longlongs[self.a_start.data.as_longlongs[act]]
+        cdef Py_ssize_t i
+        for i in range(0, n, 2):
+            if t1 <= p[i] <= t2:
+                return True
+        return False
+
+    cdef UserMetric state_of(self, object user, object metric):
+        metrics = self.users_.get(user)
+        return None if metrics is None else metrics.get(metric)
+
+    def _before(self, UserMetric state, object atid, object t) -> object:
+        if atid is not None:
+            sid = state.by_atid.get(atid)
+            return 0 if sid is None else self.series_before(sid, t)
+        # The sum over every type, answered as one series holding them all would answer it
+        # (``MetricCounters.all_types``): its total after the latest write of any type, else
+        # each type's entries before ``t`` rounded as retention left them, even after that
+        # type's own last write.
+        sids = list(state.by_atid.values())
+        whole = len(sids) == 1
+        if not whole:
+            whole = True
+            for sid in sids:
+                if t <= self.series_last(sid):
+                    whole = False
+                    break
+        acc = 0
+        for sid in sids:
+            acc += self.series_before(sid, t, whole)
+        return acc
+
+    cdef object series_last(self, Py_ssize_t sid):
+        obj = self.s_objects.get(sid)
+        return self.s_last.data.as_longlongs[sid] if obj is None else obj.last_ts
+
+    def range_sum(self, user: object, metric: str, t1: int, t2: int, atid: int | None = None,
+                  aid: int | None = None) -> int:
+        """``UserCounters.range_sum``: ``metric`` over [t1, t2], optionally for one activity
+        type and/or activity."""
+        state = self.state_of(user, metric)
+        if state is None:
+            return 0
+        if aid is not None:
+            act = state.activities.get(aid)
+            if act is None or (atid is not None and self.activity_atid(act) != atid):
+                return 0
+            return self.activity_range_sum(act, t1, t2)
+        if t1 > t2:
+            return 0
+        return self._before(state, atid, t2 + 1) - self._before(state, atid, t1)
+
+    def activity_atid(self, act: int) -> int:
+        obj = self.a_objects.get(act)
+        return self.a_atid[act] if obj is None else obj.atid
+
+    def breakdown(self, user: object, metric: str, bounds: list[int], atid: int | None = None) -> list[int]:
+        """``UserCounters.breakdown``: sums over the periods [bounds[i], bounds[i+1])."""
+        state = self.state_of(user, metric)
+        if state is None:
+            return [0] * (len(bounds) - 1)
+        return sums_between(lambda t: self._before(state, atid, t), bounds)
+
+    def atids(self, user: object, metrics: list[str], t1: int, t2: int, atid: int | None = None) -> list[int]:
+        """``UserCounters.atids`` (PSD's ``_atids``): one activity type per distinct activity
+        with a write in [t1, t2], de-duplicated across ``metrics``."""
+        found: dict = {}
+        for metric in metrics:
+            state = self.state_of(user, metric)
+            if state is not None:
+                self._contributing(state, t1, t2, atid, found)
+        return list(found.values())
+
+    def _contributing(self, UserMetric state, t1: int, t2: int, atid: object, dict into) -> None:
+        """``MetricCounters.contributing`` over activity rows."""
+        if t1 > t2 or not state.aid_months:
+            return
+        first_month = month_of_day(t1 // 86400)
+        last_month = month_of_day(t2 // 86400)
+        months = state.aid_months
+        if last_month - first_month + 1 > len(months):
+            candidates = sorted(m for m in months if first_month <= m <= last_month)
+        else:
+            candidates = [m for m in range(first_month, last_month + 1) if m in months]
+        activities = state.activities
+        for month in candidates:
+            whole = (
+                month_start_day(month) * 86400 >= t1
+                and month_start_day(month + 1) * 86400 - 1 <= t2
+            )
+            for aid, aid_atid in months[month].items():
+                if aid in into or (atid is not None and aid_atid != atid):
+                    continue
+                if whole or self.activity_touches(activities[aid], t1, t2):
+                    into[aid] = aid_atid
+
+    def users(self) -> list:
+        """The users with state, in first-write order."""
+        return list(self.users_)
+
+    ########################################################################################
+    # Retention
+
+    def expire(self, cutoffs: list[int]) -> int:
+        """``UserCounters.expire`` for every user: retention rolls old seconds up
+        (``PrefixSeries.expire``) and drops activity points older than the second-level
+        cutoff; an activity with none left is forgotten. Returns items removed.
+
+        Series and activities pass through their objects and come back to the arenas."""
+        removed = 0
+        for user in self.users_:
+            removed += self.expire_user(user, cutoffs)
+        self.pack()
+        return removed
+
+    def expire_user(self, user: object, cutoffs: list[int]) -> int:
+        """``UserCounters.expire`` for one user (what a retention record does per user)."""
+        removed = 0
+        cutoff = cutoffs[SECOND]
+        for state in self.users_.get(user, {}).values():
+            removed += self._expire_metric(state, cutoffs, cutoff)
+            for sid in (<UserMetric>state).by_atid.values():
+                self.settle_series(sid)
+            for act in (<UserMetric>state).activities.values():
+                self.settle_activity(act)
+        self.maybe_pack()
+        return removed
+
+    def _expire_metric(self, UserMetric state, cutoffs: list[int], cutoff: int) -> int:
+        removed = 0
+        for sid in state.by_atid.values():
+            obj = self.series_object(sid)
+            removed += obj.expire(cutoffs)
+        if cutoff > 0:
+            for aid, act in list(state.activities.items()):
+                self.a_month.data.as_longlongs[act] = NONE  # the index below may lose it
+                obj = self.activity_object(act)
+                obj.indexed_month = NONE
+                removed += obj.expire(cutoff)
+                if not obj.points:
+                    del state.activities[aid]
+                    del self.a_objects[act]
+                    self.a_len.data.as_longlongs[act] = 0
+            for month, index in list(state.aid_months.items()):
+                for aid in list(index):
+                    act = state.activities.get(aid)
+                    if act is None or not any(
+                        month_of_day(ts // 86400) == month for ts in self.activity_object(act).seconds()
+                    ):
+                        del index[aid]
+                if not index:
+                    del state.aid_months[month]
+        return removed
+
+    ########################################################################################
+    # Snapshots
+
+    def user_plain(self, user: object) -> list:
+        """The user's state in ``UserCounters.to_plain``'s form (snapshots stay readable by
+        either layout)."""
+        out = []
+        for name, state in self.users_.get(user, {}).items():
+            series = []
+            for atid, sid in (<UserMetric>state).by_atid.items():
+                obj = self.s_objects.get(sid)
+                series.append([atid, (self.series_copy(sid) if obj is None else obj).to_plain()])
+            activities = []
+            for aid, act in (<UserMetric>state).activities.items():
+                obj = self.a_objects.get(act)
+                activity = self.activity_copy(act) if obj is None else obj
+                activities.append([aid, activity.atid, activity.pairs()])
+            months = [[month, list(index.items())] for month, index in (<UserMetric>state).aid_months.items()]
+            out.append([name, series, activities, months])
+        return out
+
+    def load_user(self, user: object, plain: list) -> None:
+        """Load a user from ``UserCounters.to_plain``'s form (a user not held yet)."""
+        if user in self.users_:
+            raise ValueError(f"user {user!r} is already held")
+        metrics = self.users_[user] = {}
+        cdef UserMetric state
+        for name, series, activities, aid_months in plain:
+            state = metrics[name] = UserMetric()
+            for atid, s in series:
+                sid = self.new_series(state, atid)
+                obj = PrefixSeries.from_plain(s)
+                if _arena_ready(obj):
+                    self.store_series(sid, obj)
+                else:
+                    self.s_objects[sid] = obj
+                    self.s_len.data.as_longlongs[sid] = -1
+                    self.dead_entries += self.s_cap.data.as_longlongs[sid]
+                    self.s_cap.data.as_longlongs[sid] = 0
+            for aid, atid, points in activities:
+                act = self.new_activity(state, aid, atid)
+                obj = Activity.from_pairs(atid, points)
+                obj.indexed_month = NONE
+                if type(obj.points) is py_array.array and INT64_MIN_ <= obj.total <= INT64_MAX_:
+                    self.store_activity(act, obj)
+                else:
+                    self.a_objects[act] = obj
+                    self.a_len.data.as_longlongs[act] = -1
+                    self.dead_points += self.a_cap.data.as_longlongs[act]
+                    self.a_cap.data.as_longlongs[act] = 0
+            state.aid_months = {month: dict(index) for month, index in aid_months}
+
+    ########################################################################################
+    # Checks and statistics
+
+    def entries(self) -> tuple[int, int, int]:
+        """(series, stored series entries, activities) over the partition (statistics)."""
+        cdef Py_ssize_t sid, total = 0, rows = len(self.s_len)
+        for sid in range(rows):
+            if self.s_len.data.as_longlongs[sid] > 0:
+                total += self.s_len.data.as_longlongs[sid]
+        for obj in self.s_objects.values():
+            total += obj.entries()
+        acts = sum(len((<UserMetric>s).activities) for m in self.users_.values() for s in m.values())
+        return rows, total, acts
+
+    def user_statistics(self, user: object) -> CounterStatistics:
+        """``UserCounters.statistics`` for one user."""
+        metrics = self.users_.get(user, {})
+        series = cells = activities = 0
+        for state in metrics.values():
+            for sid in (<UserMetric>state).by_atid.values():
+                series += 1
+                n = self.s_len[sid]
+                cells += self.s_objects[sid].entries() if n < 0 else n
+            activities += len((<UserMetric>state).activities)
+        return CounterStatistics(metrics=len(metrics), series=series, cells=cells,
+                                 activities=activities)
+
+    def memory_parts(self) -> dict:
+        """Bytes of the packed parts (``sys.getsizeof`` of each array, so allocated capacity
+        included) and counts of what they hold (bench/bench_counters_memory.py)."""
+        size = sys.getsizeof
+        return {
+            "series rows (6 int64 columns)": sum(size(a) for a in (
+                self.s_start, self.s_len, self.s_cap, self.s_first, self.s_last, self.s_hz)),
+            "series arenas (starts, running totals)": size(self.starts) + size(self.sums),
+            "activity rows (8 int64 columns)": sum(size(a) for a in (
+                self.a_atid, self.a_total, self.a_first, self.a_last, self.a_month,
+                self.a_start, self.a_len, self.a_cap)),
+            "activity points arena": size(self.points),
+            "dead arena slots (count)": self.dead_entries + self.dead_points,
+            "promoted objects (count)": len(self.s_objects) + len(self.a_objects),
+        }
+
+    def _check(self) -> None:
+        """Invariants: every row as its object would check; activity points indexed by month."""
+        for user in self.users_:
+            self.check_user(user)
+
+    def check_user(self, user: object) -> None:
+        for metrics in [self.users_.get(user, {})]:
+            for state in metrics.values():
+                for sid in (<UserMetric>state).by_atid.values():
+                    obj = self.s_objects.get(sid)
+                    series = self.series_copy(sid) if obj is None else obj
+                    series._check()
+                    if obj is None:
+                        starts = list(series.starts)
+                        assert starts == sorted(set(starts)), f"series {sid}: starts not increasing"
+                for aid, act in (<UserMetric>state).activities.items():
+                    obj = self.a_objects.get(act)
+                    activity = self.activity_copy(act) if obj is None else obj
+                    stamps = activity.seconds()
+                    assert activity.total == sum(v for _, v in activity.pairs()), f"activity {aid}: total"
+                    if stamps:
+                        assert (activity.first, activity.last) == (min(stamps), max(stamps))
+                    for ts in stamps:
+                        assert aid in (<UserMetric>state).aid_months[month_of_day(ts // 86400)]
+
+
+def _rounded_before(obj: PrefixSeries, t: int) -> int:
+    """``obj.before(t)`` for ``t`` after its last write, rounding ``t`` as retention left the
+    series instead of answering its total (``series_before(whole=False)``)."""
+    from bisect import bisect_left as bisect
+    t = _round_down(t, obj.horizons)
+    i = bisect(obj.starts, t)
+    acc = obj.sums[i - 1] if i else 0
+    for ts, delta in (obj.late or {}).items():
+        if ts < t:
+            acc += delta
+    return acc
+
+
+def _arena_ready(obj: PrefixSeries) -> bool:
+    """Whether a series fits the arenas: no held late writes, int64 running totals, and a
+    total that is its last running total (what an arena row keeps of it)."""
+    sums = obj.sums
+    return (obj.late is None and type(sums) is py_array.array
+            and obj.total == (sums[len(sums) - 1] if len(sums) else 0))
+
+
+class PackedUser:
+    """One user's counters in a :class:`PartitionCounters`: the state the user's entity holds
+    (engine/actors.py keeps one per user), with ``UserCounters``' interface, so the engine,
+    boards and retention use either alike. It holds no counters itself."""
+
+    __slots__ = ("store", "user", "applied_seq")
+
+    def __init__(self, store: PartitionCounters, user: object) -> None:
+        self.store = store
+        self.user = user
+        #: The log sequence number of the last record applied here (see engine/engine.py).
+        self.applied_seq = 0
+
+    @property
+    def metrics(self) -> dict:
+        """``{metric: UserMetric}``: the metrics this user has written."""
+        return self.store.users_.get(self.user, {})
+
+    def apply(self, events: object) -> None:
+        self.store.apply(self.user, events)
+
+    def range_sum(self, metric: str, t1: int, t2: int, atid: int | None = None,
+                  aid: int | None = None) -> int:
+        return self.store.range_sum(self.user, metric, t1, t2, atid, aid)
+
+    def breakdown(self, metric: str, bounds: list[int], atid: int | None = None) -> list[int]:
+        return self.store.breakdown(self.user, metric, bounds, atid)
+
+    def atids(self, metrics: list[str], t1: int, t2: int, atid: int | None = None) -> list[int]:
+        return self.store.atids(self.user, metrics, t1, t2, atid)
+
+    def expire(self, cutoffs: list[int]) -> int:
+        return self.store.expire_user(self.user, cutoffs)
+
+    def statistics(self) -> CounterStatistics:
+        return self.store.user_statistics(self.user)
+
+    def to_plain(self) -> list:
+        return self.store.user_plain(self.user)
+
+    def load(self, plain: list) -> None:
+        """Take a snapshot's ``UserCounters.to_plain`` form (a user the store lacks)."""
+        self.store.load_user(self.user, plain)
+
+    def _check(self) -> None:
+        self.store.check_user(self.user)
+
+
+class PartitionStores:
+    """One :class:`PartitionCounters` per partition actor of the user namespace, and the
+    per-user states over them (the namespace's factory: ``user_state(ident)``)."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self.stores = [PartitionCounters() for _ in range(partitions)]
+
+    def user_state(self, user: object) -> PackedUser:
+        """A user's state (placement as engine/actors.py's: ``hash(user) % partitions``)."""
+        return PackedUser(self.stores[hash(user) % self.partitions], user)
+
