@@ -11,9 +11,12 @@ Rows, all on the same events in the same run:
                                     (the per-event validator the fast path falls back to; what
                                     engine.ingest ran before issue 17)
   * engine.ingest_validated      -- the same without validation
-  * ..., counter state a no-op    -- the same with UserCounters.apply doing nothing: the engine
-                                    alone (what the state's share of the time is measured against)
-  * UserCounters.apply directly  -- the counter state alone: the floor for this design
+  * ..., counter state a no-op    -- the same with partition stores that keep nothing: the
+                                    engine alone (what the state's share is measured against)
+  * counter state alone: packed partition stores -- PartitionCounters.apply_share on the same
+                                    shares (engine/partition_counters.pyx: what the engine runs)
+  * counter state alone: UserCounters objects -- the reference layout, per user (what the
+                                    engine ran before; engine/counters.py)
   * redis PSD-style pipeline     -- PSD's Hashzilla writes: 5 HINCRBY per event, pipelined
                                     per batch, on a local redis-server (needs `.[bench]`)
 
@@ -67,15 +70,15 @@ def run_engine(events_batches: list[list[dict]], validated: bool, reference: boo
     """Seconds to ingest every batch: ``engine.ingest`` (with the reference validator when
     ``reference``), or ``engine.ingest_validated`` of batches validated beforehand. No work is
     put off past the window: each write's series are up to date when its batch returns.
-    ``no_state``: ``UserCounters.apply`` does nothing, so the row is the engine alone (log
-    record, routing, actors)."""
+    ``no_state``: the users' partition stores keep nothing (``NoStore``), so the row is the
+    engine alone (log record, routing, actors)."""
     if no_state:
-        apply = PackedUser.apply
-        PackedUser.apply = lambda self, events: None  # type: ignore[method-assign]
+        user_state = PartitionStores.user_state
+        PartitionStores.user_state = lambda self, user: PackedUser(NoStore(), user)  # type: ignore[method-assign]
         try:
             return run_engine(events_batches, validated, reference)
         finally:
-            PackedUser.apply = apply  # type: ignore[method-assign]
+            PartitionStores.user_state = user_state  # type: ignore[method-assign]
 
     async def main() -> float:
         async with Engine.open() as engine:
@@ -94,6 +97,17 @@ def run_engine(events_batches: list[list[dict]], validated: bool, reference: boo
             return time.perf_counter() - t0
 
     return trio.run(main)
+
+
+class NoStore:
+    """A partition store that keeps nothing: each user's share only marks it applied."""
+
+    def apply(self, user: object, events: object) -> None:
+        pass
+
+    def apply_share_at(self, seq: int, items: dict, states: dict) -> None:
+        for user in items:
+            states[user].applied_seq = seq
 
 
 def run_partition_store_only(events_batches: list[list[dict]]) -> float:
