@@ -31,6 +31,7 @@ import msgpack
 from engine.actors import Share, ShareOperation
 from engine.counters import GlobalCounter, UserCounters
 from engine.events import User, UserEvent, group_by_user
+from engine.partition_counters import share_events
 
 EntityKey = tuple[str, Any]
 Operation = Callable[[Any], Any]
@@ -122,6 +123,11 @@ class IngestBatch(Command):
                 (USER, user): _apply_then_feed_boards(seq, events, user, boards, router)
                 for user, events in groups.items()
             }
+        if boards is None:
+            # The users' packed stores take the batch's own tuples (apply_rows).
+            operation = _share_at(seq, None, router)
+            return {Share(USER, partition, items): operation
+                    for partition, items in share_events(self.events, partitions).items()}
         # group_by_user, with each new user also placed in its partition's share (the
         # placement is Router._actor_key's: hash(id) % partitions).
         users: dict[User, list[tuple[Any, ...]]] = {}
@@ -170,12 +176,14 @@ class CountBatch(Command):
 
 def _share_at(seq: int, boards: Any, router: Any) -> ShareOperation:
     """The per-user operation of an ingest :class:`Share`: as ``_apply_at`` (or
-    ``_apply_then_feed_boards`` when live boards exist) for each user of the share."""
+    ``_apply_then_feed_boards`` when live boards exist) for each user of the share. Without
+    boards, items are the batch's own ``UserEvent`` tuples (``share_events``), and the
+    operation's ``whole`` applies the share in one call (engine/actors.py)."""
     if boards is None:
 
         def apply(user: Any, state: Any, events: list[Any]) -> None:
             if state.applied_seq < seq:
-                state.apply(events)
+                state.apply_rows(events)
                 state.applied_seq = seq
 
         def whole(states: dict[Any, Any], items: dict[Any, list[Any]]) -> None:
