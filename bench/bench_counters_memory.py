@@ -85,10 +85,13 @@ def packed_breakdown(states: dict[Any, Any]) -> dict[str, int]:
     out: Counter[str] = Counter()
     stores = {id(state.store): state.store for state in states.values()}
     for store in stores.values():
-        out.update(store.memory_parts())
+        out.update({k: v for k, v in store.memory_parts().items() if k != "key table"})
         out["users dict of the stores"] += size(store.users_)
-        for user, metrics in store.users_.items():
-            out["per-user views (PackedUser) + metrics dicts"] += size(states[user]) + size(metrics)
+        out["key table (user, metric, type or aid -> row)"] += store.memory_parts().pop("key table", 0)
+        for user, record in store.users_.items():
+            metrics = record.metrics
+            out["per-user views (PackedUser) + records + metrics dicts"] += (
+                size(states[user]) + size(record) + size(metrics))
             for state in metrics.values():
                 out["per-metric UserMetric + by_atid dicts"] += size(state) + size(state.by_atid)
                 out["activity ids dicts (+ aid ints)"] += size(state.activities) + _int_bytes(
