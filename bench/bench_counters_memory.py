@@ -94,8 +94,7 @@ def packed_breakdown(states: dict[Any, Any]) -> dict[str, int]:
                 size(states[user]) + size(record) + size(metrics))
             for state in metrics.values():
                 out["per-metric UserMetric + by_atid dicts"] += size(state) + size(state.by_atid)
-                out["activity ids dicts (+ aid ints)"] += size(state.activities) + _int_bytes(
-                    state.activities.keys()) + _int_bytes(state.activities.values())
+                out["activity id arrays"] += size(state.acts)
                 for index in state.aid_months.values():
                     out["aid_months index (dicts + aid ints)"] += size(index) + _int_bytes(index.keys())
                 out["aid_months index (dicts + aid ints)"] += size(state.aid_months)
@@ -139,7 +138,10 @@ def breakdown(states: dict[Any, Any]) -> dict[str, int]:
 def child_ours(events: int, users: int) -> None:
     """Print a JSON line: RSS growth across filling an in-memory Engine, and the breakdown."""
     from engine.engine import Engine
+    from web.heap import pin_mmap_threshold
     from web.serving.server import tune_gc
+
+    pin_mmap_threshold()  # as `pointspace serve` does at start (web/serving/server.py)
 
     async def fill() -> dict[str, Any]:
         async with Engine.open() as engine:

@@ -88,7 +88,7 @@ DEF S_CAP = 2
 DEF S_FIRST = 3
 DEF S_LAST = 4
 DEF S_HZ = 5
-DEF AW = 8
+DEF AW = 9
 DEF A_ATID = 0
 DEF A_TOTAL = 1
 DEF A_FIRST = 2
@@ -96,7 +96,9 @@ DEF A_LAST = 3
 DEF A_MONTH = 4
 DEF A_START = 5
 DEF A_LEN = 6
-DEF A_CAP = 7  # entries a new series' segment holds (slots: 2 per point)
+DEF A_CAP = 7
+DEF A_AID = 8
+DEF REMOVED = -2  # A_LEN of an activity retention forgot  # entries a new series' segment holds (slots: 2 per point)
 
 
 cdef inline i64 floordiv(i64 a, i64 b) noexcept nogil:
@@ -106,11 +108,33 @@ cdef inline i64 floordiv(i64 a, i64 b) noexcept nogil:
     return q
 
 
+cdef extern from *:
+    """
+    /* An array.array's allocated capacity: the head of CPython's arrayobject
+       (Modules/arraymodule.c; Cython's arrayarray.h mirrors it). */
+    typedef struct { PyObject_VAR_HEAD char *ob_item; Py_ssize_t allocated; } pc_arrayhead;
+    static CYTHON_INLINE Py_ssize_t pc_allocated(PyObject *a) { return ((pc_arrayhead *)a)->allocated; }
+    static CYTHON_INLINE void pc_set_size(PyObject *a, Py_ssize_t n) { Py_SET_SIZE(a, n); }
+    """
+    Py_ssize_t pc_allocated(object a)
+    void pc_set_size(object a, Py_ssize_t n)
+
+
+cdef inline int grow_to(array.array column, Py_ssize_t need) except -1:
+    """Make ``column`` ``need`` items long, growing its buffer by an eighth when full (as
+    CPython's own arrays do; Cython's ``resize_smart`` adds half, which the arenas, tens of
+    MB each, would carry as RSS)."""
+    cdef Py_ssize_t n = len(column)
+    if need > pc_allocated(column):
+        array.resize(column, need + (need >> 3) + 16)  # sets the length to the capacity
+    pc_set_size(column, need)
+    return 0
+
+
 cdef inline Py_ssize_t push(array.array column, i64 value) except -1:
     """Append ``value`` to an int64 array (amortised O(1))."""
     cdef Py_ssize_t n = len(column)
-    if array.resize_smart(column, n + 1) < 0:
-        raise MemoryError()
+    grow_to(column, n + 1)
     column.data.as_longlongs[n] = value
     return n
 
@@ -118,8 +142,7 @@ cdef inline Py_ssize_t push(array.array column, i64 value) except -1:
 cdef inline Py_ssize_t reserve(array.array column, Py_ssize_t size) except -1:
     """Append ``size`` zeros to an int64 array; returns where they start."""
     cdef Py_ssize_t n = len(column)
-    if array.resize_smart(column, n + size) < 0:
-        raise MemoryError()
+    grow_to(column, n + size)
     memset(&column.data.as_longlongs[n], 0, size * sizeof(i64))
     return n
 
@@ -171,12 +194,16 @@ cdef class UserMetric:
     every full collection, ~10% of a sparse feed's write time)."""
 
     cdef public dict by_atid      # atid -> series id (in first-write order)
-    cdef public dict activities   # aid -> activity id
+    # activity ids in first-write order (the key table finds one by aid; its row holds the aid)
+    cdef public array.array acts
     cdef public dict aid_months   # month -> {aid: atid}, first-seen order (MetricCounters')
+    cdef public i64 uid, mid      # the user's and the metric's numbers in key-table keys
 
-    def __init__(self) -> None:
+    def __init__(self, i64 uid, i64 mid) -> None:
+        self.uid = uid
+        self.mid = mid
         self.by_atid = {}
-        self.activities = {}
+        self.acts = array.clone(_TEMPLATE, 0, False)
         self.aid_months = {}
 
 
@@ -349,7 +376,8 @@ cdef class PartitionCounters:
         row[A_FIRST] = -1
         row[A_LAST] = -1
         row[A_MONTH] = NONE
-        state.activities[aid] = act
+        row[A_AID] = aid
+        push(state.acts, act)
         self.key_add(uid, 2 * mid + 1, aid, act)
         return act
 
@@ -479,7 +507,7 @@ cdef class PartitionCounters:
                     mid = self.metric_id(metric)
                 state = record.metrics.get(metric)
                 if state is None:
-                    state = record.metrics[metric] = UserMetric()
+                    state = record.metrics[metric] = UserMetric(uid, mid)
                 if aid_o is not None and act < 0:
                     act = self.new_activity(state, uid, mid, aid_o, atid)
                 if sid < 0:
@@ -708,8 +736,14 @@ cdef class PartitionCounters:
     cdef int pack(self) except -1:
         """Rewrite the arenas with only live segments (in row order)."""
         cdef Py_ssize_t rows = len(self.srows) // SW, sid, n, cap, at = 0, start
-        cdef array.array starts = array.clone(_TEMPLATE, 0, False)
-        cdef array.array sums = array.clone(_TEMPLATE, 0, False)
+        cdef Py_ssize_t live = 0
+        for sid in range(rows):
+            if self.srows.data.as_longlongs[sid * SW + S_LEN] >= 0:
+                live += self.srows.data.as_longlongs[sid * SW + S_CAP]
+        cdef array.array starts = array.clone(_TEMPLATE, live, False)
+        cdef array.array sums = array.clone(_TEMPLATE, live, False)
+        pc_set_size(starts, 0)
+        pc_set_size(sums, 0)
         for sid in range(rows):
             n = self.srows.data.as_longlongs[sid * SW + S_LEN]
             if n < 0:
@@ -723,11 +757,16 @@ cdef class PartitionCounters:
             memcpy(&sums.data.as_longlongs[at], &self.sums.data.as_longlongs[start], n * sizeof(i64))
             self.srows.data.as_longlongs[sid * SW + S_START] = at
         self.starts, self.sums = starts, sums
-        cdef array.array points = array.clone(_TEMPLATE, 0, False)
         rows = len(self.arows) // AW
+        live = 0
+        for sid in range(rows):
+            if self.arows.data.as_longlongs[sid * AW + A_LEN] >= 0:
+                live += self.arows.data.as_longlongs[sid * AW + A_CAP]
+        cdef array.array points = array.clone(_TEMPLATE, live, False)
+        pc_set_size(points, 0)
         for sid in range(rows):
             n = self.arows.data.as_longlongs[sid * AW + A_LEN]
-            if n < 0:
+            if n < 0:  # promoted, or removed
                 self.arows.data.as_longlongs[sid * AW + A_CAP] = 0
                 continue
             cap = self.arows.data.as_longlongs[sid * AW + A_CAP]
@@ -838,13 +877,17 @@ cdef class PartitionCounters:
         if state is None:
             return 0
         if aid is not None:
-            act = state.activities.get(aid)
-            if act is None or (atid is not None and self.activity_atid(act) != atid):
+            act = self.activity_of(state, aid)
+            if act < 0 or (atid is not None and self.activity_atid(act) != atid):
                 return 0
             return self.activity_range_sum(act, t1, t2)
         if t1 > t2:
             return 0
         return self._before(state, atid, t2 + 1) - self._before(state, atid, t1)
+
+    cdef Py_ssize_t activity_of(self, UserMetric state, object aid):
+        """The activity id of ``aid`` in ``state``'s metric, or -1."""
+        return self.key_find(state.uid, 2 * state.mid + 1, aid)
 
     def activity_atid(self, act: int) -> int:
         obj = self.a_objects.get(act)
@@ -878,7 +921,6 @@ cdef class PartitionCounters:
             candidates = sorted(m for m in months if first_month <= m <= last_month)
         else:
             candidates = [m for m in range(first_month, last_month + 1) if m in months]
-        activities = state.activities
         for month in candidates:
             whole = (
                 month_start_day(month) * 86400 >= t1
@@ -887,7 +929,7 @@ cdef class PartitionCounters:
             for aid, aid_atid in months[month].items():
                 if aid in into or (atid is not None and aid_atid != atid):
                     continue
-                if whole or self.activity_touches(activities[aid], t1, t2):
+                if whole or self.activity_touches(self.activity_of(state, aid), t1, t2):
                     into[aid] = aid_atid
 
     def users(self) -> list:
@@ -917,36 +959,37 @@ cdef class PartitionCounters:
         if record is None:
             return 0
         for name, state in (<UserRecord>record).metrics.items():
-            removed += self._expire_metric(state, cutoffs, cutoff, (<UserRecord>record).uid,
-                                           self.metric_ids[name])
+            removed += self._expire_metric(state, cutoffs, cutoff)
             for sid in (<UserMetric>state).by_atid.values():
                 self.settle_series(sid)
-            for act in (<UserMetric>state).activities.values():
+            for act in (<UserMetric>state).acts:
                 self.settle_activity(act)
         self.maybe_pack()
         return removed
 
-    def _expire_metric(self, UserMetric state, cutoffs: list[int], cutoff: int, i64 uid,
-                       i64 mid) -> int:
+    def _expire_metric(self, UserMetric state, cutoffs: list[int], cutoff: int) -> int:
         removed = 0
         for sid in state.by_atid.values():
             obj = self.series_object(sid)
             removed += obj.expire(cutoffs)
         if cutoff > 0:
-            for aid, act in list(state.activities.items()):
+            kept = array.clone(_TEMPLATE, 0, False)
+            for act in state.acts:
                 self.arows.data.as_longlongs[act * AW + A_MONTH] = NONE  # the index below may lose it
                 obj = self.activity_object(act)
                 obj.indexed_month = NONE
                 removed += obj.expire(cutoff)
-                if not obj.points:
-                    del state.activities[aid]
-                    self.key_remove(uid, 2 * mid + 1, aid)
+                if obj.points:
+                    push(kept, act)
+                else:  # forgotten: its key and row go
+                    self.key_remove(state.uid, 2 * state.mid + 1, self.arows[act * AW + A_AID])
                     del self.a_objects[act]
-                    self.arows.data.as_longlongs[act * AW + A_LEN] = 0
+                    self.arows.data.as_longlongs[act * AW + A_LEN] = REMOVED
+            state.acts = kept
             for month, index in list(state.aid_months.items()):
                 for aid in list(index):
-                    act = state.activities.get(aid)
-                    if act is None or not any(
+                    act = self.activity_of(state, aid)
+                    if act < 0 or not any(
                         month_of_day(ts // 86400) == month for ts in self.activity_object(act).seconds()
                     ):
                         del index[aid]
@@ -967,10 +1010,10 @@ cdef class PartitionCounters:
                 obj = self.s_objects.get(sid)
                 series.append([atid, (self.series_copy(sid) if obj is None else obj).to_plain()])
             activities = []
-            for aid, act in (<UserMetric>state).activities.items():
+            for act in (<UserMetric>state).acts:
                 obj = self.a_objects.get(act)
                 activity = self.activity_copy(act) if obj is None else obj
-                activities.append([aid, activity.atid, activity.pairs()])
+                activities.append([self.arows[act * AW + A_AID], activity.atid, activity.pairs()])
             months = [[month, list(index.items())] for month, index in (<UserMetric>state).aid_months.items()]
             out.append([name, series, activities, months])
         return out
@@ -984,8 +1027,8 @@ cdef class PartitionCounters:
         cdef i64 uid = record.uid, mid
         cdef UserMetric state
         for name, series, activities, aid_months in plain:
-            state = metrics[name] = UserMetric()
             mid = self.metric_id(name)
+            state = metrics[name] = UserMetric(uid, mid)
             for atid, s in series:
                 sid = self.new_series(state, uid, mid, atid)
                 obj = PrefixSeries.from_plain(s)
@@ -1020,7 +1063,7 @@ cdef class PartitionCounters:
                 total += self.srows.data.as_longlongs[sid * SW + S_LEN]
         for obj in self.s_objects.values():
             total += obj.entries()
-        acts = sum(len((<UserMetric>s).activities) for r in self.users_.values()
+        acts = sum(len((<UserMetric>s).acts) for r in self.users_.values()
                    for s in (<UserRecord>r).metrics.values())
         return rows, total, acts
 
@@ -1033,7 +1076,7 @@ cdef class PartitionCounters:
                 series += 1
                 n = self.srows[sid * SW + S_LEN]
                 cells += self.s_objects[sid].entries() if n < 0 else n
-            activities += len((<UserMetric>state).activities)
+            activities += len((<UserMetric>state).acts)
         return CounterStatistics(metrics=len(metrics), series=series, cells=cells,
                                  activities=activities)
 
@@ -1066,7 +1109,8 @@ cdef class PartitionCounters:
                     if obj is None:
                         starts = list(series.starts)
                         assert starts == sorted(set(starts)), f"series {sid}: starts not increasing"
-                for aid, act in (<UserMetric>state).activities.items():
+                for act in (<UserMetric>state).acts:
+                    aid = self.arows[act * AW + A_AID]
                     obj = self.a_objects.get(act)
                     activity = self.activity_copy(act) if obj is None else obj
                     stamps = activity.seconds()
