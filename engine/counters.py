@@ -659,24 +659,31 @@ class MetricCounters:
         """Add ``{aid: atid}`` for every activity with a write in [t1, t2] to ``into``."""
         if t1 > t2 or not self.aid_months:
             return
-        first_month = month_of_day(t1 // 86400)
-        last_month = month_of_day(t2 // 86400)
         months = self.aid_months
-        if last_month - first_month + 1 > len(months):
-            candidates = sorted(m for m in months if first_month <= m <= last_month)
-        else:
-            candidates = [m for m in range(first_month, last_month + 1) if m in months]
         activities = self.activities
-        for month in candidates:
-            whole = (
-                month_start_day(month) * 86400 >= t1
-                and month_start_day(month + 1) * 86400 - 1 <= t2
-            )
+        for month, whole in months_within(months, t1, t2):
             for aid, aid_atid in months[month].items():
                 if aid in into or (atid is not None and aid_atid != atid):
                     continue
                 if whole or activities[aid].touches(t1, t2):
                     into[aid] = aid_atid
+
+
+def months_within(months: dict[int, Any], t1: int, t2: int) -> list[tuple[int, bool]]:
+    """The months of an ``aid_months`` index that meet [t1, t2], in order, each with whether
+    the range covers it whole (its activities then contributed without a look at their
+    points). Walks the calendar months of the range or the index, whichever is shorter."""
+    first_month = month_of_day(t1 // 86400)
+    last_month = month_of_day(t2 // 86400)
+    if last_month - first_month + 1 > len(months):
+        candidates = sorted(m for m in months if first_month <= m <= last_month)
+    else:
+        candidates = [m for m in range(first_month, last_month + 1) if m in months]
+    return [
+        (month, month_start_day(month) * 86400 >= t1
+         and month_start_day(month + 1) * 86400 - 1 <= t2)
+        for month in candidates
+    ]
 
 
 ############################################################################################

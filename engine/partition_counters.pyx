@@ -65,9 +65,9 @@ from libc.string cimport memcpy, memset
 import array as py_array
 import sys
 
-from engine.counters import DIFF, RECENT_PAIRS, Activity, CounterStatistics
+from engine.counters import DIFF, RECENT_PAIRS, Activity, CounterStatistics, months_within
 from engine.prefix_series import PrefixSeries, _round_down, sums_between
-from engine.timebuckets import SECOND, month_of_day, month_start_day
+from engine.timebuckets import SECOND, month_of_day
 from engine.timebuckets import _month_of_day_cache as _MONTHS
 
 cdef extern from *:
@@ -914,18 +914,8 @@ cdef class PartitionCounters:
         """``MetricCounters.contributing`` over activity rows."""
         if t1 > t2 or not state.aid_months:
             return
-        first_month = month_of_day(t1 // 86400)
-        last_month = month_of_day(t2 // 86400)
         months = state.aid_months
-        if last_month - first_month + 1 > len(months):
-            candidates = sorted(m for m in months if first_month <= m <= last_month)
-        else:
-            candidates = [m for m in range(first_month, last_month + 1) if m in months]
-        for month in candidates:
-            whole = (
-                month_start_day(month) * 86400 >= t1
-                and month_start_day(month + 1) * 86400 - 1 <= t2
-            )
+        for month, whole in months_within(months, t1, t2):
             for aid, aid_atid in months[month].items():
                 if aid in into or (atid is not None and aid_atid != atid):
                     continue
