@@ -474,14 +474,21 @@ class Router:
         An operation with a ``whole`` attribute applies the whole share in one call first
         (``whole(states, items)``: counter writes into a partition's packed store, one call
         instead of one per user). It must be idempotent per entity (an entity it already
-        applied ignores a second application, as ``applied_seq`` makes ingest), so that if it
-        raises, the share is applied again entity by entity, confining the failure."""
+        applied, even in part, ignores a second application, as ``applied_seq`` makes ingest),
+        so that if it raises, the share is applied again entity by entity, confining the
+        failure; the share then fails with the first error (the whole call's if the redo met
+        none)."""
         whole = getattr(operation, "whole", None)
+        whole_error: PointspaceError | None = None
         if whole is not None:
             try:
                 whole(states, share.items)
-            except Exception:  # redone below, entity by entity, where it is confined and logged
-                pass
+            except PointspaceError as exc:
+                whole_error = exc
+            except Exception:  # a bug: logged, and the share redone entity by entity below
+                log.exception("operation on a share of %r failed", actor)
+                self._failures += 1
+                whole_error = InternalError(f"internal error on a share of {actor[0]}")
             else:
                 if completion is not None:
                     completion.done(share, None)
@@ -501,6 +508,7 @@ class Router:
                 self._failures += 1
                 if error is None:
                     error = InternalError(f"internal error on {actor[0]} {ident!r}")
+        error = error or whole_error  # (an entity the failed whole call marked is skipped)
         if completion is not None:
             if error is None:
                 completion.done(share, None)

@@ -21,7 +21,7 @@ activities are *rows* of packed int64 arrays shared by the whole partition:
   after the last second appends in place; a full segment moves to the arena's end at twice
   the size, and the arenas are packed once a quarter of them is such holes. A read is a
   binary search in C.
-* an activity row is ``(type, total, first, last, indexed month, start, len, cap)`` and a
+* an activity row is ``(type, total, first, last, indexed month, start, len, cap, aid)`` and a
   segment of the points arena: ``(second, delta)`` pairs interleaved, as ``Activity.points``.
 
 Rows are row-major (one cache line per write, where a column per field cost a miss per
@@ -124,7 +124,6 @@ cdef inline int grow_to(array.array column, Py_ssize_t need) except -1:
     """Make ``column`` ``need`` items long, growing its buffer by an eighth when full (as
     CPython's own arrays do; Cython's ``resize_smart`` adds half, which the arenas, tens of
     MB each, would carry as RSS)."""
-    cdef Py_ssize_t n = len(column)
     if need > pc_allocated(column):
         array.resize(column, need + (need >> 3) + 16)  # sets the length to the capacity
     pc_set_size(column, need)
@@ -228,10 +227,11 @@ cdef class PartitionCounters:
     cdef dict s_horizons  # series id -> retention horizons (arena series)
     cdef array.array starts, sums  # the series arenas
     # activity rows
-    # one row of AW int64 per activity (atid, total, first, last, month, start, len, cap)
+    # one row of AW int64 per activity (atid, total, first, last, month, start, len, cap, aid)
     cdef array.array arows
     cdef dict a_objects   # activity id -> Activity (promoted)
     cdef array.array points  # the activity arena: (second, delta) pairs
+    cdef array.array free_acts  # rows of activities retention forgot, for new ones
     # slots of the arenas no segment uses any more (left by growth, promotion, retention)
     cdef Py_ssize_t dead_entries, dead_points
     # the month of the day last written (most writes of a live feed fall on one day)
@@ -254,6 +254,7 @@ cdef class PartitionCounters:
         self.arows = array.clone(_TEMPLATE, 0, False)
         self.a_objects = {}
         self.points = array.clone(_TEMPLATE, 0, False)
+        self.free_acts = array.clone(_TEMPLATE, 0, False)
         self.dead_entries = 0
         self.dead_points = 0
         self.last_day = NONE
@@ -303,11 +304,17 @@ cdef class PartitionCounters:
         return 0
 
     cdef int key_grow(self) except -1:
-        """Rehash into twice the slots (removed keys are dropped)."""
+        """Rehash the live keys into a table a quarter full (removed keys are dropped)."""
         cdef array.array old = self.keys
-        cdef Py_ssize_t old_slots = self.key_mask + 1, i, j
-        cdef Py_ssize_t slots_n = 2 * old_slots
-        while 2 * self.key_used > slots_n:  # (only live keys are moved)
+        cdef Py_ssize_t old_slots = self.key_mask + 1, i, j, live = 0
+        cdef i64* counted = old.data.as_longlongs
+        for j in range(old_slots):
+            if counted[4 * j + 3] >= 0:
+                live += 1
+        # A quarter full after a rehash (removed keys are not moved): amortised O(1) per key,
+        # and a table whose keys retention removed shrinks instead of doubling.
+        cdef Py_ssize_t slots_n = 64
+        while slots_n < 4 * (live + 1):
             slots_n *= 2
         self.keys = array.clone(_TEMPLATE, 4 * slots_n, False)
         self.key_mask = slots_n - 1
@@ -368,8 +375,15 @@ cdef class PartitionCounters:
 
     cdef Py_ssize_t new_activity(self, UserMetric state, i64 uid, i64 mid, object aid, i64 atid) except -1:
         cdef Py_ssize_t start = reserve(self.points, FIRST_CAP)
-        cdef Py_ssize_t act = reserve(self.arows, AW) // AW
+        cdef Py_ssize_t act, free = len(self.free_acts)
+        if free:  # a forgotten activity's row (its key, object and index entries are gone)
+            act = self.free_acts.data.as_longlongs[free - 1]
+            pc_set_size(self.free_acts, free - 1)
+        else:
+            act = reserve(self.arows, AW) // AW
         cdef i64* row = &self.arows.data.as_longlongs[act * AW]
+        row[A_TOTAL] = 0
+        row[A_LEN] = 0
         row[A_START] = start
         row[A_CAP] = FIRST_CAP
         row[A_ATID] = atid
@@ -430,8 +444,12 @@ cdef class PartitionCounters:
         for user, events in items.items():
             state = states[user]
             if state.applied_seq < seq:
-                self.apply_from(user, events, 1)
-                state.applied_seq = seq
+                try:
+                    self.apply_from(user, events, 1)
+                finally:
+                    # Marked even if it failed part way: the share's entity-by-entity redo
+                    # (engine/actors.py) must not apply its first events twice.
+                    state.applied_seq = seq
         self.maybe_pack()
 
     cpdef maybe_pack(self):
@@ -463,6 +481,8 @@ cdef class PartitionCounters:
         cdef tuple event
         uid = -1 if record is None else record.uid
         for event in events:
+            if len(event) != skip + 7:  # (indexing below is unchecked: a short tuple would crash)
+                raise ValueError(f"a counter event has {skip + 7} fields, got {len(event)}: {event!r}")
             metric = event[skip]
             atid_o = event[skip + 1]
             aid_o = event[skip + 2]
@@ -975,6 +995,7 @@ cdef class PartitionCounters:
                     self.key_remove(state.uid, 2 * state.mid + 1, self.arows[act * AW + A_AID])
                     del self.a_objects[act]
                     self.arows.data.as_longlongs[act * AW + A_LEN] = REMOVED
+                    push(self.free_acts, act)
             state.acts = kept
             for month, index in list(state.aid_months.items()):
                 for aid in list(index):
@@ -1077,7 +1098,7 @@ cdef class PartitionCounters:
         return {
             "series rows (6 int64 each)": size(self.srows),
             "series arenas (starts, running totals)": size(self.starts) + size(self.sums),
-            "activity rows (8 int64 each)": size(self.arows),
+            "activity rows (9 int64 each)": size(self.arows),
             "activity points arena": size(self.points),
             "key table": size(self.keys),
             "dead arena slots (count)": self.dead_entries + self.dead_points,
@@ -1123,6 +1144,8 @@ def share_events(list events, Py_ssize_t partitions) -> dict:
     cdef object user, found, share
     cdef Py_ssize_t partition
     for event in events:
+        if len(event) != 8:  # (indexing is unchecked here: a short tuple would crash)
+            raise ValueError(f"a UserEvent has 8 fields, got {len(event)}: {event!r}")
         user = event[0]
         found = users.get(user)
         if found is None:

@@ -723,6 +723,29 @@ async def test_router_share_redoes_a_failed_whole_share_entity_by_entity() -> No
             await completion.wait()
         assert calls == [3]
         assert router.directory["part"] == {0: [1], 3: [], 6: [2]}
+        assert router.statistics().failures == 2  # the whole call's, then entity 3's
+        router.retire_all()
+
+
+async def test_router_share_fails_with_the_whole_calls_error_when_the_redo_meets_none() -> None:
+    # The whole call applied entity 0, marked it, then failed: the redo skips 0, applies the
+    # rest, and the share still fails (the bug is not lost).
+    async with trio.open_nursery() as nursery:
+        router = make_router(nursery)
+
+        def operation(ident: Any, state: list[Any], item: list[Any]) -> None:
+            extend_once(ident, state, item)
+
+        def whole(states: dict[Any, Any], items: dict[Any, Any]) -> None:
+            extend_once(0, states[0], items[0])
+            raise ZeroDivisionError("bug after applying entity 0")
+
+        operation.whole = whole  # type: ignore[attr-defined]
+        completion = Completion(1)
+        router.send_nowait(Share("part", 0, {0: [1], 3: [2]}), operation, completion)
+        with pytest.raises(InternalError, match=r"^internal error on a share of part$"):
+            await completion.wait()
+        assert router.directory["part"] == {0: [1], 3: [2]}
         assert router.statistics().failures == 1
         router.retire_all()
 

@@ -637,3 +637,46 @@ def test_stress_seeded_partition(seed: int) -> None:
             bounds = sorted({t1, t2, rng.randrange(t1, t2 + 1), t2 + 1})
             assert store.breakdown(user, metric, bounds) == ref.breakdown(user, metric, bounds)
             assert store.atids(user, METRICS, t1, t2) == ref.atids(user, METRICS, t1, t2)
+
+
+############################################################################################
+# Found by review: malformed tuples, churn, a share that fails part way
+
+
+def test_short_event_tuples_are_refused_not_read_past() -> None:
+    # The store reads event fields unchecked: a tuple of the wrong size must be refused.
+    store = partition_counters.PartitionCounters()
+    with pytest.raises(ValueError, match=r"^a counter event has 7 fields, got 3"):
+        store.apply(1, [("steps", 0, None)])
+    with pytest.raises(ValueError, match=r"^a UserEvent has 8 fields, got 2"):
+        partition_counters.share_events([(1, "steps")], 32)
+    assert store.users() == []
+
+
+def test_forgotten_activities_give_their_rows_and_keys_back() -> None:
+    # Each round creates 2,000 activities and a sweep forgets them all: the rows and the key
+    # table stay the size of one round's, where they grew by every activity ever created.
+    store = partition_counters.PartitionCounters()
+    sizes = []
+    for round_ in range(12):
+        base = 1_700_000_000 + round_ * 10_000
+        for user in range(200):
+            store.apply(user, [("steps", 0, round_ * 10 + a, base + a, 1, base + a, ADD)
+                               for a in range(10)])
+        store.expire([base + 20, 0, 0, 0, 0])
+        parts = store.memory_parts()
+        sizes.append((parts["activity rows (9 int64 each)"], parts["key table"]))
+    assert sizes[-1][0] <= 2 * sizes[1][0] and sizes[-1][1] <= 2 * sizes[1][1], sizes
+
+
+def test_a_share_failing_part_way_is_not_applied_twice() -> None:
+    # apply_share_at marks a user applied even when its events fail part way, so the
+    # entity-by-entity redo that follows (engine/actors.py) skips it.
+    stores = partition_counters.PartitionStores(1)
+    state = stores.user_state(7)
+    events = [(7, "steps", 0, None, 1_700_000_000, 10, 1_700_000_000, ADD), (7, "steps")]
+    with pytest.raises(ValueError):
+        stores.stores[0].apply_share_at(5, {7: events}, {7: state})
+    assert state.applied_seq == 5
+    stores.stores[0].apply_share_at(5, {7: events}, {7: state})  # the redo: skipped
+    assert state.range_sum("steps", 0, 2**33) == 10
