@@ -20,8 +20,8 @@ Rows, all in one run:
                                   (the real ``Router`` and ``Mailbox``), per message
 
   ingest (events/s, ratio against one actor per user)
-  * Router, partitions=0       -- ``Namespace(USER, UserCounters, partitions=0)``: one actor per
-                                  user, the baseline
+  * Router, partitions=0       -- the user namespace with ``partitions=0``: one actor per
+                                  user, the baseline (states in one packed store)
   * Router, partitions=8/32/128 -- users hashed onto that many actors (32 is the default)
     each row sends ``IngestBatch.route`` shares with ``send_nowait`` and waits for the batch's
     ``Completion``: the engine's dispatch path without the log
@@ -54,6 +54,7 @@ from engine.commands import USER, IngestBatch  # noqa: E402
 from engine.counters import UserCounters  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.events import UserEvent, validate_counter_events  # noqa: E402
+from engine.partition_counters import PartitionStores  # noqa: E402
 from web.serving.server import tune_gc  # noqa: E402
 
 ###################################################################################################
@@ -163,7 +164,11 @@ def router_ingest(
 
     async def main() -> tuple[float, float]:
         async with trio.open_nursery() as nursery:
-            router = Router(nursery, [Namespace(USER, UserCounters, partitions=partitions)])
+            # The users' state as the engine keeps it: packed per partition (one store when
+            # every user has an actor of its own).
+            stores = PartitionStores(max(partitions, 1))
+            router = Router(nursery, [Namespace(USER, stores.user_state, partitions=partitions,
+                                                keyed=True)])
             seq = 0
             turns = 0
 

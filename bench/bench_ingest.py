@@ -47,8 +47,6 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.partition_counters import PackedUser, PartitionStores  # noqa: E402
-
 from bench.common import batches, make_events, redis_server, table  # noqa: E402
 from engine.actors import DEFAULT_PARTITIONS  # noqa: E402
 from engine.counters import ADD, UserCounters  # noqa: E402
@@ -62,6 +60,7 @@ from engine.events import (  # noqa: E402
     validate_counter_events,
     validate_counter_events_each,
 )
+from engine.partition_counters import PackedUser, PartitionStores  # noqa: E402
 from engine.timebuckets import MAX_TS, MIN_TS  # noqa: E402
 from web.serving.server import tune_gc  # noqa: E402
 

@@ -126,6 +126,7 @@ NAMESPACES: list[Namespace] = [
     Namespace(UNIQUE, UniqueSeries),
 ]
 
+
 def namespaces_of_engine() -> list[Namespace]:
     """NAMESPACES for one engine: its users' counters in packed stores of its own, one per
     partition actor (engine/partition_counters.pyx), each user's state a view into its
