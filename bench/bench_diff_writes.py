@@ -3,8 +3,9 @@
 A diff-mode write (PSD's default) reports an activity's running total as of ``ts``; the state
 subtracts what the activity already recorded in [ts1, ts] (``engine/counters.py``:
 ``Activity.range_sum``). A live activity's reports cover all its points, which the activity
-answers from its kept total. This bench writes one activity's reports, one per second, through
-``UserCounters.apply`` one event at a time, at several activity lengths:
+answers from its kept total. This bench writes one activity's reports, one per second, one
+event at a time, at several activity lengths, through both layouts: the packed partition store
+the engine runs (``engine/partition_counters.pyx``) and the reference ``UserCounters``:
 
   * diff: ``(metric, atid, aid, ts, running_total, ts1=start, DIFF)``;
   * add (the baseline, side by side): the same deltas as ``ADD`` events.
@@ -29,13 +30,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.counters import ADD, DIFF, UserCounters  # noqa: E402
+from engine.partition_counters import PartitionStores  # noqa: E402
 
 START = 1_704_067_200  # 2024-01-01
 
 
-def per_write_us(events: list[tuple]) -> float:
-    user = UserCounters()
-    apply = user.apply
+def per_write_us(events: list[tuple], packed: bool) -> float:
+    apply = PartitionStores(1).user_state(1).apply if packed else UserCounters().apply
     t0 = time.perf_counter()
     for event in events:
         apply((event,))
@@ -49,13 +50,15 @@ def main() -> None:
                         help="activity lengths (reports, one per second)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(f"{'points':>8} {'diff us/write':>14} {'add us/write':>13} {'diff/add':>9}")
+    print(f"{'layout':>10} {'points':>8} {'diff us/write':>14} {'add us/write':>13} {'diff/add':>9}")
     for n in (int(p) for p in args.points.split(",")):
         diff = [("steps", 1, 7, START + i, (i + 1) * 3, START, DIFF) for i in range(n)]
         add = [("steps", 1, 7, START + i, 3, START + i, ADD) for i in range(n)]
-        d = statistics.median(per_write_us(diff) for _ in range(args.rounds))
-        a = statistics.median(per_write_us(add) for _ in range(args.rounds))
-        print(f"{n:>8,} {d:>14.2f} {a:>13.2f} {d / a:>8.2f}x")
+        for packed in (True, False):
+            d = statistics.median(per_write_us(diff, packed) for _ in range(args.rounds))
+            a = statistics.median(per_write_us(add, packed) for _ in range(args.rounds))
+            layout = "packed" if packed else "objects"
+            print(f"{layout:>10} {n:>8,} {d:>14.2f} {a:>13.2f} {d / a:>8.2f}x")
 
 
 if __name__ == "__main__":
