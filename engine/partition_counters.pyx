@@ -641,11 +641,17 @@ cdef class PartitionCounters:
         """The series as a ``PrefixSeries`` that answers for it from now on."""
         obj = self.s_objects.get(sid)
         if obj is None:
-            obj = self.s_objects[sid] = self.series_copy(sid)
-            self.srows.data.as_longlongs[sid * SW + S_LEN] = -1
-            self.dead_entries += self.srows.data.as_longlongs[sid * SW + S_CAP]
-            self.srows.data.as_longlongs[sid * SW + S_CAP] = 0
+            obj = self.series_copy(sid)
+            self.hand_series(sid, obj)
         return obj
+
+    cdef int hand_series(self, Py_ssize_t sid, object obj) except -1:
+        """Let ``obj`` answer for series row ``sid``; its segment becomes a hole."""
+        self.s_objects[sid] = obj
+        self.srows.data.as_longlongs[sid * SW + S_LEN] = -1
+        self.dead_entries += self.srows.data.as_longlongs[sid * SW + S_CAP]
+        self.srows.data.as_longlongs[sid * SW + S_CAP] = 0
+        return 0
 
     cdef object series_copy(self, Py_ssize_t sid):
         """A ``PrefixSeries`` holding an arena series' entries."""
@@ -665,11 +671,17 @@ cdef class PartitionCounters:
         """The activity as an ``Activity`` that answers for it from now on."""
         obj = self.a_objects.get(act)
         if obj is None:
-            obj = self.a_objects[act] = self.activity_copy(act)
-            self.arows.data.as_longlongs[act * AW + A_LEN] = -1
-            self.dead_points += self.arows.data.as_longlongs[act * AW + A_CAP]
-            self.arows.data.as_longlongs[act * AW + A_CAP] = 0
+            obj = self.activity_copy(act)
+            self.hand_activity(act, obj)
         return obj
+
+    cdef int hand_activity(self, Py_ssize_t act, object obj) except -1:
+        """Let ``obj`` answer for activity row ``act``; its segment becomes a hole."""
+        self.a_objects[act] = obj
+        self.arows.data.as_longlongs[act * AW + A_LEN] = -1
+        self.dead_points += self.arows.data.as_longlongs[act * AW + A_CAP]
+        self.arows.data.as_longlongs[act * AW + A_CAP] = 0
+        return 0
 
     cdef object activity_copy(self, Py_ssize_t act):
         cdef Py_ssize_t n = self.arows.data.as_longlongs[act * AW + A_LEN]
@@ -1044,42 +1056,20 @@ cdef class PartitionCounters:
             mid = self.metric_id(name)
             state = metrics[name] = UserMetric(uid, mid)
             for atid, s in series:
+                # Loaded as the object, then into the arenas if it fits them (as compact)
                 sid = self.new_series(state, uid, mid, atid)
-                obj = PrefixSeries.from_plain(s)
-                if _arena_ready(obj):
-                    self.store_series(sid, obj)
-                else:
-                    self.s_objects[sid] = obj
-                    self.srows.data.as_longlongs[sid * SW + S_LEN] = -1
-                    self.dead_entries += self.srows.data.as_longlongs[sid * SW + S_CAP]
-                    self.srows.data.as_longlongs[sid * SW + S_CAP] = 0
+                self.hand_series(sid, PrefixSeries.from_plain(s))
+                self.settle_series(sid)
             for aid, atid, points in activities:
                 act = self.new_activity(state, uid, mid, aid, atid)
                 obj = Activity.from_pairs(atid, points)
                 obj.indexed_month = NONE
-                if type(obj.points) is py_array.array and INT64_MIN_ <= obj.total <= INT64_MAX_:
-                    self.store_activity(act, obj)
-                else:
-                    self.a_objects[act] = obj
-                    self.arows.data.as_longlongs[act * AW + A_LEN] = -1
-                    self.dead_points += self.arows.data.as_longlongs[act * AW + A_CAP]
-                    self.arows.data.as_longlongs[act * AW + A_CAP] = 0
+                self.hand_activity(act, obj)
+                self.settle_activity(act)
             state.aid_months = {month: dict(index) for month, index in aid_months}
 
     ########################################################################################
     # Checks and statistics
-
-    def entries(self) -> tuple[int, int, int]:
-        """(series, stored series entries, activities) over the partition (statistics)."""
-        cdef Py_ssize_t sid, total = 0, rows = len(self.srows) // SW
-        for sid in range(rows):
-            if self.srows.data.as_longlongs[sid * SW + S_LEN] > 0:
-                total += self.srows.data.as_longlongs[sid * SW + S_LEN]
-        for obj in self.s_objects.values():
-            total += obj.entries()
-        acts = sum(len((<UserMetric>s).acts) for r in self.users_.values()
-                   for s in (<UserRecord>r).metrics.values())
-        return rows, total, acts
 
     def user_statistics(self, user: object) -> CounterStatistics:
         """``UserCounters.statistics`` for one user."""
