@@ -1,9 +1,9 @@
 """Actor placement for user counters: one trio task per user against partition actors.
 
-The claim this checks (``engine/actors.py``, ``DEFAULT_PARTITIONS``): waking a trio task costs
+The claim this checks (``engine/actors.py``, ``USER_PARTITIONS``): waking a trio task costs
 microseconds, and a batch of 1,000 sparse events touches ~1,000 different users, so one actor
 (task) per user pays one wake-up per event, while hashing users onto a few partition actors
-bounds a batch at one wake-up per partition (<= 32 at the default).
+bounds a batch at one wake-up per partition (<= 8 at the default).
 
 Workload: ``make_events`` over 10,000 users in batches of 1,000 (sparse: one or two events per
 user per batch), already validated. Every actor is started and every user's state created by a
@@ -22,10 +22,10 @@ Rows, all in one run:
   ingest (events/s, ratio against one actor per user)
   * Router, partitions=0       -- the user namespace with ``partitions=0``: one actor per
                                   user, the baseline (states in one packed store)
-  * Router, partitions=8/32/128 -- users hashed onto that many actors (32 is the default)
+  * Router, partitions=8/32/128 -- users hashed onto that many actors (8 is the default)
     each row sends ``IngestBatch.route`` shares with ``send_nowait`` and waits for the batch's
     ``Completion``: the engine's dispatch path without the log
-  * Engine.ingest_validated    -- the real write path as shipped (32 partitions, memory log)
+  * Engine.ingest_validated    -- the real write path as shipped (8 partitions, memory log)
 
 The "turns/batch" in each row's name is the mean number of distinct actors a batch touches, which
 is the number of wake-ups it costs. Caveats: synthetic events; a small shared machine (2 cores
@@ -49,7 +49,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import BASE_TS, batches, best_of, make_events, table  # noqa: E402
-from engine.actors import DEFAULT_PARTITIONS, Completion, Namespace, Router  # noqa: E402
+from engine.actors import USER_PARTITIONS, Completion, Namespace, Router  # noqa: E402
 from engine.commands import USER, IngestBatch  # noqa: E402
 from engine.counters import UserCounters  # noqa: E402
 from engine.engine import Engine  # noqa: E402
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         seconds = min(s for s, _ in runs)
         per_batch = runs[0][1]
         what = "one actor per user" if p == 0 else f"{p} partitions"
-        if p == DEFAULT_PARTITIONS:
+        if p == USER_PARTITIONS:
             what += " (default)"
         name = f"{what}: {per_batch:,.0f} turns/batch"
         if p == 0:

@@ -52,7 +52,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import batches, make_events, redis_server, table  # noqa: E402
-from engine.actors import DEFAULT_PARTITIONS  # noqa: E402
+from engine.actors import USER_PARTITIONS  # noqa: E402
 from engine.counters import ADD, UserCounters  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.events import (  # noqa: E402
@@ -119,7 +119,7 @@ def run_partition_store_only(events_batches: list[list[dict]]) -> float:
     """Seconds to apply every batch to the packed per-partition stores the engine uses
     (engine/partition_counters.pyx), split into shares as IngestBatch.route does."""
     tune_gc()
-    partitions = DEFAULT_PARTITIONS
+    partitions = USER_PARTITIONS
     pre = []
     for batch in events_batches:
         shares: dict[int, dict[object, list[tuple]]] = {}

@@ -37,7 +37,7 @@ import trio
 
 from engine.actors import (
     DEFAULT_IDLE_SECONDS,
-    DEFAULT_PARTITIONS,
+    USER_PARTITIONS,
     Completion,
     Namespace,
     Router,
@@ -119,7 +119,7 @@ from engine.uniques import (
 #: namespaces (statshub dimensions, Density spaces) register here.
 NAMESPACES: list[Namespace] = [
     # Per engine, users' counters live in packed per-partition stores (namespaces_of_engine).
-    Namespace(USER, UserCounters),
+    Namespace(USER, UserCounters, partitions=USER_PARTITIONS),
     Namespace(COUNTER, GlobalCounter),
     Namespace(LIST, ListState, partitions=0, drop_vacant=True),  # an actor per ranked list
     # Unique-set series, hashed by name onto partitions (engine/uniques.py: why by name).
@@ -132,8 +132,8 @@ def namespaces_of_engine() -> list[Namespace]:
     partition actor (engine/partition_counters.pyx), each user's state a view into its
     partition's store. ``UserCounters`` stays the reference layout the stores are tested
     against (and the snapshot form both read and write)."""
-    stores = PartitionStores(DEFAULT_PARTITIONS)
-    user = Namespace(USER, stores.user_state, partitions=DEFAULT_PARTITIONS, keyed=True)
+    stores = PartitionStores(USER_PARTITIONS)
+    user = Namespace(USER, stores.user_state, partitions=USER_PARTITIONS, keyed=True)
     return [user if ns.name == USER else ns for ns in NAMESPACES]
 
 
