@@ -95,9 +95,7 @@ def packed_breakdown(states: dict[Any, Any]) -> dict[str, int]:
             for state in metrics.values():
                 out["per-metric UserMetric + by_atid dicts"] += size(state) + size(state.by_atid)
                 out["activity id arrays"] += size(state.acts)
-                for index in state.aid_months.values():
-                    out["aid_months index (dicts + aid ints)"] += size(index) + _int_bytes(index.keys())
-                out["aid_months index (dicts + aid ints)"] += size(state.aid_months)
+                out["month index ((month, activity) int64 pairs)"] += size(state.months)
     entries = sum(state.statistics().cells for state in states.values())
     out["entries (count)"] = entries
     return dict(out)

@@ -60,14 +60,14 @@ from cpython cimport array
 
 ctypedef long long i64
 
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 
 import array as py_array
 import sys
 
-from engine.counters import DIFF, RECENT_PAIRS, Activity, CounterStatistics, months_within
+from engine.counters import DIFF, RECENT_PAIRS, Activity, CounterStatistics
 from engine.prefix_series import PrefixSeries, _round_down, sums_between
-from engine.timebuckets import SECOND, month_of_day
+from engine.timebuckets import SECOND, month_of_day, month_start_day
 from engine.timebuckets import _month_of_day_cache as _MONTHS
 
 cdef extern from *:
@@ -157,6 +157,18 @@ cdef inline Py_ssize_t bisect_left(i64* a, Py_ssize_t lo, Py_ssize_t hi, i64 x) 
     return lo
 
 
+cdef inline Py_ssize_t first_pair_from(i64* pairs, Py_ssize_t n, i64 month) noexcept nogil:
+    """The first of ``n`` (month, activity) pairs, sorted by month, whose month is >= ``month``."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if pairs[2 * mid] < month:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 ctypedef unsigned long long u64
 
 
@@ -195,7 +207,10 @@ cdef class UserMetric:
     cdef public dict by_atid      # atid -> series id (in first-write order)
     # activity ids in first-write order (the key table finds one by aid; its row holds the aid)
     cdef public array.array acts
-    cdef public dict aid_months   # month -> {aid: atid}, first-seen order (MetricCounters')
+    # The month index (MetricCounters' ``aid_months``): a (month, activity id) pair for each
+    # month an activity has points in, sorted by month, activities in first-seen order within
+    # a month. A live feed appends; see ``index_month``.
+    cdef public array.array months
     cdef public i64 uid, mid      # the user's and the metric's numbers in key-table keys
 
     def __init__(self, i64 uid, i64 mid) -> None:
@@ -203,7 +218,7 @@ cdef class UserMetric:
         self.mid = mid
         self.by_atid = {}
         self.acts = array.clone(_TEMPLATE, 0, False)
-        self.aid_months = {}
+        self.months = array.clone(_TEMPLATE, 0, False)
 
 
 cdef class PartitionCounters:
@@ -582,13 +597,34 @@ cdef class PartitionCounters:
                 self.last_day = day
                 self.last_month = month
             if self.arows.data.as_longlongs[act * AW + A_MONTH] != month:
-                state = record.metrics[metric]
-                index = state.aid_months.get(month)
-                if index is None:
-                    index = state.aid_months[month] = {}
-                if aid_o not in index:
-                    index[aid_o] = self.arows.data.as_longlongs[act * AW + A_ATID]
-                self.arows.data.as_longlongs[act * AW + A_MONTH] = month
+                self.index_month(record.metrics[metric], act, month)
+
+    cdef int index_month(self, UserMetric state, Py_ssize_t act, i64 month) except -1:
+        """Enter (``month``, ``act``) in the metric's month index unless it is there, and
+        remember ``month`` in the activity's row (``Activity.indexed_month``: the next write
+        in the same month skips this). A row's month is unset only while the activity has no
+        entry (load and retention set it), so a new activity appends without a search, and a
+        live feed's months arrive in order: the common cases are O(1)."""
+        cdef i64 known = self.arows.data.as_longlongs[act * AW + A_MONTH]
+        cdef array.array index = state.months
+        cdef Py_ssize_t n = len(index) // 2, i
+        cdef i64* p = index.data.as_longlongs
+        self.arows.data.as_longlongs[act * AW + A_MONTH] = month
+        if known == NONE and (n == 0 or p[2 * n - 2] <= month):
+            i = n
+        else:
+            i = first_pair_from(p, n, month)
+            while i < n and p[2 * i] == month:
+                if p[2 * i + 1] == act:
+                    return 0  # indexed there already
+                i += 1
+        reserve(index, 2)
+        p = index.data.as_longlongs
+        if i < n:
+            memmove(&p[2 * i + 2], &p[2 * i], (n - i) * 2 * sizeof(i64))
+        p[2 * i] = month
+        p[2 * i + 1] = act
+        return 0
 
     cdef bint activity_add(self, Py_ssize_t act, i64 ts, i64 delta) except -1:
         """``Activity.add`` on an arena activity; False (nothing changed) where a value would
@@ -946,15 +982,28 @@ cdef class PartitionCounters:
         return list(found.values())
 
     def _contributing(self, UserMetric state, t1: int, t2: int, atid: object, dict into) -> None:
-        """``MetricCounters.contributing`` over activity rows."""
-        if t1 > t2 or not state.aid_months:
+        """``MetricCounters.contributing`` over the month index: the months that meet [t1,
+        t2] in order; a month the range covers whole contributes every activity in it without
+        a look at their points."""
+        cdef array.array index = state.months
+        cdef Py_ssize_t n = len(index) // 2, i, act
+        cdef i64 month, last_month
+        if t1 > t2 or n == 0:
             return
-        months = state.aid_months
-        for month, whole in months_within(months, t1, t2):
-            for aid, aid_atid in months[month].items():
+        last_month = month_of_day(t2 // 86400)
+        i = first_pair_from(index.data.as_longlongs, n, month_of_day(t1 // 86400))
+        while i < n and index.data.as_longlongs[2 * i] <= last_month:
+            month = index.data.as_longlongs[2 * i]
+            whole = (month_start_day(month) * 86400 >= t1
+                     and month_start_day(month + 1) * 86400 - 1 <= t2)
+            while i < n and index.data.as_longlongs[2 * i] == month:
+                act = index.data.as_longlongs[2 * i + 1]
+                i += 1
+                aid = self.arows.data.as_longlongs[act * AW + A_AID]
+                aid_atid = self.arows.data.as_longlongs[act * AW + A_ATID]
                 if aid in into or (atid is not None and aid_atid != atid):
                     continue
-                if whole or self.activity_touches(self.activity_of(state, aid), t1, t2):
+                if whole or self.activity_touches(act, t1, t2):
                     into[aid] = aid_atid
 
     def users(self) -> list:
@@ -1012,16 +1061,31 @@ cdef class PartitionCounters:
                     self.arows.data.as_longlongs[act * AW + A_LEN] = REMOVED
                     push(self.free_acts, act)
             state.acts = kept
-            for month, index in list(state.aid_months.items()):
-                for aid in list(index):
-                    act = self.activity_of(state, aid)
-                    if act < 0 or not any(
-                        month_of_day(ts // 86400) == month for ts in self.activity_object(act).seconds()
-                    ):
-                        del index[aid]
-                if not index:
-                    del state.aid_months[month]
+            self.reindex_months(state)
         return removed
+
+    cdef int reindex_months(self, UserMetric state) except -1:
+        """Keep the month index's entries whose activity still has a point in the month (as
+        ``MetricCounters.expire``), and set each activity's row month to one of its entries."""
+        cdef array.array index = state.months
+        cdef Py_ssize_t n = len(index) // 2, i, kept = 0, act
+        cdef i64 month
+        months_of: dict = {}
+        for i in range(n):
+            month = index.data.as_longlongs[2 * i]
+            act = index.data.as_longlongs[2 * i + 1]
+            if self.arows.data.as_longlongs[act * AW + A_LEN] == REMOVED:
+                continue
+            held = months_of.get(act)
+            if held is None:
+                held = months_of[act] = {month_of_day(ts // 86400) for ts in self.activity_object(act).seconds()}
+            if month in held:
+                index.data.as_longlongs[2 * kept] = month
+                index.data.as_longlongs[2 * kept + 1] = act
+                self.arows.data.as_longlongs[act * AW + A_MONTH] = month
+                kept += 1
+        pc_set_size(index, 2 * kept)
+        return 0
 
     ########################################################################################
     # Snapshots
@@ -1040,8 +1104,24 @@ cdef class PartitionCounters:
                 obj = self.a_objects.get(act)
                 activity = self.activity_copy(act) if obj is None else obj
                 activities.append([self.arows[act * AW + A_AID], activity.atid, activity.pairs()])
-            months = [[month, list(index.items())] for month, index in (<UserMetric>state).aid_months.items()]
-            out.append([name, series, activities, months])
+            out.append([name, series, activities, self.months_plain(state)])
+        return out
+
+    cdef list months_plain(self, UserMetric state):
+        """The month index in ``UserCounters.to_plain``'s form: ``[[month, [[aid, atid],
+        ...]], ...]`` (months in order)."""
+        cdef array.array index = state.months
+        cdef Py_ssize_t i, act
+        cdef list out = [], entries = None
+        cdef i64 month, last = NONE
+        for i in range(len(index) // 2):
+            month = index.data.as_longlongs[2 * i]
+            act = index.data.as_longlongs[2 * i + 1]
+            if entries is None or month != last:
+                entries = []
+                out.append([month, entries])
+                last = month
+            entries.append([self.arows[act * AW + A_AID], self.arows[act * AW + A_ATID]])
         return out
 
     def load_user(self, user: object, plain: list) -> None:
@@ -1066,7 +1146,20 @@ cdef class PartitionCounters:
                 obj.indexed_month = NONE
                 self.hand_activity(act, obj)
                 self.settle_activity(act)
-            state.aid_months = {month: dict(index) for month, index in aid_months}
+            # The index in month order (a plain form lists months in the order they were first
+            # written), each month's activities in their order; an aid with no activity is
+            # dropped (the index is derived from the activities).
+            entries = []
+            for month, index in aid_months:
+                for aid, atid in index:
+                    act = self.activity_of(state, aid)
+                    if act >= 0:
+                        entries.append((month, act))
+            entries.sort(key=_first)
+            for month, act in entries:
+                push(state.months, month)
+                push(state.months, act)
+                self.arows[act * AW + A_MONTH] = month
 
     ########################################################################################
     # Checks and statistics
@@ -1113,6 +1206,10 @@ cdef class PartitionCounters:
                     if obj is None:
                         starts = list(series.starts)
                         assert starts == sorted(set(starts)), f"series {sid}: starts not increasing"
+                months = list((<UserMetric>state).months)
+                indexed = set(zip(months[::2], months[1::2]))
+                assert len(indexed) == len(months) // 2, "month index: an entry twice"
+                assert months[::2] == sorted(months[::2]), "month index: months out of order"
                 for act in (<UserMetric>state).acts:
                     aid = self.arows[act * AW + A_AID]
                     obj = self.a_objects.get(act)
@@ -1122,7 +1219,13 @@ cdef class PartitionCounters:
                     if stamps:
                         assert (activity.first, activity.last) == (min(stamps), max(stamps))
                     for ts in stamps:
-                        assert aid in (<UserMetric>state).aid_months[month_of_day(ts // 86400)]
+                        assert (month_of_day(ts // 86400), act) in indexed, f"activity {aid}: point not indexed"
+                    if self.arows[act * AW + A_MONTH] != NONE:
+                        assert (self.arows[act * AW + A_MONTH], act) in indexed, f"activity {aid}: row month"
+
+
+def _first(pair: tuple) -> object:
+    return pair[0]
 
 
 def share_events(list events, Py_ssize_t partitions) -> dict:
