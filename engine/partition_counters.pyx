@@ -458,16 +458,17 @@ cdef class PartitionCounters:
         ``share_events`` makes it): each user's events unless its state
         (``states[user]``, a :class:`PackedUser`) already applied ``seq`` (a replay after a
         snapshot taken during writes), then mark it applied."""
-        cdef object state
+        cdef PackedUser state
+        cdef i64 at = seq
         for user, events in items.items():
             state = states[user]
-            if state.applied_seq < seq:
+            if state.applied_seq < at:
                 try:
                     self.apply_from(user, events, 1)
                 finally:
                     # Marked even if it failed part way: the share's entity-by-entity redo
                     # (engine/actors.py) must not apply its first events twice.
-                    state.applied_seq = seq
+                    state.applied_seq = at
         self.maybe_pack()
 
     cpdef maybe_pack(self):
@@ -1279,17 +1280,23 @@ def _arena_ready(obj: PrefixSeries) -> bool:
             and obj.total == (sums[len(sums) - 1] if len(sums) else 0))
 
 
-class PackedUser:
+@cython.no_gc
+cdef class PackedUser:
     """One user's counters in a :class:`PartitionCounters`: the state the user's entity holds
     (engine/actors.py keeps one per user), with ``UserCounters``' interface, so the engine,
-    boards and retention use either alike. It holds no counters itself."""
+    boards and retention use either alike. It holds no counters itself.
 
-    __slots__ = ("store", "user", "applied_seq")
+    A C type, so that ``apply_share_at`` reads and sets ``applied_seq`` as a field; kept out
+    of the garbage collector as the records are (it refers only to its store and user id)."""
 
-    def __init__(self, store: object, user: object) -> None:  # a PartitionCounters
+    cdef public object store  # a PartitionCounters
+    cdef public object user
+    #: The log sequence number of the last record applied here (see engine/engine.py).
+    cdef public i64 applied_seq
+
+    def __init__(self, store: object, user: object) -> None:
         self.store = store
         self.user = user
-        #: The log sequence number of the last record applied here (see engine/engine.py).
         self.applied_seq = 0
 
     @property
