@@ -78,6 +78,8 @@ cdef i64 INT64_MIN_ = -(2 ** 63)
 cdef i64 INT64_MAX_ = 2 ** 63 - 1
 cdef array.array _TEMPLATE = py_array.array("q")
 cdef Py_ssize_t FIRST_CAP = 4
+cdef i64 MAX_NUMBERED = 2 ** 31  # users, and metric numbers * 2 + 1, per partition (owner_of)
+DEF KW = 3  # int64 per key-table slot
 DEF EMPTY = -1  # key-table slot never used
 DEF GONE = -2   # key-table slot whose key was removed (probing goes on past it)
 # row layouts
@@ -172,6 +174,12 @@ cdef inline Py_ssize_t first_pair_from(i64* pairs, Py_ssize_t n, i64 month) noex
 ctypedef unsigned long long u64
 
 
+cdef inline i64 owner_of(i64 uid, i64 kind) noexcept nogil:
+    """A key's user number and metric-kind number as one int64 (``record_of`` and
+    ``metric_id`` keep both below 2^31)."""
+    return (uid << 32) | kind
+
+
 cdef inline u64 mix3(i64 a, i64 b, i64 c) noexcept nogil:
     """A 64-bit hash of three int64 (multiply-xorshift, as splitmix64's finaliser)."""
     cdef u64 h = (<u64>a) * 0x9E3779B97F4A7C15ULL
@@ -228,8 +236,9 @@ cdef class PartitionCounters:
     cdef public dict users_
     # metric name -> its number in key-table keys (names are few: this dict stays hot)
     cdef dict metric_ids
-    # The key table: open addressing, rows of (uid, metric number * 2 + kind, atid or aid,
-    # row id); kind 0 keys a series by activity type, 1 an activity by aid. A write finds
+    # The key table: open addressing, 24-byte slots of (owner, atid or aid, row id), the owner
+    # being (uid, metric number * 2 + kind) in one int64 (``owner_of``); kind 0 keys a series
+    # by activity type, 1 an activity by aid. A write finds
     # its series and activity here in C (one or two cache lines), not through three cold
     # Python dicts, which took a third of a sparse feed's write time (perf).
     cdef array.array keys
@@ -255,12 +264,12 @@ cdef class PartitionCounters:
     def __init__(self) -> None:
         self.users_ = {}
         self.metric_ids = {}
-        self.keys = array.clone(_TEMPLATE, 4 * 64, False)
+        self.keys = array.clone(_TEMPLATE, KW * 64, False)
         self.key_mask = 63
         self.key_used = 0
         cdef Py_ssize_t i
         for i in range(64):
-            self.keys.data.as_longlongs[4 * i + 3] = EMPTY
+            self.keys.data.as_longlongs[KW * i + 2] = EMPTY
         self.srows = array.clone(_TEMPLATE, 0, False)
         self.s_objects = {}
         self.s_horizons = {}
@@ -282,13 +291,14 @@ cdef class PartitionCounters:
         """The row id keyed by (uid, kind, ident), or -1."""
         cdef i64* slots = self.keys.data.as_longlongs
         cdef Py_ssize_t i = <Py_ssize_t>(mix3(uid, kind, ident) & <u64>self.key_mask)
+        cdef i64 owner = owner_of(uid, kind)
         cdef i64* slot
         while True:
-            slot = &slots[4 * i]
-            if slot[3] == EMPTY:
+            slot = &slots[KW * i]
+            if slot[2] == EMPTY:
                 return -1
-            if slot[0] == uid and slot[1] == kind and slot[2] == ident and slot[3] != GONE:
-                return slot[3]
+            if slot[0] == owner and slot[1] == ident and slot[2] != GONE:
+                return slot[2]
             i = (i + 1) & self.key_mask
 
     cdef int key_add(self, i64 uid, i64 kind, i64 ident, i64 row) except -1:
@@ -297,56 +307,56 @@ cdef class PartitionCounters:
             self.key_grow()
         cdef i64* slots = self.keys.data.as_longlongs
         cdef Py_ssize_t i = <Py_ssize_t>(mix3(uid, kind, ident) & <u64>self.key_mask)
-        while slots[4 * i + 3] >= 0:
+        while slots[KW * i + 2] >= 0:
             i = (i + 1) & self.key_mask
-        if slots[4 * i + 3] == EMPTY:
+        if slots[KW * i + 2] == EMPTY:
             self.key_used += 1
-        slots[4 * i] = uid
-        slots[4 * i + 1] = kind
-        slots[4 * i + 2] = ident
-        slots[4 * i + 3] = row
+        slots[KW * i] = owner_of(uid, kind)
+        slots[KW * i + 1] = ident
+        slots[KW * i + 2] = row
         return 0
 
     cdef int key_remove(self, i64 uid, i64 kind, i64 ident) except -1:
         cdef i64* slots = self.keys.data.as_longlongs
         cdef Py_ssize_t i = <Py_ssize_t>(mix3(uid, kind, ident) & <u64>self.key_mask)
-        while slots[4 * i + 3] != EMPTY:
-            if (slots[4 * i] == uid and slots[4 * i + 1] == kind and slots[4 * i + 2] == ident
-                    and slots[4 * i + 3] >= 0):
-                slots[4 * i + 3] = GONE
+        cdef i64 owner = owner_of(uid, kind)
+        while slots[KW * i + 2] != EMPTY:
+            if slots[KW * i] == owner and slots[KW * i + 1] == ident and slots[KW * i + 2] >= 0:
+                slots[KW * i + 2] = GONE
                 return 0
             i = (i + 1) & self.key_mask
         return 0
 
     cdef int key_grow(self) except -1:
-        """Rehash the live keys into a table a quarter full (removed keys are dropped)."""
+        """Rehash the live keys into a table a third full (removed keys are dropped)."""
         cdef array.array old = self.keys
         cdef Py_ssize_t old_slots = self.key_mask + 1, i, j, live = 0
         cdef i64* counted = old.data.as_longlongs
         for j in range(old_slots):
-            if counted[4 * j + 3] >= 0:
+            if counted[KW * j + 2] >= 0:
                 live += 1
         # At most 35% full after a rehash (removed keys are not moved), so the table runs
         # between 35% and 70% full: linear probing stays short (a hit reads ~2 slots at 70%),
         # growth is amortised O(1) per key, and a table whose keys retention removed shrinks.
-        # (Half-full growth into a quarter-full table cost a third more memory: 32-byte slots
+        # (Half-full growth into a quarter-full table cost a third more memory: the slots
         # are a large part of a sparse feed's bytes, bench/bench_counters_memory.py.)
         cdef Py_ssize_t slots_n = 64
         while 7 * slots_n < 20 * (live + 1):
             slots_n *= 2
-        self.keys = array.clone(_TEMPLATE, 4 * slots_n, False)
+        self.keys = array.clone(_TEMPLATE, KW * slots_n, False)
         self.key_mask = slots_n - 1
         self.key_used = 0
         cdef i64* slots = self.keys.data.as_longlongs
         for i in range(slots_n):
-            slots[4 * i + 3] = EMPTY
+            slots[KW * i + 2] = EMPTY
         cdef i64* src = old.data.as_longlongs
         for j in range(old_slots):
-            if src[4 * j + 3] >= 0:
-                i = <Py_ssize_t>(mix3(src[4 * j], src[4 * j + 1], src[4 * j + 2]) & <u64>self.key_mask)
-                while slots[4 * i + 3] >= 0:
+            if src[KW * j + 2] >= 0:
+                i = <Py_ssize_t>(mix3(src[KW * j] >> 32, src[KW * j] & 0xFFFFFFFF, src[KW * j + 1])
+                                 & <u64>self.key_mask)
+                while slots[KW * i + 2] >= 0:
                     i = (i + 1) & self.key_mask
-                memcpy(&slots[4 * i], &src[4 * j], 4 * sizeof(i64))
+                memcpy(&slots[KW * i], &src[KW * j], KW * sizeof(i64))
                 self.key_used += 1
         return 0
 
@@ -359,12 +369,16 @@ cdef class PartitionCounters:
         """The user's record, created on its first write."""
         cdef UserRecord record = self.users_.get(user)
         if record is None:
+            if len(self.users_) >= MAX_NUMBERED:
+                raise OverflowError(f"a partition holds at most {MAX_NUMBERED} users")
             record = self.users_[user] = UserRecord(len(self.users_))
         return record
 
     cdef i64 metric_id(self, object metric) except -1:
         found = self.metric_ids.get(metric)
         if found is None:
+            if 2 * len(self.metric_ids) + 1 >= MAX_NUMBERED:
+                raise OverflowError(f"a partition holds at most {MAX_NUMBERED // 2} metric names")
             found = self.metric_ids[metric] = len(self.metric_ids)
         return found
 
