@@ -680,3 +680,40 @@ def test_a_share_failing_part_way_is_not_applied_twice() -> None:
     assert state.applied_seq == 5
     stores.stores[0].apply_share_at(5, {7: events}, {7: state})  # the redo: skipped
     assert state.range_sum("steps", 0, 2**33) == 10
+
+
+def test_month_index_across_months_late_writes_and_reloads() -> None:
+    """The month index (sorted (month, activity) pairs): an activity spanning three months,
+    written out of order, then reloaded and written again in months it is already indexed in.
+    ``atids`` per month agrees with UserCounters, and ``_check`` finds no entry twice."""
+    jan, feb, mar = (int(datetime(2024, m, 15, tzinfo=UTC).timestamp()) for m in (1, 2, 3))
+    month_ranges = [(int(datetime(2024, m, 1, tzinfo=UTC).timestamp()),
+                     int(datetime(2024, m + 1, 1, tzinfo=UTC).timestamp()) - 1) for m in (1, 2, 3)]
+    events: list[CounterEvent] = [
+        ("steps", 1, 10, jan, 1, jan, ADD),
+        ("steps", 2, 20, mar, 1, mar, ADD),   # a later month first
+        ("steps", 1, 10, mar, 1, mar, ADD),   # activity 10 crosses into March
+        ("steps", 3, 30, feb, 1, feb, ADD),   # an earlier month: inserted before March
+        ("steps", 1, 10, feb, 1, feb, ADD),   # activity 10, late, into February
+        ("steps", 1, 10, jan + 1, 1, jan + 1, ADD),  # back to a month it is indexed in
+    ]
+    store, ref = both([(7, events)])
+    reloaded = PartitionCounters()
+    reloaded.load_user(7, store.user_plain(7))
+    later = [("steps", 1, 10, feb + 5, 1, feb + 5, ADD), ("steps", 2, 20, mar + 5, 1, mar + 5, ADD),
+             ("steps", 4, 40, feb + 9, 1, feb + 9, ADD)]
+    for target in (store, reloaded):
+        target.apply(7, list(later))
+        target._check()
+    ref.apply(7, list(later))
+    for t1, t2 in [*month_ranges, (month_ranges[0][0], month_ranges[2][1]), (jan, feb), (feb + 6, mar)]:
+        expected = ref.atids(7, ["steps"], t1, t2)
+        assert store.atids(7, ["steps"], t1, t2) == expected
+        assert reloaded.atids(7, ["steps"], t1, t2) == expected
+    # The same entries as UserCounters' index, each month's in first-seen order; months in
+    # calendar order here (UserCounters lists them in first-seen order).
+    ours = store.user_plain(7)[0][3]
+    theirs = {month: [list(entry) for entry in entries] for month, entries in ref.by_user[7].to_plain()[0][3]}
+    assert [month for month, _ in ours] == sorted(theirs) and len(theirs) == 3
+    assert {month: entries for month, entries in ours} == theirs
+    assert reloaded.user_plain(7)[0][3] == ours
