@@ -33,6 +33,9 @@ import msgpack
 ctypedef long long i64
 ctypedef unsigned long long u64
 
+#: msgpack's largest string or array (msgpack-python's ``ITEM_LIMIT``): longer ones raise there.
+cdef Py_ssize_t ITEM_LIMIT = 0xFFFFFFFF
+
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
     bint PyTuple_CheckExact(object)
@@ -152,6 +155,8 @@ cdef bint put_value(Buffer* buf, object value) except -1:
             text = PyUnicode_AsUTF8AndSize(value, &n)
         except UnicodeError:
             return False
+        if n > ITEM_LIMIT:
+            return False  # msgpack refuses it: ValueError("unicode string is too large")
         reserve(buf, n + 5)
         if n < 32:
             buf.data[buf.size] = 0xa0 | <unsigned char>n
@@ -168,9 +173,9 @@ cdef bint put_value(Buffer* buf, object value) except -1:
     return False
 
 
-def pack_rows(str op, list rows) -> bytes:
-    """``msgpack.packb([op, rows], use_bin_type=True)``, the same bytes, for rows (tuples or
-    lists) of ints, strings and ``None``; anything else goes to msgpack whole.
+def pack_rows(object op, object rows_o) -> bytes:
+    """``msgpack.packb([op, rows], use_bin_type=True)``, the same bytes, for a list of rows
+    (tuples or lists) of ints, strings and ``None``; anything else goes to msgpack whole.
 
     >>> import msgpack
     >>> rows = [(1, "steps", 0, None, 1704067200, -5, 1704067200, 0)]
@@ -182,6 +187,10 @@ def pack_rows(str op, list rows) -> bytes:
     cdef Buffer buf
     cdef Py_ssize_t i, j, width
     cdef object row
+    cdef list rows
+    if not PyList_CheckExact(rows_o) or len(rows_o) > ITEM_LIMIT:
+        return msgpack.packb([op, rows_o], use_bin_type=True)
+    rows = rows_o
     buf.size = 0
     buf.capacity = 64 + 48 * len(rows)
     buf.data = <unsigned char*>malloc(buf.capacity)
@@ -196,6 +205,8 @@ def pack_rows(str op, list rows) -> bytes:
             row = rows[i]
             if PyTuple_CheckExact(row) or PyList_CheckExact(row):
                 width = len(row)
+                if width > ITEM_LIMIT:
+                    return msgpack.packb([op, rows], use_bin_type=True)
                 put_array_header(&buf, width)
                 for j in range(width):
                     if not put_value(&buf, row[j]):

@@ -74,3 +74,17 @@ def test_an_ingest_record_round_trips_through_the_log_codec() -> None:
     record = encode_command(command)
     assert record == packb("ingest", events)
     assert decode_command(record) == command
+
+
+class _Text(str):
+    pass
+
+
+class _Rows(list):  # type: ignore[type-arg]
+    pass
+
+
+@pytest.mark.parametrize("op, items", [(_Text("ingest"), [(1,)]), ("ingest", _Rows([(1,)])), ("ingest", ((1,),)),
+                                       ("ingest", None), (None, [(1,)])])
+def test_arguments_of_other_types_go_to_msgpack(op: Any, items: Any) -> None:
+    assert pack_rows(op, items) == packb(op, items)
