@@ -44,11 +44,12 @@ still skips what a snapshot already holds.
 
 Anything uncommon is not rewritten here: a series or activity that needs it is *promoted* to
 the Python object it would be in ``engine/counters.py`` (built from its segment) and from then
-on that object answers for it. Promotion happens on a write before the series' last second
-(late writes: ``PrefixSeries`` holds and merges them), a running total or delta leaving int64
-(objects widen to Python ints), and retention (``PrefixSeries.expire`` / ``Activity.expire``).
-:meth:`compact` moves promoted objects that are plain again (no held late writes, int64
-totals) back into the arenas. So the object classes stay the specification, and the property
+on that object answers for it. Promotion happens on a write more than ``LATE_IN_PLACE``
+entries before the series' end (``PrefixSeries`` holds such late writes and merges them in
+bulk; nearer ones, what concurrent clients' batches produce, are merged in place by
+``merge_late``), a running total or delta leaving int64 (objects widen to Python ints), and
+retention (``PrefixSeries.expire`` / ``Activity.expire``). :meth:`compact` moves promoted
+objects that are plain again (no held late writes, int64 totals) back into the arenas. So the object classes stay the specification, and the property
 tests (tests/engine/test_partition_counters.py) hold this store to ``UserCounters``.
 
 Reads over every activity type sum the type series (there is no all-types series: a write is
@@ -82,6 +83,12 @@ cdef i64 INT64_MIN_ = -(2 ** 63)
 cdef i64 INT64_MAX_ = 2 ** 63 - 1
 cdef array.array _TEMPLATE = py_array.array("q")
 cdef Py_ssize_t FIRST_CAP = 4
+#: A late write (before a series' last second) lands among the last this many entries: merged
+#: in place, O(entries after it) in C (a shift and an add per entry, ~1 ns each). Further
+#: back, the series is promoted to a ``PrefixSeries``, which holds such writes and merges them
+#: in bulk. Concurrent clients deliver batches slightly out of order, so most late writes are
+#: a few entries back; promoted, a series stayed an object until retention or ``compact``.
+LATE_IN_PLACE = 1024
 cdef i64 MAX_NUMBERED = 2 ** 31  # users, and metric numbers * 2 + 1, per partition (owner_of)
 DEF KW = 3  # int64 per key-table slot
 DEF EMPTY = -1  # key-table slot never used
@@ -262,6 +269,9 @@ cdef class PartitionCounters:
     cdef array.array free_acts  # rows of activities retention forgot, for new ones
     # slots of the arenas no segment uses any more (left by growth, promotion, retention)
     cdef Py_ssize_t dead_entries, dead_points
+    # How far back (entries before a series' end) a late write is merged in place; one further
+    # back promotes the series (tests set 0 to drive every late write through the objects).
+    cdef public Py_ssize_t late_in_place
     # the month of the day last written (most writes of a live feed fall on one day)
     cdef i64 last_day, last_month
 
@@ -284,6 +294,7 @@ cdef class PartitionCounters:
         self.points = array.clone(_TEMPLATE, 0, False)
         self.free_acts = array.clone(_TEMPLATE, 0, False)
         self.dead_entries = 0
+        self.late_in_place = LATE_IN_PLACE
         self.dead_points = 0
         self.last_day = NONE
         self.last_month = NONE
@@ -477,7 +488,7 @@ cdef class PartitionCounters:
         (``states[user]``, a :class:`PackedUser`) already applied ``seq`` (a replay after a
         snapshot taken during writes), then mark it applied."""
         cdef PackedUser state
-        cdef i64 at = seq
+        cdef u64 at = seq
         for user, events in items.items():
             state = states[user]
             if state.applied_seq < at:
@@ -595,7 +606,8 @@ cdef class PartitionCounters:
                         if n == 0:
                             self.srows.data.as_longlongs[sid * SW + S_FIRST] = ts
                         self.srows.data.as_longlongs[sid * SW + S_LAST] = ts
-            else:
+            elif not (narrow and n > 0 and ts >= self.srows.data.as_longlongs[sid * SW + S_HZ]
+                      and self.merge_late(sid, ts, delta)):
                 self.series_object(sid).add(ts_o, delta_o)
             if act < 0:
                 continue
@@ -629,8 +641,10 @@ cdef class PartitionCounters:
         cdef Py_ssize_t n = len(index) // 2, i
         cdef i64* p = index.data.as_longlongs
         self.arows.data.as_longlongs[act * AW + A_MONTH] = month
-        if known == NONE and (n == 0 or p[2 * n - 2] <= month):
-            i = n
+        if known == NONE:
+            # No entry for it anywhere: the end of the month's run, found without a scan (a
+            # scan here made new activities quadratic behind one later month; review finding).
+            i = n if n == 0 or p[2 * n - 2] <= month else first_pair_from(p, n, month + 1)
         else:
             i = first_pair_from(p, n, month)
             while i < n and p[2 * i] == month:
@@ -644,6 +658,46 @@ cdef class PartitionCounters:
         p[2 * i] = month
         p[2 * i + 1] = act
         return 0
+
+    cdef bint merge_late(self, Py_ssize_t sid, i64 ts, i64 delta) except -1:
+        """A write before an arena series' last second (and at or after its retention horizon),
+        merged in place: the entry at ``ts`` (inserted if new) and every running total after it
+        grow by ``delta``, which is what ``PrefixSeries`` does when it merges held late writes,
+        so every read answers the same. False (nothing changed) when ``ts`` is more than
+        ``late_in_place`` entries back or a running total would leave int64: the caller promotes
+        the series."""
+        cdef Py_ssize_t n = self.srows.data.as_longlongs[sid * SW + S_LEN]
+        cdef Py_ssize_t start = self.srows.data.as_longlongs[sid * SW + S_START]
+        cdef i64* starts = &self.starts.data.as_longlongs[start]
+        cdef i64* sums = &self.sums.data.as_longlongs[start]
+        cdef Py_ssize_t pos = bisect_left(starts, 0, n, ts), i
+        cdef i64 value, inserted = 0
+        cdef bint exists = starts[pos] == ts  # pos < n: ts is before the last second
+        if n - pos > self.late_in_place:
+            return False
+        for i in range(pos, n):
+            if add_overflow(sums[i], delta, &value):
+                return False
+        if not exists and add_overflow(sums[pos - 1] if pos else 0, delta, &inserted):
+            return False
+        if not exists:
+            if n == self.srows.data.as_longlongs[sid * SW + S_CAP]:
+                self.grow_series(sid)
+                start = self.srows.data.as_longlongs[sid * SW + S_START]
+                starts = &self.starts.data.as_longlongs[start]
+                sums = &self.sums.data.as_longlongs[start]
+            memmove(&starts[pos + 1], &starts[pos], (n - pos) * sizeof(i64))
+            memmove(&sums[pos + 1], &sums[pos], (n - pos) * sizeof(i64))
+            starts[pos] = ts
+            sums[pos] = inserted
+            pos += 1
+            n += 1
+            self.srows.data.as_longlongs[sid * SW + S_LEN] = n
+        for i in range(pos, n):
+            sums[i] += delta
+        if ts < self.srows.data.as_longlongs[sid * SW + S_FIRST]:
+            self.srows.data.as_longlongs[sid * SW + S_FIRST] = ts
+        return True
 
     cdef bint activity_add(self, Py_ssize_t act, i64 ts, i64 delta) except -1:
         """``Activity.add`` on an arena activity; False (nothing changed) where a value would
@@ -1309,8 +1363,9 @@ cdef class PackedUser:
 
     cdef public object store  # a PartitionCounters
     cdef public object user
-    #: The log sequence number of the last record applied here (see engine/engine.py).
-    cdef public i64 applied_seq
+    #: The log sequence number of the last record applied here (see engine/engine.py); the
+    #: log numbers records up to 2^64 - 1.
+    cdef public u64 applied_seq
 
     def __init__(self, store: object, user: object) -> None:
         self.store = store
