@@ -11,6 +11,10 @@ Rows, all on the same events in the same run:
                                     (the per-event validator the fast path falls back to; what
                                     engine.ingest ran before issue 17)
   * engine.ingest_validated      -- the same without validation
+  * ..., batches out of order     -- the same with adjacent batches swapped at random, the order
+                                    concurrent clients deliver them in: their events land before
+                                    series' last seconds (late writes, merged in place:
+                                    PartitionCounters.merge_late)
   * ..., counter state a no-op    -- the same with partition stores that keep nothing: the
                                     engine alone (what the state's share is measured against)
   * counter state alone: packed partition stores -- PartitionCounters.apply_share on the same
@@ -35,6 +39,7 @@ import argparse
 import functools
 import gc
 import importlib.util
+import random
 import statistics
 import sys
 import time
@@ -102,6 +107,16 @@ def run_engine(events_batches: list[list[dict]], validated: bool, reference: boo
             return time.perf_counter() - t0
 
     return trio.run(main)
+
+
+def pairs_swapped(events_batches: list[list[dict]], seed: int = 1) -> list[list[dict]]:
+    """The batches with each adjacent pair swapped with probability 1/2 (seeded)."""
+    rng = random.Random(seed)
+    out = list(events_batches)
+    for i in range(0, len(out) - 1, 2):
+        if rng.random() < 0.5:
+            out[i], out[i + 1] = out[i + 1], out[i]
+    return out
 
 
 class NoStore:
@@ -312,6 +327,8 @@ def main() -> None:
             ("engine.ingest", lambda b: run_engine(b, validated=False)),
             ("engine.ingest, reference validator", lambda b: run_engine(b, False, reference=True)),
             ("engine.ingest_validated", lambda b: run_engine(b, validated=True)),
+            ("engine.ingest_validated, batches out of order",
+             lambda b: run_engine(pairs_swapped(b), validated=True)),
             ("engine.ingest_validated, counter state a no-op",
              lambda b: run_engine(b, validated=True, no_state=True)),
             ("counter state alone: packed partition stores", run_partition_store_only),
