@@ -43,12 +43,12 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgpack
 import msgspec
@@ -229,6 +229,20 @@ def plain_events_module() -> ModuleType:
     return module
 
 
+def best_ns_per_event(contenders: Sequence[tuple[str, Callable[[Any], object]]], inputs: list[Any], n: int,
+                      repeats: int = 9) -> list[tuple[str, float, str]]:
+    """Table rows: ns per event of each contender over ``inputs`` (``n`` events in all), the
+    best of ``repeats`` runs, interleaved so that a slow stretch of the machine hits every one."""
+    best = dict.fromkeys((name for name, _ in contenders), float("inf"))
+    for _ in range(repeats):
+        for name, fn in contenders:
+            t0 = time.perf_counter()
+            for item in inputs:
+                fn(item)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return [(name, seconds / n * 1e9, "ns/event") for name, seconds in best.items()]
+
+
 def compare_validators(n: int, size: int) -> None:
     """ns per event of each validator on the same batches, best of 9 interleaved runs."""
     tune_gc()
@@ -244,14 +258,7 @@ def compare_validators(n: int, size: int) -> None:
         expected = [validate_counter_events_each(b) for b in bs]
         for name, fn in contenders:
             assert [fn(b) for b in bs] == expected, name
-        best = dict.fromkeys((name for name, _ in contenders), float("inf"))
-        for _ in range(9):
-            for name, fn in contenders:
-                t0 = time.perf_counter()
-                for b in bs:
-                    fn(b)
-                best[name] = min(best[name], time.perf_counter() - t0)
-        rows = [(name, seconds / n * 1e9, "ns/event") for name, seconds in best.items()]
+        rows = best_ns_per_event(contenders, bs, n)
         table(f"validators alone, {shape}: {users:,} users, batches of {size:,}, {n:,} events", rows,
               "validate_counter_events_each (reference)")
     compare_record_encoders(n, size)
@@ -267,14 +274,7 @@ def compare_record_encoders(n: int, size: int) -> None:
     ]
     for name, fn in contenders[1:]:
         assert [fn(b) for b in validated] == [contenders[0][1](b) for b in validated], name
-    best = dict.fromkeys((name for name, _ in contenders), float("inf"))
-    for _ in range(9):
-        for name, fn in contenders:
-            t0 = time.perf_counter()
-            for b in validated:
-                fn(b)
-            best[name] = min(best[name], time.perf_counter() - t0)
-    rows = [(name, seconds / n * 1e9, "ns/event") for name, seconds in best.items()]
+    rows = best_ns_per_event(contenders, validated, n)
     table(f"log record of a batch: batches of {size:,}, {n:,} events", rows, "msgpack.packb (the record's format)")
 
 

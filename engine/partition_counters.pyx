@@ -69,6 +69,7 @@ from libc.string cimport memcpy, memmove, memset
 
 import array as py_array
 import sys
+from operator import itemgetter
 
 from engine.counters import DIFF, RECENT_PAIRS, Activity, CounterStatistics
 from engine.prefix_series import PrefixSeries, _round_down, sums_between
@@ -1228,7 +1229,7 @@ cdef class PartitionCounters:
                     act = self.activity_of(state, aid)
                     if act >= 0:
                         entries.append((month, act))
-            entries.sort(key=_first)
+            entries.sort(key=itemgetter(0))
             for month, act in entries:
                 push(state.months, month)
                 push(state.months, act)
@@ -1295,10 +1296,6 @@ cdef class PartitionCounters:
                         assert (month_of_day(ts // 86400), act) in indexed, f"activity {aid}: point not indexed"
                     if self.arows[act * AW + A_MONTH] != NONE:
                         assert (self.arows[act * AW + A_MONTH], act) in indexed, f"activity {aid}: row month"
-
-
-def _first(pair: tuple) -> object:
-    return pair[0]
 
 
 def share_events(list events, Py_ssize_t partitions) -> dict:
