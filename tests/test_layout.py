@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("engine", "web", "snapshots", "client")
+PACKAGES = ("engine", "web", "snapshots", "client", "cluster")
 
 
 def module_name(path: Path) -> str:
@@ -112,3 +112,25 @@ def test_engine_never_imports_web() -> None:
         if name.split(".")[0] in ("engine", "snapshots"):
             bad = {m for m in imports_of(name, path, modules) if m.split(".")[0] == "web"}
             assert not bad, f"{name} imports {sorted(bad)}: the core and storage never import web/"
+
+
+def test_a_single_node_never_imports_the_cluster() -> None:
+    """``cluster/`` needs the [cluster] extra (nats-py): nothing a plain install runs may
+    import it, and it imports nothing of the web layer."""
+    modules = project_modules()
+    for name, path in modules.items():
+        top = name.split(".")[0]
+        imported = {m.split(".")[0] for m in imports_of(name, path, modules)}
+        if top != "cluster":
+            assert "cluster" not in imported, f"{name} imports cluster/: a plain install would need nats-py"
+        else:
+            assert "web" not in imported, f"{name} imports web/"
+
+
+def test_only_the_cluster_imports_nats() -> None:
+    for package in ("engine", "web", "snapshots", "client"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                assert not any(n == "nats" or n.startswith("nats.") for n in names), path
