@@ -131,6 +131,9 @@ class LocalNatsCluster:
             f"server_name: {server.name}",
             f"listen: 127.0.0.1:{server.client_port}",
             f"http: 127.0.0.1:{server.monitor_port}",
+            # A partition's log message may hold one record of a large batch (8 MiB: the most
+            # NATS advises; cluster/partition_journal.py sizes its messages to it).
+            "max_payload: 8388608",
             "jetstream {",
             f"  store_dir: {json.dumps(str(server.directory / 'jetstream'))}",
             "  sync_interval: always",

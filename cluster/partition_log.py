@@ -247,29 +247,33 @@ class PartitionLog:
             return 0
         return int(message.seq)
 
-    async def read(self, partition: int, after: int, *, upto: int | None = None, batch: int = 512) -> list[LogRecord]:
-        """The partition's records with sequences in ``(after, upto]``, in order; ``upto``
-        defaults to the last record when the read begins. A read interrupted by a transient
-        failure goes on from its last record with a new consumer.
+    async def read(self, partition: int, after: int, *, upto: int | None = None, batch: int = 512,
+                   limit: int | None = None) -> list[LogRecord]:
+        """The partition's records with sequences in ``(after, upto]``, in order, at most
+        ``limit`` of them; ``upto`` defaults to the last record when the read begins. A read
+        interrupted by a transient failure goes on from its last record with a new consumer.
 
-        Memory: every record read is held; a caller replaying a long log reads in ranges.
+        Memory: every record read is held; a caller replaying a long log reads in ranges
+        (``limit``).
         """
         if upto is None:
             upto = await self.last_seq(partition)
         records: list[LogRecord] = []
         deadline = trio.current_time() + self.retry_s
-        while (records[-1].seq if records else after) < upto:
+        while (records[-1].seq if records else after) < upto and (limit is None or len(records) < limit):
             start = records[-1].seq if records else after
             try:
-                await self._read_some(partition, start, upto, batch, records)
+                await self._read_some(partition, start, upto, batch, records, limit)
             except LogUnavailable:
                 if trio.current_time() > deadline:
                     raise
                 await trio.sleep(0.1)
         return records
 
-    async def _read_some(self, partition: int, after: int, upto: int, batch: int, out: list[LogRecord]) -> None:
-        """Append to ``out`` the records after ``after`` up to ``upto``, with one consumer."""
+    async def _read_some(self, partition: int, after: int, upto: int, batch: int, out: list[LogRecord],
+                         limit: int | None) -> None:
+        """Append to ``out`` the records after ``after`` up to ``upto`` (``out`` at most
+        ``limit`` long), with one consumer."""
         js = self.jetstream.js
         subject = self.layout.subject_of(partition)
         config = ConsumerConfig(
@@ -279,8 +283,9 @@ class PartitionLog:
         subscription = await self._retrying(js.pull_subscribe, subject, durable=None,
                                             stream=self.layout.stream_of(partition), config=config)
         try:
-            while not out or out[-1].seq < upto:
-                for message in await self._call(subscription.fetch, batch, timeout=self.timeout_s):
+            while (not out or out[-1].seq < upto) and (limit is None or len(out) < limit):
+                want = batch if limit is None else min(batch, limit - len(out))
+                for message in await self._call(subscription.fetch, want, timeout=self.timeout_s):
                     seq = message.metadata.sequence.stream
                     if seq > upto:
                         return

@@ -93,7 +93,7 @@ from engine.events import (
     validate_count_events,
     validate_counter_events,
 )
-from engine.journal import Journal, MemoryJournal
+from engine.journal import Journal, MemoryJournal, Renumbering
 from engine.lists import LIST, ListState
 from engine.partition_counters import PartitionStores
 from engine.periods import load_zone, period_bounds
@@ -256,6 +256,7 @@ class Engine:
         retention_every_s: float = 3600.0,
         uniques: UniqueSettings | None = None,
         stats_gauge_period_s: int = DEFAULT_GAUGE_PERIOD_S,
+        journal: Journal | None = None,
         **durability: Any,
     ) -> AsyncIterator[Engine]:
         """Start an engine; with ``data_dir``, recover from and persist to that directory.
@@ -271,9 +272,15 @@ class Engine:
                 limit, sketch precision, retention per level); default ``UniqueSettings()``.
             stats_gauge_period_s: statshub's gauge period (``engine/stats.py``; 360 s).
             durability: options for ``snapshots.store.open_store`` (``fsync``, intervals).
+            journal: without ``data_dir``, where records go instead of being forgotten (a
+                cluster partition's log, ``cluster/partition_journal.py``); the caller
+                recovers the engine's state from it (``replay``) and owns its lifetime.
         """
+        if journal is not None and data_dir is not None:
+            raise ValueError("an engine persists to a data directory or to a journal given, not both")
         try:
-            async with cls._open(data_dir, idle_seconds, retention, retention_every_s, durability) as engine:
+            async with cls._open(data_dir, idle_seconds, retention, retention_every_s, durability,
+                                 journal) as engine:
                 engine.unique_settings = uniques or UniqueSettings()
                 engine.configure_stats(gauge_period_s=stats_gauge_period_s)
                 async with trio.open_nursery() as unique_timers:
@@ -299,6 +306,7 @@ class Engine:
         retention: Mapping[str, int] | None,
         retention_every_s: float,
         durability: dict[str, Any],
+        journal: Journal | None = None,
     ) -> AsyncIterator[Engine]:
         async with trio.open_nursery() as nursery:
             cutoff_ages = check_retention(retention)
@@ -306,7 +314,7 @@ class Engine:
             registry_of(router)
             nursery.start_soon(router.run_reaper)
             if data_dir is None:
-                engine = cls(router, MemoryJournal())
+                engine = cls(router, journal if journal is not None else MemoryJournal())
                 nursery.start_soon(engine._run_board_clock)
                 if cutoff_ages:
                     nursery.start_soon(engine._run_retention, cutoff_ages, retention_every_s)
@@ -423,7 +431,7 @@ class Engine:
             await completion.wait()
         except PointspaceError:
             pass
-        if isinstance(self._journal, MemoryJournal):
+        if isinstance(self._journal, Renumbering):
             self._journal.advance_to(seq)
 
     ########################################################################################
@@ -1481,7 +1489,7 @@ class Engine:
         else:
             state = loader(plain)
         state.applied_seq = applied_seq
-        if isinstance(self._journal, MemoryJournal):
+        if isinstance(self._journal, Renumbering):
             self._journal.advance_to(applied_seq)
         self._router.install((namespace, ident), state)
         if namespace == LIST and state.board is not None:

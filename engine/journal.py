@@ -16,7 +16,7 @@ feeds the same records, in log order, through the same ``apply`` code.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class Journal(Protocol):
@@ -44,6 +44,16 @@ class Journal(Protocol):
     @property
     def last_seq(self) -> int:
         """The sequence number of the newest appended record (0 when none)."""
+        ...
+
+
+@runtime_checkable
+class Renumbering(Protocol):
+    """A journal whose numbering follows what is loaded or replayed into its engine from
+    elsewhere (a snapshot, another node's log), rather than only what it appended itself."""
+
+    def advance_to(self, seq: int) -> None:
+        """Continue numbering after ``seq``."""
         ...
 
 
