@@ -14,7 +14,9 @@ event.
 **Cancellation.** A trio task cancelled while it waits cancels the asyncio task and waits
 (shielded) until that task has finished, its cleanup included, then raises
 ``trio.Cancelled``: when ``call`` returns or raises, nothing it started is still running --
-trio's rule, kept across the bridge. (``run_coroutine_threadsafe``'s future would not do: it
+trio's rule, kept across the bridge -- with one bound: a task that swallows its
+cancellation (nats-py does, in places) releases the caller after ``cancel_grace_s``, with a
+warning, rather than hanging it for ever. (``run_coroutine_threadsafe``'s future would not do: it
 reports "cancelled" at once, while the task is still unwinding.) A
 coroutine that already completed when the cancellation arrived has done its work; its result
 is dropped (JetStream publishes carry a message id for that reason: a retried publish is
@@ -33,6 +35,7 @@ waits for it, stops the loop and joins the thread. A call after that raises
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -44,9 +47,16 @@ __all__ = ["AsyncioBridge"]
 
 T = TypeVar("T")
 
+log = logging.getLogger("pointspace.cluster")
+
 
 class AsyncioBridge:
     """An asyncio loop in a daemon thread; :meth:`call` runs coroutines on it from trio."""
+
+    #: Seconds a cancelled call waits for its asyncio task to end. nats-py catches
+    #: ``CancelledError`` in places (closing, reconnecting) and goes on awaiting; past this
+    #: the caller is released and the task left to the loop (cancelled again at close).
+    cancel_grace_s = 5.0
 
     def __init__(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
         self._loop = loop
@@ -105,8 +115,11 @@ class AsyncioBridge:
             # Wait for the task itself to end, not for a future that says "cancelled" at
             # once: the coroutine's own cleanup runs before the caller goes on.
             self._loop.call_soon_threadsafe(cancel)
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), trio.move_on_after(self.cancel_grace_s) as waited:
                 await done.wait()
+            if waited.cancelled_caught:
+                log.warning("an asyncio task did not end within %g s of its cancellation (%s); "
+                            "left to the loop", self.cancel_grace_s, getattr(fn, "__qualname__", fn))
             raise
         task = tasks[0]
         if task.cancelled():
@@ -124,7 +137,11 @@ class AsyncioBridge:
             tasks = [t for t in asyncio.all_tasks() if t is not current]
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if tasks:
+                _, stuck = await asyncio.wait(tasks, timeout=self.cancel_grace_s)
+                if stuck:
+                    log.warning("%d asyncio tasks ignored cancellation at close; the loop stops "
+                                "under them", len(stuck))
 
         if self._thread.is_alive():
             future = asyncio.run_coroutine_threadsafe(cancel_all(), self._loop)

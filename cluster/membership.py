@@ -22,7 +22,6 @@ replicated like the logs (R3 by default): this state survives the loss of a NATS
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -41,11 +40,6 @@ from cluster.placement import Assignment, assign
 __all__ = ["Membership", "MembershipConfig"]
 
 log = logging.getLogger("pointspace.cluster")
-
-_TRANSIENT = (
-    nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError,
-    nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +84,7 @@ class Membership:
         return self._lease_revision is not None
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await self.jetstream.bridge.call(functools.partial(fn, *args, **kwargs))
-        except _TRANSIENT as exc:
-            raise LogUnavailable(f"JetStream did not answer: {type(exc).__name__}") from exc
+        return await self.jetstream.call(fn, *args, **kwargs)
 
     async def setup(self) -> None:
         """Create the three buckets, or open them if they exist."""
@@ -118,12 +109,16 @@ class Membership:
         await self._call(self._nodes.put, self.node_id, json.dumps({"address": self.address}).encode())
 
     async def live_nodes(self) -> dict[str, str]:
-        """The live nodes' ids and addresses."""
+        """The live nodes' ids and addresses.
+
+        The keys come from the bucket's stream info (its subjects), not ``KeyValue.keys``,
+        which creates a consumer per call: several nodes ticking twice a second made
+        JetStream refuse consumers ("maximum consumers limit reached").
+        """
         assert self._nodes is not None, "setup() first"
-        try:
-            keys = await self._call(self._nodes.keys)
-        except nats.js.errors.NoKeysError:
-            return {}
+        bucket = f"{self.config.prefix}-nodes"
+        info = await self._call(self.jetstream.js.stream_info, f"KV_{bucket}", subjects_filter=f"$KV.{bucket}.>")
+        keys = [subject.removeprefix(f"$KV.{bucket}.") for subject in (info.state.subjects or {})]
         out = {}
         for key in keys:
             try:

@@ -81,19 +81,21 @@ def decode_message(data: bytes) -> tuple[int, list[bytes]]:
 class PartitionJournal:
     """A :class:`~engine.journal.Journal` writing to one partition's JetStream subject.
 
+    A journal starts as a **follower**: its engine is fed by :func:`catch_up` (numbering
+    follows, ``advance_to``) and appends are refused (503). :meth:`lead` makes it the
+    partition's writer, once, after the engine caught up to the log's tail.
+
     Args:
         log: the cluster's partition logs.
         partition: the partition written.
-        writer: this node's id and ownership epoch, in every message id (so two writers'
-            messages are never taken for each other's retries).
-        last_seq: the number of the last record already in the log (from :func:`catch_up`).
-        last_stream_seq: the stream sequence of the partition's last message (0: none); the
-            first publish expects it, so a writer that missed a message is fenced.
+        writer: to lead at once (tests, tools): as for :meth:`lead`.
+        last_seq: the number of the last record already in the log and the engine.
+        last_stream_seq: with ``writer``, as for :meth:`lead`.
 
     Run :meth:`run` in a nursery for as long as the engine writes.
     """
 
-    def __init__(self, log: PartitionLog, partition: int, *, writer: str, last_seq: int = 0,
+    def __init__(self, log: PartitionLog, partition: int, *, writer: str | None = None, last_seq: int = 0,
                  last_stream_seq: int = 0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.log = log
         self.partition = partition
@@ -115,6 +117,8 @@ class PartitionJournal:
     def append(self, record: bytes) -> int:
         if self._failure is not None:
             raise PartitionUnavailable(self._failure.message)
+        if self.writer is None:
+            raise PartitionUnavailable(f"this node does not write partition {self.partition} (now); retry")
         if len(record) > self.max_message_bytes - 64:
             raise PayloadTooLarge(f"a record of {len(record)} bytes exceeds the cluster log's message limit "
                                   f"of {self.max_message_bytes}; send smaller batches", "body")
@@ -142,6 +146,22 @@ class PartitionJournal:
 
     # ----- more ----------------------------------------------------------------------------
 
+    def lead(self, writer: str, last_stream_seq: int) -> None:
+        """Become the partition's writer.
+
+        Args:
+            writer: this node's id and ownership epoch (``Placement.writer``), in every
+                message id, so two ownerships' messages are never taken for each other's
+                retries.
+            last_stream_seq: the stream sequence of the partition's last message, which the
+                engine has applied (0: none); the first publish expects it, so if another
+                node appended since, this one is fenced at once.
+        """
+        if self.writer is not None:
+            raise RuntimeError(f"partition {self.partition}'s journal already leads as {self.writer}")
+        self.writer = writer
+        self._last_stream_seq = last_stream_seq
+
     @property
     def durable_seq(self) -> int:
         """The last record the log acknowledged."""
@@ -156,14 +176,25 @@ class PartitionJournal:
         """Why this journal stopped, once it has (see the module docstring)."""
         return self._failure
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Publish appended records until cancelled or failed (module docstring)."""
-        task_status.started()
+    async def wait_failed(self) -> None:
+        """Return once the journal has failed (:attr:`failure` says why)."""
         while self._failure is None:
-            await self._appended.wait()
-            self._appended = trio.Event()
-            while self._pending and self._failure is None:
-                await self._publish_some()
+            await self._published.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Publish appended records until cancelled or failed (module docstring). A journal
+        whose publisher stopped is failed: its waiters get 503 rather than wait for ever."""
+        task_status.started()
+        try:
+            while self._failure is None:
+                await self._appended.wait()
+                self._appended = trio.Event()
+                while self._pending and self._failure is None:
+                    await self._publish_some()
+        finally:
+            if self._failure is None:
+                self._fail(f"partition {self.partition}'s writer on this node stopped (the partition moved, "
+                           "or the node is stopping); retry")
 
     async def _publish_some(self) -> None:
         count, size = 0, 0

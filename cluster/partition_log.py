@@ -62,6 +62,13 @@ WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 STREAM_NAME_IN_USE = 10058
 
 
+#: Failures that say "not now" rather than "no": retried, then :class:`LogUnavailable`.
+TRANSIENT = (
+    nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError,
+    nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError,
+)
+
+
 class Fenced(Exception):
     """Another record was appended to the partition after the one this writer expected:
     the writer is no longer the partition's owner, or raced one."""
@@ -163,6 +170,15 @@ class JetStream:
         finally:
             await bridge.call(client.close)
 
+    async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """One nats-py call on the bridge's loop; its transient failures (no answer in time,
+        no responders, reconnecting, a stream or consumer leader being elected) as
+        :class:`LogUnavailable`, which callers may retry."""
+        try:
+            return await self.bridge.call(functools.partial(fn, *args, **kwargs))
+        except TRANSIENT as exc:
+            raise LogUnavailable(f"JetStream did not answer: {type(exc).__name__}") from exc
+
 
 class PartitionLog:
     """The partitions' logs of one cluster (module docstring).
@@ -182,11 +198,7 @@ class PartitionLog:
         self.retry_s = retry_s
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """One nats-py call on the loop; its transient failures as :class:`LogUnavailable`."""
-        try:
-            return await self.jetstream.bridge.call(functools.partial(fn, *args, **kwargs))
-        except _TRANSIENT as exc:
-            raise LogUnavailable(f"JetStream did not answer: {type(exc).__name__}") from exc
+        return await self.jetstream.call(fn, *args, **kwargs)
 
     async def _retrying(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """:meth:`_call`, retried on :class:`LogUnavailable` until ``retry_s`` has passed."""
@@ -305,10 +317,3 @@ class PartitionLog:
                 await self._call(self.jetstream.js.delete_consumer, info.stream_name, info.name)
             except (LogUnavailable, nats.errors.Error) as exc:
                 log.debug("a read's consumer was left to expire: %s", exc)
-
-
-#: Failures that say "not now" rather than "no": retried, then :class:`LogUnavailable`.
-_TRANSIENT = (
-    nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError,
-    nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError,
-)

@@ -112,3 +112,23 @@ async def test_leaving_open_joins_the_thread():
     async with AsyncioBridge.open(name="bridge-under-test") as bridge:
         await bridge.call(asyncio.sleep, 0)
     assert not any(t.name == "bridge-under-test" for t in threading.enumerate())
+
+
+async def test_a_task_that_swallows_its_cancellation_releases_the_caller_after_the_grace(bridge, caplog):
+    bridge.cancel_grace_s = 0.2
+    started = threading.Event()
+
+    async def stubborn() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(30)  # as nats-py's close does: catches it and goes on
+
+    with trio.fail_after(5):
+        with trio.move_on_after(0.05):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(bridge.call, stubborn)
+                await trio.to_thread.run_sync(started.wait)
+                await trio.sleep(1)
+    assert any("did not end within 0.2 s of its cancellation" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,213 @@
+"""One cluster node: the partitions it owns or stands by for, each an engine of its own.
+
+Theory of operation
+-------------------
+A node runs membership (``cluster/membership.py``) and, for each partition the assignment
+gives it, a :class:`Replica`: an :class:`~engine.engine.Engine` whose journal is the
+partition's log (``cluster/partition_journal.py``).
+
+- A **standby** replica catches up from the log when it starts, then tails it: every
+  ``tail_interval_s`` it applies what was appended since. Its engine is never written to.
+- An **owner** replica catches up to the log's tail, then leads: its journal becomes the
+  partition's writer, fenced by the sequence of the last message it applied. A standby that
+  is promoted keeps its engine and only catches up the last few records, which is why
+  failover takes about as long as membership needs to notice (``ttl_s``) plus one tick.
+- A replica whose journal failed (fenced by another writer, or the log unavailable past its
+  retry time) holds state the log may not: it is dropped, and started again from the log if
+  the assignment still gives the partition to this node.
+- A partition the assignment takes away is dropped at once. Its engine may hold records that
+  were applied but not yet acknowledged; those were never acknowledged to a client either.
+
+Partitions are chosen by :func:`partition_of`, a hash that is the same in every process
+(Python's ``hash`` of a string is not: it is salted per process).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from cluster.membership import Membership, MembershipConfig
+from cluster.partition_journal import PartitionJournal, PartitionUnavailable, catch_up
+from cluster.partition_log import JetStream, LogLayout, LogUnavailable, PartitionLog
+from cluster.placement import Assignment, Placement
+from engine.engine import Engine
+
+__all__ = ["ClusterNode", "NodeConfig", "Replica", "partition_of"]
+
+log = logging.getLogger("pointspace.cluster")
+
+
+def partition_of(key: int | str, partitions: int) -> int:
+    """The partition of a user (or list, board) id: the same in every process.
+
+    >>> partition_of(7, 64), partition_of("7", 64) == partition_of(7, 64), partition_of("alice", 64)
+    (11, False, 25)
+    """
+    tagged = (b"i:%d" % key) if type(key) is int else b"s:" + str(key).encode()
+    return zlib.crc32(tagged) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    layout: LogLayout = LogLayout()
+    membership: MembershipConfig = MembershipConfig()
+    #: Seconds between a standby's reads of its partitions' logs.
+    tail_interval_s: float = 0.2
+
+
+class Replica:
+    """One partition's engine on this node (module docstring)."""
+
+    def __init__(self, node: ClusterNode, partition: int, placement: Placement) -> None:
+        self.node = node
+        self.partition = partition
+        self.placement = placement
+        self.journal = PartitionJournal(node.log, partition)
+        self.engine: Engine | None = None
+        #: Set once the replica leads (accepts writes); never for a standby.
+        self.leading = trio.Event()
+        self._promoted = trio.Event()
+        self.cancel_scope = trio.CancelScope()
+        self.last_stream_seq = 0
+
+    @property
+    def owner(self) -> bool:
+        return self.placement.owner == self.node.node_id
+
+    def promote(self, placement: Placement) -> None:
+        """This node now owns the partition (it stood by): catch up and lead."""
+        self.placement = placement
+        self._promoted.set()
+
+    async def run(self) -> None:
+        """Catch up, then tail (standby) or lead (owner) until cancelled or the journal fails."""
+        with self.cancel_scope:
+            async with Engine.open(journal=self.journal) as engine, trio.open_nursery() as nursery:
+                self.engine = engine
+                await self._catch_up()
+                while not self.owner:
+                    with trio.move_on_after(self.node.config.tail_interval_s):
+                        await self._promoted.wait()
+                    await self._catch_up()
+                # Owner: the last records up to the tail, then lead from there.
+                await self._catch_up()
+                self.journal.lead(self.placement.writer, self.last_stream_seq)
+                await nursery.start(self.journal.run)
+                self.leading.set()
+                log.info("node %s leads partition %d as %s from record %d", self.node.node_id,
+                         self.partition, self.placement.writer, self.journal.last_seq)
+                while self.journal.failure is None:
+                    await self.journal.wait_failed()
+                nursery.cancel_scope.cancel()
+        self.engine = None
+
+    async def _catch_up(self) -> None:
+        caught = await catch_up(self.node.log, self.partition, self.engine,  # type: ignore[arg-type]
+                                after_seq=self.journal.last_seq, after_stream_seq=self.last_stream_seq)
+        self.last_stream_seq = caught.last_stream_seq
+
+
+class ClusterNode:
+    """A node's partitions, kept as the assignment says (module docstring)."""
+
+    def __init__(self, jetstream: JetStream, node_id: str, *, address: str, config: NodeConfig | None = None) -> None:
+        self.config = config or NodeConfig()
+        self.node_id = node_id
+        self.log = PartitionLog(jetstream, self.config.layout)
+        self.membership = Membership(jetstream, node_id, address=address,
+                                     partitions=self.config.layout.partitions, config=self.config.membership)
+        self.replicas: dict[int, Replica] = {}
+        self._nursery: trio.Nursery | None = None
+        self._changed = trio.Event()
+
+    @property
+    def partitions(self) -> int:
+        return self.config.layout.partitions
+
+    @property
+    def assignment(self) -> Assignment | None:
+        return self.membership.assignment
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the assigned partitions until cancelled; started once membership runs."""
+        await self.log.ensure_streams()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.membership.run, self._on_assignment)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _on_assignment(self, assignment: Assignment) -> None:
+        self._reconcile(assignment)
+
+    def _reconcile(self, assignment: Assignment) -> None:
+        """Start, promote or drop replicas to match ``assignment``."""
+        assert self._nursery is not None
+        me = self.node_id
+        for partition, placement in enumerate(assignment.partitions):
+            replica = self.replicas.get(partition)
+            wanted = me in (placement.owner, placement.standby)
+            if replica is not None and not wanted:
+                self._drop(partition)
+            elif replica is not None and placement.owner == me and not replica.owner:
+                replica.promote(placement)
+            elif replica is not None and replica.owner and placement != replica.placement:
+                # Still ours, but the placement changed under an owner (its epoch cannot have
+                # moved without another owner in between): start again from the log.
+                self._drop(partition)
+                self._start(partition, placement)
+            elif replica is None and wanted:
+                self._start(partition, placement)
+
+    def _start(self, partition: int, placement: Placement) -> None:
+        assert self._nursery is not None
+        replica = Replica(self, partition, placement)
+        self.replicas[partition] = replica
+        self._nursery.start_soon(self._keep, replica)
+
+    def _drop(self, partition: int) -> None:
+        replica = self.replicas.pop(partition)
+        replica.cancel_scope.cancel()
+
+    async def _keep(self, replica: Replica) -> None:
+        """Run a replica; if it ends on its own (its journal failed), start it again from the
+        log while the assignment still gives this node the partition."""
+        try:
+            await replica.run()
+        except (LogUnavailable, PartitionUnavailable) as exc:
+            log.warning("node %s: partition %d's replica stopped: %s", self.node_id, replica.partition, exc)
+        if self.replicas.get(replica.partition) is replica:  # not dropped: it failed
+            del self.replicas[replica.partition]
+            await trio.sleep(0.2)
+            assignment = self.membership.assignment
+            if assignment is not None and self.replicas.get(replica.partition) is None:
+                placement = assignment.partitions[replica.partition]
+                if self.node_id in (placement.owner, placement.standby):
+                    self._start(replica.partition, placement)
+
+    # ----- what the web layer uses ---------------------------------------------------------
+
+    def engine_for(self, partition: int) -> Engine | None:
+        """The engine of a partition this node owns and leads, else ``None``."""
+        replica = self.replicas.get(partition)
+        if replica is None or not replica.leading.is_set() or replica.journal.failure is not None:
+            return None
+        return replica.engine
+
+    def owner_of(self, partition: int) -> str | None:
+        assignment = self.membership.assignment
+        return None if assignment is None else assignment.partitions[partition].owner
+
+    def split(self, events: Sequence[tuple[Any, ...]]) -> dict[int, list[tuple[Any, ...]]]:
+        """Validated event tuples by the partition of their user (the tuple's first item),
+        each partition's events in the batch's order."""
+        out: dict[int, list[tuple[Any, ...]]] = {}
+        for event in events:
+            out.setdefault(partition_of(event[0], self.partitions), []).append(event)
+        return out
