@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -41,6 +41,8 @@ from engine.engine import Engine
 __all__ = ["ClusterNode", "NodeConfig", "Replica", "partition_of"]
 
 log = logging.getLogger("pointspace.cluster")
+
+T = TypeVar("T")
 
 
 def partition_of(key: int | str, partitions: int) -> int:
@@ -75,6 +77,8 @@ class Replica:
         self._promoted = trio.Event()
         self.cancel_scope = trio.CancelScope()
         self.last_stream_seq = 0
+        #: The scopes of callers inside :meth:`call`, cancelled when the replica ends.
+        self._callers: set[trio.CancelScope] = set()
 
     @property
     def owner(self) -> bool:
@@ -85,8 +89,35 @@ class Replica:
         self.placement = placement
         self._promoted.set()
 
+    async def call(self, operation: Callable[[Engine], Awaitable[T]]) -> T:
+        """``operation(engine)`` on this replica, which must lead; a caller still inside when
+        the replica ends (dropped, failed, the node stopping) gets :class:`PartitionUnavailable`
+        rather than waiting on an engine that closed under it (its actors are cancelled, so
+        the replies it waits for would never come).
+
+        Raises:
+            PartitionUnavailable: the replica does not lead, or stopped during the call.
+        """
+        engine = self.engine
+        if engine is None or not self.leading.is_set() or self.journal.failure is not None:
+            raise PartitionUnavailable(f"this node does not lead partition {self.partition} (now); retry")
+        with trio.CancelScope() as scope:
+            self._callers.add(scope)
+            try:
+                return await operation(engine)
+            finally:
+                self._callers.discard(scope)
+        raise PartitionUnavailable(f"partition {self.partition} stopped on this node during the request; retry")
+
     async def run(self) -> None:
         """Catch up, then tail (standby) or lead (owner) until cancelled or the journal fails."""
+        try:
+            await self._run()
+        finally:
+            for scope in list(self._callers):
+                scope.cancel()
+
+    async def _run(self) -> None:
         with self.cancel_scope:
             async with Engine.open(journal=self.journal) as engine, trio.open_nursery() as nursery:
                 self.engine = engine
@@ -193,12 +224,24 @@ class ClusterNode:
 
     # ----- what the web layer uses ---------------------------------------------------------
 
-    def engine_for(self, partition: int) -> Engine | None:
-        """The engine of a partition this node owns and leads, else ``None``."""
+    def leads(self, partition: int) -> bool:
+        """Whether this node owns and leads the partition now."""
         replica = self.replicas.get(partition)
-        if replica is None or not replica.leading.is_set() or replica.journal.failure is not None:
-            return None
-        return replica.engine
+        return (replica is not None and replica.engine is not None and replica.leading.is_set()
+                and replica.journal.failure is None)
+
+    async def on_partition(self, partition: int, operation: Callable[[Engine], Awaitable[T]]) -> T:
+        """``operation(engine)`` on the partition's engine, which this node must lead
+        (:meth:`Replica.call`).
+
+        Raises:
+            PartitionUnavailable: this node does not lead the partition, or stopped leading it
+                during the call (503: retry, through the partition's owner).
+        """
+        replica = self.replicas.get(partition)
+        if replica is None:
+            raise PartitionUnavailable(f"this node does not lead partition {partition} (now); retry")
+        return await replica.call(operation)
 
     def owner_of(self, partition: int) -> str | None:
         assignment = self.membership.assignment

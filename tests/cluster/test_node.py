@@ -58,7 +58,7 @@ async def cluster_nodes(nats_cluster: LocalNatsCluster, names: list[str]) -> Asy
 def leading(nodes: dict[str, tuple[ClusterNode, trio.CancelScope]], alive: set[str]) -> bool:
     """Every partition led by a live node that the (agreed) assignment names."""
     for p in range(PARTITIONS):
-        owners = [n for n in alive if nodes[n][0].engine_for(p) is not None]
+        owners = [n for n in alive if nodes[n][0].leads(p)]
         if len(owners) != 1:
             return False
         if any(nodes[n][0].owner_of(p) != owners[0] for n in alive):
@@ -119,12 +119,11 @@ async def stop_one_node_while_writing(nats_cluster: LocalNatsCluster, rng: rando
                 for e in part:
                     attempted[e[0]] += e[5]
                 owner = nodes[next(iter(alive))][0].owner_of(p)
-                engine = nodes[owner][0].engine_for(p) if owner in alive else None
-                if engine is None:
+                if owner not in alive:
                     refused += 1
                     continue
                 try:
-                    await engine.ingest_validated(part)
+                    await nodes[owner][0].on_partition(p, lambda engine, part=part: engine.ingest_validated(part))
                 except (PartitionUnavailable, EngineClosed):
                     refused += 1
                     continue
@@ -154,9 +153,8 @@ async def stop_one_node_while_writing(nats_cluster: LocalNatsCluster, rng: rando
             if not users:
                 continue
             owner = nodes[survivors[0]][0].owner_of(p)
-            engine = nodes[owner][0].engine_for(p)
-            assert engine is not None
-            served = await sums(engine, users)
+            assert owner is not None
+            served = await nodes[owner][0].on_partition(p, lambda engine, users=users: sums(engine, users))
             async with Engine.open() as replay:
                 await catch_up(nodes[owner][0].log, p, replay)
                 assert await sums(replay, users) == served, p
