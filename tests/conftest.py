@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -161,3 +161,36 @@ async def engine() -> AsyncIterator[Engine]:
     """An in-memory engine for one test."""
     async with Engine.open() as e:
         yield e
+
+
+############################################################################################
+# The cluster's fixtures (tests/cluster/): imported lazily, so the rest of the suite does not
+# need the [cluster] extra to be collected. Here rather than in tests/cluster/conftest.py: a
+# second module named ``conftest`` would shadow this one for ``from conftest import ...``.
+
+
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A three-server JetStream cluster on loopback (``cluster/nats_servers.py``)."""
+    from cluster.nats_servers import LocalNatsCluster
+
+    with LocalNatsCluster(tmp_path_factory.mktemp("nats")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+async def bridge() -> AsyncIterator[Any]:
+    """An asyncio loop in a thread, for nats-py (``cluster/bridge.py``)."""
+    from cluster.bridge import AsyncioBridge
+
+    async with AsyncioBridge.open() as b:
+        yield b
+
+
+@pytest.fixture
+async def jetstream(bridge: Any, nats_cluster: Any) -> AsyncIterator[Any]:
+    """A connection to ``nats_cluster`` on ``bridge``."""
+    from cluster.partition_log import JetStream
+
+    async with JetStream.connect(bridge, nats_cluster.urls) as js:
+        yield js
