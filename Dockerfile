@@ -27,6 +27,7 @@ COPY engine ./engine
 COPY snapshots ./snapshots
 COPY web ./web
 COPY client ./client
+COPY cluster ./cluster
 RUN pip install . && rm -rf /src
 
 # Settings by environment (web/serving/config.py): any POINTSPACE_<SETTING> overrides these.
