@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import trio
 
@@ -155,7 +155,6 @@ class ClusterNode:
                                      partitions=self.config.layout.partitions, config=self.config.membership)
         self.replicas: dict[int, Replica] = {}
         self._nursery: trio.Nursery | None = None
-        self._changed = trio.Event()
 
     @property
     def partitions(self) -> int:
@@ -246,11 +245,3 @@ class ClusterNode:
     def owner_of(self, partition: int) -> str | None:
         assignment = self.membership.assignment
         return None if assignment is None else assignment.partitions[partition].owner
-
-    def split(self, events: Sequence[tuple[Any, ...]]) -> dict[int, list[tuple[Any, ...]]]:
-        """Validated event tuples by the partition of their user (the tuple's first item),
-        each partition's events in the batch's order."""
-        out: dict[int, list[tuple[Any, ...]]] = {}
-        for event in events:
-            out.setdefault(partition_of(event[0], self.partitions), []).append(event)
-        return out
