@@ -139,7 +139,8 @@ class Membership:
             else:
                 self._lease_revision = await self._call(self._coordinator.update, "leader", value,
                                                         last=self._lease_revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+            # Another node holds the lease, or ours lapsed (the key expired): not coordinating.
             if self._lease_revision is not None:
                 log.warning("node %s lost the coordinator's lease", self.node_id)
             self._lease_revision = None
@@ -167,7 +168,7 @@ class Membership:
                 await self._call(self._assignments.create, "current", value)
             else:
                 await self._call(self._assignments.update, "current", value, last=revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
             return None  # another coordinator wrote meanwhile; the next tick recomputes
         log.info("assignment %d written for nodes %s", wanted.version, ", ".join(live))
         return wanted
