@@ -93,14 +93,23 @@ class Membership:
         self._coordinator = await self._bucket(f"{c.prefix}-coordinator", ttl=c.ttl_s)
         self._assignments = await self._bucket(f"{c.prefix}-assignment", ttl=None)
 
-    async def _bucket(self, name: str, *, ttl: float | None) -> KeyValue:
+    async def _bucket(self, name: str, *, ttl: float | None, retry_s: float = 30.0) -> KeyValue:
+        """Create or open a bucket; JetStream being briefly unable to place its replicas (a
+        server offline, or a cluster just started) is retried for up to ``retry_s``."""
         js = self.jetstream.js
         config = KeyValueConfig(bucket=name, history=1, ttl=ttl, replicas=self.config.replicas,
                                 storage=StorageType.FILE)
-        try:
-            return await self._call(js.create_key_value, config)
-        except nats.js.errors.BadRequestError:  # exists (with this or another configuration)
-            return await self._call(js.key_value, name)
+        deadline = trio.current_time() + retry_s
+        while True:
+            try:
+                try:
+                    return await self._call(js.create_key_value, config)
+                except nats.js.errors.BadRequestError:  # exists (with this or another configuration)
+                    return await self._call(js.key_value, name)
+            except LogUnavailable:
+                if trio.current_time() > deadline:
+                    raise
+                await trio.sleep(0.2)
 
     # ----- one tick --------------------------------------------------------------------------
 
@@ -193,12 +202,17 @@ class Membership:
         JetStream being unavailable for a while is logged and retried; started once set up."""
         await self.setup()
         task_status.started()
+        # A tick that hangs (a bucket whose JetStream leader died: its followers wait 4-9 s
+        # before electing another) is cut well before the TTL and tried again, so the first
+        # tick after the election comes within a second of it, not a TTL later.
+        timeout_s = min(max(self.config.ttl_s / 3, 1.0), self.config.ttl_s)
         while True:
             try:
-                with trio.fail_after(max(self.config.ttl_s, 1.0)):
+                with trio.fail_after(timeout_s):
                     new = await self.tick()
             except (LogUnavailable, trio.TooSlowError) as exc:
-                log.warning("node %s: membership tick failed (%s); retrying", self.node_id, exc)
+                reason = str(exc) or f"no answer within {timeout_s:g} s"
+                log.warning("node %s: membership tick failed (%s); retrying", self.node_id, reason)
                 new = None
             if new is not None:
                 await on_assignment(new)

@@ -38,11 +38,16 @@ from cluster.partition_log import JetStream, LogLayout, LogUnavailable, Partitio
 from cluster.placement import Assignment, Placement
 from engine.engine import Engine
 
-__all__ = ["ClusterNode", "NodeConfig", "Replica", "partition_of"]
+__all__ = ["ClusterNode", "NodeConfig", "NotLeading", "Replica", "partition_of"]
 
 log = logging.getLogger("pointspace.cluster")
 
 T = TypeVar("T")
+
+
+class NotLeading(PartitionUnavailable):
+    """This node does not lead the partition now, and refused the call before changing
+    anything: safe to send again to the partition's owner (``cluster/serving/routing.py``)."""
 
 
 def partition_of(key: int | str, partitions: int) -> int:
@@ -100,7 +105,7 @@ class Replica:
         """
         engine = self.engine
         if engine is None or not self.leading.is_set() or self.journal.failure is not None:
-            raise PartitionUnavailable(f"this node does not lead partition {self.partition} (now); retry")
+            raise NotLeading(f"this node does not lead partition {self.partition} (now); retry")
         with trio.CancelScope() as scope:
             self._callers.add(scope)
             try:
@@ -121,13 +126,14 @@ class Replica:
         with self.cancel_scope:
             async with Engine.open(journal=self.journal) as engine, trio.open_nursery() as nursery:
                 self.engine = engine
-                await self._catch_up()
+                await self._catch_up(from_leader=False)
                 while not self.owner:
                     with trio.move_on_after(self.node.config.tail_interval_s):
                         await self._promoted.wait()
-                    await self._catch_up()
-                # Owner: the last records up to the tail, then lead from there.
-                await self._catch_up()
+                    await self._catch_up(from_leader=False)
+                # Owner: the last records up to the leader's tail (every acknowledged write,
+                # before this replica answers a read), then lead from there.
+                await self._catch_up(from_leader=True)
                 self.journal.lead(self.placement.writer, self.last_stream_seq)
                 await nursery.start(self.journal.run)
                 self.leading.set()
@@ -138,9 +144,10 @@ class Replica:
                 nursery.cancel_scope.cancel()
         self.engine = None
 
-    async def _catch_up(self) -> None:
+    async def _catch_up(self, *, from_leader: bool) -> None:
         caught = await catch_up(self.node.log, self.partition, self.engine,  # type: ignore[arg-type]
-                                after_seq=self.journal.last_seq, after_stream_seq=self.last_stream_seq)
+                                after_seq=self.journal.last_seq, after_stream_seq=self.last_stream_seq,
+                                from_leader=from_leader)
         self.last_stream_seq = caught.last_stream_seq
 
 
@@ -234,12 +241,13 @@ class ClusterNode:
         (:meth:`Replica.call`).
 
         Raises:
-            PartitionUnavailable: this node does not lead the partition, or stopped leading it
-                during the call (503: retry, through the partition's owner).
+            NotLeading: this node does not lead the partition (nothing was done).
+            PartitionUnavailable: this node stopped leading it during the call (503: the call
+                may or may not have been applied).
         """
         replica = self.replicas.get(partition)
         if replica is None:
-            raise PartitionUnavailable(f"this node does not lead partition {partition} (now); retry")
+            raise NotLeading(f"this node does not lead partition {partition} (now); retry")
         return await replica.call(operation)
 
     def owner_of(self, partition: int) -> str | None:

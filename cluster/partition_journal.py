@@ -242,10 +242,11 @@ class CaughtUp:
 
 async def catch_up(log: PartitionLog, partition: int, engine: Engine, *, after_seq: int = 0,
                    after_stream_seq: int = 0, upto_stream_seq: int | None = None,
-                   messages_per_read: int = 256) -> CaughtUp:
+                   messages_per_read: int = 256, from_leader: bool = True) -> CaughtUp:
     """Replay into ``engine`` the partition's records numbered after ``after_seq``, reading
     its messages after ``after_stream_seq`` (0: from the start) up to ``upto_stream_seq``
-    (default: the tail when called).
+    (default: the tail when called: the stream leader's, or with ``from_leader=False`` any
+    replica's, which may be a record or two behind; ``PartitionLog.last_seq``).
 
     Records a snapshot already holds (numbered up to ``after_seq``) are skipped, so a reader
     may start at an earlier message than the snapshot's exact one.
@@ -253,7 +254,7 @@ async def catch_up(log: PartitionLog, partition: int, engine: Engine, *, after_s
     Raises:
         LogGap: a message starts after the next record number expected.
     """
-    upto = await log.last_seq(partition) if upto_stream_seq is None else upto_stream_seq
+    upto = await log.last_seq(partition, from_leader=from_leader) if upto_stream_seq is None else upto_stream_seq
     last_seq, stream_seq, replayed = after_seq, after_stream_seq, 0
     while stream_seq < upto:
         batch = await log.read(partition, stream_seq, upto=upto, batch=messages_per_read, limit=messages_per_read)

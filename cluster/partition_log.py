@@ -63,6 +63,13 @@ STREAM_NAME_IN_USE = 10058
 
 
 #: Failures that say "not now" rather than "no": retried, then :class:`LogUnavailable`.
+#: Records a read takes one by one with direct gets before it makes a consumer for the rest.
+DIRECT_READ_MESSAGES = 16
+
+#: JetStream refusals that pass: 10005, "no suitable peers for placement" (a replica's server
+#: is offline, or not yet known to the others just after the cluster started).
+TRANSIENT_CODES = frozenset({10005})
+
 TRANSIENT = (
     nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError,
     nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError,
@@ -178,6 +185,10 @@ class JetStream:
             return await self.bridge.call(functools.partial(fn, *args, **kwargs))
         except TRANSIENT as exc:
             raise LogUnavailable(f"JetStream did not answer: {type(exc).__name__}") from exc
+        except nats.js.errors.APIError as exc:
+            if getattr(exc, "err_code", None) in TRANSIENT_CODES:
+                raise LogUnavailable(f"JetStream: {exc.description}") from exc
+            raise
 
 
 class PartitionLog:
@@ -191,10 +202,14 @@ class PartitionLog:
     """
 
     def __init__(self, jetstream: JetStream, layout: LogLayout | None = None, *, timeout_s: float = 5.0,
-                 retry_s: float = 15.0) -> None:
+                 publish_timeout_s: float = 1.0, retry_s: float = 15.0) -> None:
         self.jetstream = jetstream
         self.layout = layout or LogLayout()
         self.timeout_s = timeout_s
+        #: One append's wait for its acknowledgement before it is sent again (same batch id,
+        #: so never stored twice). Short, so that an append sent while the stream's leader is
+        #: being elected is repeated soon after the election rather than a long timeout later.
+        self.publish_timeout_s = publish_timeout_s
         self.retry_s = retry_s
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -211,7 +226,7 @@ class PartitionLog:
                 if trio.current_time() + pause > deadline:
                     raise
                 await trio.sleep(pause)
-                pause = min(pause * 2, 1.0)
+                pause = min(pause * 2, 0.25)
 
     async def ensure_streams(self) -> None:
         """Create the streams, or bring existing ones to the layout's configuration."""
@@ -243,18 +258,24 @@ class PartitionLog:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last)
         try:
             ack = await self._retrying(self.jetstream.js.publish, self.layout.subject_of(partition), record,
-                                       timeout=self.timeout_s, headers=headers)
+                                       timeout=self.publish_timeout_s, headers=headers)
         except nats.js.errors.APIError as exc:
             if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise Fenced(partition, expected_last or 0, exc.description or "") from None
             raise
         return Appended(ack.seq, bool(ack.duplicate))
 
-    async def last_seq(self, partition: int) -> int:
-        """The sequence of the partition's last record; 0 when it has none."""
+    async def last_seq(self, partition: int, *, from_leader: bool = True) -> int:
+        """The sequence of the partition's last record; 0 when it has none.
+
+        ``from_leader``: ask the stream's leader, which knows every acknowledged record (what a
+        writer must start from, and a reader that must see every acknowledged write). Else
+        any replica answers (a direct get), perhaps a record or two behind: cheap, and
+        answered while a leader is being elected; enough for a standby's tailing.
+        """
         try:
             message = await self._retrying(self.jetstream.js.get_last_msg, self.layout.stream_of(partition),
-                                           self.layout.subject_of(partition), direct=True)
+                                           self.layout.subject_of(partition), direct=not from_leader)
         except nats.js.errors.NotFoundError:
             return 0
         return int(message.seq)
@@ -271,6 +292,8 @@ class PartitionLog:
         if upto is None:
             upto = await self.last_seq(partition)
         records: list[LogRecord] = []
+        if await self._read_direct(partition, after, upto, records, limit):
+            return records
         deadline = trio.current_time() + self.retry_s
         while (records[-1].seq if records else after) < upto and (limit is None or len(records) < limit):
             start = records[-1].seq if records else after
@@ -281,6 +304,37 @@ class PartitionLog:
                     raise
                 await trio.sleep(0.1)
         return records
+
+    async def _read_direct(self, partition: int, after: int, upto: int, out: list[LogRecord],
+                           limit: int | None) -> bool:
+        """Read the first few records one by one with direct gets; whether that was all.
+
+        A standby tailing its partitions reads a message or two every tick: a consumer for
+        each read would cost JetStream a consumer's creation and deletion through its
+        metadata leader each time, and after a NATS server's death no consumer can be made
+        until a new metadata leader is elected (4-9 s: nats-server's raft election timeout),
+        which held back the standbys' catch-up and so every failover. A direct get is
+        answered by any replica of the stream, leader or not. A replica that has not yet
+        stored a record answers "not found": the rest is then read with a consumer, from
+        the stream's leader.
+        """
+        js = self.jetstream.js
+        stream, subject = self.layout.stream_of(partition), self.layout.subject_of(partition)
+        for _ in range(DIRECT_READ_MESSAGES):
+            start = out[-1].seq if out else after
+            if start >= upto or (limit is not None and len(out) >= limit):
+                return True
+            try:
+                message = await self._retrying(js.get_msg, stream, seq=start + 1, subject=subject, direct=True,
+                                               next=True)
+            except nats.js.errors.NotFoundError:
+                return False
+            if message.seq > upto:
+                return True
+            headers = message.headers or {}
+            out.append(LogRecord(message.seq, message.data or b"", headers.get("Nats-Msg-Id")))
+        start = out[-1].seq if out else after
+        return start >= upto or (limit is not None and len(out) >= limit)
 
     async def _read_some(self, partition: int, after: int, upto: int, batch: int, out: list[LogRecord],
                          limit: int | None) -> None:
