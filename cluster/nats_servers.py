@@ -103,16 +103,22 @@ class LocalNatsCluster:
     store is kept), for failure tests.
     """
 
-    def __init__(self, directory: Path, size: int = 3, *, name: str = "pointspace") -> None:
+    def __init__(self, directory: Path, size: int = 3, *, name: str = "pointspace",
+                 base_port: int | None = None) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one server")
         self.directory = Path(directory)
         self.cluster_name = name
         self.binary = nats_server_binary()
-        self.servers = [
-            NatsServer(f"n{i + 1}", _free_port(), _free_port(), _free_port(), self.directory / f"n{i + 1}")
-            for i in range(size)
-        ]
+
+        def ports(i: int) -> tuple[int, int, int]:
+            # Fixed ports when asked (clients base+i, routes base+10+i, monitoring base+20+i),
+            # else free ones from the OS.
+            if base_port is None:
+                return _free_port(), _free_port(), _free_port()
+            return base_port + i, base_port + 10 + i, base_port + 20 + i
+
+        self.servers = [NatsServer(f"n{i + 1}", *ports(i), self.directory / f"n{i + 1}") for i in range(size)]
 
     @property
     def urls(self) -> list[str]:
@@ -227,3 +233,25 @@ class LocalNatsCluster:
         with contextlib.suppress(OSError):
             return "\n".join(server.log_file.read_text(errors="replace").splitlines()[-lines:])
         return "(no log)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m cluster.nats_servers DIR``: run a local JetStream cluster until Ctrl-C, to
+    try a pointspace cluster on one machine (README "Running a cluster")."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cluster.nats_servers", description=main.__doc__)
+    parser.add_argument("directory", type=Path, help="where the servers keep their stores and logs")
+    parser.add_argument("--size", type=int, default=3, help="servers (default 3)")
+    parser.add_argument("--port", type=int, default=4222,
+                        help="the first server's client port; the others follow (default 4222)")
+    args = parser.parse_args(argv)
+    with LocalNatsCluster(args.directory, args.size, base_port=args.port) as cluster:
+        # Blocked only now: the servers started with the default mask, so they stop on SIGTERM.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        print(" ".join(f"--cluster {url}" for url in cluster.urls), flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+if __name__ == "__main__":
+    main()
