@@ -187,19 +187,57 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="statshub gauges keep each id's last value per period of this many seconds [default: 360].")
 @click.option("--stats-stream-interval-s", default=None, type=float,
               help="Seconds between updates on statshub's /stream websockets [default: 30].")
+@click.option("--cluster", "cluster_urls", multiple=True, metavar="NATS_URL",
+              help="Serve as one node of a cluster on this JetStream cluster (nats://host:4222); "
+                   "repeatable. Needs the [cluster] extra.")
+@click.option("--node-id", default=None, help="This node's id in the cluster [default: HOST-PORT].")
+@click.option("--advertise-url", default=None,
+              help="The URL other nodes reach this node at [default: http://HOST:PORT].")
+@click.option("--cluster-partitions", default=None, type=int,
+              help="Partitions of the data set, the same on every node [default: 64].")
+@click.option("--cluster-replicas", default=None, type=int,
+              help="JetStream copies of each partition's log [default: 3].")
+@click.option("--cluster-ttl-s", default=None, type=float,
+              help="Seconds without a heartbeat before a node counts as dead [default: 3].")
 @click.pass_context
 def serve(ctx: click.Context, config_file: Path | None, retention: tuple[str, ...], **flags: object) -> None:
     """Start the HTTP server (settings: defaults < TOML file < $POINTSPACE_* < flags)."""
     from web.serving.server import run_server
 
-    for name in ("backup_allowed_hosts", "allowed_hosts", "allowed_origins"):
+    for name in ("backup_allowed_hosts", "allowed_hosts", "allowed_origins", "cluster_urls"):
         if not flags[name]:
             flags[name] = None  # not given: the file, the environment or the default decides
     settings, sources = _settings(config_file, flags, retention)
     ctx.meta[SOURCES_KEY] = sources
     _preflight(settings, sources)
+    runner = cluster_runner(sources["cluster_urls"]) if settings.cluster_urls else run_server
     configure_logging(settings.log_format)
-    trio.run(run_server, settings)
+    trio.run(runner, settings)
+
+
+#: The entry point group through which ``cluster/`` plugs its server in (pyproject.toml):
+#: ``web/`` never imports ``cluster/`` (which needs nats-py); the cluster depends on the web
+#: layer, not the other way round, and a plain install has the entry point but not nats-py.
+SERVING_ENTRY_POINTS = "pointspace.serving"
+
+
+def cluster_runner(source: str) -> Any:
+    """The cluster node's ``run(settings)`` (``cluster/serving/serve.py``), found as a plugin.
+
+    Raises:
+        click.ClickException: the [cluster] extra is not installed.
+    """
+    from importlib.metadata import entry_points
+
+    hint = "install the cluster extra: pip install 'pointspace[cluster]'"
+    found = entry_points(group=SERVING_ENTRY_POINTS, name="cluster")
+    if not found:
+        raise click.ClickException(f"cluster_urls (from {source}) needs the cluster node, which is not "
+                                   f"installed: {hint}")
+    try:
+        return next(iter(found)).load()
+    except ImportError as exc:
+        raise click.ClickException(f"cluster_urls (from {source}) needs {exc.name or exc}: {hint}") from None
 
 
 def _preflight(settings: Settings, sources: Mapping[str, str]) -> None:

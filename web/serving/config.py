@@ -38,7 +38,8 @@ TABLES = ("retention", "unique_retention")
 #: Settings that are durations, sizes or counts: zero or less is a mistake, said at start.
 POSITIVE = ("port", "max_body_bytes", "body_timeout_s", "response_timeout_s", "stream_group_events",
             "max_stream_bytes", "max_inflated_bytes", "body_rate_window_s", "max_connections",
-            "stats_gauge_period_s", "stats_stream_interval_s", "header_timeout_s")
+            "stats_gauge_period_s", "stats_stream_interval_s", "header_timeout_s", "cluster_partitions",
+            "cluster_replicas", "cluster_ttl_s")
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:

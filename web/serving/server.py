@@ -165,34 +165,41 @@ async def _run_bound(
         tune_gc()
         pin_mmap_threshold()  # bulk loads' temporaries stay out of the main heap (web/heap.py)
         app = create_app(engine, settings)
-        if settings.access_log:
-            app.asgi_app = AccessLog(app.asgi_app)  # type: ignore[method-assign]
-        shutdown = trio.Event()
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
+        where = str(settings.data_dir) if settings.data_dir is not None else "memory only"
+        await serve_until_signal(app, settings, config, sockets, task_status,
+                                 f"data: {where}, fsync: {settings.fsync}")
 
-                async def wait_for_signal() -> None:
-                    async for signum in signals:
-                        log.info("received %s, shutting down", signal.Signals(signum).name)
-                        shutdown.set()
-                        return
 
-                nursery.start_soon(wait_for_signal)
-                where = settings.data_dir if settings.data_dir is not None else "memory only"
+async def serve_until_signal(
+    app: QuartTrio, settings: Settings, config: Config, sockets: list[socket.socket],
+    task_status: trio.TaskStatus[None], describe: str,
+) -> None:
+    """Serve ``app`` on the bound ``sockets`` until SIGINT or SIGTERM, then return (after
+    hypercorn's graceful shutdown). ``describe`` goes into the "listening" line."""
+    if settings.access_log:
+        app.asgi_app = AccessLog(app.asgi_app)  # type: ignore[method-assign]
+    shutdown = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
 
-                def listening(addresses: list[str]) -> None:
-                    # Only now: the sockets listen, so the line is never a false promise.
-                    log.info(
-                        "pointspace %s listening on %s (data: %s, fsync: %s, at most %d connections)",
-                        VERSION, ", ".join(f"http://{a}" for a in addresses), where,
-                        settings.fsync, settings.max_connections,
-                    )
-                    task_status.started()
+            async def wait_for_signal() -> None:
+                async for signum in signals:
+                    log.info("received %s, shutting down", signal.Signals(signum).name)
+                    shutdown.set()
+                    return
 
-                await serve(app, config, max_connections=settings.max_connections,
-                            header_timeout_s=settings.header_timeout_s,
-                            shutdown_trigger=shutdown.wait, sockets=sockets, on_listening=listening)
-                nursery.cancel_scope.cancel()
+            nursery.start_soon(wait_for_signal)
+
+            def listening(addresses: list[str]) -> None:
+                # Only now: the sockets listen, so the line is never a false promise.
+                log.info("pointspace %s listening on %s (%s, at most %d connections)", VERSION,
+                         ", ".join(f"http://{a}" for a in addresses), describe, settings.max_connections)
+                task_status.started()
+
+            await serve(app, config, max_connections=settings.max_connections,
+                        header_timeout_s=settings.header_timeout_s,
+                        shutdown_trigger=shutdown.wait, sockets=sockets, on_listening=listening)
+            nursery.cancel_scope.cancel()
 
 
 ############################################################################################

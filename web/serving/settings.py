@@ -90,3 +90,23 @@ class Settings:
     #: Browser origins (``https://dash.example.com``) allowed besides this server's own. A
     #: request carrying any other ``Origin`` is refused, so a web page cannot drive the server.
     allowed_origins: tuple[str, ...] = ()
+
+    # ----- a cluster node (cluster/, the [cluster] extra; README "Running a cluster") --------
+
+    #: NATS server URLs of a JetStream cluster. Set: this server is one node of a pointspace
+    #: cluster, its state in JetStream (``data_dir`` is not used). Empty: a single node.
+    cluster_urls: tuple[str, ...] = ()
+    #: This node's id, unique in the cluster (letters, digits, ``-``, ``_``). Empty: made from
+    #: the host and port.
+    node_id: str = ""
+    #: The URL the other nodes reach this node at. Empty: ``http://<host>:<port>``.
+    advertise_url: str = ""
+    #: Partitions of the data set: the same on every node, fixed when the cluster first starts.
+    cluster_partitions: int = 64
+    #: Copies JetStream keeps of each partition's log and of the membership buckets (at most
+    #: the number of NATS servers; 3 survives the loss of one).
+    cluster_replicas: int = 3
+    #: Seconds after its last heartbeat that a node counts as dead and its partitions move to
+    #: their standbys (it heartbeats six times per period). Failover takes about this long,
+    #: twice when the dead node was the coordinator.
+    cluster_ttl_s: float = 3.0
