@@ -46,13 +46,25 @@ from bench.common import (
 from cluster.nats_servers import LocalNatsCluster
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes used so far (``/proc/<pid>/stat``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / ticks
+
+
 def pinned(core: int | None, args: list[str]) -> list[str]:
     return args if core is None else ["taskset", "-c", str(core), *args]
 
 
 @contextlib.contextmanager
-def nodes(directory: Path, count: int, nats_urls: list[str], cores: list[int], partitions: int) -> Iterator[list[str]]:
-    """``count`` cluster nodes, node i on ``cores[i % len(cores)]``; their URLs."""
+def nodes(directory: Path, count: int, nats_urls: list[str], cores: list[int], partitions: int,
+          pids: list[int]) -> Iterator[list[str]]:
+    """``count`` cluster nodes, node i on ``cores[i % len(cores)]``; their URLs (their process
+    ids are added to ``pids``)."""
     processes: list[subprocess.Popen[bytes]] = []
     urls = []
     try:
@@ -64,6 +76,7 @@ def nodes(directory: Path, count: int, nats_urls: list[str], cores: list[int], p
                 args += ["--cluster", url]
             log = (directory / f"n{i}.log").open("wb")
             processes.append(subprocess.Popen(pinned(cores[i % len(cores)], args), stdout=log, stderr=subprocess.STDOUT))
+            pids.append(processes[-1].pid)
             urls.append(f"http://127.0.0.1:{port}")
         for url in urls:
             wait_up(url, "/healthz")
@@ -91,13 +104,14 @@ def nodes(directory: Path, count: int, nats_urls: list[str], cores: list[int], p
 
 
 @contextlib.contextmanager
-def single_node(directory: Path, core: int | None) -> Iterator[list[str]]:
+def single_node(directory: Path, core: int | None, pids: list[int]) -> Iterator[list[str]]:
     """The baseline: one server without a cluster, its log fsynced per write (as JetStream's)."""
     port = free_port()
     args = [sys.executable, "-c", "from web.serving.cli import main; main()", "serve", "--port", str(port),
             "--data-dir", str(directory / "single"), "--fsync", "always"]
     log = (directory / "single.log").open("wb")
     process = subprocess.Popen(pinned(core, args), stdout=log, stderr=subprocess.STDOUT)
+    pids.append(process.pid)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_up(url, "/healthz")
@@ -148,22 +162,35 @@ def main() -> None:
           f"of {args.batch:,} for {args.users:,} users; {args.partitions} partitions; "
           f"{args.threads_per_node} connections per node")
     rows: list[tuple[str, float, str]] = []
+    costs: list[str] = []
+
+    def measure(name: str, urls: list[str], server_pids: list[int], nats_pids: list[int]) -> None:
+        drive(urls, warm, args.threads_per_node)
+        before = cpu_seconds(server_pids), cpu_seconds(nats_pids), time.process_time()
+        seconds = drive(urls, measured, args.threads_per_node)
+        after = cpu_seconds(server_pids), cpu_seconds(nats_pids), time.process_time()
+        per_event = [(a - b) / args.events * 1e6 for a, b in zip(after, before, strict=True)]
+        rows.append((name, args.events / seconds, "events/s"))
+        costs.append(f"  {name:<44} pointspace {per_event[0]:5.1f}  nats-server {per_event[1]:5.1f}  "
+                     f"client {per_event[2]:5.1f}")
+        print(f"  {name}: {args.events / seconds:,.0f} events/s")
+
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         base = Path(tmp)
-        with single_node(base, cores[0]) as urls:
-            drive(urls, warm, args.threads_per_node)
-            seconds = drive(urls, measured, args.threads_per_node)
-            rows.append(("single node, no cluster (fsync always)", args.events / seconds, "events/s"))
-            print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f} events/s")
+        pids: list[int] = []
+        with single_node(base, cores[0], pids) as urls:
+            measure("single node, no cluster (fsync always)", urls, pids, [])
         for size in sizes:
             run = base / f"cluster{size}"
             run.mkdir()
-            with LocalNatsCluster(run / "nats") as nats, nodes(run, size, nats.urls, cores, args.partitions) as urls:
-                drive(urls, warm, args.threads_per_node)
-                seconds = drive(urls, measured, args.threads_per_node)
-                rows.append((f"cluster of {size} node{'s' if size > 1 else ''}", args.events / seconds, "events/s"))
-                print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f} events/s")
+            pids = []
+            with LocalNatsCluster(run / "nats") as nats, nodes(run, size, nats.urls, cores, args.partitions,
+                                                                pids) as urls:
+                nats_pids = [s.process.pid for s in nats.servers if s.process is not None]
+                measure(f"cluster of {size} node{'s' if size > 1 else ''}", urls, pids, nats_pids)
     table("ingest over HTTP (msgpack), acknowledged events per second", rows, baseline="cluster of 1 node")
+    print("\nCPU microseconds per event (all processes of each kind)")
+    print("\n".join(costs))
 
 
 if __name__ == "__main__":

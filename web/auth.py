@@ -178,8 +178,11 @@ def rankdb_rule(method: str, path: str) -> tuple[Rule, re.Match[str]] | None:
 
 #: Routes that read although they are POSTs: the name after ``/api/`` or ``/v1/`` ``/v2/``,
 #: and whole paths. A new read-only POST route belongs here, or it needs ``api:update``.
+#: Second path parts that make a POST a read. ``rank`` is a cluster node's forwarded share of
+#: ``/api/leaderboards/rank`` (``/cluster/rank/<partition>``: forwarded shares are named after
+#: the public routes, so they need the same scopes).
 READ_ROUTE_NAMES = frozenset(
-    {"query", "breakdown", "query_ids", "mu_query", "mumt_query", "readcount", "readcount_with_ids"}
+    {"query", "breakdown", "query_ids", "mu_query", "mumt_query", "readcount", "readcount_with_ids", "rank"}
 )
 READ_POST_PATHS = frozenset({"/api/leaderboards/rank", "/api/uniques/query"})
 

@@ -11,10 +11,14 @@ and no route of a single node learns about the cluster.
 - **Writes** (``ingest_validated``): the route has validated the whole batch; here it is split
   by :func:`~cluster.node.partition_of` of each event's user, and each partition's share goes
   to its owner: this node's replica (``ClusterNode.on_partition``) or another node over HTTP
-  (``cluster/serving/forwarding.py``). The shares run concurrently; the answer is 200 once every
-  owner acknowledged, which an owner does only after JetStream stored the share's record.
-- **Reads** (``query``, ``breakdown``): the users are split the same way, each owner answers
-  for its users, and the answers are merged in the order the route asked.
+  (``cluster/serving/forwarding.py``: one request per other node, carrying the shares of all
+  the partitions it owns). The shares run concurrently; the answer is 200 once every owner
+  acknowledged, which an owner does only after JetStream stored the share's record. Global
+  counters (``count``, PSD's counts) are split by counter name the same way.
+- **Reads** (``query``, ``breakdown``, ``read_counts``): the keys are split the same way, each
+  owner answers for its keys, and the answers are merged in the order the route asked.
+  ``rank_users`` over every user asks every partition for its users' sums and ranks them
+  together.
 - **Failover**: an owner that is not (or no longer) leading refuses *before* it changes
   anything (:class:`~cluster.node.NotLeading`), and an owner that cannot be reached never got
   the request: both are retried against the owner the assignment names then, for up to
@@ -47,12 +51,15 @@ from cluster.serving.wire import (
     decode_query,
     events_request,
     query_request,
+    rank_request,
     readcount_request,
     run_breakdown,
     run_query,
+    run_rank,
     run_readcount,
 )
 from engine.actors import RouterStatistics
+from engine.boards import Standing, rank_sums
 from engine.commands import Command, CountBatch, IngestBatch
 from engine.engine import Breakdown, Engine, EngineStatistics, UserResult
 from engine.errors import PointspaceError
@@ -103,10 +110,8 @@ class ClusterEngine:
         def local(share: list[UserEvent]) -> Callable[[Engine], Awaitable[int]]:
             return lambda engine: engine.ingest_validated(share)
 
-        async def one(partition: int, share: list[UserEvent]) -> None:
-            await self._on_owner(partition, local(share), "events", events_request(share), write=True)
-
-        await self._all({p: (lambda p=p, s=s: one(p, s)) for p, s in shares.items()})
+        await self._on_owners({p: (local(share), events_request(share)) for p, share in shares.items()},
+                              "events", write=True)
         return len(events)
 
     async def count(self, counts: Any) -> int:
@@ -123,10 +128,8 @@ class ClusterEngine:
         def local(share: list[tuple[str, int, int]]) -> Callable[[Engine], Awaitable[Any]]:
             return lambda engine: engine.submit(CountBatch(counts=share))
 
-        async def one(partition: int, share: list[tuple[str, int, int]]) -> None:
-            await self._on_owner(partition, local(share), "counters", counts_request(share), write=True)
-
-        await self._all({p: (lambda p=p, s=s: one(p, s)) for p, s in shares.items()})
+        await self._on_owners({p: (local(share), counts_request(share)) for p, share in shares.items()},
+                              "counters", write=True)
 
     async def submit(self, command: Command) -> dict[Hashable, Any]:
         """The commands a cluster routes (counter events, counter increments: PSD's write)."""
@@ -152,8 +155,10 @@ class ClusterEngine:
                                 offset: int = 0) -> Breakdown:
         """A global counter's per-period sums, from its owner."""
         body = readcount_request([name], t1, t2, step, tz=tz, offset=offset)
-        answer = await self._on_owner(partition_of(name, self.node.partitions),
-                                      lambda engine: run_readcount(engine, body), "readcount", body, write=False)
+        partition = partition_of(name, self.node.partitions)
+        answers = await self._on_owners({partition: (lambda engine: run_readcount(engine, body), body)},
+                                        "readcount", write=False)
+        answer = answers[partition]
         return Breakdown(answer["bounds"], {name: answer["series"]})
 
     async def query(
@@ -183,6 +188,27 @@ class ClusterEngine:
             return body, lambda engine: run_breakdown(engine, body)
 
         return await self._read_users(users, "breakdown", request_for, decode_breakdown)
+
+    async def rank_users(self, metric: str, t1: int, t2: int, *, atid: int | None = None,
+                         users: Sequence[User] | None = None) -> list[Standing]:
+        """Rank users by their sum of ``metric`` over [t1, t2], across every partition.
+
+        With ``users``, their sums are queried (each from its owner); without, every
+        partition's owner answers the sums of all its users with the metric. Either way the
+        sums are ranked together here (``engine.boards.rank_sums``: the same order a single
+        node gives), so ranks and the top are global.
+        """
+        if users is not None:
+            results = await self.query(users, [metric], t1, t2, atid=atid)
+            return rank_sums({user: result.sums[metric] for user, result in results.items()})
+        body = rank_request(metric, t1, t2, atid)
+        answers = await self._on_owners(
+            {p: (lambda engine: run_rank(engine, body), body) for p in range(self.node.partitions)},
+            "rank", write=False)
+        sums: dict[Hashable, int] = {}
+        for answer in answers.values():
+            sums.update((user, score) for user, score in answer)
+        return rank_sums(sums)
 
     def statistics(self) -> EngineStatistics:
         """The sum over the partitions this node leads now (``/api/stats``, ``/metrics``)."""
@@ -225,69 +251,98 @@ class ClusterEngine:
     ) -> dict[Any, Any]:
         """Ask each partition's owner about its keys (distinct, in order); the answers merged
         back into the order of ``keys``."""
-        shares: dict[int, list[Any]] = defaultdict(list)
+        by_partition: dict[int, list[Any]] = defaultdict(list)
         for key in keys:
-            shares[partition_of(key, self.node.partitions)].append(key)
-        answers: dict[Any, Any] = {}
-
-        async def one(partition: int, share: list[Any]) -> None:
+            by_partition[partition_of(key, self.node.partitions)].append(key)
+        shares = {}
+        for partition, share in by_partition.items():
             body, local = request_for(share)
-            answers.update(decode(await self._on_owner(partition, local, op, body, write=False)))
-
-        await self._all({p: (lambda p=p, s=s: one(p, s)) for p, s in shares.items()})
+            shares[partition] = (local, body)
+        answers: dict[Any, Any] = {}
+        for answer in (await self._on_owners(shares, op, write=False)).values():
+            answers.update(decode(answer))
         return {key: answers[key] for key in keys}
 
-    async def _all(self, calls: dict[int, Callable[[], Awaitable[None]]]) -> None:
-        """Run the calls concurrently; the first error (a partition's) is raised whole."""
-        if len(calls) == 1:
-            await next(iter(calls.values()))()
-            return
-        failures: list[BaseException] = []
+    async def _on_owners(
+        self, shares: dict[int, tuple[Callable[[Engine], Awaitable[Any]], Any]], op: str, *, write: bool,
+    ) -> dict[int, Any]:
+        """Each partition's share on its owner: ``local(engine)`` on this node's replica for
+        the partitions it leads, and ``op`` with the bodies in one request per other owner
+        node (``cluster/serving/forwarding.py``); each partition's answer.
 
-        async def guarded(call: Callable[[], Awaitable[None]]) -> None:
-            try:
-                await call()
-            except PointspaceError as exc:
-                failures.append(exc)
-
-        async with trio.open_nursery() as nursery:
-            for call in calls.values():
-                nursery.start_soon(guarded, call)
-        if failures:
-            raise failures[0]
-
-    async def _on_owner(
-        self, partition: int, local: Callable[[Engine], Awaitable[T]], op: str, body: dict[str, Any] | list[Any],
-        *, write: bool,
-    ) -> Any:
-        """``local`` on this node's replica when it leads the partition, else ``op`` with
-        ``body`` on the owner over HTTP; retried as the module docstring says.
-
-        Local answers come back as they are; forwarded ones as the owner's wire form (the
-        callers' ``decode`` takes either: ``cluster/serving/wire.py``).
+        Partitions whose owner refused before changing anything, or could not be reached, or
+        had none, are sent again to the owner the assignment names then, until ``retry_s``
+        has passed; for reads, any unavailability is retried. The first other error is raised
+        once every share has ended (module docstring).
         """
-        node = self.node
         deadline = trio.current_time() + self.retry_s
         delay = 0.05
+        pending = dict(shares)
+        done: dict[int, Any] = {}
         while True:
-            owner = node.owner_of(partition)
-            try:
-                if owner == node.node_id:
-                    return await node.on_partition(partition, local)
-                if owner is None:
-                    raise NotLeading(f"partition {partition} has no owner yet (the cluster is starting)")
-                address = node.membership.addresses.get(owner)
-                if address is None:
-                    raise NotLeading(f"partition {partition}'s owner {owner} is not live (failover under way)")
-                return await self.forwarder.call(address, op, partition, body)
-            except (NotLeading, OwnerUnreachable) as exc:
-                retry = True
-                last: PointspaceError = exc
-            except PartitionUnavailable as exc:
-                retry = not write  # during a write: it may be logged; never sent twice
-                last = exc
-            if not retry or trio.current_time() + delay > deadline:
-                raise PartitionUnavailable(f"{last.message} (partition {partition}; gave up after "
-                                           f"{self.retry_s:g} s)")
+            failures = await self._one_round(pending, op, done)
+            if not failures:
+                return done
+            retry = {p for p, exc in failures.items()
+                     if isinstance(exc, NotLeading | OwnerUnreachable)
+                     or (not write and isinstance(exc, PartitionUnavailable))}
+            final = {p: exc for p, exc in failures.items() if p not in retry}
+            if final:
+                partition, exc = min(final.items())
+                if isinstance(exc, PartitionUnavailable):
+                    raise PartitionUnavailable(f"{exc.message} (partition {partition})")
+                raise exc
+            if trio.current_time() + delay > deadline:
+                partition = min(retry)
+                raise PartitionUnavailable(f"{failures[partition].message} (partition {partition}; gave up "
+                                           f"after {self.retry_s:g} s)")
+            pending = {p: pending[p] for p in retry}
             await trio.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+    async def _one_round(
+        self, pending: dict[int, tuple[Callable[[Engine], Awaitable[Any]], Any]], op: str, done: dict[int, Any],
+    ) -> dict[int, PointspaceError]:
+        """Send every pending share once (to the owners the assignment names now); answers go
+        into ``done``; the failures are returned by partition."""
+        node = self.node
+        failures: dict[int, PointspaceError] = {}
+        local: list[int] = []
+        remote: dict[str, list[int]] = defaultdict(list)
+        for partition in pending:
+            owner = node.owner_of(partition)
+            address = None if owner is None else node.membership.addresses.get(owner)
+            if owner == node.node_id:
+                local.append(partition)
+            elif address is None:
+                failures[partition] = NotLeading(f"partition {partition} has no live owner now "
+                                                 f"(the cluster is starting, or failing over)")
+            else:
+                remote[address].append(partition)
+
+        async def run_local(partition: int) -> None:
+            try:
+                done[partition] = await node.on_partition(partition, pending[partition][0])
+            except PointspaceError as exc:
+                failures[partition] = exc
+
+        async def run_remote(address: str, partitions: list[int]) -> None:
+            try:
+                answers = await self.forwarder.call(address, op, {p: pending[p][1] for p in partitions})
+            except PointspaceError as exc:
+                failures.update((p, exc) for p in partitions)
+                return
+            for partition in partitions:
+                if partition not in answers:
+                    failures[partition] = PartitionUnavailable(f"{address} did not answer for partition {partition}")
+                elif isinstance(answers[partition], PointspaceError):
+                    failures[partition] = answers[partition]
+                else:
+                    done[partition] = answers[partition]
+
+        async with trio.open_nursery() as nursery:
+            for partition in local:
+                nursery.start_soon(run_local, partition)
+            for address, partitions in remote.items():
+                nursery.start_soon(run_remote, address, partitions)
+        return failures

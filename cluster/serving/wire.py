@@ -25,8 +25,8 @@ from web.openapi import check
 
 __all__ = [
     "breakdown_request", "counts_request", "decode_breakdown", "decode_query", "events_request",
-    "query_request", "readcount_request", "run_breakdown", "run_counts", "run_events", "run_query",
-    "run_readcount",
+    "query_request", "rank_request", "readcount_request", "run_breakdown", "run_counts", "run_events",
+    "run_query", "run_rank", "run_readcount",
 ]
 
 # ----- events -------------------------------------------------------------------------------
@@ -159,3 +159,23 @@ async def run_readcount(engine: Engine, body: Any) -> list[list[Any]] | dict[str
     t1, t2 = check_range(period.t1, period.t2)
     result = await engine.counter_breakdown(names[0], t1, t2, period.step, tz=period.tz, offset=period.offset)
     return {"bounds": result.bounds, "series": result.series[names[0]]}
+
+
+# ----- ranking every user -------------------------------------------------------------------
+
+
+def rank_request(metric: str, t1: int, t2: int, atid: int | None) -> dict[str, Any]:
+    """Every user of a partition with ``metric``, and their sums over [t1, t2]."""
+    body: dict[str, Any] = {"metric": metric, "t1": t1, "t2": t2}
+    if atid is not None:
+        body["atid"] = atid
+    return body
+
+
+async def run_rank(engine: Engine, body: Any) -> list[list[Any]]:
+    """Validate and answer a forwarded ranking: ``[[user, sum], ...]`` for every user of the
+    partition that wrote the metric (the caller ranks the partitions' answers together)."""
+    query = check(body, m.RankQuery, "body")
+    t1, t2 = check_range(query.t1, query.t2)
+    standings = await engine.rank_users(check_names(query.metric, "metric")[0], t1, t2, atid=query.atid)
+    return [[s.user, s.score] for s in standings]

@@ -12,6 +12,7 @@ serve yet answers 501.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -203,6 +204,16 @@ def test_any_node_writes_and_reads_every_partition(shared: Cluster) -> None:
                               {"user": 8, "sums": {"steps": 0}, "atids": []}]
         one = httpx.get(f"{node.url}/api/users/9/sums/steps", params={"t1": T0, "t2": T0 + 10}, timeout=30)
         assert one.json()["sum"] == 10
+        # Ranks across every partition: the users' sums ranked together.
+        ranked = httpx.post(f"{node.url}/api/leaderboards/rank", timeout=30, json={
+            "metric": "steps", "t1": T0, "t2": T0 + 10_000, "top": 3, "user": 100, "range": 1}).json()
+        assert ranked["total"] == USERS + 1  # and alice
+        assert ranked["top"] == [{"user": USERS - 1 - i, "score": USERS - i, "rank": i} for i in range(3)]
+        assert ranked["user"]["rank"] == USERS - 1 - 100 and ranked["user"]["score"] == 101
+        assert [e["user"] for e in ranked["user"]["above"] + ranked["user"]["below"]] == [101, 99]
+        some = httpx.post(f"{node.url}/api/leaderboards/rank", timeout=30, json={
+            "metric": "steps", "t1": T0, "t2": T0 + 10_000, "users": [3, "alice", 200]}).json()
+        assert [(e["user"], e["rank"]) for e in some["top"]] == [(200, 0), ("alice", 1), (3, 2)]
 
 
 def test_a_bad_batch_changes_nothing_on_any_partition(shared: Cluster) -> None:
@@ -216,25 +227,28 @@ def test_a_bad_batch_changes_nothing_on_any_partition(shared: Cluster) -> None:
 
 
 def test_forwarded_shares_are_validated_like_the_public_route(shared: Cluster) -> None:
-    """``/cluster/<op>/<p>`` is reachable by any client: it checks its body whole, and only
-    the partition's leader runs it."""
+    """``/cluster/<op>`` is reachable by any client: it checks each share whole, and only the
+    partition's leader runs it."""
     cluster = shared
     user = 3
     partition = partition_of(user, PARTITIONS)
     bad = [{"metric": "forged", "user": user, "value": 1, "ts": T0}, {"metric": "forged", "user": user, "value": 1}]
-    answers = [httpx.post(f"{node.url}/cluster/events/{partition}", json=bad, timeout=30) for node in cluster.nodes]
-    statuses = sorted(a.status_code for a in answers)
-    assert statuses == [400, 503, 503], [a.text for a in answers]
-    refused = next(a for a in answers if a.status_code == 400).json()
-    assert refused["field"] == "body[1].ts"
-    not_leading = [a.json() for a in answers if a.status_code == 503]
-    assert all(a["code"] == "not_leading" for a in not_leading)
+    outcomes = []
+    for node in cluster.nodes:
+        answer = httpx.post(f"{node.url}/cluster/events", json={"shares": [[partition, bad]]}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        outcomes += answer.json()
+    errors = sorted((o[2]["status"], o[2].get("code"), o[2].get("field")) for o in outcomes)
+    assert errors == [(400, None, "body[1].ts"), (503, "not_leading", None), (503, "not_leading", None)], outcomes
     assert served_sums(cluster.nodes[0].url, "forged")[user] == 0
     url = cluster.nodes[0].url
-    unknown = httpx.post(f"{url}/cluster/drop_everything/{partition}", json=[], timeout=30)
+    unknown = httpx.post(f"{url}/cluster/drop_everything", json={"shares": [[partition, []]]}, timeout=30)
     assert unknown.status_code == 400 and unknown.json()["field"] == "op"
-    outside = httpx.post(f"{url}/cluster/events/{PARTITIONS}", json=[], timeout=30)
-    assert outside.status_code == 400 and outside.json()["field"] == "partition"
+    outside = httpx.post(f"{url}/cluster/events", json={"shares": [[PARTITIONS, []]]}, timeout=30)
+    assert outside.status_code == 400 and outside.json()["field"] == "shares[0]"
+    twice = httpx.post(f"{url}/cluster/events", json={"shares": [[1, []], [1, []]]}, timeout=30)
+    assert twice.status_code == 400 and twice.json()["field"] == "shares[1]"
+    assert httpx.post(f"{url}/cluster/events", json=[], timeout=30).json()["field"] == "shares"
 
 
 def test_global_counters_and_psd_clients_through_any_node(shared: Cluster) -> None:
@@ -305,9 +319,9 @@ def test_jwt_scopes_hold_across_forwarding(tmp_path: Path) -> None:
         assert {r["sums"]["guarded"] for r in read.json()["results"]} == {2}
         partition = partition_of(0, PARTITIONS)
         for node in cluster.nodes:  # the forwarding route itself, called directly
-            share = [{"metric": "guarded", "user": 0, "value": 1, "ts": T0}]
-            assert httpx.post(f"{node.url}/cluster/events/{partition}", json=share, timeout=30).status_code == 401
-            refused = httpx.post(f"{node.url}/cluster/events/{partition}", json=share, headers=reader, timeout=30)
+            shares = {"shares": [[partition, [{"metric": "guarded", "user": 0, "value": 1, "ts": T0}]]]}
+            assert httpx.post(f"{node.url}/cluster/events", json=shares, timeout=30).status_code == 401
+            refused = httpx.post(f"{node.url}/cluster/events", json=shares, headers=reader, timeout=30)
             assert refused.status_code == 401
 
 
@@ -427,6 +441,12 @@ def test_no_acknowledged_write_is_lost_when_a_node_is_killed(cluster: Cluster, a
         for user in range(USERS):
             acked, attempted = ledger.acknowledged[user], ledger.attempted[user]
             assert acked <= served[user] <= attempted, (node.name, user, acked, served[user], attempted)
+        # Ranks over every partition hold the same sums, highest first.
+        ranked = httpx.post(f"{node.url}/api/leaderboards/rank", timeout=30, json={
+            "metric": "steps", "t1": T0, "t2": T0 + 10_000, "top": USERS}).json()
+        assert {e["user"]: e["score"] for e in ranked["top"]} == {u: s for u, s in served.items() if s}
+        assert [e["rank"] for e in ranked["top"]] == list(range(len(ranked["top"])))
+        assert all(a["score"] >= b["score"] for a, b in itertools.pairwise(ranked["top"]))
         # The breakdown adds up to the same sums.
         response = httpx.post(f"{node.url}/api/breakdown", timeout=30, json={
             **query_body(list(range(USERS))), "step": "hour"})
