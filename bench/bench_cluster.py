@@ -92,6 +92,9 @@ def nodes(directory: Path, count: int, nats_urls: list[str], cores: list[int], p
             if time.monotonic() > deadline:
                 raise RuntimeError("the cluster did not lead every partition within 60 s")
             time.sleep(0.2)
+        # A node that joined last takes its share of partitions from the others once the
+        # coordinator sees it (a rebalance): let that settle before measuring.
+        time.sleep(3)
         yield urls
     finally:
         for process in processes:

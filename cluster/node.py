@@ -15,8 +15,10 @@ partition's log (``cluster/partition_journal.py``).
 - A replica whose journal failed (fenced by another writer, or the log unavailable past its
   retry time) holds state the log may not: it is dropped, and started again from the log if
   the assignment still gives the partition to this node.
-- A partition the assignment takes away is dropped at once. Its engine may hold records that
-  were applied but not yet acknowledged; those were never acknowledged to a client either.
+- A partition the assignment takes away refuses new calls at once (the callers retry at the new
+  owner) and stops once the calls inside have finished, or after ``retire_grace_s``. Its engine
+  may hold records that were applied but not acknowledged; those were never acknowledged to a
+  client either.
 
 Partitions are chosen by :func:`partition_of`, a hash that is the same in every process
 (Python's ``hash`` of a string is not: it is salted per process).
@@ -66,6 +68,8 @@ class NodeConfig:
     membership: MembershipConfig = MembershipConfig()
     #: Seconds between a standby's reads of its partitions' logs.
     tail_interval_s: float = 0.2
+    #: Seconds a partition taken away lets the calls inside it finish before it stops.
+    retire_grace_s: float = 2.0
 
 
 class Replica:
@@ -84,10 +88,23 @@ class Replica:
         self.last_stream_seq = 0
         #: The scopes of callers inside :meth:`call`, cancelled when the replica ends.
         self._callers: set[trio.CancelScope] = set()
+        #: Set when the assignment took the partition away: no new calls, then stop.
+        self.retiring = False
 
     @property
     def owner(self) -> bool:
         return self.placement.owner == self.node.node_id
+
+    async def retire(self, grace_s: float) -> None:
+        """Stop, letting the calls already inside finish first (for up to ``grace_s``): new
+        calls are refused at once with :class:`NotLeading`, which callers retry against the
+        new owner, so a partition moved by a rebalance fails no request that could wait.
+        (Should the new owner publish first, a late write here is fenced, never stored.)"""
+        self.retiring = True
+        with trio.move_on_after(grace_s):
+            while self._callers:
+                await trio.sleep(0.01)
+        self.cancel_scope.cancel()
 
     def promote(self, placement: Placement) -> None:
         """This node now owns the partition (it stood by): catch up and lead."""
@@ -104,7 +121,7 @@ class Replica:
             PartitionUnavailable: the replica does not lead, or stopped during the call.
         """
         engine = self.engine
-        if engine is None or not self.leading.is_set() or self.journal.failure is not None:
+        if engine is None or not self.leading.is_set() or self.journal.failure is not None or self.retiring:
             raise NotLeading(f"this node does not lead partition {self.partition} (now); retry")
         with trio.CancelScope() as scope:
             self._callers.add(scope)
@@ -210,7 +227,11 @@ class ClusterNode:
 
     def _drop(self, partition: int) -> None:
         replica = self.replicas.pop(partition)
-        replica.cancel_scope.cancel()
+        if replica._callers and self._nursery is not None:
+            self._nursery.start_soon(replica.retire, self.config.retire_grace_s)
+        else:
+            replica.retiring = True
+            replica.cancel_scope.cancel()
 
     async def _keep(self, replica: Replica) -> None:
         """Run a replica; if it ends on its own (its journal failed), start it again from the
