@@ -12,9 +12,13 @@ partition's log (``cluster/partition_journal.py``).
   partition's writer, fenced by the sequence of the last message it applied. A standby that
   is promoted keeps its engine and only catches up the last few records, which is why
   failover takes about as long as membership needs to notice (``ttl_s``) plus one tick.
+- A replica starts from the partition's snapshot when one is stored, then reads the log after
+  it; an owner stores a snapshot every ``snapshot_interval_s`` and cuts the log below it
+  (``cluster/partition_snapshots.py``), so logs stay short and a takeover replays little.
 - A replica whose journal failed (fenced by another writer, or the log unavailable past its
-  retry time) holds state the log may not: it is dropped, and started again from the log if
-  the assignment still gives the partition to this node.
+  retry time), or that found a hole in the log (cut below what it had read), holds state the
+  log may not: it is dropped, and started again from the snapshot and the log if the
+  assignment still gives the partition to this node.
 - A partition the assignment takes away refuses new calls at once (the callers retry at the new
   owner) and stops once the calls inside have finished, or after ``retire_grace_s``. Its engine
   may hold records that were applied but not acknowledged; those were never acknowledged to a
@@ -32,11 +36,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import nats.errors
 import trio
 
 from cluster.membership import Membership, MembershipConfig
-from cluster.partition_journal import PartitionJournal, PartitionUnavailable, catch_up
+from cluster.partition_journal import LogGap, PartitionJournal, PartitionUnavailable, catch_up
 from cluster.partition_log import JetStream, LogLayout, LogUnavailable, PartitionLog
+from cluster.partition_snapshots import PartitionSnapshots
 from cluster.placement import Assignment, Placement
 from engine.engine import Engine
 
@@ -70,6 +76,9 @@ class NodeConfig:
     tail_interval_s: float = 0.2
     #: Seconds a partition taken away lets the calls inside it finish before it stops.
     retire_grace_s: float = 2.0
+    #: Seconds between an owner's snapshots of a partition that was written to (each lets
+    #: the log be cut below it: ``cluster/partition_snapshots.py``).
+    snapshot_interval_s: float = 30.0
 
 
 class Replica:
@@ -143,6 +152,7 @@ class Replica:
         with self.cancel_scope:
             async with Engine.open(journal=self.journal) as engine, trio.open_nursery() as nursery:
                 self.engine = engine
+                await self._restore()
                 await self._catch_up(from_leader=False)
                 while not self.owner:
                     with trio.move_on_after(self.node.config.tail_interval_s):
@@ -156,6 +166,7 @@ class Replica:
                 self.leading.set()
                 log.info("node %s leads partition %d as %s from record %d", self.node.node_id,
                          self.partition, self.placement.writer, self.journal.last_seq)
+                nursery.start_soon(self._snapshot_now_and_then)
                 while self.journal.failure is None:
                     await self.journal.wait_failed()
                 nursery.cancel_scope.cancel()
@@ -166,6 +177,37 @@ class Replica:
                                 after_seq=self.journal.last_seq, after_stream_seq=self.last_stream_seq,
                                 from_leader=from_leader)
         self.last_stream_seq = caught.last_stream_seq
+        self.journal.note_position(caught.last_seq, caught.last_stream_seq)
+
+    async def _restore(self) -> None:
+        """Start from the partition's stored snapshot, if there is one: the log before it may
+        have been cut (``cluster/partition_snapshots.py``)."""
+        snapshot = await self.node.snapshots.load(self.partition)
+        if snapshot is None:
+            return
+        items = PartitionSnapshots.restore(self.engine, snapshot)  # type: ignore[arg-type]
+        self.journal.advance_to(snapshot.start_seq - 1)
+        self.last_stream_seq = snapshot.cut
+        log.info("node %s: partition %d restored from its snapshot (%d items, records before %d)",
+                 self.node.node_id, self.partition, items, snapshot.start_seq)
+
+    async def _snapshot_now_and_then(self) -> None:
+        """While leading: store a snapshot every ``snapshot_interval_s`` when records were
+        written since the last, and cut the log below it. A failure to store is logged and
+        tried again next time; the partition goes on being served either way."""
+        interval = self.node.config.snapshot_interval_s
+        saved_upto = self.journal.last_seq
+        while True:
+            await trio.sleep(interval)
+            if self.journal.last_seq == saved_upto or self.engine is None:
+                continue
+            try:
+                saved = await self.node.snapshots.save(self.partition, self.engine, self.journal)
+            except (LogUnavailable, nats.errors.Error) as exc:
+                log.warning("partition %d: snapshot not stored (%s); next in %g s", self.partition, exc, interval)
+                continue
+            if saved is not None:
+                saved_upto = saved.start_seq - 1
 
 
 class ClusterNode:
@@ -175,6 +217,7 @@ class ClusterNode:
         self.config = config or NodeConfig()
         self.node_id = node_id
         self.log = PartitionLog(jetstream, self.config.layout)
+        self.snapshots = PartitionSnapshots(jetstream, self.config.layout)
         self.membership = Membership(jetstream, node_id, address=address,
                                      partitions=self.config.layout.partitions, config=self.config.membership)
         self.replicas: dict[int, Replica] = {}
@@ -191,6 +234,7 @@ class ClusterNode:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the assigned partitions until cancelled; started once membership runs."""
         await self.log.ensure_streams()
+        await self.snapshots.setup()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.membership.run, self._on_assignment)
@@ -238,8 +282,9 @@ class ClusterNode:
         log while the assignment still gives this node the partition."""
         try:
             await replica.run()
-        except (LogUnavailable, PartitionUnavailable) as exc:
-            log.warning("node %s: partition %d's replica stopped: %s", self.node_id, replica.partition, exc)
+        except* (LogUnavailable, PartitionUnavailable, LogGap) as failures:  # raised in nurseries: grouped
+            log.warning("node %s: partition %d's replica stopped: %s", self.node_id, replica.partition,
+                        _first_leaf(failures))
         if self.replicas.get(replica.partition) is replica:  # not dropped: it failed
             del self.replicas[replica.partition]
             await trio.sleep(0.2)
@@ -274,3 +319,10 @@ class ClusterNode:
     def owner_of(self, partition: int) -> str | None:
         assignment = self.membership.assignment
         return None if assignment is None else assignment.partitions[partition].owner
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

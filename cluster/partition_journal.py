@@ -33,6 +33,7 @@ log does not hold was acknowledged.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import msgpack
@@ -48,6 +49,9 @@ __all__ = ["CaughtUp", "LogGap", "PartitionJournal", "PartitionUnavailable", "ca
 #: The largest message the journal publishes (JetStream's default ``max_payload`` is 1 MiB;
 #: ``cluster/nats_servers.py`` raises it to 8 MiB for single records of large batches).
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: Recent message positions a journal remembers (a few minutes of messages at a busy
+#: partition's rate; a snapshot older than all of them cuts nothing).
+POSITIONS_KEPT = 4096
 
 
 class PartitionUnavailable(PointspaceError):
@@ -111,6 +115,9 @@ class PartitionJournal:
         self._published = trio.Event()  # replaced after each acknowledgement or failure
         self._appended = trio.Event()  # set when the publisher has records to send
         self.messages = 0  # published (for statistics and tests)
+        #: (last record number, stream sequence) of recent messages, oldest first: where a
+        #: snapshot's replay starts (:meth:`stream_seq_before`).
+        self.positions: deque[tuple[int, int]] = deque(maxlen=POSITIONS_KEPT)
 
     # ----- the Journal protocol ----------------------------------------------------------
 
@@ -145,6 +152,22 @@ class PartitionJournal:
             self._pending_first = seq + 1
 
     # ----- more ----------------------------------------------------------------------------
+
+    def note_position(self, last_record: int, stream_seq: int) -> None:
+        """The message at ``stream_seq`` ends with record ``last_record`` (a catch-up's end)."""
+        if last_record and (not self.positions or stream_seq > self.positions[-1][1]):
+            self.positions.append((last_record, stream_seq))
+
+    def stream_seq_before(self, record: int) -> int | None:
+        """The stream sequence of the last message known to hold only records before
+        ``record``, other than the partition's newest message: the log may be cut up to it
+        once a snapshot holds every record before ``record``. The newest message always
+        stays, since the writer's next publish names its sequence as the subject's last
+        (``Nats-Expected-Last-Subject-Sequence``). ``None``: nothing to cut."""
+        for last_record, stream_seq in reversed(self.positions):
+            if last_record < record and stream_seq < self._last_stream_seq:
+                return stream_seq
+        return None
 
     def lead(self, writer: str, last_stream_seq: int) -> None:
         """Become the partition's writer.
@@ -219,6 +242,7 @@ class PartitionJournal:
         self._pending_first += count
         self._last_stream_seq = appended.seq
         self._durable_seq = first + count - 1
+        self.note_position(self._durable_seq, appended.seq)
         self.messages += 1
         self._notify()
 

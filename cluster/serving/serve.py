@@ -55,7 +55,7 @@ def node_config(settings: Settings) -> NodeConfig:
     layout = LogLayout(partitions=partitions, streams=min(STREAMS, partitions), replicas=replicas)
     membership = MembershipConfig(replicas=replicas, ttl_s=settings.cluster_ttl_s,
                                   heartbeat_s=settings.cluster_ttl_s / 6)
-    return NodeConfig(layout=layout, membership=membership)
+    return NodeConfig(layout=layout, membership=membership, snapshot_interval_s=settings.cluster_snapshot_interval_s)
 
 
 def node_identity(settings: Settings) -> tuple[str, str]:

@@ -39,7 +39,8 @@ TABLES = ("retention", "unique_retention")
 POSITIVE = ("port", "max_body_bytes", "body_timeout_s", "response_timeout_s", "stream_group_events",
             "max_stream_bytes", "max_inflated_bytes", "body_rate_window_s", "max_connections",
             "stats_gauge_period_s", "stats_stream_interval_s", "header_timeout_s", "cluster_partitions",
-            "cluster_replicas", "cluster_ttl_s")
+            "cluster_replicas", "cluster_ttl_s",
+            "cluster_snapshot_interval_s")
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:

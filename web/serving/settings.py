@@ -110,3 +110,6 @@ class Settings:
     #: their standbys (it heartbeats six times per period). Failover takes about this long,
     #: twice when the dead node was the coordinator.
     cluster_ttl_s: float = 3.0
+    #: Seconds between an owner's snapshots of each partition it writes (to the JetStream
+    #: object store; the log before the previous one is then cut).
+    cluster_snapshot_interval_s: float = 30.0
