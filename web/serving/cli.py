@@ -199,6 +199,8 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="JetStream copies of each partition's log [default: 3].")
 @click.option("--cluster-ttl-s", default=None, type=float,
               help="Seconds without a heartbeat before a node counts as dead [default: 3].")
+@click.option("--cluster-snapshot-interval-s", default=None, type=float,
+              help="Seconds between snapshots of each partition to the object store [default: 30].")
 @click.pass_context
 def serve(ctx: click.Context, config_file: Path | None, retention: tuple[str, ...], **flags: object) -> None:
     """Start the HTTP server (settings: defaults < TOML file < $POINTSPACE_* < flags)."""
