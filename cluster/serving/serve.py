@@ -19,6 +19,7 @@ import logging
 import re
 import socket
 from typing import cast
+from urllib.parse import urlsplit
 
 import trio
 from hypercorn.config import Config
@@ -70,6 +71,29 @@ def node_identity(settings: Settings) -> tuple[str, str]:
     return node_id, address
 
 
+async def check_reachable(urls: list[str], timeout_s: float = 10.0) -> None:
+    """At least one NATS server answers a TCP connection (nats-py, told to reconnect for
+    ever, would otherwise wait silently for a server that is not there).
+
+    Raises:
+        StartupError: none of ``urls`` can be reached within ``timeout_s``.
+    """
+    reasons = []
+    for url in urls:
+        parsed = urlsplit(url if "://" in url else f"nats://{url}")
+        if parsed.scheme not in ("nats", "tls") or not parsed.hostname:
+            raise StartupError(f"cluster: {url!r} is not a NATS URL (nats://host:port)", "cluster")
+        try:
+            with trio.fail_after(timeout_s):
+                stream = await trio.open_tcp_stream(parsed.hostname, parsed.port or 4222)
+            await stream.aclose()
+            return
+        except (OSError, trio.TooSlowError) as exc:
+            reasons.append(f"{url}: {exc or 'no answer in time'}")
+    raise StartupError(f"cannot reach any NATS server ({'; '.join(reasons)}); start the JetStream cluster "
+                       f"first, or check the URLs", "cluster")
+
+
 async def run_cluster_server(settings: Settings, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve as one cluster node until SIGINT/SIGTERM; ``task_status.started()`` once the
     port listens.
@@ -93,7 +117,8 @@ async def _run_bound(
     settings: Settings, config: NodeConfig, node_id: str, address: str, hypercorn: Config,
     sockets: list[socket.socket], task_status: trio.TaskStatus[None],
 ) -> None:
-    async with AsyncioBridge.open() as bridge, JetStream.connect(bridge, list(settings.cluster_urls)) as jetstream:
+    await check_reachable(list(settings.cluster))
+    async with AsyncioBridge.open() as bridge, JetStream.connect(bridge, list(settings.cluster)) as jetstream:
         node = ClusterNode(jetstream, node_id, address=address, config=config)
         forwarder = Forwarder(node_id, timeout_s=settings.response_timeout_s)
         try:
@@ -105,7 +130,7 @@ async def _run_bound(
                 app.extensions[FORWARDING_NODE_KEY] = node
                 app.register_blueprint(forwarded)
                 describe = (f"cluster node {node_id} at {address}, {config.layout.partitions} partitions, "
-                            f"NATS {', '.join(settings.cluster_urls)}")
+                            f"NATS {', '.join(settings.cluster)}")
                 await serve_until_signal(app, settings, hypercorn, sockets, task_status, describe)
                 nursery.cancel_scope.cancel()
         finally:

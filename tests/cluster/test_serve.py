@@ -331,6 +331,17 @@ def test_jwt_scopes_hold_across_forwarding(tmp_path: Path) -> None:
             assert refused.status_code == 401
 
 
+def test_a_node_without_a_reachable_nats_server_says_so_in_one_line(tmp_path: Path) -> None:
+    for flags, source in ((["--cluster", f"nats://127.0.0.1:{_free_port()}"], "--cluster"),
+                          (["--cluster", "http://example.com:4222"], "--cluster")):
+        done = subprocess.run([sys.executable, "-c", "from web.serving.cli import main; main()", "serve",
+                               "--port", str(_free_port()), "--data-dir", "", *flags],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and lines[0].endswith(f"(from {source})"), lines
+
+
 # ----- acceptance: a node killed under load -------------------------------------------------
 
 

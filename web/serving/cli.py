@@ -187,7 +187,7 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="statshub gauges keep each id's last value per period of this many seconds [default: 360].")
 @click.option("--stats-stream-interval-s", default=None, type=float,
               help="Seconds between updates on statshub's /stream websockets [default: 30].")
-@click.option("--cluster", "cluster_urls", multiple=True, metavar="NATS_URL",
+@click.option("--cluster", "cluster", multiple=True, metavar="NATS_URL",
               help="Serve as one node of a cluster on this JetStream cluster (nats://host:4222); "
                    "repeatable. Needs the [cluster] extra.")
 @click.option("--node-id", default=None, help="This node's id in the cluster [default: HOST-PORT].")
@@ -206,13 +206,13 @@ def serve(ctx: click.Context, config_file: Path | None, retention: tuple[str, ..
     """Start the HTTP server (settings: defaults < TOML file < $POINTSPACE_* < flags)."""
     from web.serving.server import run_server
 
-    for name in ("backup_allowed_hosts", "allowed_hosts", "allowed_origins", "cluster_urls"):
+    for name in ("backup_allowed_hosts", "allowed_hosts", "allowed_origins", "cluster"):
         if not flags[name]:
             flags[name] = None  # not given: the file, the environment or the default decides
     settings, sources = _settings(config_file, flags, retention)
     ctx.meta[SOURCES_KEY] = sources
     _preflight(settings, sources)
-    runner = cluster_runner(sources["cluster_urls"]) if settings.cluster_urls else run_server
+    runner = cluster_runner(sources["cluster"]) if settings.cluster else run_server
     configure_logging(settings.log_format)
     trio.run(runner, settings)
 
@@ -234,12 +234,12 @@ def cluster_runner(source: str) -> Any:
     hint = "install the cluster extra: pip install 'pointspace[cluster]'"
     found = entry_points(group=SERVING_ENTRY_POINTS, name="cluster")
     if not found:
-        raise click.ClickException(f"cluster_urls (from {source}) needs the cluster node, which is not "
+        raise click.ClickException(f"cluster (from {source}) needs the cluster node, which is not "
                                    f"installed: {hint}")
     try:
         return next(iter(found)).load()
     except ImportError as exc:
-        raise click.ClickException(f"cluster_urls (from {source}) needs {exc.name or exc}: {hint}") from None
+        raise click.ClickException(f"cluster (from {source}) needs {exc.name or exc}: {hint}") from None
 
 
 def _preflight(settings: Settings, sources: Mapping[str, str]) -> None:

@@ -95,7 +95,7 @@ class Settings:
 
     #: NATS server URLs of a JetStream cluster. Set: this server is one node of a pointspace
     #: cluster, its state in JetStream (``data_dir`` is not used). Empty: a single node.
-    cluster_urls: tuple[str, ...] = ()
+    cluster: tuple[str, ...] = ()
     #: This node's id, unique in the cluster (letters, digits, ``-``, ``_``). Empty: made from
     #: the host and port.
     node_id: str = ""
