@@ -294,6 +294,9 @@ def test_a_route_the_cluster_does_not_serve_yet_answers_501(shared: Cluster) -> 
     response = httpx.get(f"{cluster.nodes[2].url}/api/leaderboards", timeout=30)
     assert response.status_code == 501, response.text
     assert "does not serve this yet" in response.json()["error"]
+    # A streamed answer refuses before it starts, not with a 200 and a broken body.
+    export = httpx.get(f"{cluster.nodes[1].url}/api/admin/snapshot/export", timeout=30)
+    assert export.status_code == 501 and "stable_seq" in export.json()["error"], export.text
     assert httpx.get(f"{cluster.nodes[2].url}/readyz", timeout=30).status_code == 200
 
 

@@ -61,6 +61,9 @@ async def export_snapshot() -> Response:
     snapshot's size to them.
     """
     engine = engine_of(current_app)
+    # The stream starts only once the answer's 200 is sent; an engine that cannot take a
+    # snapshot (a cluster node's, which answers 501) must refuse before that.
+    engine.stable_seq()
     response = Response(stream_engine_snapshot(engine), content_type="application/octet-stream")
     response.headers["Content-Disposition"] = 'attachment; filename="pointspace.pssnap"'
     entities = engine.statistics().router.entities
