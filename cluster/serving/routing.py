@@ -33,11 +33,10 @@ acknowledged; ``tests/cluster/test_serve.py`` checks acknowledged <= served <= a
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 
@@ -66,10 +65,6 @@ from engine.errors import PointspaceError
 from engine.events import User, UserEvent, normalize_user, validate_count_events
 
 __all__ = ["ClusterEngine", "NotServedByCluster"]
-
-log = logging.getLogger("pointspace.cluster")
-
-T = TypeVar("T")
 
 
 class NotServedByCluster(PointspaceError):

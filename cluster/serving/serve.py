@@ -37,8 +37,6 @@ from web.serving.settings import Settings
 
 __all__ = ["node_config", "run_cluster_server"]
 
-log = logging.getLogger("pointspace.cluster")
-
 #: The log streams partitions are spread over (so stream leaders spread over NATS servers).
 STREAMS = 4
 

@@ -16,7 +16,6 @@ import itertools
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ import httpx
 import jwt
 import orjson
 import pytest
+from conftest import free_port
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -51,12 +51,6 @@ RECOVERY_BOUND_S = 10.0
 #: to those can be stored meanwhile. The bound is that wait's worst case plus 5 s for our own
 #: failover (membership's TTL, a tick, a catch-up); measured 6-9 s (the test prints it).
 RECOVERY_WITH_NATS_BOUND_S = 9.0 + 5.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -82,7 +76,7 @@ class Cluster:
 
     def start(self, directory: Path, count: int = 3) -> None:
         for i in range(count):
-            node = Node(f"n{i}", _free_port(), directory / f"n{i}.log")
+            node = Node(f"n{i}", free_port(), directory / f"n{i}.log")
             args = [sys.executable, "-c", "from web.serving.cli import main; main()", "serve",
                     "--port", str(node.port), "--data-dir", "", "--log-format", "text",
                     "--node-id", node.name, "--cluster-partitions", str(PARTITIONS),
@@ -335,10 +329,10 @@ def test_jwt_scopes_hold_across_forwarding(tmp_path: Path) -> None:
 
 
 def test_a_node_without_a_reachable_nats_server_says_so_in_one_line(tmp_path: Path) -> None:
-    for flags, source in ((["--cluster", f"nats://127.0.0.1:{_free_port()}"], "--cluster"),
+    for flags, source in ((["--cluster", f"nats://127.0.0.1:{free_port()}"], "--cluster"),
                           (["--cluster", "http://example.com:4222"], "--cluster")):
         done = subprocess.run([sys.executable, "-c", "from web.serving.cli import main; main()", "serve",
-                               "--port", str(_free_port()), "--data-dir", "", *flags],
+                               "--port", str(free_port()), "--data-dir", "", *flags],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 1, done.stderr
         lines = done.stderr.strip().splitlines()
